@@ -1,0 +1,80 @@
+"""Async client for a BigBlueButton server's API (the read side bbbnode needs)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import aiohttp
+
+from bbbcore import checksum
+from bbbcore.meetings import BbbApiError, Meeting, parse_meetings, parse_response
+
+DEFAULT_URL = "http://127.0.0.1:8090/bigbluebutton/"
+DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+
+
+class Unreachable(BbbApiError):
+    """No usable HTTP answer: connection refused, timeout, non-200, body too large."""
+
+
+def api_base(url: str) -> str:
+    """``…/bigbluebutton/`` or ``…/bigbluebutton/api/`` → the API base ending in ``api/``."""
+    base = url if url.endswith("/") else url + "/"
+    return base if base.endswith("/api/") else base + "api/"
+
+
+class BbbClient:
+    """Calls one BBB server's API with checksums, a timeout and a size cap on answers."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        secret: str,
+        algorithm: checksum.Algorithm = "sha256",
+        timeout: float = 5.0,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        self._session = session
+        self._base = api_base(url)
+        self._secret = secret
+        self._algorithm = algorithm
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._max_bytes = max_bytes
+
+    def url(self, call: str, params: Sequence[tuple[str, str]] = ()) -> str:
+        """The full signed URL of ``call``."""
+        query = checksum.signed_query(call, list(params), self._secret, self._algorithm)
+        return f"{self._base}{call}?{query}"
+
+    async def call(self, call: str, params: Sequence[tuple[str, str]] = ()) -> bytes:
+        """GET ``call`` and return the raw body; raises Unreachable on transport trouble."""
+        try:
+            async with self._session.get(
+                self.url(call, params), timeout=self._timeout, allow_redirects=False
+            ) as resp:
+                if resp.status != 200:
+                    raise Unreachable(f"{call}: HTTP {resp.status}")
+                body = bytearray()
+                async for chunk in resp.content.iter_chunked(65536):
+                    body += chunk
+                    if len(body) > self._max_bytes:
+                        raise Unreachable(f"{call}: answer larger than {self._max_bytes} bytes")
+                return bytes(body)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise Unreachable(f"{call}: {type(exc).__name__}: {exc}") from None
+
+    async def get_meetings(self) -> tuple[Meeting, ...]:
+        """All meetings on the server (``()`` when there are none)."""
+        return parse_meetings(await self.call("getMeetings"))
+
+    async def ping(self) -> None:
+        """The API root answers SUCCESS (it needs no checksum)."""
+        try:
+            async with self._session.get(
+                self._base, timeout=self._timeout, allow_redirects=False
+            ) as resp:
+                body = await resp.content.read(self._max_bytes)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise Unreachable(f"api root: {type(exc).__name__}") from None
+        parse_response(body)

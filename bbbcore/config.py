@@ -1,0 +1,122 @@
+"""Typed settings from a TOML file plus ``<PREFIX>_<SECTION>__<KEY>`` environment variables.
+
+Each program defines one pydantic-settings model; this module loads it with one
+precedence rule (environment over file over defaults) and turns every validation
+failure into a message that names the offending key as the user wrote it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+EXIT_CONFIG = 2
+"""Exit code for invalid configuration, as promised in the design."""
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConfigError(Exception):
+    """Invalid configuration; ``str()`` names every offending key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+def settings_config(prefix: str) -> SettingsConfigDict:
+    """The model_config every program's settings class uses."""
+    return SettingsConfigDict(
+        env_prefix=prefix,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads one TOML file (or nothing) as a settings source."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: Mapping[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = dict(data)
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def _env_name(prefix: str, loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    if not parts:
+        return prefix.rstrip("_")
+    return (prefix + "__".join(parts)).upper()
+
+
+def _describe(prefix: str, err: Mapping[str, Any], secret_keys: frozenset[str]) -> str:
+    loc: tuple[int | str, ...] = tuple(err.get("loc", ()))
+    dotted = ".".join(str(p) for p in loc) or "(root)"
+    msg = str(err.get("msg", "invalid"))
+    text = f"{dotted} ({_env_name(prefix, loc)}): {msg}"
+    leaf = str(loc[-1]) if loc else ""
+    if "input" in err and leaf not in secret_keys and err.get("type") != "missing":
+        shown = repr(err["input"])
+        text += f" [got {shown[:80]}]"
+    return text
+
+
+def load_settings(cls: type[S], config_file: Path | None = None) -> S:
+    """Build ``cls`` from defaults, ``config_file`` (TOML) and the environment.
+
+    Raises ConfigError naming each bad key by its TOML path and its variable.
+    """
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    data: dict[str, Any] = {}
+    problems: list[str] = []
+    if config_file is not None:
+        try:
+            data = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError([f"config file {config_file}: {exc.strerror or exc}"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"config file {config_file}: {exc}"]) from None
+
+    class _Loaded(cls):  # type: ignore[valid-type,misc]
+        @classmethod
+        def settings_customise_sources(
+            cls_,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, _TomlSource(settings_cls, data))
+
+    try:
+        loaded = _Loaded()
+    except ValidationError as exc:
+        secret_keys = frozenset({"secret", "password", "token"})
+        problems = [_describe(prefix, e, secret_keys) for e in exc.errors()]
+        raise ConfigError(problems) from None
+    # Hand back the program's own class, not the loader subclass.
+    return cast(S, cls.model_construct(**dict(loaded)))
