@@ -19,7 +19,7 @@ ListenAddress = str
 
 
 def _check_listen(value: str) -> str:
-    host, sep, port = value.rpartition(":")
+    _host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError("must be host:port with a port from 0 to 65535")
     return value
@@ -46,7 +46,7 @@ class BbbSettings(Section):
 
 
 class MetricsSettings(Section):
-    listen: ListenAddress = "0.0.0.0:9688"  # noqa: S104 - Prometheus scrapes from the VPC
+    listen: ListenAddress = "0.0.0.0:9688"
     stale_after: float = Field(default=0.0, ge=0)
     """Seconds after which /readyz fails; 0 means three poll intervals."""
 
@@ -54,10 +54,11 @@ class MetricsSettings(Section):
 
 
 class HostSettings(Section):
+    instance_id: str = ""
+    """Identity for bbbnode_info when AWS is off; empty means the hostname."""
     procfs: Path = Path("/proc")
     cpu_window: float = Field(default=60.0, gt=0)
-    """Seconds over which bbbnode_cpu_utilization_ratio is averaged."""
-    cpu_sample_interval: float = Field(default=5.0, gt=0)
+    """Seconds over which bbbnode_cpu_utilization_ratio is averaged (sampled every poll)."""
 
 
 class RecordingsSettings(Section):

@@ -1,0 +1,5 @@
+import sys
+
+from bbbnode.cli import main
+
+sys.exit(main())

@@ -1,0 +1,163 @@
+"""The exposition keeps bbb-exporter's names, types and labels, and never lies about zeros."""
+
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bbbcore.meetings import parse_meetings
+from bbbnode.exposition import NodeMetrics
+from bbbnode.snapshot import Snapshot, UniqueCounter, summarize
+
+FIXTURES = Path(__file__).parent / "fixtures" / "bbb"
+NOW = 1_700_000_500.0
+
+# name -> (type, label names) as greenstatic/bigbluebutton-exporter exposes them.
+EXPORTER_CONTRACT = {
+    "bbb_meetings": ("gauge", set()),
+    "bbb_meetings_participants": ("gauge", set()),
+    "bbb_meetings_participants_max": ("gauge", set()),
+    "bbb_meetings_listeners": ("gauge", set()),
+    "bbb_meetings_voice_participants": ("gauge", set()),
+    "bbb_meetings_video_participants": ("gauge", set()),
+    "bbb_meetings_participant_clients": ("gauge", {"type"}),
+    "bbb_meetings_participants_origin": ("gauge", {"server", "name"}),
+    "bbb_api_latency": ("histogram", {"endpoint", "parameters"}),
+    "bbb_api_up": ("gauge", set()),
+    # Gauge histograms: the 0.0.4 text format (and so bbb-exporter) says "histogram",
+    # with _gcount/_gsum gauges beside the buckets.
+    "bbb_room_participants": ("histogram", set()),
+    "bbb_room_listeners": ("histogram", set()),
+    "bbb_room_voice_participants": ("histogram", set()),
+    "bbb_room_video_participants": ("histogram", set()),
+    "bbb_unique_meetings": ("counter", set()),
+    "bbb_unique_breakout_rooms": ("counter", set()),
+    "bbb_version": ("gauge", {"version"}),
+    "bbb_exporter": ("gauge", {"version"}),
+}
+
+
+def good_snapshot() -> Snapshot:
+    meetings = parse_meetings((FIXTURES / "meetings.xml").read_bytes())
+    return Snapshot(
+        taken_at=NOW,
+        api_up=True,
+        meetings=meetings,
+        totals=summarize(meetings),
+        meetings_at=NOW - 4,
+        cpu_ratio=0.25,
+        bbb_version="3.0.4",
+        unique_meetings=UniqueCounter().advance(["a", "b"]),
+        unique_breakouts=UniqueCounter().advance(["c"]),
+    )
+
+
+def render(snap: Snapshot | None) -> str:
+    metrics = NodeMetrics(lambda: snap, lambda: NOW)
+    metrics.set_identity("i-0123456789abcdef0")
+    metrics.api_latency.labels("getMeetings", "").observe(0.02)
+    return metrics.render().decode()
+
+
+def families(text: str) -> dict[str, tuple[str, list[tuple[str, dict[str, str], float]]]]:
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        out[fam.name] = (fam.type, [(s.name, s.labels, s.value) for s in fam.samples])
+    return out
+
+
+def value(
+    fams: dict[str, tuple[str, list[tuple[str, dict[str, str], float]]]], metric: str, **labels: str
+) -> float:
+    for fam_type, samples in fams.values():
+        del fam_type
+        for sample_name, sample_labels, sample_value in samples:
+            if sample_name == metric and all(sample_labels.get(k) == v for k, v in labels.items()):
+                return sample_value
+    raise KeyError(metric)
+
+
+def test_contract_names_types_labels() -> None:
+    fams = families(render(good_snapshot()))
+    for name, (fam_type, labels) in EXPORTER_CONTRACT.items():
+        assert name in fams, name
+        assert fams[name][0] == fam_type, name
+        for sample_name, sample_labels, _ in fams[name][1]:
+            extra = {"le"} if fam_type == "histogram" else set()
+            assert set(sample_labels) - extra == labels, (sample_name, sample_labels)
+
+
+def test_values_follow_bbb_exporter_meaning() -> None:
+    fams = families(render(good_snapshot()))
+    assert value(fams, "bbb_meetings") == 3
+    assert value(fams, "bbb_meetings_participants") == 3 + 0 + 1204
+    assert value(fams, "bbb_meetings_participants_max") == 1204
+    assert value(fams, "bbb_meetings_listeners") == 1 + 1190
+    assert value(fams, "bbb_meetings_voice_participants") == 2 + 14
+    assert value(fams, "bbb_meetings_video_participants") == 1 + 2
+    assert value(fams, "bbbnode_meetings_moderators") == 2
+    assert value(fams, "bbb_meetings_participant_clients", type="html5") == 3
+    assert value(fams, "bbb_meetings_participant_clients", type="dial-in") == 1
+    assert (
+        value(fams, "bbb_meetings_participants_origin", server="gl.example.org", name="greenlight")
+        == 3
+    )
+    assert value(fams, "bbb_meetings_participants_origin", server="", name="") == 1204
+    assert value(fams, "bbb_room_participants_bucket", le="0") == 1
+    assert value(fams, "bbb_room_participants_bucket", le="5") == 2
+    assert value(fams, "bbb_room_participants_bucket", le="+Inf") == 3
+    assert value(fams, "bbb_room_participants_gcount") == 3
+    assert value(fams, "bbb_room_participants_gsum") == 1207
+    assert value(fams, "bbb_unique_meetings_total") == 2
+    assert value(fams, "bbb_unique_breakout_rooms_total") == 1
+    assert value(fams, "bbb_api_up") == 1
+    assert value(fams, "bbb_version", version="3.0.4") == 1
+    assert value(fams, "bbbnode_cpu_utilization_ratio") == 0.25
+    assert value(fams, "bbbnode_snapshot_age_seconds") == 4
+    assert value(fams, "bbbnode_info", instance_id="i-0123456789abcdef0") == 1
+    assert value(fams, "bbb_api_latency_count", endpoint="getMeetings", parameters="") == 1
+
+
+def test_bbb_down_omits_meeting_gauges_instead_of_zeros() -> None:
+    stale = Snapshot(taken_at=NOW, api_up=False, api_error="unreachable", meetings_at=NOW - 95)
+    fams = families(render(stale))
+    assert value(fams, "bbb_api_up") == 0
+    assert value(fams, "bbbnode_snapshot_age_seconds") == 95
+    for name in (
+        "bbb_meetings",
+        "bbb_meetings_participants",
+        "bbb_room_participants",
+        "bbbnode_meetings_moderators",
+    ):
+        assert name not in fams
+
+
+def test_never_collected() -> None:
+    fams = families(render(None))
+    assert value(fams, "bbb_api_up") == 0
+    assert math.isinf(value(fams, "bbbnode_snapshot_age_seconds"))
+    assert "bbb_meetings" not in fams
+    assert value(fams, "bbbnode_collect_errors_total", reason="bbb_unreachable") == 0
+
+
+def test_secrets_never_rendered() -> None:
+    text = render(good_snapshot())
+    assert "ap-secret" not in text and "mp-secret" not in text
+    assert "Prof. Ada" not in text
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) missing")
+@pytest.mark.parametrize("snap", [good_snapshot(), None])
+def test_promtool_check_metrics_is_clean(snap: Snapshot | None) -> None:
+    result = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=render(snap),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "" and result.stderr.strip() == ""
