@@ -25,7 +25,7 @@ from bbbcore import __version__
 from bbbnode.snapshot import GaugeHistogram, Snapshot
 
 # bbb-exporter emits no *_created series; neither do we (and scrapes stay smaller).
-prometheus_client.disable_created_metrics()
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 API_LATENCY_BUCKETS = (
     0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 5.0, 7.5, 10.0,

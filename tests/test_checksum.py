@@ -1,4 +1,4 @@
-"""Checksum vectors computed outside Python (coreutils sha*sum) so the test cannot agree with itself."""
+"""Checksum vectors from coreutils sha*sum, so the test cannot agree with itself."""
 
 import pytest
 

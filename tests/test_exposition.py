@@ -145,7 +145,8 @@ def test_never_collected() -> None:
 
 def test_secrets_never_rendered() -> None:
     text = render(good_snapshot())
-    assert "ap-secret" not in text and "mp-secret" not in text
+    assert "ap-secret" not in text
+    assert "mp-secret" not in text
     assert "Prof. Ada" not in text
 
 
@@ -160,4 +161,5 @@ def test_promtool_check_metrics_is_clean(snap: Snapshot | None) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip() == "" and result.stderr.strip() == ""
+    assert result.stdout.strip() == ""
+    assert result.stderr.strip() == ""

@@ -65,7 +65,8 @@ def test_full_shape() -> None:
     assert physics.breakout_room_ids == ("9a8b7c-1700000100000",)
     assert physics.metadata["bbb-origin"] == "Greenlight"
     assert [a.client_type for a in physics.attendees] == ["HTML5", "HTML5", "DIAL-IN"]
-    assert physics.attendees[0].is_moderator and physics.attendees[0].has_video
+    assert physics.attendees[0].is_moderator
+    assert physics.attendees[0].has_video
     assert not physics.is_breakout
 
     assert breakout.is_breakout
