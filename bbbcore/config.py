@@ -26,7 +26,7 @@ EXIT_CONFIG = 2
 class Section(BaseModel):
     """A config section: unknown keys are errors, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class ConfigError(Exception):
@@ -45,6 +45,7 @@ def settings_config(prefix: str) -> SettingsConfigDict:
         extra="forbid",
         frozen=True,
         case_sensitive=False,
+        use_attribute_docstrings=True,
     )
 
 
@@ -120,3 +121,44 @@ def load_settings(cls: type[S], config_file: Path | None = None) -> S:
         raise ConfigError(problems) from None
     # Hand back the program's own class, not the loader subclass.
     return cast(S, cls.model_construct(**dict(loaded)))
+
+
+def _show(default: Any) -> str:
+    if default is None:
+        return ""
+    if isinstance(default, tuple | list):
+        return ", ".join(str(item) for item in default)
+    if isinstance(default, bool):
+        return str(default).lower()
+    return str(default)
+
+
+def reference(cls: type[BaseSettings]) -> str:
+    """A Markdown table of every key, for docs/configuration.md."""
+    lines = ["| key | environment | default | meaning |", "|---|---|---|---|"]
+    for key, env, default, doc in keys(cls):
+        lines.append(f"| `{key}` | `{env}` | {f'`{default}`' if default else ''} | {doc} |")
+    return "\n".join(lines) + "\n"
+
+
+def keys(cls: type[BaseSettings]) -> list[tuple[str, str, str, str]]:
+    """(TOML key, environment variable, default, description) for every setting."""
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    rows: list[tuple[str, str, str, str]] = []
+    for name, info in cls.model_fields.items():
+        section = info.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            for key, sub in section.model_fields.items():
+                shown = _show(sub.get_default(call_default_factory=True))
+                rows.append(
+                    (
+                        f"{name}.{key}",
+                        _env_name(prefix, (name, key)),
+                        shown,
+                        (sub.description or "").replace("\n", " "),
+                    )
+                )
+        else:
+            shown = _show(info.get_default(call_default_factory=True))
+            rows.append((name, _env_name(prefix, (name,)), shown, info.description or ""))
+    return rows

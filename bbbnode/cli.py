@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bbbcore import __version__, logs
-from bbbcore.config import EXIT_CONFIG, ConfigError, load_settings
+from bbbcore.config import EXIT_CONFIG, ConfigError, load_settings, reference
 from bbbnode.settings import NodeSettings
 
 
@@ -28,12 +28,17 @@ def _parser() -> argparse.ArgumentParser:
     ):
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("--config", type=Path, metavar="FILE", help="TOML config file")
+    text = "print every configuration key as a Markdown table"
+    sub.add_parser("config-reference", help=text, description=text)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bbbnode`` console script."""
     args = _parser().parse_args(argv)
+    if args.command == "config-reference":
+        print(reference(NodeSettings), end="")
+        return 0
     try:
         settings = load_settings(NodeSettings, args.config)
     except ConfigError as exc:

@@ -31,11 +31,17 @@ class BbbSettings(Section):
     secret: SecretStr | None = None
     """API secret; when unset, securitySalt from the properties files below."""
     checksum: Literal["sha1", "sha256", "sha384", "sha512"] = "sha256"
+    """Checksum algorithm of API calls (bbb-web accepts all four)."""
     poll_interval: float = Field(default=10.0, gt=0)
+    """Seconds between two collections (getMeetings, recordings scan, CPU sample)."""
     timeout: float = Field(default=5.0, gt=0)
+    """Seconds one BBB API call may take."""
     max_response_bytes: int = Field(default=bbb_api.DEFAULT_MAX_BYTES, gt=0)
+    """Answers larger than this are refused, so memory stays bounded."""
     properties_files: tuple[Path, ...] = bbb_secret.DEFAULT_PROPERTIES
+    """Where to look for securitySalt, first match wins."""
     release_file: Path = Path("/etc/bigbluebutton/bigbluebutton-release")
+    """Source of bbb_version."""
 
     @field_validator("url")
     @classmethod
@@ -47,6 +53,7 @@ class BbbSettings(Section):
 
 class MetricsSettings(Section):
     listen: ListenAddress = "0.0.0.0:9688"
+    """host:port of /metrics, /healthz, /readyz, /status."""
     stale_after: float = Field(default=0.0, ge=0)
     """Seconds after which /readyz fails; 0 means three poll intervals."""
 
@@ -57,54 +64,72 @@ class HostSettings(Section):
     instance_id: str = ""
     """Identity for bbbnode_info when AWS is off; empty means the hostname."""
     procfs: Path = Path("/proc")
+    """procfs root; CPU is read from <procfs>/stat."""
     cpu_window: float = Field(default=60.0, gt=0)
     """Seconds over which bbbnode_cpu_utilization_ratio is averaged (sampled every poll)."""
 
 
 class RecordingsSettings(Section):
     root: Path = Path("/var/bigbluebutton")
+    """BBB's recordings tree (recording/status, published, unpublished, deleted)."""
     enabled: bool = True
+    """false: no recordings scan, no bbb_recordings_* metrics."""
 
 
 class AwsSettings(Section):
     enabled: bool = True
     """false: exporter only, no AWS call at all."""
     region: str | None = None
+    """AWS region; default from IMDS or AWS_DEFAULT_REGION."""
 
 
 class DnsSettings(Section):
     enabled: bool = True
+    """Manage the host's Route53 A record."""
     zone_id: str = ""
+    """Route53 hosted zone id of the fleet's domain."""
     domain: str = ""
+    """The fleet's domain, e.g. bbb.example.org."""
     name_template: str = "{instance_id}.{domain}"
+    """The host's FQDN; every part of the fleet derives the same name."""
     ttl: int = Field(default=60, gt=0)
+    """TTL of the A record, seconds."""
 
 
 class TlsSettings(Section):
     enabled: bool = True
+    """Obtain and renew the host's certificate over ACME DNS-01."""
 
 
 class EfsSettings(Section):
     enabled: bool = True
+    """Mount the shared recordings file system."""
 
 
 class ScaleliteSettings(Section):
     url: str = ""
+    """Scalelite's base URL; its API lives under /scalelite/api/."""
     secret: SecretStr | None = None
+    """Scalelite's LOADBALANCER_SECRET."""
     server_url_template: str = "https://{fqdn}/bigbluebutton/api/"
+    """The URL this host registers as in Scalelite."""
 
 
 class ProtectionSettings(Section):
     idle_grace: float = Field(default=300.0, ge=0)
+    """Seconds without a meeting before scale-in protection is turned off."""
 
 
 class LifecycleSettings(Section):
     hook_name: str = "bbbfleet-drain"
+    """Name of the ASG's termination lifecycle hook."""
     poll_interval: float = Field(default=5.0, gt=0)
+    """Seconds between reads of the target lifecycle state from IMDS."""
 
 
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log level (JSON lines on stderr)."""
 
 
 class NodeSettings(BaseSettings):
