@@ -1,0 +1,5 @@
+import sys
+
+from bbbsim.cli import main
+
+sys.exit(main())

@@ -1,0 +1,53 @@
+"""``bbbsim`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bbbcore import __version__, logs
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bbbsim", description="The bbbfleet BigBlueButton fleet on one machine."
+    )
+    parser.add_argument("--version", action="version", version=f"bbbsim {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = sub.add_parser(
+        "demo",
+        help="run the live local demo",
+        description="An emulated BBB host and a real bbbnode, live, with a summary at the end.",
+    )
+    demo.add_argument("--duration", type=_positive, default=40.0, metavar="S",
+                      help="seconds the story takes (default 40)")  # fmt: skip
+    demo.add_argument("--summary-json", type=Path, metavar="FILE",
+                      help="also write the summary as JSON")  # fmt: skip
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bbbsim`` console script."""
+    args = _parser().parse_args(argv)
+    logs.configure("warning")
+    if args.command == "demo":
+        from bbbsim import demo  # imported here: keeps --help fast
+
+        return demo.main(args.duration, args.summary_json)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

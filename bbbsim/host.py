@@ -1,0 +1,63 @@
+"""One emulated BBB host: the BBB API emulator plus a /proc/stat that follows its load."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from bbbsim.bbb_emulator import EmulatedBbb, client_url, serve
+from bbbsim.host_model import DEFAULT_CORES, ProcStat
+
+
+@dataclass
+class EmulatedHost:
+    """A BBB host on loopback: ``url`` for bbbnode, ``procfs`` for its CPU reader."""
+
+    name: str
+    bbb: EmulatedBbb
+    stat: ProcStat
+    procfs: Path
+    recordings: Path
+    cores: int = DEFAULT_CORES
+    runner: web.AppRunner | None = None
+    port: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return client_url(self.port)
+
+    def tick(self) -> float:
+        """Book CPU time so far and follow the current load; returns the utilisation."""
+        utilization = self.bbb.cpu_utilization(self.cores)
+        self.stat.set_utilization(utilization)
+        self.stat.write()
+        return utilization
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
+async def start_host(
+    name: str,
+    root: Path,
+    secret: str,
+    cores: int = DEFAULT_CORES,
+    clock: Callable[[], float] = time.monotonic,
+) -> EmulatedHost:
+    """Create the host's directories, serve its BBB API and write its first /proc/stat."""
+    procfs = root / name / "proc"
+    recordings = root / name / "bigbluebutton"
+    (recordings / "recording" / "status").mkdir(parents=True, exist_ok=True)
+    bbb = EmulatedBbb(secret)
+    stat = ProcStat(procfs, cores=cores, clock=clock)
+    host = EmulatedHost(name, bbb, stat, procfs, recordings, cores)
+    host.runner, host.port = await serve(bbb)
+    host.tick()
+    return host
