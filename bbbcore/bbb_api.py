@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import aiohttp
+from yarl import URL
 
 from bbbcore import checksum
 from bbbcore.meetings import BbbApiError, Meeting, parse_meetings, parse_response
@@ -50,8 +51,11 @@ class BbbClient:
     async def call(self, call: str, params: Sequence[tuple[str, str]] = ()) -> bytes:
         """GET ``call`` and return the raw body; raises Unreachable on transport trouble."""
         try:
+            # encoded=True: aiohttp must send the query exactly as signed (no re-quoting).
             async with self._session.get(
-                self.url(call, params), timeout=self._timeout, allow_redirects=False
+                URL(self.url(call, params), encoded=True),
+                timeout=self._timeout,
+                allow_redirects=False,
             ) as resp:
                 if resp.status != 200:
                     raise Unreachable(f"{call}: HTTP {resp.status}")
