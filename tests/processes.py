@@ -1,4 +1,4 @@
-"""Real processes for integration tests: bbbnode and Prometheus on loopback.
+"""Real processes for integration tests: Prometheus on loopback, and waiting helpers.
 
 Every wait here is for a real external process to reach a state, bounded by a
 deadline; nothing sleeps for time a clock could fake.
@@ -8,25 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from bbbsim.node_process import free_port
 
 
 async def wait_for(
@@ -51,64 +42,6 @@ async def wait_for(
 async def http_text(url: str) -> tuple[int, str]:
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
         return resp.status, await resp.text()
-
-
-@dataclass
-class NodeProcess:
-    proc: subprocess.Popen[bytes]
-    port: int
-    stderr_path: Path
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def logs(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def terminate(self, timeout: float = 20.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-
-@contextlib.asynccontextmanager
-async def bbbnode(tmp: Path, env: Mapping[str, str]) -> AsyncIterator[NodeProcess]:
-    """Start ``python -m bbbnode run`` with ``env`` (BBBNODE_* keys) until /healthz answers."""
-    port = free_port()
-    full = {k: v for k, v in os.environ.items() if not k.startswith("BBBNODE_")}
-    full.update(
-        {
-            "BBBNODE_METRICS__LISTEN": f"127.0.0.1:{port}",
-            "BBBNODE_AWS__ENABLED": "false",
-            "BBBNODE_BBB__PROPERTIES_FILES": "[]",
-            "BBBNODE_BBB__RELEASE_FILE": str(tmp / "bigbluebutton-release"),
-        }
-    )
-    full.update(env)
-    stderr_path = tmp / f"bbbnode-{port}.log"
-    with stderr_path.open("wb") as stderr:
-        proc = subprocess.Popen(  # noqa: ASYNC220 - spawning is instant; the waits are async
-            [sys.executable, "-m", "bbbnode", "run"],
-            env=full,
-            stderr=stderr,
-            stdout=subprocess.DEVNULL,
-        )
-    node = NodeProcess(proc, port, stderr_path)
-    try:
-
-        async def healthy() -> bool:
-            if proc.poll() is not None:
-                raise RuntimeError(f"bbbnode exited {proc.returncode}: {node.logs()}")
-            status, _ = await http_text(f"{node.base}/healthz")
-            return status == 200
-
-        await wait_for(healthy, what="bbbnode /healthz")
-        yield node
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
 
 @dataclass
