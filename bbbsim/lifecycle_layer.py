@@ -1,0 +1,1387 @@
+"""An HTTP layer in front of moto_server that adds what moto lacks for Auto Scaling.
+
+Clients point ``AWS_ENDPOINT_URL`` at the layer. Every request is forwarded to moto
+byte for byte except the Auto Scaling calls the layer owns:
+
+* termination lifecycle hooks: a terminated or scaled-in instance waits in
+  ``Terminating:Wait`` until ``CompleteLifecycleAction`` or its deadline;
+  ``RecordLifecycleActionHeartbeat`` extends the deadline;
+* the capacity rules moto skips: desired within min..max, and scale-in through
+  desired capacity picks victims by the default termination policy, never a
+  protected instance;
+* fault injection (throttling, HTTP 500/503) and an in-process view of launches and
+  terminations for the simulator and the IMDS emulator.
+
+Botocore talks to Auto Scaling with the *query* protocol: a form-encoded POST with
+``Action=`` and ``Version=2011-01-01`` and an XML answer; the region and service are
+in the SigV4 credential scope of the ``Authorization`` header. A waiting instance is
+kept in moto as a scale-in-protected ``Standby`` instance (moto's own arithmetic then
+neither counts nor replaces nor picks it) and the layer rewrites its state and
+protection in the describe answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import json
+import random
+import re
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import parse_qsl, urlencode
+
+import aiohttp
+import botocore.session
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession, get_session
+from aiohttp import web
+from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
+from multidict import CIMultiDict
+
+from bbbcore import logs
+
+if TYPE_CHECKING:
+    from types_aiobotocore_autoscaling.client import AutoScalingClient
+    from types_aiobotocore_ec2.client import EC2Client
+
+log = logs.get(__name__)
+
+Clock = Callable[[], float]
+FaultKind = Literal["throttling", "http500", "http503"]
+EventKind = Literal["launched", "terminating", "terminated", "detached"]
+
+AUTOSCALING_NS = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
+TERMINATING_TRANSITION = "autoscaling:EC2_INSTANCE_TERMINATING"
+# AWS keeps an instance in a wait state at most 48 h or 100 heartbeat timeouts.
+MAX_GLOBAL_TIMEOUT = 172_800
+HEARTBEAT_LIMIT_FACTOR = 100
+LIFECYCLE_RESULTS = ("CONTINUE", "ABANDON")
+
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade", "te", "expect"}
+)
+_READ_ONLY_PREFIXES = ("Describe", "Get", "List")
+_STATE_FOR_TARGET = {
+    "InService": "InService",
+    "Terminating:Wait": "Terminated",
+    "Standby": "Standby",
+}
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class AwsError(Exception):
+    """An error the layer answers in the caller's protocol."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+def _validation(message: str) -> AwsError:
+    return AwsError("ValidationError", message)
+
+
+# ------------------------------------------------------------- decisions (pure)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An in-service instance as the termination policy sees it."""
+
+    instance_id: str
+    availability_zone: str
+    protected: bool
+    launched_at: float
+
+
+def choose_victims(
+    instances: Sequence[Candidate], count: int, now: float, rng: random.Random
+) -> tuple[str, ...]:
+    """Pick up to ``count`` instances to scale in, as AWS's default termination policy.
+
+    Zone balance first (the zone with most instances that has an unprotected one),
+    then the instance closest to its next instance hour, then a random one. The
+    "oldest launch template" step is left out: moto reports the group's current
+    template for every instance, so there is nothing to tell apart.
+    """
+    pool = list(instances)
+    chosen: list[str] = []
+    for _ in range(count):
+        unprotected = [c for c in pool if not c.protected]
+        if not unprotected:
+            break
+        per_zone = Counter(c.availability_zone for c in pool)
+        top = max(per_zone[c.availability_zone] for c in unprotected)
+        in_zone = [c for c in unprotected if per_zone[c.availability_zone] == top]
+        hour_position = {c.instance_id: (now - c.launched_at) % 3600.0 for c in in_zone}
+        closest = max(hour_position.values())
+        ties = sorted(c.instance_id for c in in_zone if hour_position[c.instance_id] == closest)
+        pick = rng.choice(ties)
+        chosen.append(pick)
+        pool = [c for c in pool if c.instance_id != pick]
+    return tuple(chosen)
+
+
+def desired_capacity_error(desired: int, min_size: int, max_size: int) -> str | None:
+    """SetDesiredCapacity's refusal text, or None when the value is allowed."""
+    if desired > max_size:
+        return (
+            f"New SetDesiredCapacity value {desired} is above max value {max_size} "
+            "for the AutoScalingGroup."
+        )
+    if desired < min_size:
+        return (
+            f"New SetDesiredCapacity value {desired} is below min value {min_size} "
+            "for the AutoScalingGroup."
+        )
+    return None
+
+
+def resolve_sizes(
+    current: tuple[int, int, int],
+    min_size: int | None,
+    max_size: int | None,
+    desired: int | None,
+) -> tuple[int, int, int]:
+    """(min, max, desired) after a Create/UpdateAutoScalingGroup, or ValidationError.
+
+    Without an explicit desired capacity AWS pulls the current one into the new bounds.
+    """
+    cur_min, cur_max, cur_desired = current
+    new_min = cur_min if min_size is None else min_size
+    new_max = cur_max if max_size is None else max_size
+    if new_min > new_max:
+        raise _validation(
+            f"Max bound, {new_max}, must be greater than or equal to min bound, {new_min}"
+        )
+    if desired is None:
+        return new_min, new_max, min(max(cur_desired, new_min), new_max)
+    if not new_min <= desired <= new_max:
+        raise _validation(
+            f"Desired capacity:{desired} must be between the specified min size:{new_min} "
+            f"and max size:{new_max}"
+        )
+    return new_min, new_max, desired
+
+
+@dataclass(frozen=True, slots=True)
+class HookConfig:
+    """A termination lifecycle hook as configured on a group."""
+
+    name: str
+    heartbeat_timeout: int
+    default_result: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingHook:
+    """One hook an instance still waits for."""
+
+    hook_name: str
+    token: str
+    heartbeat_timeout: int
+    default_result: str
+    deadline: float
+    global_deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Where a call lands in moto: its backends are per account (access key) and region."""
+
+    region: str
+    access_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Termination:
+    """An instance in ``Terminating:Wait``."""
+
+    instance_id: str
+    group: str
+    scope: Scope
+    protected: bool
+    started_at: float
+    hooks: tuple[PendingHook, ...]
+
+
+def start_termination(
+    instance_id: str,
+    group: str,
+    scope: Scope,
+    protected: bool,
+    hooks: Sequence[HookConfig],
+    now: float,
+    new_token: Callable[[], str],
+) -> Termination:
+    """The wait state for an instance entering termination with ``hooks``."""
+    pending = tuple(
+        PendingHook(
+            hook_name=hook.name,
+            token=new_token(),
+            heartbeat_timeout=hook.heartbeat_timeout,
+            default_result=hook.default_result,
+            deadline=now + hook.heartbeat_timeout,
+            global_deadline=now
+            + min(HEARTBEAT_LIMIT_FACTOR * hook.heartbeat_timeout, MAX_GLOBAL_TIMEOUT),
+        )
+        for hook in hooks
+    )
+    return Termination(instance_id, group, scope, protected, now, pending)
+
+
+def record_heartbeat(term: Termination, hook_name: str, now: float) -> Termination:
+    """Restart the hook's timeout from ``now``, never past its global timeout."""
+    hooks = tuple(
+        dataclasses.replace(h, deadline=min(now + h.heartbeat_timeout, h.global_deadline))
+        if h.hook_name == hook_name
+        else h
+        for h in term.hooks
+    )
+    return dataclasses.replace(term, hooks=hooks)
+
+
+def complete_hook(term: Termination, hook_name: str, result: str) -> Termination | None:
+    """Apply a hook's result; None means the instance proceeds to termination.
+
+    For a terminating instance both results terminate it; ABANDON also skips the
+    remaining hooks, CONTINUE lets them finish.
+    """
+    if result == "ABANDON":
+        return None
+    remaining = tuple(h for h in term.hooks if h.hook_name != hook_name)
+    return dataclasses.replace(term, hooks=remaining) if remaining else None
+
+
+def expire_hooks(term: Termination, now: float) -> Termination | None:
+    """Apply the default result of every hook whose deadline has passed."""
+    current: Termination | None = term
+    for hook in term.hooks:
+        if current is None:
+            break
+        if min(hook.deadline, hook.global_deadline) <= now:
+            current = complete_hook(current, hook.hook_name, hook.default_result)
+    return current
+
+
+# ------------------------------------------------------------ in-process view
+
+
+@dataclass(frozen=True, slots=True)
+class FleetEvent:
+    """Something the simulator reacts to: start or stop an emulated host."""
+
+    kind: EventKind
+    instance_id: str
+    group: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceInfo:
+    """An instance of an Auto Scaling group as the layer presents it."""
+
+    instance_id: str
+    group: str
+    region: str
+    availability_zone: str
+    private_ip: str
+    public_ip: str | None
+    lifecycle_state: str
+    protected: bool
+    launched_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleAction:
+    """A pending lifecycle action, with the token a notification would carry."""
+
+    instance_id: str
+    group: str
+    hook_name: str
+    token: str
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """An injected failure; ``remaining`` None means every matching call."""
+
+    kind: FaultKind
+    action: str | None
+    service: str | None
+    remaining: int | None
+
+
+class EventStream:
+    """Async iterator over fleet events from the moment of subscription."""
+
+    def __init__(self, on_close: Callable[[EventStream], None]) -> None:
+        self._queue: asyncio.Queue[FleetEvent | None] = asyncio.Queue()
+        self._on_close = on_close
+
+    def push(self, event: FleetEvent) -> None:
+        self._queue.put_nowait(event)
+
+    def __aiter__(self) -> AsyncIterator[FleetEvent]:
+        return self
+
+    async def __anext__(self) -> FleetEvent:
+        event = await self._queue.get()
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
+    def close(self) -> None:
+        """End the iteration; events already queued are still delivered."""
+        self._on_close(self)
+        self._queue.put_nowait(None)
+
+
+# ------------------------------------------------------------------- wire
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One incoming AWS request, as far as the layer needs to understand it."""
+
+    service: str
+    scope: Scope
+    action: str
+    params: Mapping[str, str]
+
+
+def parse_call(headers: Mapping[str, str], query: Mapping[str, str], body: bytes) -> Call:
+    """Service, scope and action of a request from its SigV4 scope and payload."""
+    match = _CREDENTIAL.search(headers.get("Authorization", "")) or _CREDENTIAL.search(
+        "Credential=" + query.get("X-Amz-Credential", "")
+    )
+    access_key, region, service = match.groups() if match else ("", "us-east-1", "")
+    params: dict[str, str] = dict(query)
+    if headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+        params.update(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+    target = headers.get("X-Amz-Target", "")
+    action = params.get("Action") or (target.rsplit(".", 1)[-1] if target else "")
+    return Call(service, Scope(region, access_key), action, params)
+
+
+def member_list(params: Mapping[str, str], name: str) -> list[str]:
+    """A query-protocol list (``Name.member.1``, ``Name.member.2`` ...)."""
+    found: list[tuple[int, str]] = []
+    prefix = f"{name}.member."
+    for key, value in params.items():
+        if key.startswith(prefix) and key[len(prefix) :].isdigit():
+            found.append((int(key[len(prefix) :]), value))
+    return [value for _, value in sorted(found)]
+
+
+def _optional_int(params: Mapping[str, str], name: str) -> int | None:
+    value = params.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise _validation(f"Invalid value for {name}: {value}") from None
+
+
+def _required(params: Mapping[str, str], name: str) -> str:
+    value = params.get(name)
+    if not value:
+        raise AwsError("MissingParameter", f"The request must contain the parameter {name}")
+    return value
+
+
+# Signing names that differ from botocore's service names, for the services near us.
+_SIGNING_ALIASES = {
+    "monitoring": "cloudwatch",
+    "elasticloadbalancing": "elbv2",
+    "elasticfilesystem": "efs",
+    "email": "ses",
+    "execute-api": "apigateway",
+}
+
+
+@functools.lru_cache(maxsize=64)
+def _protocol(service: str) -> tuple[str, str]:
+    """(protocol, json version) of a service, by its SigV4 signing name."""
+    session = botocore.session.get_session()
+    name = _SIGNING_ALIASES.get(service, service)
+    if name not in session.get_available_services():
+        return "rest-xml", "1.0"
+    model = session.get_service_model(name)
+    return model.protocol, str(model.metadata.get("jsonVersion", "1.0"))
+
+
+def _error_code(kind: FaultKind, service: str) -> tuple[int, str, str]:
+    if kind == "throttling":
+        # EC2 names its throttling error differently from every other service.
+        code = "RequestLimitExceeded" if service == "ec2" else "Throttling"
+        return 400, code, "Rate exceeded"
+    if kind == "http503":
+        return 503, "ServiceUnavailable", "Service is unavailable (injected)"
+    return 500, "InternalFailure", "Internal failure (injected)"
+
+
+def error_response(service: str, code: str, message: str, status: int) -> web.Response:
+    """An error body in the shape botocore's parser for ``service`` expects."""
+    request_id = str(uuid.uuid4())
+    protocol, json_version = _protocol(service) if service else ("query", "1.0")
+    if protocol in ("json", "rest-json"):
+        payload = json.dumps({"__type": code, "message": message})
+        headers = {"x-amzn-RequestId": request_id, "x-amzn-ErrorType": code}
+        content_type = (
+            f"application/x-amz-json-{json_version}" if protocol == "json" else "application/json"
+        )
+        return web.Response(status=status, text=payload, content_type=content_type, headers=headers)
+    if protocol == "ec2":
+        root = ET.Element("Response")
+        error = ET.SubElement(ET.SubElement(root, "Errors"), "Error")
+        ET.SubElement(error, "Code").text = code
+        ET.SubElement(error, "Message").text = message
+        ET.SubElement(root, "RequestID").text = request_id
+    else:
+        root = ET.Element("ErrorResponse")
+        error = ET.SubElement(root, "Error")
+        ET.SubElement(error, "Type").text = "Sender" if status < 500 else "Receiver"
+        ET.SubElement(error, "Code").text = code
+        ET.SubElement(error, "Message").text = message
+        ET.SubElement(root, "RequestId").text = request_id
+    return web.Response(
+        status=status,
+        body=ET.tostring(root, encoding="utf-8", xml_declaration=True),
+        content_type="text/xml",
+        headers={"x-amzn-RequestId": request_id},
+    )
+
+
+def _tag(name: str) -> str:
+    return f"{{{AUTOSCALING_NS}}}{name}"
+
+
+def query_response(action: str, result: ET.Element | None = None) -> web.Response:
+    """A successful Auto Scaling answer: ``<ActionResponse><ActionResult/>...``."""
+    request_id = str(uuid.uuid4())
+    root = ET.Element(_tag(f"{action}Response"))
+    if result is not None:
+        root.append(result)
+    metadata = ET.SubElement(root, _tag("ResponseMetadata"))
+    ET.SubElement(metadata, _tag("RequestId")).text = request_id
+    body = ET.tostring(root, encoding="utf-8", default_namespace=AUTOSCALING_NS)
+    return web.Response(
+        body=body, content_type="text/xml", headers={"x-amzn-RequestId": request_id}
+    )
+
+
+def terminate_activity(
+    group: str, instance_id: str, before: int, after: int, now: float
+) -> ET.Element:
+    """The ``Activity`` TerminateInstanceInAutoScalingGroup answers with."""
+    started = datetime.fromtimestamp(now, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    cause = (
+        f"At {started} instance {instance_id} was taken out of service "
+        "in response to a user request"
+    )
+    cause += f", shrinking the capacity from {before} to {after}." if after < before else "."
+    result = ET.Element(_tag("TerminateInstanceInAutoScalingGroupResult"))
+    activity = ET.SubElement(result, _tag("Activity"))
+    for name, value in (
+        ("ActivityId", str(uuid.uuid4())),
+        ("AutoScalingGroupName", group),
+        ("Description", f"Terminating EC2 instance: {instance_id}"),
+        ("Cause", cause),
+        ("StartTime", started),
+        ("StatusCode", "InProgress"),
+        ("Progress", "0"),
+        ("Details", "{}"),
+    ):
+        ET.SubElement(activity, _tag(name)).text = value
+    return result
+
+
+def rewrite_instances(body: bytes, overlay: Mapping[str, tuple[str, bool]]) -> bytes | None:
+    """Put the layer's lifecycle state and protection into a describe answer.
+
+    ``overlay`` maps instance id to (state, protected). None when nothing changed.
+    """
+    if not overlay:
+        return None
+    # moto is our own loopback server; its XML is not untrusted input.
+    root = ET.fromstring(body)  # noqa: S314
+    changed = False
+    for member in root.iter(_tag("member")):
+        instance_id = member.findtext(_tag("InstanceId"))
+        if instance_id is None or instance_id not in overlay:
+            continue
+        state, protected = overlay[instance_id]
+        for name, value in (
+            ("LifecycleState", state),
+            ("ProtectedFromScaleIn", str(protected).lower()),
+        ):
+            node = member.find(_tag(name))
+            if node is not None:
+                node.text = value
+                changed = True
+    if not changed:
+        return None
+    rewritten: bytes = ET.tostring(root, encoding="utf-8", default_namespace=AUTOSCALING_NS)
+    return rewritten
+
+
+# ------------------------------------------------------------------- the layer
+
+
+@dataclass(frozen=True, slots=True)
+class _Clients:
+    autoscaling: AutoScalingClient
+    ec2: EC2Client
+
+
+@dataclass(frozen=True, slots=True)
+class _GroupView:
+    name: str
+    min_size: int
+    max_size: int
+    desired: int
+    instances: tuple[InstanceInfo, ...]
+
+    def in_service(self) -> tuple[InstanceInfo, ...]:
+        return tuple(i for i in self.instances if i.lifecycle_state == "InService")
+
+
+class LifecycleLayer:
+    """The state and behaviour behind the HTTP layer; also the simulator's view of AWS."""
+
+    def __init__(
+        self,
+        moto_endpoint: str,
+        *,
+        clock: Clock = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._moto = moto_endpoint.rstrip("/")
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()
+        self._lock = asyncio.Lock()
+        self._clients_lock = asyncio.Lock()
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._session: AioSession = get_session()
+        self._clients: dict[Scope, _Clients] = {}
+        self._scopes: set[Scope] = set()
+        self._terminations: dict[str, Termination] = {}
+        self._known: dict[str, InstanceInfo] = {}
+        self._gone: dict[str, str] = {}
+        self._faults: list[Fault] = []
+        self._history: list[FleetEvent] = []
+        self._streams: list[EventStream] = []
+        self._listeners: list[Callable[[FleetEvent], None]] = []
+
+    @property
+    def moto_endpoint(self) -> str:
+        return self._moto
+
+    async def start(self) -> None:
+        """Open the connections to moto; idempotent."""
+        if self._stack is not None:
+            return
+        stack = contextlib.AsyncExitStack()
+        self._http = await stack.enter_async_context(
+            aiohttp.ClientSession(
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(total=60),
+            )
+        )
+        self._stack = stack
+
+    async def close(self) -> None:
+        """Close moto connections and end every event stream."""
+        for stream in list(self._streams):
+            stream.close()
+        if self._stack is not None:
+            await self._stack.aclose()
+        self._stack = None
+        self._http = None
+        self._clients.clear()
+
+    # ------------------------------------------------------ in-process API
+
+    def instances(self) -> tuple[InstanceInfo, ...]:
+        """Instances currently in a group (in service, standby or terminating)."""
+        return tuple(
+            self._with_overlay(info) for info in sorted(self._known.values(), key=_launch_order)
+        )
+
+    def target_lifecycle_state(self, instance_id: str) -> str | None:
+        """What IMDS ``autoscaling/target-lifecycle-state`` shows; None if never seen."""
+        if instance_id in self._terminations:
+            return "Terminated"
+        info = self._known.get(instance_id)
+        if info is not None:
+            return _STATE_FOR_TARGET.get(info.lifecycle_state, info.lifecycle_state)
+        return self._gone.get(instance_id)
+
+    def lifecycle_actions(self) -> tuple[LifecycleAction, ...]:
+        """Pending lifecycle actions with their tokens and deadlines."""
+        return tuple(
+            LifecycleAction(t.instance_id, t.group, h.hook_name, h.token, h.deadline)
+            for t in self._terminations.values()
+            for h in t.hooks
+        )
+
+    def events(self) -> tuple[FleetEvent, ...]:
+        """Every event since start or the last reset."""
+        return tuple(self._history)
+
+    def subscribe(self) -> EventStream:
+        """A stream of the events from now on; close it when done."""
+        stream = EventStream(self._unsubscribe)
+        self._streams.append(stream)
+        return stream
+
+    def add_listener(self, callback: Callable[[FleetEvent], None]) -> Callable[[], None]:
+        """Call ``callback`` for each event; returns the function that removes it."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+
+    def inject_fault(
+        self,
+        kind: FaultKind,
+        action: str | None = None,
+        *,
+        count: int | None = 1,
+        service: str | None = None,
+    ) -> None:
+        """Fail the next ``count`` calls of ``action`` (None: any) or all with count None."""
+        self._faults.append(Fault(kind, action, service, count))
+        log.info("fault_injected", kind=kind, action=action, count=count, service=service)
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
+    async def reset(self) -> None:
+        """Forget all state; call together with moto's reset."""
+        async with self._lock:
+            self._clear_state()
+
+    async def tick(self) -> None:
+        """Apply expired hook deadlines and let groups converge on their desired size."""
+        async with self._lock:
+            now = self._clock()
+            for instance_id, term in list(self._terminations.items()):
+                updated = expire_hooks(term, now)
+                if updated is None:
+                    log.info("lifecycle_hook_timeout", instance_id=instance_id, group=term.group)
+                    await self._finish(term)
+                elif updated != term:
+                    self._terminations[instance_id] = updated
+            for scope in list(self._scopes):
+                await self._converge(scope)
+
+    async def run_ticker(
+        self,
+        interval: float,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """Call :meth:`tick` every ``interval`` seconds until cancelled."""
+        while True:
+            await sleep(interval)
+            try:
+                await self.tick()
+            except (ClientError, aiohttp.ClientError) as exc:
+                log.warning("tick_failed", error=str(exc))
+
+    async def sync(self, scope: Scope | None = None) -> None:
+        """Refresh the view from moto (all scopes seen so far, or one)."""
+        async with self._lock:
+            for each in [scope] if scope is not None else list(self._scopes):
+                await self._ensure_clients(each)
+                self._scopes.add(each)
+                await self._sync(each)
+
+    def app(self) -> web.Application:
+        """The aiohttp application that serves the layer."""
+        app = web.Application(client_max_size=32 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        return app
+
+    # ------------------------------------------------------------ HTTP entry
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        if request.path.startswith("/moto-api/reset"):
+            response = await self._forward(request, body)
+            async with self._lock:
+                self._clear_state()
+            return response
+        call = parse_call(request.headers, request.query, body)
+        fault = self._take_fault(call)
+        if fault is not None:
+            status, code, message = _error_code(fault, call.service)
+            log.info("fault_answered", action=call.action, code=code, status=status)
+            return error_response(call.service, code, message, status)
+        try:
+            if call.service in ("autoscaling", "ec2"):
+                await self._ensure_clients(call.scope)
+                self._scopes.add(call.scope)
+            if call.service == "autoscaling":
+                handler = _OWNED.get(call.action)
+                if handler is not None:
+                    async with self._lock:
+                        return await handler(self, call, request, body)
+            response = await self._forward(request, body)
+            if call.service == "autoscaling" and call.action in _DESCRIBE_WITH_INSTANCES:
+                return self._overlay_response(response)
+            if (
+                call.service in ("autoscaling", "ec2")
+                and response.status < 400
+                and not call.action.startswith(_READ_ONLY_PREFIXES)
+            ):
+                async with self._lock:
+                    await self._sync(call.scope)
+            return response
+        except AwsError as exc:
+            return error_response(call.service, exc.code, exc.message, exc.status)
+        except (BotoCoreError, ResponseParserError) as exc:
+            log.warning("moto_call_failed", action=call.action, error=str(exc))
+            return error_response(call.service, "InternalFailure", str(exc), 500)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400)
+            return error_response(
+                call.service, error.get("Code", "InternalFailure"), error.get("Message", ""), status
+            )
+
+    async def _forward(
+        self, request: web.Request, body: bytes, *, params: Mapping[str, str] | None = None
+    ) -> web.Response:
+        if self._http is None:
+            raise RuntimeError("LifecycleLayer.start() was not called")
+        headers = CIMultiDict(
+            (k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP
+        )
+        payload = body if params is None else urlencode(params).encode()
+        async with self._http.request(
+            request.method,
+            self._moto + request.path_qs,
+            headers=headers,
+            data=payload,
+            allow_redirects=False,
+        ) as upstream:
+            content = await upstream.read()
+            out = CIMultiDict(
+                (k, v) for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP
+            )
+            return web.Response(status=upstream.status, body=content, headers=out)
+
+    def _overlay_response(self, response: web.Response) -> web.Response:
+        if response.status != 200 or not isinstance(response.body, bytes):
+            return response
+        overlay = {iid: ("Terminating:Wait", t.protected) for iid, t in self._terminations.items()}
+        rewritten = rewrite_instances(response.body, overlay)
+        if rewritten is None:
+            return response
+        headers = CIMultiDict(response.headers)
+        headers.popall("x-amz-crc32", None)
+        return web.Response(status=200, body=rewritten, headers=headers)
+
+    def _take_fault(self, call: Call) -> FaultKind | None:
+        for index, fault in enumerate(self._faults):
+            if fault.action is not None and fault.action != call.action:
+                continue
+            if fault.service is not None and fault.service != call.service:
+                continue
+            if fault.remaining is not None:
+                if fault.remaining <= 1:
+                    del self._faults[index]
+                else:
+                    self._faults[index] = dataclasses.replace(fault, remaining=fault.remaining - 1)
+            return fault.kind
+        return None
+
+    # ------------------------------------------------------- owned actions
+
+    async def _terminate_instance(
+        self, call: Call, request: web.Request, body: bytes
+    ) -> web.StreamResponse:
+        instance_id = _required(call.params, "InstanceId")
+        decrement = call.params.get("ShouldDecrementDesiredCapacity", "false").lower() == "true"
+        if instance_id in self._terminations:
+            raise _validation(f"The instance {instance_id} is already in Terminating:Wait.")
+        group = await self._group_of(call.scope, instance_id)
+        if decrement and group.desired <= group.min_size:
+            raise _validation(
+                f"Currently, desiredSize equals minSize ({group.min_size}). Terminating instance "
+                "without replacement will violate group's min size constraint. Either set "
+                "shouldDecrementDesiredCapacity flag to false or lower group's min size."
+            )
+        hooks = await self._termination_hooks(call.scope, group.name)
+        if not hooks:
+            response = await self._forward(request, body)
+            await self._sync(call.scope)
+            return response
+        instance = next(i for i in group.instances if i.instance_id == instance_id)
+        await self._begin_wait(call.scope, group.name, instance, hooks, decrement=decrement)
+        after = group.desired - 1 if decrement else group.desired
+        await self._sync(call.scope)
+        activity = terminate_activity(group.name, instance_id, group.desired, after, self._clock())
+        return query_response(call.action, activity)
+
+    async def _set_desired_capacity(
+        self, call: Call, request: web.Request, body: bytes
+    ) -> web.StreamResponse:
+        name = _required(call.params, "AutoScalingGroupName")
+        desired = _optional_int(call.params, "DesiredCapacity")
+        if desired is None:
+            raise AwsError(
+                "MissingParameter", "The request must contain the parameter DesiredCapacity"
+            )
+        group = await self._group(call.scope, name)
+        message = desired_capacity_error(desired, group.min_size, group.max_size)
+        if message is not None:
+            raise _validation(message)
+        await self._resize(call.scope, group, desired)
+        await self._sync(call.scope)
+        return query_response(call.action)
+
+    async def _create_group(
+        self, call: Call, request: web.Request, body: bytes
+    ) -> web.StreamResponse:
+        min_size = _optional_int(call.params, "MinSize") or 0
+        max_size = _optional_int(call.params, "MaxSize") or 0
+        desired = _optional_int(call.params, "DesiredCapacity")
+        resolve_sizes((min_size, max_size, min_size), min_size, max_size, desired)
+        response = await self._forward(request, body)
+        if response.status < 400:
+            await self._sync(call.scope)
+        return response
+
+    async def _update_group(
+        self, call: Call, request: web.Request, body: bytes
+    ) -> web.StreamResponse:
+        name = _required(call.params, "AutoScalingGroupName")
+        group = await self._group(call.scope, name)
+        _, _, desired = resolve_sizes(
+            (group.min_size, group.max_size, group.desired),
+            _optional_int(call.params, "MinSize"),
+            _optional_int(call.params, "MaxSize"),
+            _optional_int(call.params, "DesiredCapacity"),
+        )
+        # The other settings go to moto first with the capacity unchanged, so a refused
+        # update leaves no instance half-terminated; the layer then resizes itself.
+        params = dict(call.params)
+        params["DesiredCapacity"] = str(group.desired)
+        response = await self._forward(request, body, params=params)
+        if response.status >= 400:
+            return response
+        await self._resize(call.scope, await self._group(call.scope, name), desired)
+        await self._sync(call.scope)
+        return query_response(call.action)
+
+    async def _complete_action(
+        self, call: Call, request: web.Request, body: bytes
+    ) -> web.StreamResponse:
+        result = _required(call.params, "LifecycleActionResult")
+        if result not in LIFECYCLE_RESULTS:
+            raise _validation(f"Invalid lifecycle action result: {result}")
+        term, hook_name = self._find_action(call)
+        updated = complete_hook(term, hook_name, result)
+        log.info(
+            "lifecycle_action_completed",
+            instance_id=term.instance_id,
+            hook=hook_name,
+            result=result,
+        )
+        if updated is None:
+            await self._finish(term)
+        else:
+            self._terminations[term.instance_id] = updated
+        return query_response(call.action, ET.Element(_tag("CompleteLifecycleActionResult")))
+
+    async def _heartbeat(self, call: Call, request: web.Request, body: bytes) -> web.StreamResponse:
+        term, hook_name = self._find_action(call)
+        self._terminations[term.instance_id] = record_heartbeat(term, hook_name, self._clock())
+        log.info("lifecycle_heartbeat", instance_id=term.instance_id, hook=hook_name)
+        return query_response(call.action, ET.Element(_tag("RecordLifecycleActionHeartbeatResult")))
+
+    async def _set_protection(
+        self, call: Call, request: web.Request, body: bytes
+    ) -> web.StreamResponse:
+        name = _required(call.params, "AutoScalingGroupName")
+        protected = _required(call.params, "ProtectedFromScaleIn").lower() == "true"
+        ids = member_list(call.params, "InstanceIds")
+        waiting = [i for i in ids if i in self._terminations]
+        for instance_id in waiting:
+            term = self._terminations[instance_id]
+            self._terminations[instance_id] = dataclasses.replace(term, protected=protected)
+        rest = [i for i in ids if i not in self._terminations]
+        if rest:
+            await self._client(call.scope).autoscaling.set_instance_protection(
+                AutoScalingGroupName=name, InstanceIds=rest, ProtectedFromScaleIn=protected
+            )
+        await self._sync(call.scope)
+        if not protected:
+            await self._converge(call.scope)
+        return query_response(call.action, ET.Element(_tag("SetInstanceProtectionResult")))
+
+    async def _guard_waiting(
+        self, call: Call, request: web.Request, body: bytes
+    ) -> web.StreamResponse:
+        for instance_id in member_list(call.params, "InstanceIds"):
+            if instance_id in self._terminations:
+                raise _validation(
+                    f"The instance {instance_id} is in Terminating:Wait and cannot be "
+                    f"used with {call.action}."
+                )
+        response = await self._forward(request, body)
+        if response.status < 400:
+            await self._sync(call.scope)
+        return response
+
+    async def _delete_group(
+        self, call: Call, request: web.Request, body: bytes
+    ) -> web.StreamResponse:
+        name = _required(call.params, "AutoScalingGroupName")
+        force = call.params.get("ForceDelete", "false").lower() == "true"
+        groups = await self._groups(call.scope, [name])
+        members = [i.instance_id for g in groups for i in g.instances]
+        # moto deletes a group that still has instances and, even when forced, leaves
+        # its protected ones running; AWS refuses the first and terminates all in the second.
+        if members and not force:
+            raise AwsError(
+                "ResourceInUse",
+                "You cannot delete an AutoScalingGroup while there are instances or pending "
+                "Spot instance request(s) still in the group.",
+            )
+        response = await self._forward(request, body)
+        if response.status >= 400:
+            return response
+        for term in [t for t in self._terminations.values() if t.group == name]:
+            await self._finish(term)
+        running = [i for i in members if i in self._known]
+        if running:
+            await self._client(call.scope).ec2.terminate_instances(InstanceIds=running)
+        await self._sync(call.scope)
+        return response
+
+    # ---------------------------------------------------------- mechanics
+
+    def _find_action(self, call: Call) -> tuple[Termination, str]:
+        group = _required(call.params, "AutoScalingGroupName")
+        hook_name = _required(call.params, "LifecycleHookName")
+        token = call.params.get("LifecycleActionToken")
+        instance_id = call.params.get("InstanceId")
+        for term in self._terminations.values():
+            if term.group != group:
+                continue
+            for hook in term.hooks:
+                if hook.hook_name != hook_name:
+                    continue
+                if (token and hook.token == token) or (
+                    not token and instance_id == term.instance_id
+                ):
+                    return term, hook_name
+        if token:
+            raise _validation(f"No active Lifecycle Action found with token {token}")
+        raise _validation(f"No active Lifecycle Action found with instance ID {instance_id}")
+
+    async def _resize(self, scope: Scope, group: _GroupView, desired: int) -> None:
+        """Set desired capacity, scaling in by the layer's policy and hooks."""
+        in_service = group.in_service()
+        if desired < len(in_service):
+            victims = choose_victims(
+                [_candidate(i) for i in in_service],
+                len(in_service) - desired,
+                self._clock(),
+                self._rng,
+            )
+            await self._scale_in(scope, group, victims)
+        await self._client(scope).autoscaling.set_desired_capacity(
+            AutoScalingGroupName=group.name, DesiredCapacity=desired
+        )
+
+    async def _scale_in(self, scope: Scope, group: _GroupView, victims: Sequence[str]) -> None:
+        """Take ``victims`` out of service; the caller sets the final desired capacity.
+
+        moto's desired capacity is first made equal to its in-service count, then each
+        victim leaves with a decrement: moto then has nothing to launch or terminate
+        on its own between the steps.
+        """
+        if not victims:
+            return
+        autoscaling = self._client(scope).autoscaling
+        in_service = len(group.in_service())
+        if group.desired != in_service:
+            await autoscaling.set_desired_capacity(
+                AutoScalingGroupName=group.name, DesiredCapacity=in_service
+            )
+        hooks = await self._termination_hooks(scope, group.name)
+        by_id = {i.instance_id: i for i in group.instances}
+        for instance_id in victims:
+            log.info("scale_in_victim", group=group.name, instance_id=instance_id)
+            if hooks:
+                await self._begin_wait(scope, group.name, by_id[instance_id], hooks, decrement=True)
+            else:
+                await autoscaling.terminate_instance_in_auto_scaling_group(
+                    InstanceId=instance_id, ShouldDecrementDesiredCapacity=True
+                )
+
+    async def _begin_wait(
+        self,
+        scope: Scope,
+        group: str,
+        instance: InstanceInfo,
+        hooks: Sequence[HookConfig],
+        *,
+        decrement: bool,
+    ) -> None:
+        autoscaling = self._client(scope).autoscaling
+        # Protected in moto so that moto's own scale-in arithmetic never removes it.
+        await autoscaling.set_instance_protection(
+            AutoScalingGroupName=group,
+            InstanceIds=[instance.instance_id],
+            ProtectedFromScaleIn=True,
+        )
+        if instance.lifecycle_state != "Standby":
+            await autoscaling.enter_standby(
+                AutoScalingGroupName=group,
+                InstanceIds=[instance.instance_id],
+                ShouldDecrementDesiredCapacity=decrement,
+            )
+        now = self._clock()
+        term = start_termination(
+            instance.instance_id,
+            group,
+            scope,
+            instance.protected,
+            hooks,
+            now,
+            lambda: str(uuid.uuid4()),
+        )
+        self._terminations[instance.instance_id] = term
+        log.info(
+            "terminating_wait",
+            instance_id=instance.instance_id,
+            group=group,
+            hooks=[h.name for h in hooks],
+            decrement=decrement,
+        )
+        self._emit("terminating", instance.instance_id, group)
+
+    async def _finish(self, term: Termination) -> None:
+        """Really terminate a waiting instance in moto."""
+        self._terminations.pop(term.instance_id, None)
+        clients = self._client(term.scope)
+        try:
+            await clients.autoscaling.terminate_instance_in_auto_scaling_group(
+                InstanceId=term.instance_id, ShouldDecrementDesiredCapacity=False
+            )
+        except (ClientError, BotoCoreError, ResponseParserError):
+            # The group is gone (moto answers that with a bare 500): the instance still
+            # has to stop.
+            await clients.ec2.terminate_instances(InstanceIds=[term.instance_id])
+        self._known.pop(term.instance_id, None)
+        self._gone[term.instance_id] = "Terminated"
+        log.info("instance_terminated", instance_id=term.instance_id, group=term.group)
+        self._emit("terminated", term.instance_id, term.group)
+
+    async def _converge(self, scope: Scope) -> None:
+        """Scale in groups that hold more in-service instances than desired.
+
+        That happens when protected instances blocked a scale-in; AWS finishes it as
+        soon as protection is lifted.
+        """
+        for group in await self._groups(scope):
+            in_service = group.in_service()
+            if len(in_service) > group.desired and any(not i.protected for i in in_service):
+                await self._resize(scope, group, group.desired)
+                await self._sync(scope)
+
+    async def _termination_hooks(self, scope: Scope, group: str) -> list[HookConfig]:
+        answer = await self._client(scope).autoscaling.describe_lifecycle_hooks(
+            AutoScalingGroupName=group
+        )
+        return [
+            HookConfig(
+                name=hook["LifecycleHookName"],
+                heartbeat_timeout=int(hook.get("HeartbeatTimeout", 3600)),
+                default_result=hook.get("DefaultResult", "ABANDON"),
+            )
+            for hook in answer.get("LifecycleHooks", [])
+            if hook.get("LifecycleTransition") == TERMINATING_TRANSITION
+        ]
+
+    async def _groups(self, scope: Scope, names: Sequence[str] = ()) -> list[_GroupView]:
+        autoscaling = self._client(scope).autoscaling
+        paginator = autoscaling.get_paginator("describe_auto_scaling_groups")
+        groups: list[_GroupView] = []
+        async for page in paginator.paginate(AutoScalingGroupNames=list(names)):
+            for raw in page["AutoScalingGroups"]:
+                instances = []
+                for inst in raw.get("Instances", []):
+                    info = self._known.get(inst["InstanceId"]) or _placeholder(
+                        inst["InstanceId"], raw["AutoScalingGroupName"], scope, self._clock()
+                    )
+                    info = dataclasses.replace(
+                        info,
+                        availability_zone=inst["AvailabilityZone"],
+                        lifecycle_state=inst["LifecycleState"],
+                        protected=bool(inst.get("ProtectedFromScaleIn", False)),
+                    )
+                    instances.append(self._with_overlay(info))
+                groups.append(
+                    _GroupView(
+                        name=raw["AutoScalingGroupName"],
+                        min_size=raw["MinSize"],
+                        max_size=raw["MaxSize"],
+                        desired=raw["DesiredCapacity"],
+                        instances=tuple(instances),
+                    )
+                )
+        return groups
+
+    async def _group(self, scope: Scope, name: str) -> _GroupView:
+        groups = await self._groups(scope, [name])
+        if not groups:
+            raise _validation(
+                f"AutoScalingGroup name not found - AutoScalingGroup {name} not found"
+            )
+        return groups[0]
+
+    async def _group_of(self, scope: Scope, instance_id: str) -> _GroupView:
+        for group in await self._groups(scope):
+            if any(i.instance_id == instance_id for i in group.instances):
+                return group
+        raise _validation(
+            f"Instance Id not found - No managed instance found for instance ID: {instance_id}"
+        )
+
+    async def _sync(self, scope: Scope) -> None:
+        """Diff moto's groups against the known instances and emit events."""
+        groups = await self._groups(scope)
+        current = {i.instance_id: (g.name, i) for g in groups for i in g.instances}
+        new_ids = [iid for iid in current if iid not in self._known]
+        details = await self._ec2_details(scope, new_ids) if new_ids else {}
+        now = self._clock()
+        for instance_id, (group, info) in current.items():
+            known = self._known.get(instance_id)
+            if known is None:
+                private_ip, public_ip = details.get(instance_id, ("", None))
+                info = dataclasses.replace(
+                    info, private_ip=private_ip, public_ip=public_ip, launched_at=now
+                )
+                self._known[instance_id] = _strip_overlay(info, self._terminations)
+                log.info("instance_launched", instance_id=instance_id, group=group)
+                self._emit("launched", instance_id, group)
+            else:
+                self._known[instance_id] = dataclasses.replace(
+                    known,
+                    group=group,
+                    availability_zone=info.availability_zone,
+                    lifecycle_state=_strip_overlay(info, self._terminations).lifecycle_state,
+                    protected=_strip_overlay(info, self._terminations).protected,
+                )
+        vanished = [
+            iid
+            for iid, info in self._known.items()
+            if info.region == scope.region and iid not in current
+        ]
+        if vanished:
+            states = await self._ec2_states(scope, vanished)
+            for instance_id in vanished:
+                info = self._known.pop(instance_id)
+                self._terminations.pop(instance_id, None)
+                if states.get(instance_id, "terminated") in ("terminated", "shutting-down"):
+                    self._gone[instance_id] = "Terminated"
+                    self._emit("terminated", instance_id, info.group)
+                else:
+                    self._gone[instance_id] = "Detached"
+                    self._emit("detached", instance_id, info.group)
+
+    async def _ec2_details(
+        self, scope: Scope, instance_ids: Sequence[str]
+    ) -> dict[str, tuple[str, str | None]]:
+        answer = await self._client(scope).ec2.describe_instances(InstanceIds=list(instance_ids))
+        return {
+            inst["InstanceId"]: (inst.get("PrivateIpAddress", ""), inst.get("PublicIpAddress"))
+            for reservation in answer.get("Reservations", [])
+            for inst in reservation.get("Instances", [])
+        }
+
+    async def _ec2_states(self, scope: Scope, instance_ids: Sequence[str]) -> dict[str, str]:
+        try:
+            answer = await self._client(scope).ec2.describe_instances(
+                InstanceIds=list(instance_ids)
+            )
+        except ClientError:
+            return {}
+        return {
+            inst["InstanceId"]: inst.get("State", {}).get("Name", "terminated")
+            for reservation in answer.get("Reservations", [])
+            for inst in reservation.get("Instances", [])
+        }
+
+    def _client(self, scope: Scope) -> _Clients:
+        clients = self._clients.get(scope)
+        if clients is None:
+            raise RuntimeError(f"no moto clients for {scope}")
+        return clients
+
+    async def _ensure_clients(self, scope: Scope) -> None:
+        async with self._clients_lock:
+            if scope not in self._clients:
+                await self._open_clients(scope)
+
+    async def _open_clients(self, scope: Scope) -> None:
+        if self._stack is None:
+            raise RuntimeError("LifecycleLayer.start() was not called")
+        kwargs_config = AioConfig(retries={"total_max_attempts": 1, "mode": "standard"})
+        access_key = scope.access_key or "testing"
+        autoscaling = await self._stack.enter_async_context(
+            self._session.create_client(
+                "autoscaling",
+                region_name=scope.region,
+                endpoint_url=self._moto,
+                aws_access_key_id=access_key,
+                aws_secret_access_key="layer",  # noqa: S106 - moto does not check signatures
+                config=kwargs_config,
+            )
+        )
+        ec2 = await self._stack.enter_async_context(
+            self._session.create_client(
+                "ec2",
+                region_name=scope.region,
+                endpoint_url=self._moto,
+                aws_access_key_id=access_key,
+                aws_secret_access_key="layer",  # noqa: S106 - moto does not check signatures
+                config=kwargs_config,
+            )
+        )
+        self._clients[scope] = _Clients(autoscaling=autoscaling, ec2=ec2)
+
+    def _with_overlay(self, info: InstanceInfo) -> InstanceInfo:
+        term = self._terminations.get(info.instance_id)
+        if term is None:
+            return info
+        return dataclasses.replace(
+            info, lifecycle_state="Terminating:Wait", protected=term.protected
+        )
+
+    def _emit(self, kind: EventKind, instance_id: str, group: str) -> None:
+        event = FleetEvent(kind, instance_id, group, self._clock())
+        self._history.append(event)
+        for stream in self._streams:
+            stream.push(event)
+        for listener in list(self._listeners):
+            listener(event)
+
+    def _unsubscribe(self, stream: EventStream) -> None:
+        if stream in self._streams:
+            self._streams.remove(stream)
+
+    def _clear_state(self) -> None:
+        self._terminations.clear()
+        self._known.clear()
+        self._gone.clear()
+        self._faults.clear()
+        self._history.clear()
+        self._scopes.clear()
+        log.info("layer_reset")
+
+
+def _launch_order(info: InstanceInfo) -> tuple[float, str]:
+    return info.launched_at, info.instance_id
+
+
+def _candidate(info: InstanceInfo) -> Candidate:
+    return Candidate(info.instance_id, info.availability_zone, info.protected, info.launched_at)
+
+
+def _placeholder(instance_id: str, group: str, scope: Scope, now: float) -> InstanceInfo:
+    return InstanceInfo(
+        instance_id=instance_id,
+        group=group,
+        region=scope.region,
+        availability_zone="",
+        private_ip="",
+        public_ip=None,
+        lifecycle_state="InService",
+        protected=False,
+        launched_at=now,
+    )
+
+
+def _strip_overlay(info: InstanceInfo, terminations: Mapping[str, Termination]) -> InstanceInfo:
+    """The instance as moto holds it: a waiting one is Standby and protected there."""
+    term = terminations.get(info.instance_id)
+    if term is None:
+        return info
+    return dataclasses.replace(info, lifecycle_state="Standby", protected=True)
+
+
+_DESCRIBE_WITH_INSTANCES = frozenset({"DescribeAutoScalingGroups", "DescribeAutoScalingInstances"})
+
+_Handler = Callable[[LifecycleLayer, Call, web.Request, bytes], Awaitable[web.StreamResponse]]
+_OWNED: dict[str, _Handler] = {
+    "TerminateInstanceInAutoScalingGroup": LifecycleLayer._terminate_instance,
+    "SetDesiredCapacity": LifecycleLayer._set_desired_capacity,
+    "CreateAutoScalingGroup": LifecycleLayer._create_group,
+    "UpdateAutoScalingGroup": LifecycleLayer._update_group,
+    "CompleteLifecycleAction": LifecycleLayer._complete_action,
+    "RecordLifecycleActionHeartbeat": LifecycleLayer._heartbeat,
+    "SetInstanceProtection": LifecycleLayer._set_protection,
+    "EnterStandby": LifecycleLayer._guard_waiting,
+    "ExitStandby": LifecycleLayer._guard_waiting,
+    "DetachInstances": LifecycleLayer._guard_waiting,
+    "DeleteAutoScalingGroup": LifecycleLayer._delete_group,
+}
+
+
+async def serve(
+    layer: LifecycleLayer,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    tick_interval: float | None = None,
+) -> tuple[web.AppRunner, int]:
+    """Serve ``layer`` on ``host:port``; returns the runner (cleanup stops all) and the port.
+
+    With ``tick_interval`` a background task calls :meth:`LifecycleLayer.tick`.
+    """
+    await layer.start()
+    app = layer.app()
+    ticker: list[asyncio.Task[None]] = []
+    if tick_interval is not None:
+        ticker.append(asyncio.create_task(layer.run_ticker(tick_interval)))
+
+    async def _cleanup(_: web.Application) -> None:
+        for task in ticker:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await layer.close()
+
+    app.on_cleanup.append(_cleanup)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0][1]
+    log.info("lifecycle_layer_listening", host=host, port=bound, moto=layer.moto_endpoint)
+    return runner, int(bound)
