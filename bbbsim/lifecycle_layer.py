@@ -704,7 +704,8 @@ class LifecycleLayer:
             await sleep(interval)
             try:
                 await self.tick()
-            except (ClientError, aiohttp.ClientError) as exc:
+            except (ClientError, BotoCoreError, ResponseParserError, aiohttp.ClientError) as exc:
+                # moto restarting or reset mid-tick: the next tick starts from its truth.
                 log.warning("tick_failed", error=str(exc))
 
     async def sync(self, scope: Scope | None = None) -> None:
@@ -1289,7 +1290,11 @@ class LifecycleLayer:
         for stream in self._streams:
             stream.push(event)
         for listener in list(self._listeners):
-            listener(event)
+            try:
+                listener(event)
+            except Exception:
+                # A simulator bug must not break the AWS calls in flight; it is logged loudly.
+                log.exception("listener_failed", kind=kind, instance_id=instance_id)
 
     def _unsubscribe(self, stream: EventStream) -> None:
         if stream in self._streams:
