@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import aiohttp
 from yarl import URL
 
 from bbbcore import checksum
-from bbbcore.meetings import BbbApiError, Meeting, parse_meetings, parse_response
+from bbbcore.meetings import BbbApiError, Meeting, MeetingsParser, parse_response
 
 DEFAULT_URL = "http://127.0.0.1:8090/bigbluebutton/"
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+
+
+_Sink = Callable[[bytes], None]
 
 
 class Unreachable(BbbApiError):
@@ -48,8 +51,8 @@ class BbbClient:
         query = checksum.signed_query(call, list(params), self._secret, self._algorithm)
         return f"{self._base}{call}?{query}"
 
-    async def call(self, call: str, params: Sequence[tuple[str, str]] = ()) -> bytes:
-        """GET ``call`` and return the raw body; raises Unreachable on transport trouble."""
+    async def _get(self, call: str, params: Sequence[tuple[str, str]], sink: _Sink) -> None:
+        """GET ``call`` and hand the body to ``sink`` chunk by chunk, within the caps."""
         try:
             # encoded=True: aiohttp must send the query exactly as signed (no re-quoting).
             async with self._session.get(
@@ -59,18 +62,30 @@ class BbbClient:
             ) as resp:
                 if resp.status != 200:
                     raise Unreachable(f"{call}: HTTP {resp.status}")
-                body = bytearray()
+                size = 0
                 async for chunk in resp.content.iter_chunked(65536):
-                    body += chunk
-                    if len(body) > self._max_bytes:
+                    size += len(chunk)
+                    if size > self._max_bytes:
                         raise Unreachable(f"{call}: answer larger than {self._max_bytes} bytes")
-                return bytes(body)
+                    sink(chunk)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise Unreachable(f"{call}: {type(exc).__name__}: {exc}") from None
 
-    async def get_meetings(self) -> tuple[Meeting, ...]:
-        """All meetings on the server (``()`` when there are none)."""
-        return parse_meetings(await self.call("getMeetings"))
+    async def call(self, call: str, params: Sequence[tuple[str, str]] = ()) -> bytes:
+        """GET ``call`` and return the raw body; raises Unreachable on transport trouble."""
+        body = bytearray()
+        await self._get(call, params, body.extend)
+        return bytes(body)
+
+    async def get_meetings(self, attendees: bool = False) -> tuple[Meeting, ...]:
+        """All meetings (``()`` when none), parsed as they stream in.
+
+        Per-attendee records are skipped unless asked for; client-type counts
+        are always there.
+        """
+        parser = MeetingsParser(attendees)
+        await self._get("getMeetings", (), parser.feed)
+        return parser.close()
 
     async def ping(self) -> None:
         """The API root answers SUCCESS (it needs no checksum)."""

@@ -77,9 +77,9 @@ def summarize(meetings: Sequence[Meeting]) -> MeetingTotals:
     clients: dict[str, int] = dict.fromkeys(KNOWN_CLIENTS, 0)
     origins: dict[tuple[str, str], int] = {}
     for meeting in meetings:
-        for attendee in meeting.attendees:
-            key = attendee.client_type.lower()
-            clients[key] = clients.get(key, 0) + 1
+        for client, count in meeting.clients:
+            key = client.lower()
+            clients[key] = clients.get(key, 0) + count
         if meeting.participant_count:
             origin = (
                 meeting.metadata.get("bbb-origin-server-name", "").lower(),

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import aioboto3  # type: ignore[import-untyped]
+import aioboto3
 import pytest
 import pytest_asyncio
 

@@ -88,3 +88,36 @@ def test_parse_count() -> None:
     assert parse_count("  ") == 0
     assert parse_count("12,345") == 12345
     assert parse_count(" 7 ") == 7
+
+
+def test_metadata_key_named_meeting_is_not_a_meeting() -> None:
+    body = (
+        b"<response><returncode>SUCCESS</returncode><meetings><meeting>"
+        b"<meetingID>x</meetingID><participantCount>2</participantCount>"
+        b"<metadata><meeting>not a meeting</meeting></metadata>"
+        b"</meeting></meetings></response>"
+    )
+    (only,) = parse_meetings(body)
+    assert only.meeting_id == "x"
+    assert only.metadata["meeting"] == "not a meeting"
+
+
+def test_incremental_feed_any_chunking() -> None:
+    from bbbcore.meetings import MeetingsParser
+
+    body = load("meetings.xml")
+    whole = parse_meetings(body)
+    for size in (1, 7, 100, 4096):
+        parser = MeetingsParser()
+        for i in range(0, len(body), size):
+            parser.feed(body[i : i + size])
+        assert parser.close() == whole
+
+
+def test_without_attendees_keeps_client_counts_and_moderators() -> None:
+    physics, _, allhands = parse_meetings(load("meetings.xml"), attendees=False)
+    assert physics.attendees == ()
+    assert physics.clients == (("DIAL-IN", 1), ("HTML5", 2))
+    # moderatorCount missing: still counted from the attendee list.
+    assert allhands.moderator_count == 1
+    assert parse_meetings(load("meetings.xml"), attendees=False)[0].participant_count == 3
