@@ -81,6 +81,10 @@ class AwsSettings(Section):
     """false: exporter only, no AWS call at all."""
     region: str | None = None
     """AWS region; default from IMDS or AWS_DEFAULT_REGION."""
+    asg_name: str | None = None
+    """Auto Scaling group; default: instance metadata tags, else DescribeAutoScalingInstances."""
+    imds_timeout: float = Field(default=2.0, gt=0)
+    """Seconds one instance-metadata request may take."""
 
 
 class DnsSettings(Section):
@@ -99,32 +103,80 @@ class DnsSettings(Section):
 class TlsSettings(Section):
     enabled: bool = True
     """Obtain and renew the host's certificate over ACME DNS-01."""
+    acme_directory: str = "https://acme-v02.api.letsencrypt.org/directory"
+    """ACME directory URL (Let's Encrypt production by default)."""
+    email: str = ""
+    """Contact address for the ACME account (optional)."""
+    cert_dir: Path = Path("/etc/bbbfleet/tls")
+    """Where the account key, private key and certificate chain are kept."""
+    renew_before_days: int = Field(default=30, gt=0)
+    """Renew when the certificate expires within this many days."""
+    post_hook: tuple[str, ...] = ("systemctl", "reload", "nginx")
+    """Command run after a certificate was issued or renewed (argv, no shell)."""
+    ca_bundle: Path | None = None
+    """Extra CA bundle to trust for the ACME server (tests, private ACME)."""
+    dns_propagation_timeout: float = Field(default=300.0, gt=0)
+    """Seconds to wait for the TXT record to be INSYNC."""
 
 
 class EfsSettings(Section):
     enabled: bool = True
     """Mount the shared recordings file system."""
+    file_system_id: str = ""
+    """EFS file system id (fs-...)."""
+    access_point_id: str = ""
+    """EFS access point for Scalelite's recording import (fsap-...)."""
+    mount_point: Path = Path("/mnt/scalelite-recordings")
+    """Where the file system is mounted."""
+    fstab: Path = Path("/etc/fstab")
+    """fstab kept in step with the mount."""
+    mountinfo: Path = Path("/proc/self/mountinfo")
+    """Read to detect an existing mount."""
+    scalelite_config: Path = Path("/usr/local/bigbluebutton/core/scripts/scalelite.yml")
+    """Scalelite's post-publish config, pointed at the mount's spool directory."""
+    spool_subdir: str = "var/bigbluebutton/spool"
+    """Spool directory inside the mount, where recordings are handed to Scalelite."""
 
 
 class ScaleliteSettings(Section):
+    enabled: bool = True
+    """Register this host in Scalelite (and drain it from there)."""
     url: str = ""
     """Scalelite's base URL; its API lives under /scalelite/api/."""
     secret: SecretStr | None = None
-    """Scalelite's LOADBALANCER_SECRET."""
+    """Scalelite's LOADBALANCER_SECRET (also file:PATH or a Secrets Manager ARN)."""
+    checksum: Literal["sha1", "sha256", "sha512"] = "sha256"
+    """Checksum algorithm for Scalelite's API (Scalelite refuses sha384)."""
     server_url_template: str = "https://{fqdn}/bigbluebutton/api/"
     """The URL this host registers as in Scalelite."""
+    load_multiplier: float = Field(default=1.0, gt=0)
+    """Scalelite load multiplier this host registers with."""
+    tag: str | None = None
+    """Scalelite server tag (optional)."""
 
 
 class ProtectionSettings(Section):
+    enabled: bool = True
+    """Keep ASG scale-in protection on while the host has a meeting."""
     idle_grace: float = Field(default=300.0, ge=0)
     """Seconds without a meeting before scale-in protection is turned off."""
+    recheck_interval: float = Field(default=180.0, gt=0)
+    """Seconds between re-reads of the protection flag from AWS."""
 
 
 class LifecycleSettings(Section):
+    enabled: bool = True
+    """Drain the host when the ASG terminates it."""
     hook_name: str = "bbbfleet-drain"
     """Name of the ASG's termination lifecycle hook."""
     poll_interval: float = Field(default=5.0, gt=0)
     """Seconds between reads of the target lifecycle state from IMDS."""
+    heartbeat_interval: float = Field(default=60.0, gt=0)
+    """Seconds between lifecycle heartbeats while draining (well inside the hook's timeout)."""
+    max_drain_time: float = Field(default=0.0, ge=0)
+    """Seconds after which a drain completes even with meetings left; 0: never force."""
+    recording_grace: float = Field(default=120.0, ge=0)
+    """Seconds to wait after the last recording is published (post-publish transfer)."""
 
 
 class LogSettings(Section):
