@@ -25,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (
         ("run", "run the daemon until SIGTERM"),
         ("check-config", "validate the configuration and print it (secrets hidden) as JSON"),
+        ("drain", "cordon this host in Scalelite and wait for its meetings to end (no shutdown)"),
+        ("undrain", "re-enable this host in Scalelite after a drain (not while terminating)"),
     ):
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("--config", type=Path, metavar="FILE", help="TOML config file")
@@ -47,10 +49,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         print(json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True))
         return 0
+    if args.command in ("drain", "undrain"):
+        return asyncio.run(_operate(settings, args.command))
     logs.configure(settings.log.level)
     from bbbnode import daemon
 
     return asyncio.run(daemon.run(settings))
+
+
+async def _operate(settings: NodeSettings, operation: str) -> int:
+    """POST /drain or /undrain to the local daemon and print its answer."""
+    import aiohttp
+
+    host, _, port = settings.metrics.listen.rpartition(":")
+    target = "127.0.0.1" if host in ("", "0.0.0.0", "::", "[::]") else host.strip("[]")  # noqa: S104
+    url = f"http://{target}:{port}/{operation}"
+    try:
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.post(url) as resp:
+            print(await resp.text())
+            return 0 if resp.status == 200 else 1
+    except aiohttp.ClientError as exc:
+        print(f"bbbnode: cannot reach the daemon at {url}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

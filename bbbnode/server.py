@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import ipaddress
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -20,8 +21,13 @@ def build_app(
     alive: Callable[[], bool],
     stale_after: float,
     status_extra: Callable[[], dict[str, Any]] = dict,
+    operations: Mapping[str, Callable[[], Awaitable[dict[str, Any]]]] | None = None,
 ) -> web.Application:
-    """The aiohttp application; every handler reads state, none does I/O to BBB."""
+    """The aiohttp application; every handler reads state, none does I/O to BBB.
+
+    ``operations`` become ``POST /<name>`` (drain, undrain), answered only to
+    loopback clients: the metrics port is open to the VPC, draining is not.
+    """
 
     async def handle_metrics(_: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -42,7 +48,17 @@ def build_app(
     async def handle_status(_: web.Request) -> web.Response:
         return web.json_response(status.render(snapshot(), clock(), status_extra()))
 
+    def operation(run: Callable[[], Awaitable[dict[str, Any]]]) -> Any:
+        async def handle(request: web.Request) -> web.Response:
+            if not _is_loopback(request.remote):
+                return web.json_response({"error": "only from the host itself"}, status=403)
+            return web.json_response(await run())
+
+        return handle
+
     app = web.Application()
+    for name, run in (operations or {}).items():
+        app.router.add_post(f"/{name}", operation(run))
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
@@ -54,3 +70,12 @@ def split_listen(listen: str) -> tuple[str, int]:
     """``host:port`` (IPv6 in brackets allowed) to a (host, port) pair."""
     host, _, port = listen.rpartition(":")
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104
+
+
+def _is_loopback(remote: str | None) -> bool:
+    if not remote:
+        return False
+    try:
+        return ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        return False
