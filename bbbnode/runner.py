@@ -7,8 +7,10 @@ which commands would run, because this machine has no NFS, nginx or systemd.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 
@@ -97,3 +99,22 @@ class ScriptedRunner:
             if command[: len(prefix)] == prefix:
                 return self.script[prefix](command)
         return Completed(command, 0)
+
+
+@dataclass
+class LoggingRunner:
+    """Appends each command to a JSON-lines file and reports success without running it.
+
+    For hosts that only pretend to be BBB servers (bbbsim): the daemon's
+    decisions are real, the system commands are written down instead.
+    """
+
+    path: Path
+
+    async def __call__(
+        self, argv: Sequence[str], *, stdin: str | None = None, limit: float = 120.0
+    ) -> Completed:
+        line = json.dumps({"argv": list(argv), "stdin": stdin is not None})
+        with self.path.open("a", encoding="utf-8") as log:
+            log.write(line + "\n")
+        return Completed(tuple(argv), 0)

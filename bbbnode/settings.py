@@ -65,6 +65,10 @@ class HostSettings(Section):
     """Identity for bbbnode_info when AWS is off; empty means the hostname."""
     procfs: Path = Path("/proc")
     """procfs root; CPU is read from <procfs>/stat."""
+    commands: Literal["run", "log"] = "run"
+    """run: execute host commands (mount, systemctl); log: only append them to command_log."""
+    command_log: Path = Path("/var/log/bbbnode-commands.jsonl")
+    """Where host commands are written when commands = log (bbbsim's emulated hosts)."""
     cpu_window: float = Field(default=60.0, gt=0)
     """Seconds over which bbbnode_cpu_utilization_ratio is averaged (sampled every poll)."""
 
