@@ -8,7 +8,8 @@ transient and never a programmer's error (validation, access denied, ...).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 
 import aioboto3
 import aiohttp
@@ -86,8 +87,14 @@ def retrying(
     give_up_after: float = 300.0,
     max_wait: float = 30.0,
     on_retry: Callable[[BaseException], None] | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> AsyncRetrying:
-    """Retry transient errors with full-jitter backoff for up to ``give_up_after`` seconds."""
+    """Retry transient errors with full-jitter backoff for up to ``give_up_after`` seconds.
+
+    Use it as ``async for attempt in retrying(): with attempt: await call()``:
+    aiobotocore methods return coroutines, which tenacity's call form would
+    hand back un-awaited.
+    """
 
     def before_sleep(state: object) -> None:
         outcome = getattr(state, "outcome", None)
@@ -100,5 +107,6 @@ def retrying(
         wait=wait_random_exponential(multiplier=0.5, max=max_wait),
         stop=stop_after_delay(give_up_after),
         before_sleep=before_sleep,
+        sleep=sleep,
         reraise=True,
     )
