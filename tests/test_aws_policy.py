@@ -7,10 +7,10 @@ from bbbcore import aws
 
 
 def client_error(code: str, status: int) -> ClientError:
-    return ClientError(
-        {"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": {"HTTPStatusCode": status}},
-        "SetInstanceProtection",
-    )
+    meta = {"HTTPStatusCode": status, "HTTPHeaders": {}, "HostId": "", "RequestId": "r",
+            "RetryAttempts": 0}  # fmt: skip
+    return ClientError({"Error": {"Code": code, "Message": "x"}, "ResponseMetadata": meta},  # type: ignore[typeddict-item]
+                       "SetInstanceProtection")  # fmt: skip
 
 
 @pytest.mark.parametrize(
