@@ -1,0 +1,585 @@
+"""bbbnode.tls: pure decisions, and issuance end to end with moto Route53 + pebble on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import math
+import os
+import ssl
+import stat
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aiohttp
+import pytest
+import requests
+from acme import challenges, errors, messages
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import verification
+from cryptography.x509.oid import NameOID
+from structlog.testing import capture_logs
+
+from bbbnode import tls
+from bbbnode.runner import Completed, ScriptedRunner
+from bbbnode.settings import TlsSettings
+from bbbsim.node_process import free_port
+
+if TYPE_CHECKING:
+    from tests.pebble_fixtures import Pebble, PebbleDns
+
+# Registered here until the root conftest lists it; registering twice is harmless.
+pytest_plugins = ["tests.pebble_fixtures"]
+
+FQDN = "i-0123456789abcdef0.bbb.example.test"
+NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+HOOK = ("systemctl", "reload", "nginx")
+# Polls against a real pebble: short real waits; backoff between retries capped the same.
+FAST = tls.AcmeTiming(poll_interval=0.05, max_poll_interval=0.2, poll_timeout=30.0)
+
+
+async def short_sleep(seconds: float) -> None:
+    await asyncio.sleep(min(seconds, 0.05))
+
+
+# ------------------------------------------------------------------ pure decisions
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def self_signed(
+    names: Sequence[str],
+    not_after: dt.datetime,
+    key: ec.EllipticCurvePrivateKey | None = None,
+) -> bytes:
+    key = key or _key()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_after - dt.timedelta(days=90))
+        .not_valid_after(not_after)
+    )
+    if names:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+        )
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def test_needs_issue_missing_and_unreadable() -> None:
+    assert tls.needs_issue(None, FQDN, NOW, 30) is tls.Reason.MISSING
+    assert tls.needs_issue(b"", FQDN, NOW, 30) is tls.Reason.UNREADABLE
+    assert tls.needs_issue(b"not a certificate", FQDN, NOW, 30) is tls.Reason.UNREADABLE
+
+
+def test_needs_issue_wrong_name() -> None:
+    later = NOW + dt.timedelta(days=80)
+    assert tls.needs_issue(self_signed(["other.example.test"], later), FQDN, NOW, 30) == (
+        tls.Reason.WRONG_NAME
+    )
+    # The common name does not count, only the SAN (as browsers do).
+    assert tls.needs_issue(self_signed([], later), FQDN, NOW, 30) is tls.Reason.WRONG_NAME
+
+
+def test_needs_issue_fine_certificate_names_compared_like_dns() -> None:
+    cert = self_signed(["www.example.test", FQDN.upper()], NOW + dt.timedelta(days=80))
+    assert tls.needs_issue(cert, FQDN, NOW, 30) is None
+    assert tls.needs_issue(cert, FQDN + ".", NOW, 30) is None
+
+
+def test_needs_issue_renewal_window_edges() -> None:
+    not_after = NOW + dt.timedelta(days=30)
+    cert = self_signed([FQDN], not_after)
+    assert tls.needs_issue(cert, FQDN, NOW - dt.timedelta(seconds=1), 30) is None
+    assert tls.needs_issue(cert, FQDN, NOW, 30) is tls.Reason.EXPIRING
+    assert tls.needs_issue(cert, FQDN, not_after + dt.timedelta(days=1), 30) is (
+        tls.Reason.EXPIRING
+    )
+    assert tls.needs_issue(cert, FQDN, NOW, 29) is None
+
+
+def test_needs_issue_key_must_match() -> None:
+    key = _key()
+    cert = self_signed([FQDN], NOW + dt.timedelta(days=80), key)
+    assert tls.needs_issue(cert, FQDN, NOW, 30, key_pem=_key_pem(key)) is None
+    assert tls.needs_issue(cert, FQDN, NOW, 30, key_pem=_key_pem(_key())) is (
+        tls.Reason.KEY_MISMATCH
+    )
+    assert tls.needs_issue(cert, FQDN, NOW, 30, key_pem=b"garbage") is tls.Reason.KEY_MISMATCH
+
+
+def _authz(status: str, *, dns01: bool = True, domain: str = FQDN) -> tls.Authz:
+    challenge = (
+        messages.ChallengeBody(
+            chall=challenges.DNS01(token=b"t" * 16),
+            uri="https://ca.test/chall/1",
+            status=messages.Status.from_json("pending"),
+        )
+        if dns01
+        else None
+    )
+    return tls.Authz(domain=domain, status=status, challenge=challenge, problem="boom")
+
+
+def test_challenges_to_answer_skips_authorizations_the_ca_reused() -> None:
+    pending = _authz("pending", domain="b.example.test")
+    assert tls.challenges_to_answer([_authz("valid"), pending]) == (pending,)
+    assert tls.challenges_to_answer([_authz("valid")]) == ()
+
+
+@pytest.mark.parametrize("status", ["invalid", "deactivated", "expired", "revoked"])
+def test_challenges_to_answer_dead_authorization_is_rejected(status: str) -> None:
+    with pytest.raises(tls.ChallengeFailed, match=status):
+        tls.challenges_to_answer([_authz(status)])
+
+
+def test_challenges_to_answer_needs_dns01() -> None:
+    with pytest.raises(tls.ChallengeFailed, match="no dns-01"):
+        tls.challenges_to_answer([_authz("pending", dns01=False)])
+
+
+def test_challenge_record_name() -> None:
+    assert tls.challenge_record("Host.Example.Test.") == "_acme-challenge.host.example.test"
+
+
+def test_poll_delay() -> None:
+    assert tls.poll_delay(None, 2.0, 30.0, NOW) == 2.0
+    assert tls.poll_delay("5", 2.0, 30.0, NOW) == 5.0
+    assert tls.poll_delay("3600", 2.0, 30.0, NOW) == 30.0
+    assert tls.poll_delay("Mon, 01 Jun 2026 12:00:10 GMT", 2.0, 30.0, NOW) == 10.0
+    assert tls.poll_delay("Mon, 01 Jun 2026 11:00:00 GMT", 2.0, 30.0, NOW) == 0.0
+    assert tls.poll_delay("soon", 2.0, 30.0, NOW) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (messages.Error.with_code("badNonce"), True),
+        (messages.Error.with_code("serverInternal"), True),
+        (messages.Error.with_code("unauthorized"), False),
+        (messages.Error.with_code("rateLimited"), False),
+        (messages.Error.with_code("rejectedIdentifier"), False),
+        (errors.ConflictError("https://ca.test/acct/1"), False),
+        (errors.BadNonce("x", ValueError()), True),
+        (requests.exceptions.ConnectionError("refused"), True),
+        (requests.exceptions.ReadTimeout("slow"), True),
+        (requests.exceptions.SSLError("unknown CA"), False),
+        (ValueError("bug"), False),
+    ],
+)
+def test_is_transient(exc: BaseException, transient: bool) -> None:
+    assert tls.is_transient(exc) is transient
+
+
+def test_write_atomic_sets_the_mode_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        tls.write_atomic(tmp_path / "k.pem", b"secret", 0o600)
+        tls.write_atomic(tmp_path / "k.pem", b"secret2", 0o600)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "k.pem").read_bytes() == b"secret2"
+    assert stat.S_IMODE((tmp_path / "k.pem").stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["k.pem"]
+
+
+# ----------------------------------------------------------------- end to end
+
+
+def settings_for(pebble: Pebble, cert_dir: Path, **overrides: object) -> TlsSettings:
+    values: dict[str, object] = {
+        "acme_directory": pebble.directory_url,
+        "ca_bundle": pebble.ca_bundle,
+        "cert_dir": cert_dir,
+        "post_hook": HOOK,
+        "email": "ops@example.test",
+    }
+    values.update(overrides)
+    return TlsSettings.model_validate(values)
+
+
+def verify_chain(pebble: Pebble, fullchain: bytes, fqdn: str) -> x509.Certificate:
+    """The leaf, after checking the chain up to pebble's root for ``fqdn``."""
+    certs = x509.load_pem_x509_certificates(fullchain)
+    verifier = (
+        verification.PolicyBuilder()
+        .store(verification.Store([pebble.root]))
+        .build_server_verifier(x509.DNSName(fqdn))
+    )
+    verifier.verify(certs[0], certs[1:])
+    return certs[0]
+
+
+def sans(cert: x509.Certificate) -> list[str]:
+    ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return ext.get_values_for_type(x509.DNSName)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.integration
+async def test_issues_once_then_does_nothing(
+    pebble: Pebble, pebble_dns: PebbleDns, tmp_path: Path
+) -> None:
+    fqdn = pebble_dns.fqdn()
+    settings = settings_for(pebble, tmp_path / "tls")
+    runner = ScriptedRunner()
+
+    status = await tls.ensure_certificate(
+        settings, fqdn, pebble_dns.txt, runner, sleep=short_sleep, timing=FAST
+    )
+
+    assert status.issued
+    assert status.reason is tls.Reason.MISSING
+    assert status.hook_ran
+    leaf = verify_chain(pebble, status.fullchain.read_bytes(), fqdn)
+    assert sans(leaf) == [fqdn]
+    assert leaf.not_valid_after_utc == status.not_after
+    key = serialization.load_pem_private_key(status.privkey.read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    assert key.public_key() == leaf.public_key()
+    assert mode(status.privkey) == 0o600
+    assert mode(settings.cert_dir / tls.ACCOUNT_KEY) == 0o600
+    assert mode(status.fullchain) == 0o644
+    assert not (settings.cert_dir / tls.HOOK_PENDING).exists()
+    challenge = f"_acme-challenge.{fqdn}"
+    assert pebble_dns.txt.upserts == [challenge]
+    assert pebble_dns.txt.deletes == [challenge]
+    assert await pebble_dns.txt_records() == {}
+    assert pebble_dns.mirror.served == {}
+    assert runner.calls == [HOOK]
+
+    again = await tls.ensure_certificate(
+        settings, fqdn, pebble_dns.txt, runner, sleep=short_sleep, timing=FAST
+    )
+
+    assert not again.issued
+    assert again.reason is None
+    assert not again.hook_ran
+    assert again.not_after == status.not_after
+    assert runner.calls == [HOOK]
+    assert pebble_dns.txt.upserts == [challenge]
+
+
+@pytest.mark.integration
+async def test_account_and_key_survive_a_restart(
+    pebble: Pebble, pebble_dns: PebbleDns, tmp_path: Path
+) -> None:
+    fqdn = pebble_dns.fqdn()
+    cert_dir = tmp_path / "tls"
+    with capture_logs() as first_logs:
+        first = await tls.ensure_certificate(
+            settings_for(pebble, cert_dir),
+            fqdn,
+            pebble_dns.txt,
+            ScriptedRunner(),
+            sleep=short_sleep,
+            timing=FAST,
+        )
+    account_key = (cert_dir / tls.ACCOUNT_KEY).read_bytes()
+    privkey = first.privkey.read_bytes()
+
+    # A new process: new settings, runner and clock 70 days on (inside the window).
+    runner = ScriptedRunner()
+    with capture_logs() as second_logs:
+        second = await tls.ensure_certificate(
+            settings_for(pebble, cert_dir),
+            fqdn,
+            pebble_dns.txt,
+            runner,
+            now=lambda: dt.datetime.now(dt.UTC) + dt.timedelta(days=70),
+            sleep=short_sleep,
+            timing=FAST,
+        )
+
+    assert second.issued
+    assert second.reason is tls.Reason.EXPIRING
+    assert (cert_dir / tls.ACCOUNT_KEY).read_bytes() == account_key
+    assert second.privkey.read_bytes() == privkey
+    accounts = [e for e in first_logs + second_logs if e["event"] == "acme_account"]
+    assert [e["created"] for e in accounts] == [True, False]
+    assert accounts[0]["account"] == accounts[1]["account"]
+    assert runner.calls == [HOOK]
+    verify_chain(pebble, second.fullchain.read_bytes(), fqdn)
+    assert await pebble_dns.txt_records() == {}
+    for entry in first_logs + second_logs:
+        assert "PRIVATE KEY" not in repr(entry)
+
+
+@dataclass
+class Schedule:
+    """renew_forever's sleep: moves the injected clock instead of waiting, stops on request."""
+
+    clock: dt.datetime
+    stop: Callable[[], bool]
+    delays: list[float] = field(default_factory=list)
+
+    def now(self) -> dt.datetime:
+        return self.clock
+
+    async def sleep(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        self.clock += dt.timedelta(seconds=seconds)
+        if self.stop():
+            raise asyncio.CancelledError
+
+
+@pytest.mark.integration
+async def test_renews_when_the_clock_enters_the_window(
+    pebble: Pebble, pebble_dns: PebbleDns, tmp_path: Path
+) -> None:
+    fqdn = pebble_dns.fqdn()
+    runner = ScriptedRunner()
+    start = dt.datetime.now(dt.UTC)
+    schedule = Schedule(start, stop=lambda: len(runner.calls) >= 2 or len(schedule.delays) > 200)
+    settings = settings_for(pebble, tmp_path / "tls", renew_before_days=30)
+
+    with capture_logs() as logs, pytest.raises(asyncio.CancelledError):
+        await tls.renew_forever(
+            settings,
+            fqdn,
+            pebble_dns.txt,
+            runner,
+            sleep=schedule.sleep,
+            now=schedule.now,
+            acme_sleep=short_sleep,
+            timing=FAST,
+        )
+
+    issued = [e for e in logs if e["event"] == "tls_certificate_issued"]
+    assert len(issued) == 2
+    assert runner.calls == [HOOK, HOOK]
+    assert set(schedule.delays) == {tls.DAY}
+    # Daily checks; the renewal came on the first check inside the 30-day window.
+    first_not_after = dt.datetime.fromisoformat(issued[0]["not_after"])
+    window_opens = first_not_after - dt.timedelta(days=30)
+    expected_day = math.ceil((window_opens - start) / dt.timedelta(days=1))
+    assert expected_day == pebble.cert_lifetime.days - 30
+    checks = [e for e in logs if e["event"] in ("tls_certificate_ok", "tls_issue_start")]
+    starts = [i for i, e in enumerate(checks) if e["event"] == "tls_issue_start"]
+    assert starts == [0, expected_day]
+    assert checks[expected_day]["reason"] == "expiring"
+    assert len(pebble_dns.txt.upserts) == 2
+    assert await pebble_dns.txt_records() == {}
+
+
+@pytest.mark.integration
+async def test_rejected_challenge_cleans_up_and_is_not_retried(
+    pebble: Pebble, pebble_dns: PebbleDns, tmp_path: Path
+) -> None:
+    @dataclass
+    class Counting:
+        """The Route53 adapter without the bridge: pebble never sees the record."""
+
+        upserts: int = 0
+
+        async def upsert(self, name: str, values: Sequence[str]) -> None:
+            self.upserts += 1
+            await pebble_dns.route53_txt.upsert(name, values)
+
+        async def delete(self, name: str, values: Sequence[str]) -> None:
+            await pebble_dns.route53_txt.delete(name, values)
+
+    txt = Counting()
+    runner = ScriptedRunner()
+    settings = settings_for(pebble, tmp_path / "tls")
+
+    with pytest.raises(tls.ChallengeFailed) as failure:
+        await tls.ensure_certificate(
+            settings, pebble_dns.fqdn(), txt, runner, sleep=short_sleep, timing=FAST
+        )
+
+    assert failure.value.code == "unauthorized"
+    assert txt.upserts == 1
+    assert await pebble_dns.txt_records() == {}
+    assert not (settings.cert_dir / tls.FULLCHAIN).exists()
+    assert runner.calls == []
+
+
+@pytest.mark.integration
+async def test_failed_hook_is_run_again_until_it_succeeds(
+    pebble: Pebble, pebble_dns: PebbleDns, tmp_path: Path
+) -> None:
+    fqdn = pebble_dns.fqdn()
+    settings = settings_for(pebble, tmp_path / "tls")
+    broken = ScriptedRunner(script={HOOK: lambda argv: Completed(argv, 1, "", "nginx: bad conf")})
+
+    with pytest.raises(tls.HookFailed, match="bad conf") as failure:
+        await tls.ensure_certificate(
+            settings, fqdn, pebble_dns.txt, broken, sleep=short_sleep, timing=FAST
+        )
+
+    assert failure.value.status.issued
+    assert (settings.cert_dir / tls.HOOK_PENDING).exists()
+    verify_chain(pebble, (settings.cert_dir / tls.FULLCHAIN).read_bytes(), fqdn)
+
+    fixed = ScriptedRunner()
+    status = await tls.ensure_certificate(
+        settings, fqdn, pebble_dns.txt, fixed, sleep=short_sleep, timing=FAST
+    )
+    assert not status.issued
+    assert status.hook_ran
+    assert fixed.calls == [HOOK]
+    assert not (settings.cert_dir / tls.HOOK_PENDING).exists()
+
+    status = await tls.ensure_certificate(
+        settings, fqdn, pebble_dns.txt, fixed, sleep=short_sleep, timing=FAST
+    )
+    assert not status.hook_ran
+    assert fixed.calls == [HOOK]
+    assert len(pebble_dns.txt.upserts) == 1
+
+
+@dataclass
+class FlakyDirectory:
+    """An ACME directory URL that answers 503 a few times, then pebble's directory."""
+
+    pebble: Pebble
+    failures: int
+    requests: int = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        if self.requests <= self.failures:
+            return web.Response(status=503, text="<html>upstream unavailable</html>")
+        ssl_context = ssl.create_default_context(cafile=str(self.pebble.ca_bundle))
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(self.pebble.directory_url, ssl=ssl_context) as resp,
+        ):
+            return web.Response(body=await resp.read(), content_type="application/json")
+
+
+@pytest.fixture
+async def flaky_directory(pebble: Pebble) -> AsyncIterator[tuple[FlakyDirectory, str]]:
+    flaky = FlakyDirectory(pebble, failures=2)
+    app = web.Application()
+    app.router.add_get("/dir", flaky.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield flaky, f"http://127.0.0.1:{port}/dir"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.integration
+async def test_transient_acme_errors_are_retried(
+    pebble: Pebble,
+    pebble_dns: PebbleDns,
+    flaky_directory: tuple[FlakyDirectory, str],
+    tmp_path: Path,
+) -> None:
+    flaky, url = flaky_directory
+    settings = settings_for(pebble, tmp_path / "tls", acme_directory=url)
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        await short_sleep(seconds)
+
+    status = await tls.ensure_certificate(
+        settings, pebble_dns.fqdn(), pebble_dns.txt, ScriptedRunner(), sleep=sleep, timing=FAST
+    )
+
+    assert status.issued
+    assert flaky.requests == 3
+    verify_chain(pebble, status.fullchain.read_bytes(), pebble_dns.fqdn())
+
+
+async def test_unreachable_acme_server_gives_up_with_a_typed_error(tmp_path: Path) -> None:
+    settings = TlsSettings(
+        acme_directory=f"https://127.0.0.1:{free_port()}/dir", cert_dir=tmp_path / "tls"
+    )
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    class NoDns:
+        async def upsert(self, name: str, values: Sequence[str]) -> None:
+            raise AssertionError("no TXT record before the ACME server answered")
+
+        async def delete(self, name: str, values: Sequence[str]) -> None:
+            raise AssertionError("nothing to delete")
+
+    timing = tls.AcmeTiming(retry_attempts=3, request_timeout=2.0)
+    with pytest.raises(tls.AcmeUnavailable, match="directory"):
+        await tls.ensure_certificate(
+            settings, FQDN, NoDns(), ScriptedRunner(), sleep=sleep, timing=timing
+        )
+    assert len(sleeps) == 2
+    assert all(0 <= s <= timing.retry_max_wait for s in sleeps)
+
+
+async def test_renew_forever_waits_retry_interval_after_a_failure(tmp_path: Path) -> None:
+    settings = TlsSettings(
+        acme_directory=f"https://127.0.0.1:{free_port()}/dir", cert_dir=tmp_path / "tls"
+    )
+    schedule = Schedule(NOW, stop=lambda: len(schedule.delays) >= 2)
+
+    async def no_wait(_: float) -> None:
+        return None
+
+    class NoDns:
+        async def upsert(self, name: str, values: Sequence[str]) -> None:
+            raise AssertionError("unreachable")
+
+        async def delete(self, name: str, values: Sequence[str]) -> None:
+            raise AssertionError("unreachable")
+
+    with pytest.raises(asyncio.CancelledError):
+        await tls.renew_forever(
+            settings,
+            FQDN,
+            NoDns(),
+            ScriptedRunner(),
+            sleep=schedule.sleep,
+            now=schedule.now,
+            retry_interval=600.0,
+            acme_sleep=no_wait,
+            timing=tls.AcmeTiming(retry_attempts=1, request_timeout=2.0),
+        )
+    assert schedule.delays == [600.0, 600.0]
+
+
+@pytest.mark.integration
+async def test_concurrent_callers_share_one_issuance(
+    pebble: Pebble, pebble_dns: PebbleDns, tmp_path: Path
+) -> None:
+    settings = settings_for(pebble, tmp_path / "tls")
+    runner = ScriptedRunner()
+
+    first, second = await asyncio.gather(
+        *(
+            tls.ensure_certificate(
+                settings, pebble_dns.fqdn(), pebble_dns.txt, runner, sleep=short_sleep, timing=FAST
+            )
+            for _ in range(2)
+        )
+    )
+
+    assert [first.issued, second.issued].count(True) == 1
+    assert runner.calls == [HOOK]
+    assert len(pebble_dns.txt.upserts) == 1
