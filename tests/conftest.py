@@ -1,3 +1,3 @@
 """Shared test set-up: the AWS-on-loopback fixtures (moto_server + lifecycle layer)."""
 
-pytest_plugins = ["tests.aws_fixtures"]
+pytest_plugins = ["tests.aws_fixtures", "tests.pebble_fixtures"]

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from tests.pebble_fixtures import Pebble, PebbleDns
 
 # Registered here until the root conftest lists it; registering twice is harmless.
-pytest_plugins = ["tests.pebble_fixtures"]
 
 FQDN = "i-0123456789abcdef0.bbb.example.test"
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
