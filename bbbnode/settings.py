@@ -85,6 +85,8 @@ class AwsSettings(Section):
     """false: exporter only, no AWS call at all."""
     region: str | None = None
     """AWS region; default from IMDS or AWS_DEFAULT_REGION."""
+    imds_endpoint: str | None = None
+    """IMDS endpoint; default: AWS_EC2_METADATA_SERVICE_ENDPOINT, else 169.254.169.254."""
     asg_name: str | None = None
     """Auto Scaling group; default: instance metadata tags, else DescribeAutoScalingInstances."""
     imds_timeout: float = Field(default=2.0, gt=0)
@@ -140,6 +142,19 @@ class EfsSettings(Section):
     """Scalelite's post-publish config, pointed at the mount's spool directory."""
     spool_subdir: str = "var/bigbluebutton/spool"
     """Spool directory inside the mount, where recordings are handed to Scalelite."""
+
+
+class HostconfigSettings(Section):
+    enabled: bool = True
+    """Configure BBB, nginx, FreeSWITCH and coturn for this host's name and addresses."""
+    root: Path = Path("/")
+    """Prefix of every file this step edits (bbbsim points it at a scratch tree)."""
+    turn_secret: SecretStr | None = None
+    """coturn's shared secret (also file:PATH or an ARN); unset keeps coturn's or makes one."""
+    turn_port: int = Field(default=3478, gt=0, lt=65536)
+    """TURN port advertised to clients and configured in coturn."""
+    turns_port: int = Field(default=5349, gt=0, lt=65536)
+    """TURN-over-TLS port advertised to clients and configured in coturn."""
 
 
 class ScaleliteSettings(Section):
@@ -201,6 +216,7 @@ class NodeSettings(BaseSettings):
     dns: DnsSettings = DnsSettings()
     tls: TlsSettings = TlsSettings()
     efs: EfsSettings = EfsSettings()
+    hostconfig: HostconfigSettings = HostconfigSettings()
     scalelite: ScaleliteSettings = ScaleliteSettings()
     protection: ProtectionSettings = ProtectionSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
