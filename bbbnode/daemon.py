@@ -8,16 +8,20 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from bbbcore import __version__, bbb_secret, logs
+from bbbcore import __version__, bbb_secret, logs, secrets
 from bbbcore.bbb_api import BbbClient
 from bbbcore.config import EXIT_CONFIG
 from bbbnode.collector import Collector
 from bbbnode.cpu import CpuSampler
 from bbbnode.exposition import NodeMetrics
+from bbbnode.fleet import FleetNode
+from bbbnode.runner import LoggingRunner, Runner, SubprocessRunner
 from bbbnode.sdnotify import Notifier, feed_watchdog
 from bbbnode.server import build_app, split_listen
 from bbbnode.settings import NodeSettings
@@ -33,12 +37,23 @@ def stale_after(settings: NodeSettings) -> float:
     return 3 * settings.bbb.poll_interval + settings.bbb.timeout
 
 
-async def run(settings: NodeSettings) -> int:
+def make_runner(settings: NodeSettings) -> Runner:
+    """Host commands run for real, or are only written down (bbbsim's hosts)."""
+    if settings.host.commands == "log":
+        return LoggingRunner(settings.host.command_log)
+    return SubprocessRunner()
+
+
+async def run(settings: NodeSettings, environ: Mapping[str, str] = os.environ) -> int:
     """Run the daemon; returns the process exit code."""
-    secret = bbb_secret.discover(
-        settings.bbb.secret.get_secret_value() if settings.bbb.secret else None,
-        settings.bbb.properties_files,
-    )
+    explicit = settings.bbb.secret.get_secret_value() if settings.bbb.secret else None
+    if explicit:
+        try:
+            explicit = await secrets.resolve(explicit, setting="bbb.secret")
+        except secrets.SecretError as exc:
+            log.error("config_invalid", key="bbb.secret (BBBNODE_BBB__SECRET)", problem=str(exc))
+            return EXIT_CONFIG
+    secret = bbb_secret.discover(explicit, settings.bbb.properties_files)
     if not secret:
         log.error(
             "config_invalid",
@@ -48,7 +63,7 @@ async def run(settings: NodeSettings) -> int:
         )
         return EXIT_CONFIG
 
-    notifier = Notifier(os.environ)
+    notifier = Notifier(environ)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -81,12 +96,31 @@ async def run(settings: NodeSettings) -> int:
             last = collector.last_cycle_at if collector else None
             return last is not None and time.monotonic() - last < 3 * poll + settings.bbb.timeout
 
+        fleet: FleetNode | None = None
+        if settings.aws.enabled:
+            fleet = FleetNode(
+                settings, environ, lambda: collector.latest if collector else None,
+                metrics, make_runner(settings), stale_after(settings),
+            )  # fmt: skip
+
+        async def drain() -> dict[str, Any]:
+            if fleet is None:
+                return {"accepted": False, "reason": "aws.enabled is false: no fleet to leave"}
+            return await fleet.request("drain")
+
+        async def undrain() -> dict[str, Any]:
+            if fleet is None:
+                return {"accepted": False, "reason": "aws.enabled is false: no fleet to leave"}
+            return await fleet.request("undrain")
+
         app = build_app(
             metrics,
             lambda: collector.latest if collector else None,
             time.time,
             alive,
             stale_after(settings),
+            status_extra=lambda: {} if fleet is None else fleet.status(),
+            operations={"drain": drain, "undrain": undrain},
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
@@ -103,15 +137,24 @@ async def run(settings: NodeSettings) -> int:
         tasks = [
             asyncio.create_task(supervise("collector", lambda: collector.run(poll), crashed)),
         ]
-        first = asyncio.create_task(collector.wait_first())
+        exit_code = 0
         stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait({first, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if first.done():
-            notifier.ready(status="collecting")
-            log.info("ready", api_up=first.result().api_up)
+        ready = asyncio.create_task(_start(collector, fleet, notifier))
+        await asyncio.wait({ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if ready.done() and ready.exception() is not None:
+            log.error("startup_failed", error=str(ready.exception()))
+            exit_code = 1
+            stop.set()
+        elif ready.done():
+            log.info("ready", api_up=ready.result())
+            notifier.ready(status="serving")
             tasks.append(asyncio.create_task(feed_watchdog(notifier, alive)))
+            for name, factory in (fleet.tasks() if fleet else {}).items():
+                tasks.append(asyncio.create_task(supervise(name, factory, crashed)))
         else:
-            first.cancel()
+            ready.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await ready
 
         await stop.wait()
         log.info("stopping")
@@ -121,6 +164,18 @@ async def run(settings: NodeSettings) -> int:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if fleet is not None:
+            await fleet.close()
         await runner.cleanup()
-    log.info("stopped")
-    return 0
+    stopped.cancel()
+    log.info("stopped", exit_code=exit_code)
+    return exit_code
+
+
+async def _start(collector: Collector, fleet: FleetNode | None, notifier: Notifier) -> bool:
+    """First collection, then (with AWS) joining the fleet; returns whether BBB answered."""
+    first = await collector.wait_first()
+    if fleet is not None:
+        notifier.status("joining the fleet")
+        await fleet.start()
+    return first.api_up

@@ -72,6 +72,35 @@ class NodeMetrics:
             ["task"],
             registry=self.registry,
         )
+        self.startup_errors = Counter(
+            "bbbnode_startup_errors",
+            "Start-up steps that failed (the daemon exits and systemd restarts it), by step.",
+            ["step"],
+            registry=self.registry,
+        )
+        self.scale_in_protected = Gauge(
+            "bbbnode_scale_in_protected",
+            "1 while the instance has ASG scale-in protection, as last set or read.",
+            registry=self.registry,
+        )
+        self.drain_phase = Gauge(
+            "bbbnode_drain_phase",
+            "1 for the drain phase the host is in (serving, cordoning, ..., completed).",
+            ["phase"],
+            registry=self.registry,
+        )
+        self.drain_actions = Counter(
+            "bbbnode_drain_actions",
+            "Drain actions by kind and outcome (ok, failed, forced).",
+            ["action", "outcome"],
+            registry=self.registry,
+        )
+        self.aws_errors = Counter(
+            "bbbnode_aws_errors",
+            "AWS calls that failed after botocore's own retries, by operation.",
+            ["operation"],
+            registry=self.registry,
+        )
         self.instance_id = Gauge(
             "bbbnode_info",
             "bbbnode build and host identity (always 1).",
@@ -84,6 +113,13 @@ class NodeMetrics:
         """Publish ``bbbnode_info`` for this host."""
         self.instance_id.clear()
         self.instance_id.labels(instance_id, __version__).set(1)
+
+    def set_drain_phase(self, phase: str) -> None:
+        """Mark ``phase`` as the current one (the others drop to 0)."""
+        for sample in list(self.drain_phase._metrics):
+            if sample != (phase,):
+                self.drain_phase.labels(*sample).set(0)
+        self.drain_phase.labels(phase).set(1)
 
     def render(self) -> bytes:
         """The text exposition format (0.0.4)."""

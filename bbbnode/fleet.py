@@ -1,0 +1,379 @@
+"""bbbnode's fleet side: join the pool at start, stay protected, drain on termination.
+
+Start-up runs the issue's steps in order, each idempotent (it reads the truth
+from AWS, Scalelite and the host before acting), so a restart resumes:
+
+1. identity from IMDSv2, secrets resolved;
+2. Route53 A record, EFS mount and TLS certificate, concurrently;
+3. host configuration (needs the name and the certificate);
+4. the drain's phase from the truth, then Scalelite registration (enabled
+   only when the host is not draining or terminating).
+
+Afterwards the protector, the drain, TLS renewal and DNS re-assertion run as
+supervised tasks. Nothing here ends a meeting: there is no panic call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from bbbcore import aws, logs, secrets
+from bbbcore.imds import DEFAULT_ENDPOINT, ImdsClient, asg_name_fallback
+from bbbcore.scalelite import ScaleliteClient
+from bbbnode import dns, efs, hostconfig, registration, tls
+from bbbnode.drain import (
+    AsgLifecycle,
+    Drain,
+    DrainConfig,
+    DrainReport,
+    FleetDrainPort,
+)
+from bbbnode.exposition import NodeMetrics
+from bbbnode.identity import Identity, fqdn, server_url
+from bbbnode.protector import AsgProtection, Protector, ProtectorConfig, ProtectorReport
+from bbbnode.registration import Presence
+from bbbnode.runner import Runner
+from bbbnode.settings import NodeSettings
+from bbbnode.snapshot import Snapshot
+
+log = logs.get(__name__)
+
+
+class StartupError(RuntimeError):
+    """A start-up step failed for good; the daemon exits and systemd restarts it."""
+
+    def __init__(self, step: str, error: BaseException) -> None:
+        super().__init__(f"{step}: {type(error).__name__}: {error}")
+        self.step = step
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """What start-up established about this host."""
+
+    identity: Identity
+    fqdn: str
+    server_url: str
+    registered: bool
+
+
+class _NoScalelite:
+    """The drain's Scalelite side when Scalelite is switched off: nothing to cordon."""
+
+    def __init__(self, lifecycle: AsgLifecycle, target_state: Callable[[], Awaitable[str | None]],
+                 delete_dns: Callable[[], Awaitable[None]]) -> None:  # fmt: skip
+        self._lifecycle = lifecycle
+        self._target_state = target_state
+        self._delete_dns = delete_dns
+
+    async def target_lifecycle_state(self) -> str | None:
+        return await self._target_state()
+
+    async def scalelite_state(self) -> Presence:
+        return "absent"
+
+    async def lifecycle_open(self) -> bool | None:
+        return await self._lifecycle.is_open()
+
+    async def cordon(self) -> None:
+        return None
+
+    async def enable(self) -> None:
+        return None
+
+    async def deregister(self) -> None:
+        return None
+
+    async def delete_dns(self) -> None:
+        await self._delete_dns()
+
+    async def heartbeat(self) -> None:
+        await self._lifecycle.heartbeat()
+
+    async def complete(self) -> None:
+        await self._lifecycle.complete()
+
+
+class FleetNode:
+    """Owns the AWS and Scalelite clients and the fleet tasks of one host."""
+
+    def __init__(
+        self,
+        settings: NodeSettings,
+        environ: Mapping[str, str],
+        snapshot: Callable[[], Snapshot | None],
+        metrics: NodeMetrics,
+        runner: Runner,
+        stale_after: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._environ = environ
+        self._snapshot = snapshot
+        self._metrics = metrics
+        self._runner = runner
+        self._stale_after = stale_after
+        self._clock = clock
+        self._stack = contextlib.AsyncExitStack()
+        self._session = aws.session(settings.aws.region)
+        self.membership: Membership | None = None
+        self.drain: Drain | None = None
+        self.protector: Protector | None = None
+        self._imds: ImdsClient | None = None
+        self._records: dns.Route53Records | None = None
+        self._scalelite: ScaleliteClient | None = None
+        self._scalelite_secret = ""
+        self._autoscaling: Any = None
+        self._http: aiohttp.ClientSession | None = None
+        self._tasks: dict[str, Callable[[], Awaitable[None]]] = {}
+
+    async def close(self) -> None:
+        """Release every client; in-flight calls have finished or been cancelled."""
+        await self._stack.aclose()
+
+    # --- start-up -----------------------------------------------------------
+
+    async def _step(self, name: str, run: Callable[[], Awaitable[Any]]) -> Any:
+        started = time.monotonic()
+        try:
+            result = await run()
+        except Exception as exc:
+            self._metrics.startup_errors.labels(name).inc()
+            log.error("startup_step_failed", step=name, error=f"{type(exc).__name__}: {exc}")
+            raise StartupError(name, exc) from exc
+        log.info("startup_step_done", step=name, seconds=round(time.monotonic() - started, 3))
+        return result
+
+    async def _identity(self) -> Identity:
+        s = self._settings
+        endpoint = (
+            s.aws.imds_endpoint
+            or self._environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+            or DEFAULT_ENDPOINT
+        )
+        self._imds = await self._stack.enter_async_context(
+            ImdsClient(endpoint, timeout=s.aws.imds_timeout)
+        )
+        found = await self._imds.identity()
+        ident = Identity(**dataclasses.asdict(found))
+        asg = s.aws.asg_name or ident.asg_name
+        if asg is None:
+            asg = await asg_name_fallback(self._session, ident.region, ident.instance_id)
+        return dataclasses.replace(ident, asg_name=asg, region=s.aws.region or ident.region)
+
+    async def _secret(self, value: Any, setting: str) -> str:
+        if value is None:
+            return ""
+        plain = str(value.get_secret_value())
+        return await secrets.resolve(
+            plain, setting=setting, session_factory=lambda _r: self._session
+        )
+
+    async def start(self) -> Membership:
+        """Run start-up; raises StartupError naming the step that failed."""
+        s = self._settings
+        ident: Identity = await self._step("identity", self._identity)
+        self._metrics.set_identity(ident.instance_id)
+        name = fqdn(s.dns.name_template, ident, s.dns.domain)
+        url = server_url(s.scalelite.server_url_template, name, ident)
+        self._scalelite_secret = await self._step(
+            "secrets", lambda: self._secret(s.scalelite.secret, "scalelite.secret")
+        )
+        turn_secret = await self._step(
+            "secrets", lambda: self._secret(s.hostconfig.turn_secret, "hostconfig.turn_secret")
+        )
+        self._records = await self._stack.enter_async_context(
+            dns.open_route53(self._session, config=aws.client_config())
+        )
+        self._autoscaling = await self._stack.enter_async_context(
+            self._session.client("autoscaling", config=aws.client_config())
+        )
+        self._http = await self._stack.enter_async_context(aiohttp.ClientSession())
+
+        async def ensure_dns() -> None:
+            if s.dns.enabled:
+                assert self._records is not None
+                ip = ident.public_ipv4 or ident.local_ipv4
+                await self._records.ensure_a_record(s.dns.zone_id, name, ip, s.dns.ttl)
+
+        async def ensure_efs() -> None:
+            if s.efs.enabled:
+                target, paths = efs.from_settings(s.efs, ident.region)
+                await efs.ensure_efs(target, self._runner, paths=paths)
+
+        async def ensure_tls() -> None:
+            if s.tls.enabled:
+                assert self._records is not None
+                txt = tls.Route53Txt.for_settings(self._records, s.dns.zone_id, s.tls)
+                try:
+                    await tls.ensure_certificate(s.tls, name, txt, self._runner)
+                except tls.HookFailed as exc:
+                    # The certificate is in place; the reload will work once the
+                    # host configuration below has given nginx its paths.
+                    log.warning("tls_post_hook_failed", error=str(exc))
+
+        await asyncio.gather(
+            self._step("dns", ensure_dns), self._step("efs", ensure_efs),
+            self._step("tls", ensure_tls),
+        )  # fmt: skip
+
+        async def configure() -> None:
+            if s.hostconfig.enabled:
+                paths = hostconfig.HostPaths.under(s.hostconfig.root)
+                secret = hostconfig.resolve_turn_secret(turn_secret or None, paths.coturn_conf)
+                facts = hostconfig.facts_for(
+                    ident, name, s.tls.cert_dir, secret,
+                    turn_port=s.hostconfig.turn_port, turns_port=s.hostconfig.turns_port,
+                )  # fmt: skip
+                await hostconfig.apply_host_config(facts, self._runner, paths=paths)
+
+        await self._step("hostconfig", configure)
+        self._build_fleet_tasks(ident, name, url)
+        registered = await self._step("scalelite", lambda: self._register(url))
+        self.membership = Membership(ident, name, url, registered)
+        log.info("joined_fleet", fqdn=name, server_url=url, registered=registered)
+        return self.membership
+
+    async def _register(self, url: str) -> bool:
+        """Resume the drain from the truth, then register; never enable a draining host."""
+        assert self.drain is not None
+        state = await self.drain.resume()
+        if self._scalelite is None:
+            return False
+        server = await registration.register(
+            self._scalelite, url, self._scalelite_secret,
+            self._settings.scalelite.load_multiplier, self._settings.scalelite.tag,
+            draining=not state.may_enable,
+        )  # fmt: skip
+        return server is not None
+
+    # --- long-running parts ---------------------------------------------------
+
+    def _build_fleet_tasks(self, ident: Identity, name: str, url: str) -> None:
+        s = self._settings
+        assert self._imds is not None
+        assert self._records is not None
+        imds, records = self._imds, self._records
+        asg_name = ident.asg_name or ""
+
+        async def delete_dns() -> None:
+            if s.dns.enabled:
+                ip = ident.public_ipv4 or ident.local_ipv4
+                await records.delete_a_record_if_ours(s.dns.zone_id, name, ip)
+
+        autoscaling = self._autoscaling
+        lifecycle = AsgLifecycle(autoscaling, asg_name, ident.instance_id, s.lifecycle.hook_name)
+        port: Any
+        if s.scalelite.enabled:
+            assert self._http is not None
+            self._scalelite = ScaleliteClient(
+                self._http, s.scalelite.url, self._scalelite_secret,
+                algorithm=s.scalelite.checksum,
+            )  # fmt: skip
+            port = FleetDrainPort(
+                self._scalelite, url, lifecycle, imds.target_lifecycle_state, delete_dns
+            )
+        else:
+            port = _NoScalelite(lifecycle, imds.target_lifecycle_state, delete_dns)
+
+        self.drain = Drain(
+            port,
+            DrainConfig.from_settings(s.lifecycle),
+            self._snapshot,
+            stale_after=self._stale_after,
+            poll_interval=s.lifecycle.poll_interval,
+            recordings_tracked=s.recordings.enabled,
+            report=self._drain_report,
+        )
+        self.protector = Protector(
+            AsgProtection(autoscaling, asg_name, ident.instance_id),
+            ProtectorConfig.from_settings(s.protection),
+            self._snapshot,
+            stale_after=self._stale_after,
+            interval=s.bbb.poll_interval,
+            terminating=lambda: (
+                self.drain is not None
+                and self.drain.state is not None
+                and self.drain.state.terminating
+            ),
+            report=self._protector_report,
+        )
+        if s.lifecycle.enabled:
+            self._tasks["drain"] = self.drain.run
+        if s.protection.enabled:
+            self._tasks["protector"] = self.protector.run
+        if s.tls.enabled:
+            txt = tls.Route53Txt.for_settings(records, s.dns.zone_id, s.tls)
+            self._tasks["tls_renewal"] = lambda: tls.renew_forever(
+                s.tls, name, txt, self._runner, sleep=asyncio.sleep
+            )
+        if s.dns.enabled:
+            self._tasks["dns_reassert"] = lambda: self._reassert_dns(name)
+
+    async def _reassert_dns(self, name: str, interval: float = 300.0) -> None:
+        """Keep the A record on the current public IP (an Elastic IP may move)."""
+        assert self._imds is not None
+        assert self._records is not None
+        while True:
+            await asyncio.sleep(interval)
+            ip = await self._imds.metadata("public-ipv4") or await self._imds.metadata("local-ipv4")
+            if ip:
+                changed = await self._records.ensure_a_record(
+                    self._settings.dns.zone_id, name, ip, self._settings.dns.ttl
+                )
+                if changed:
+                    log.info("dns_reasserted", fqdn=name, ip=ip)
+
+    def tasks(self) -> Mapping[str, Callable[[], Awaitable[None]]]:
+        """The supervised tasks to run after start-up, by name."""
+        return dict(self._tasks)
+
+    def _drain_report(self, report: DrainReport) -> None:
+        self._metrics.set_drain_phase(str(report.state.phase))
+        for action in report.executed:
+            outcome = "forced" if getattr(action, "forced", False) else "ok"
+            self._metrics.drain_actions.labels(str(action.kind), outcome).inc()
+        for kind in report.failed:
+            self._metrics.drain_actions.labels(str(kind), "failed").inc()
+
+    def _protector_report(self, report: ProtectorReport) -> None:
+        if report.protected is not None:
+            self._metrics.scale_in_protected.set(int(report.protected))
+        if report.error is not None:
+            self._metrics.aws_errors.labels("protection").inc()
+
+    # --- operator requests ----------------------------------------------------
+
+    async def request(self, kind: str) -> dict[str, Any]:
+        """``drain`` or ``undrain`` from the operator (CLI or POST)."""
+        if self.drain is None:
+            return {"accepted": False, "reason": "start-up has not finished"}
+        accepted = self.drain.request(kind)  # type: ignore[arg-type]
+        state = self.drain.state
+        return {
+            "accepted": accepted,
+            "request": kind,
+            "phase": None if state is None else str(state.phase),
+        }
+
+    def status(self) -> dict[str, Any]:
+        """The fleet part of /status."""
+        doc: dict[str, Any] = {}
+        if self.membership is not None:
+            doc["instance_id"] = self.membership.identity.instance_id
+            doc["fqdn"] = self.membership.fqdn
+            doc["scalelite_server_url"] = self.membership.server_url
+        if self.drain is not None and self.drain.state is not None:
+            doc["drain_phase"] = str(self.drain.state.phase)
+            doc["terminating"] = self.drain.state.terminating
+        if self.protector is not None:
+            doc["scale_in_protected"] = self.protector.state.actual
+        return doc
