@@ -591,6 +591,7 @@ class LifecycleLayer:
         self._history: list[FleetEvent] = []
         self._streams: list[EventStream] = []
         self._listeners: list[Callable[[FleetEvent], None]] = []
+        self._observers: list[Callable[[str, str], Awaitable[None]]] = []
 
     @property
     def moto_endpoint(self) -> str:
@@ -654,6 +655,16 @@ class LifecycleLayer:
         stream = EventStream(self._unsubscribe)
         self._streams.append(stream)
         return stream
+
+    def add_observer(self, callback: Callable[[str, str], Awaitable[None]]) -> Callable[[], None]:
+        """Await ``callback(service, action)`` after each successful forwarded call.
+
+        It runs before the caller gets its answer, so a test can mirror what a
+        call changed (e.g. Route53 TXT records into a test DNS server) without
+        racing the caller's next step. Returns a function that removes it.
+        """
+        self._observers.append(callback)
+        return lambda: self._observers.remove(callback)
 
     def add_listener(self, callback: Callable[[FleetEvent], None]) -> Callable[[], None]:
         """Call ``callback`` for each event; returns the function that removes it."""
@@ -747,6 +758,9 @@ class LifecycleLayer:
                     async with self._lock:
                         return await handler(self, call, request, body)
             response = await self._forward(request, body)
+            if response.status < 400:
+                for observer in list(self._observers):
+                    await observer(call.service, call.action)
             if call.service == "autoscaling" and call.action in _DESCRIBE_WITH_INSTANCES:
                 return self._overlay_response(response)
             if (
