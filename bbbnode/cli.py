@@ -67,8 +67,10 @@ async def _operate(settings: NodeSettings, operation: str) -> int:
     try:
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(timeout=timeout) as session, session.post(url) as resp:
-            print(await resp.text())
-            return 0 if resp.status == 200 else 1
+            body = await resp.text()
+            print(body)
+            accepted = resp.status == 200 and json.loads(body).get("accepted") is True
+            return 0 if accepted else 1
     except aiohttp.ClientError as exc:
         print(f"bbbnode: cannot reach the daemon at {url}: {exc}", file=sys.stderr)
         return 1

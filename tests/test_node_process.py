@@ -2,9 +2,11 @@
 
 import asyncio
 import json
+import os
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -131,5 +133,33 @@ async def test_real_prometheus_scrapes_bbbnode(host: EmulatedHost, tmp_path: Pat
             assert up[0]["value"][1] == "1"  # type: ignore[index]
             clients = await prom.query("bbb_meetings_participant_clients")
             assert {r["metric"]["type"] for r in clients} >= {"html5", "dial-in"}  # type: ignore[index]
+    finally:
+        assert await node.stop() == 0
+
+
+async def test_drain_command_reaches_the_daemon(host: EmulatedHost, tmp_path: Path) -> None:
+    port = free_port()
+    env = node_env(host, SECRET, port, poll=0.2)
+    node = await start_node(env, port, tmp_path / "drain.log")
+    try:
+
+        async def healthy() -> bool:
+            assert node.process.returncode is None, node.log_path.read_text()
+            status, _ = await http_text(node.metrics_url.replace("/metrics", "/healthz"))
+            return status == 200
+
+        await wait_for(healthy, what="bbbnode /healthz")
+        command = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bbbnode", "drain",
+            env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await command.communicate()
+        # Exporter-only mode has no fleet to leave: the daemon says so, and
+        # the command prints why and exits 1.
+        answer = json.loads(out)
+        assert answer["accepted"] is False
+        assert "aws.enabled" in answer["reason"]
+        assert command.returncode == 1
     finally:
         assert await node.stop() == 0
