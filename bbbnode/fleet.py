@@ -316,21 +316,9 @@ class FleetNode:
                 s.tls, name, txt, self._runner, sleep=asyncio.sleep
             )
         if s.dns.enabled:
-            self._tasks["dns_reassert"] = lambda: self._reassert_dns(name)
-
-    async def _reassert_dns(self, name: str, interval: float = 300.0) -> None:
-        """Keep the A record on the current public IP (an Elastic IP may move)."""
-        assert self._imds is not None
-        assert self._records is not None
-        while True:
-            await asyncio.sleep(interval)
-            ip = await self._imds.metadata("public-ipv4") or await self._imds.metadata("local-ipv4")
-            if ip:
-                changed = await self._records.ensure_a_record(
-                    self._settings.dns.zone_id, name, ip, self._settings.dns.ttl
-                )
-                if changed:
-                    log.info("dns_reasserted", fqdn=name, ip=ip)
+            self._tasks["dns_reassert"] = lambda: reassert_dns_forever(
+                imds.metadata, records.ensure_a_record, s.dns.zone_id, name, s.dns.ttl
+            )
 
     def tasks(self) -> Mapping[str, Callable[[], Awaitable[None]]]:
         """The supervised tasks to run after start-up, by name."""
@@ -377,3 +365,20 @@ class FleetNode:
         if self.protector is not None:
             doc["scale_in_protected"] = self.protector.state.actual
         return doc
+
+
+async def reassert_dns_forever(
+    metadata: Callable[[str], Awaitable[str | None]],
+    ensure_a_record: Callable[[str, str, str, int], Awaitable[bool]],
+    zone_id: str,
+    name: str,
+    ttl: int,
+    interval: float = 300.0,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Keep the A record on the host's current public IP (an Elastic IP may move)."""
+    while True:
+        await sleep(interval)
+        ip = await metadata("public-ipv4") or await metadata("local-ipv4")
+        if ip and await ensure_a_record(zone_id, name, ip, ttl):
+            log.info("dns_reasserted", fqdn=name, ip=ip)
