@@ -451,11 +451,15 @@ class AsgLifecycle:
 
 
 class FleetDrainPort:
-    """DrainPort over Scalelite, Auto Scaling, IMDS and the daemon's DNS step."""
+    """DrainPort over Scalelite, Auto Scaling, IMDS and the daemon's DNS step.
+
+    Without Scalelite (``scalelite`` None) there is nothing to cordon: the
+    server reads as absent and the Scalelite steps do nothing.
+    """
 
     def __init__(
         self,
-        scalelite: ScaleliteClient,
+        scalelite: ScaleliteClient | None,
         server_url: str,
         lifecycle: AsgLifecycle,
         target_state: Callable[[], Awaitable[str | None]],
@@ -471,19 +475,24 @@ class FleetDrainPort:
         return await self._target_state()
 
     async def scalelite_state(self) -> Presence:
+        if self._scalelite is None:
+            return "absent"
         return await registration.presence(self._scalelite, self._url)
 
     async def lifecycle_open(self) -> bool | None:
         return await self._lifecycle.is_open()
 
     async def cordon(self) -> None:
-        await registration.cordon(self._scalelite, self._url)
+        if self._scalelite is not None:
+            await registration.cordon(self._scalelite, self._url)
 
     async def enable(self) -> None:
-        await registration.enable(self._scalelite, self._url)
+        if self._scalelite is not None:
+            await registration.enable(self._scalelite, self._url)
 
     async def deregister(self) -> None:
-        await registration.deregister(self._scalelite, self._url)
+        if self._scalelite is not None:
+            await registration.deregister(self._scalelite, self._url)
 
     async def delete_dns(self) -> None:
         await self._delete_dns()

@@ -39,7 +39,6 @@ from bbbnode.drain import (
 from bbbnode.exposition import NodeMetrics
 from bbbnode.identity import Identity, fqdn, server_url
 from bbbnode.protector import AsgProtection, Protector, ProtectorConfig, ProtectorReport
-from bbbnode.registration import Presence
 from bbbnode.runner import Runner
 from bbbnode.settings import NodeSettings
 from bbbnode.snapshot import Snapshot
@@ -63,43 +62,6 @@ class Membership:
     fqdn: str
     server_url: str
     registered: bool
-
-
-class _NoScalelite:
-    """The drain's Scalelite side when Scalelite is switched off: nothing to cordon."""
-
-    def __init__(self, lifecycle: AsgLifecycle, target_state: Callable[[], Awaitable[str | None]],
-                 delete_dns: Callable[[], Awaitable[None]]) -> None:  # fmt: skip
-        self._lifecycle = lifecycle
-        self._target_state = target_state
-        self._delete_dns = delete_dns
-
-    async def target_lifecycle_state(self) -> str | None:
-        return await self._target_state()
-
-    async def scalelite_state(self) -> Presence:
-        return "absent"
-
-    async def lifecycle_open(self) -> bool | None:
-        return await self._lifecycle.is_open()
-
-    async def cordon(self) -> None:
-        return None
-
-    async def enable(self) -> None:
-        return None
-
-    async def deregister(self) -> None:
-        return None
-
-    async def delete_dns(self) -> None:
-        await self._delete_dns()
-
-    async def heartbeat(self) -> None:
-        await self._lifecycle.heartbeat()
-
-    async def complete(self) -> None:
-        await self._lifecycle.complete()
 
 
 class FleetNode:
@@ -271,18 +233,15 @@ class FleetNode:
 
         autoscaling = self._autoscaling
         lifecycle = AsgLifecycle(autoscaling, asg_name, ident.instance_id, s.lifecycle.hook_name)
-        port: Any
         if s.scalelite.enabled:
             assert self._http is not None
             self._scalelite = ScaleliteClient(
                 self._http, s.scalelite.url, self._scalelite_secret,
                 algorithm=s.scalelite.checksum,
             )  # fmt: skip
-            port = FleetDrainPort(
-                self._scalelite, url, lifecycle, imds.target_lifecycle_state, delete_dns
-            )
-        else:
-            port = _NoScalelite(lifecycle, imds.target_lifecycle_state, delete_dns)
+        port = FleetDrainPort(
+            self._scalelite, url, lifecycle, imds.target_lifecycle_state, delete_dns
+        )
 
         self.drain = Drain(
             port,
