@@ -124,8 +124,7 @@ class FleetNode:
         self._imds = await self._stack.enter_async_context(
             ImdsClient(endpoint, timeout=s.aws.imds_timeout)
         )
-        found = await self._imds.identity()
-        ident = Identity(**dataclasses.asdict(found))
+        ident = await self._imds.identity()
         asg = s.aws.asg_name or ident.asg_name
         if asg is None:
             asg = await asg_name_fallback(self._session, ident.region, ident.instance_id)

@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from bbbcore.imds import InstanceIdentity
 
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """The instance as IMDS describes it."""
-
-    instance_id: str
-    region: str
-    availability_zone: str
-    local_ipv4: str
-    public_ipv4: str | None = None
-    asg_name: str | None = None
+Identity = InstanceIdentity
+"""The instance as IMDS describes it (one type for the client and every consumer)."""
 
 
 class NameError_(ValueError):
