@@ -8,7 +8,7 @@ Identity = InstanceIdentity
 """The instance as IMDS describes it (one type for the client and every consumer)."""
 
 
-class NameError_(ValueError):
+class NameTemplateError(ValueError):
     """A name template refers to a field that does not exist."""
 
 
@@ -16,7 +16,7 @@ def _fill(template: str, **fields: str) -> str:
     try:
         return template.format(**fields)
     except (KeyError, IndexError, ValueError) as exc:
-        raise NameError_(f"template {template!r}: {exc}") from None
+        raise NameTemplateError(f"template {template!r}: {exc}") from None
 
 
 def fqdn(template: str, identity: Identity, domain: str) -> str:
