@@ -7,7 +7,7 @@ over the TOML file (``bbbnode run --config FILE``). See docs/configuration.md.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings
@@ -16,6 +16,19 @@ from bbbcore import bbb_api, bbb_secret
 from bbbcore.config import Section, settings_config
 
 ListenAddress = str
+
+
+def _template(fields: tuple[str, ...]) -> Any:
+    """A validator: the template may only use ``fields`` as placeholders."""
+
+    def check(value: str) -> str:
+        try:
+            value.format(**dict.fromkeys(fields, "x"))
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"bad template (placeholders: {', '.join(fields)}): {exc}") from None
+        return value
+
+    return check
 
 
 def _check_listen(value: str) -> str:
@@ -105,6 +118,10 @@ class DnsSettings(Section):
     ttl: int = Field(default=60, gt=0)
     """TTL of the A record, seconds."""
 
+    _name = field_validator("name_template")(
+        _template(("instance_id", "domain", "region", "availability_zone"))
+    )
+
 
 class TlsSettings(Section):
     enabled: bool = True
@@ -172,6 +189,8 @@ class ScaleliteSettings(Section):
     """Scalelite load multiplier this host registers with."""
     tag: str | None = None
     """Scalelite server tag (optional)."""
+
+    _url = field_validator("server_url_template")(_template(("fqdn", "instance_id")))
 
 
 class ProtectionSettings(Section):

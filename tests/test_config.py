@@ -97,6 +97,12 @@ def test_environment_wins_over_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ({"BBBNODE_AWS__ENABLED": "perhaps"}, "BBBNODE_AWS__ENABLED"),
         ({"BBBNODE_BBB__URL": "ftp://x"}, "BBBNODE_BBB__URL"),
         ({"BBBNODE_BBB__POLL_INTERVALL": "1"}, "BBBNODE_BBB__POLL_INTERVALL"),
+        ({"BBBNODE_DNS__NAME_TEMPLATE": "{instance}.{domain}"}, "BBBNODE_DNS__NAME_TEMPLATE"),
+        (
+            {"BBBNODE_SCALELITE__SERVER_URL_TEMPLATE": "https://{host}/api/"},
+            "BBBNODE_SCALELITE__SERVER_URL_TEMPLATE",
+        ),
+        ({"BBBNODE_SCALELITE__CHECKSUM": "sha384"}, "BBBNODE_SCALELITE__CHECKSUM"),
     ],
 )
 def test_errors_name_the_key(
