@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bbbcore import logs
-from bbbnode.hostconfig import write_atomic
+from bbbnode.files import write_atomic
 from bbbnode.runner import CommandFailed, Runner, check
 from bbbnode.settings import EfsSettings
 

@@ -20,14 +20,11 @@ client), so a change there restarts bbb-apps-akka; bbb-web reads
 
 from __future__ import annotations
 
-import grp
 import ipaddress
 import json
 import os
 import re
 import secrets
-import stat as stat_module
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field, fields
@@ -35,6 +32,7 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from bbbcore import logs
+from bbbnode.files import write_atomic
 from bbbnode.identity import Identity
 from bbbnode.runner import CommandFailed, Runner, check
 
@@ -784,51 +782,6 @@ def _groups(changes: Sequence[FileChange]) -> Iterator[tuple[str | None, list[Fi
 
 
 # --- shell --------------------------------------------------------------------
-
-
-def _gid(group: str | None) -> int:
-    if group is None:
-        return -1
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        log.warning("group_missing", group=group)
-        return -1
-
-
-def write_atomic(
-    path: Path, content: str, *, mode_if_new: int = 0o644, group_if_new: str | None = None
-) -> None:
-    """Replace ``path`` with ``content`` in one rename, keeping its mode and owner.
-
-    A symlink is followed, so the link stays and its target changes.
-    """
-    target = Path(os.path.realpath(path))
-    try:
-        st = os.stat(target)
-        mode, uid, gid = stat_module.S_IMODE(st.st_mode), st.st_uid, st.st_gid
-    except FileNotFoundError:
-        mode, uid, gid = mode_if_new, -1, _gid(group_if_new)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        own = os.stat(tmp)
-        if (uid not in (-1, own.st_uid)) or (gid not in (-1, own.st_gid)):
-            os.chown(tmp, uid, gid)
-        os.replace(tmp, target)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def read_current(paths: HostPaths = HostPaths()) -> dict[Path, str | None]:

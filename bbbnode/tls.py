@@ -24,8 +24,6 @@ import dataclasses
 import datetime as dt
 import email.utils
 import enum
-import os
-import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +52,7 @@ from tenacity import (
 import bbbcore
 from bbbcore import logs
 from bbbnode import dns
+from bbbnode.files import write_atomic
 from bbbnode.runner import Runner
 from bbbnode.settings import TlsSettings
 
@@ -396,30 +395,6 @@ def _new_ec_key_pem() -> bytes:
     )
 
 
-def write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Replace ``path`` with ``data`` in one rename, so readers see old or new, never half."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        # The umask must not widen or narrow what was asked for (0600 keys stay 0600).
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb", closefd=False) as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def _read(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
@@ -443,7 +418,7 @@ def _ensure_key(path: Path) -> tuple[bytes, bool]:
     if pem is not None and _load_key(pem) is not None:
         return pem, False
     pem = _new_ec_key_pem()
-    write_atomic(path, pem, 0o600)
+    write_atomic(path, pem, mode=0o600)
     return pem, True
 
 
@@ -469,7 +444,7 @@ def _trust_file(paths: CertPaths, extra: Path | None) -> str | bool:
     # requests takes one bundle; keep the public roots so an extra CA adds trust
     # instead of replacing it.
     bundle = Path(certifi.where()).read_bytes() + b"\n" + extra.read_bytes()
-    write_atomic(paths.trust_bundle, bundle, 0o644)
+    write_atomic(paths.trust_bundle, bundle, mode=0o644)
     return str(paths.trust_bundle)
 
 
@@ -792,8 +767,8 @@ def _prepare(paths: CertPaths, extra_ca: Path | None) -> tuple[bytes, bytes, str
 
 def _store(paths: CertPaths, chain: bytes) -> None:
     # Mark first: a crash between the rename and the hook still reloads nginx next time.
-    write_atomic(paths.hook_pending, b"", 0o600)
-    write_atomic(paths.fullchain, chain, 0o644)
+    write_atomic(paths.hook_pending, b"", mode=0o600)
+    write_atomic(paths.fullchain, chain, mode=0o644)
 
 
 async def ensure_certificate(

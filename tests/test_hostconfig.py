@@ -17,6 +17,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from bbbnode import hostconfig
+from bbbnode.files import write_atomic
 from bbbnode.hostconfig import (
     FileChange,
     HostConfigError,
@@ -464,12 +465,12 @@ def test_write_atomic_keeps_mode(tmp_path: Path) -> None:
     path.write_text("old")
     path.chmod(0o600)
 
-    hostconfig.write_atomic(path, "new")
+    write_atomic(path, "new")
 
     assert path.read_text() == "new"
     assert path.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["f"]
-    hostconfig.write_atomic(tmp_path / "g", "x", mode_if_new=0o640)
+    write_atomic(tmp_path / "g", "x", mode_if_new=0o640)
     assert (tmp_path / "g").stat().st_mode & 0o777 == 0o640
     assert os.stat(tmp_path / "g").st_uid == os.geteuid()
 

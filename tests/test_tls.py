@@ -26,6 +26,7 @@ from cryptography.x509.oid import NameOID
 from structlog.testing import capture_logs
 
 from bbbnode import tls
+from bbbnode.files import write_atomic
 from bbbnode.runner import Completed, ScriptedRunner
 from bbbnode.settings import TlsSettings
 from bbbsim.node_process import free_port
@@ -190,8 +191,8 @@ def test_is_transient(exc: BaseException, transient: bool) -> None:
 def test_write_atomic_sets_the_mode_whatever_the_umask(tmp_path: Path) -> None:
     old = os.umask(0)
     try:
-        tls.write_atomic(tmp_path / "k.pem", b"secret", 0o600)
-        tls.write_atomic(tmp_path / "k.pem", b"secret2", 0o600)
+        write_atomic(tmp_path / "k.pem", b"secret", mode=0o600)
+        write_atomic(tmp_path / "k.pem", b"secret2", mode=0o600)
     finally:
         os.umask(old)
     assert (tmp_path / "k.pem").read_bytes() == b"secret2"
