@@ -46,7 +46,6 @@ from bbbnode.drain import (
 )
 from bbbnode.exposition import NodeMetrics
 from bbbnode.protector import UNKNOWN, SnapshotView
-from bbbnode.recordings import RecordingCounts
 from bbbnode.registration import Presence
 from bbbnode.settings import LifecycleSettings
 from bbbnode.snapshot import Snapshot
@@ -55,6 +54,7 @@ from bbbsim.lifecycle_layer import LifecycleLayer
 from bbbsim.moto_server import DEFAULT_REGION, FleetIds, FleetSpec, HookSpec
 from bbbsim.scalelite_emulator import ScaleliteEmulator
 from bbbsim.scalelite_emulator import serve as serve_scalelite
+from tests import snapshots
 from tests.aws_fixtures import FakeClock
 
 if TYPE_CHECKING:
@@ -455,36 +455,7 @@ def test_drain_request_while_terminating_changes_nothing_but_the_flag() -> None:
 
 
 def make_snapshot(meetings: int | None, at: float, pending: int = 0) -> Snapshot:
-    from bbbcore.meetings import Meeting
-
-    listed = (
-        None
-        if meetings is None
-        else tuple(
-            Meeting(
-                meeting_id=f"m{i}",
-                internal_meeting_id=f"i{i}",
-                name=f"m{i}",
-                create_time_ms=0,
-                running=True,
-                participant_count=2,
-                listener_count=0,
-                voice_participant_count=0,
-                video_count=0,
-                moderator_count=1,
-                max_users=0,
-                is_breakout=False,
-            )
-            for i in range(meetings)
-        )
-    )
-    return Snapshot(
-        taken_at=at,
-        api_up=meetings is not None,
-        meetings=listed,
-        meetings_at=at if meetings is not None else None,
-        recordings=RecordingCounts(pending=pending),
-    )
+    return snapshots.make_snapshot(meetings, pending, at, at if meetings is not None else None)
 
 
 @dataclass
