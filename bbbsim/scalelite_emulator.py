@@ -670,15 +670,25 @@ class ScaleliteEmulator:
             if k != "checksum"
         ]
 
-    async def _create_meeting(self, request: web.Request) -> web.StreamResponse:
-        if not self._verify("create", request):
+    def _meeting_call(
+        self, call: str, request: web.Request, *, required: bool = False
+    ) -> tuple[list[tuple[str, str]], str] | web.Response:
+        """The checked parameters and meetingID of a front-API call, or the error answer."""
+        if not self._verify(call, request):
             return _checksum_error()
         params = self._pass_through(request)
         meeting_id = dict(params).get("meetingID", "")
-        if not meeting_id:
+        if required and not meeting_id:
             return _xml_error(
                 "missingParamMeetingID", "You must specify a meeting ID for the meeting."
             )
+        return params, meeting_id
+
+    async def _create_meeting(self, request: web.Request) -> web.StreamResponse:
+        checked = self._meeting_call("create", request, required=True)
+        if isinstance(checked, web.Response):
+            return checked
+        params, meeting_id = checked
         # Scalelite looks for an available server before it looks the meeting up,
         # so with no server available even a known meeting cannot be re-created.
         chosen = place_meeting(self.snapshot(), dict(params).get("meta_server-tag"))
@@ -704,14 +714,10 @@ class ScaleliteEmulator:
         return None if rec is None else self._servers.get(rec.server_id)
 
     async def _join(self, request: web.Request) -> web.StreamResponse:
-        if not self._verify("join", request):
-            return _checksum_error()
-        params = self._pass_through(request)
-        meeting_id = dict(params).get("meetingID", "")
-        if not meeting_id:
-            return _xml_error(
-                "missingParamMeetingID", "You must specify a meeting ID for the meeting."
-            )
+        checked = self._meeting_call("join", request, required=True)
+        if isinstance(checked, web.Response):
+            return checked
+        params, meeting_id = checked
         server = self._hosting(meeting_id)
         if server is None:
             return _meeting_not_found()
@@ -722,10 +728,10 @@ class ScaleliteEmulator:
         raise web.HTTPFound(self._backend_url(server, "join", params))
 
     async def _end(self, request: web.Request) -> web.StreamResponse:
-        if not self._verify("end", request):
-            return _checksum_error()
-        params = self._pass_through(request)
-        meeting_id = dict(params).get("meetingID", "")
+        checked = self._meeting_call("end", request)
+        if isinstance(checked, web.Response):
+            return checked
+        params, meeting_id = checked
         server = self._hosting(meeting_id)
         if server is None:
             return _meeting_not_found()
@@ -733,10 +739,11 @@ class ScaleliteEmulator:
         return await self._forward(server, "end", params)
 
     async def _is_meeting_running(self, request: web.Request) -> web.StreamResponse:
-        if not self._verify("isMeetingRunning", request):
-            return _checksum_error()
-        params = self._pass_through(request)
-        server = self._hosting(dict(params).get("meetingID", ""))
+        checked = self._meeting_call("isMeetingRunning", request)
+        if isinstance(checked, web.Response):
+            return checked
+        params, meeting_id = checked
+        server = self._hosting(meeting_id)
         if server is None:
             root = ET.Element("response")
             ET.SubElement(root, "returncode").text = "SUCCESS"
@@ -745,10 +752,11 @@ class ScaleliteEmulator:
         return await self._forward(server, "isMeetingRunning", params)
 
     async def _get_meeting_info(self, request: web.Request) -> web.StreamResponse:
-        if not self._verify("getMeetingInfo", request):
-            return _checksum_error()
-        params = self._pass_through(request)
-        server = self._hosting(dict(params).get("meetingID", ""))
+        checked = self._meeting_call("getMeetingInfo", request)
+        if isinstance(checked, web.Response):
+            return checked
+        params, meeting_id = checked
+        server = self._hosting(meeting_id)
         if server is None:
             return _meeting_not_found()
         return await self._forward(server, "getMeetingInfo", params)
