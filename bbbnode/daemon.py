@@ -8,7 +8,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -25,6 +25,7 @@ from bbbnode.runner import LoggingRunner, Runner, SubprocessRunner
 from bbbnode.sdnotify import Notifier, feed_watchdog
 from bbbnode.server import build_app, split_listen
 from bbbnode.settings import NodeSettings
+from bbbnode.snapshot import Snapshot
 from bbbnode.supervisor import supervise
 
 log = logs.get(__name__)
@@ -70,7 +71,12 @@ async def run(settings: NodeSettings, environ: Mapping[str, str] = os.environ) -
         loop.add_signal_handler(signum, stop.set)
 
     collector: Collector | None = None
-    metrics = NodeMetrics(lambda: collector.latest if collector else None, time.time)
+
+    def latest() -> Snapshot | None:
+        # The metrics registry exists before the collector it renders.
+        return collector.latest if collector else None
+
+    metrics = NodeMetrics(latest, time.time)
     metrics.set_identity(settings.host.instance_id or socket.gethostname())
 
     async with aiohttp.ClientSession() as session:
@@ -96,31 +102,27 @@ async def run(settings: NodeSettings, environ: Mapping[str, str] = os.environ) -
             last = collector.last_cycle_at if collector else None
             return last is not None and time.monotonic() - last < 3 * poll + settings.bbb.timeout
 
+        stale = stale_after(settings)
         fleet: FleetNode | None = None
         if settings.aws.enabled:
-            fleet = FleetNode(
-                settings, environ, lambda: collector.latest if collector else None,
-                metrics, make_runner(settings), stale_after(settings),
-            )  # fmt: skip
+            fleet = FleetNode(settings, environ, latest, metrics, make_runner(settings), stale)
 
-        async def drain() -> dict[str, Any]:
-            if fleet is None:
-                return {"accepted": False, "reason": "aws.enabled is false: no fleet to leave"}
-            return await fleet.request("drain")
+        def operation(kind: str) -> Callable[[], Awaitable[dict[str, Any]]]:
+            async def run() -> dict[str, Any]:
+                if fleet is None:
+                    return {"accepted": False, "reason": "aws.enabled is false: no fleet to leave"}
+                return await fleet.request(kind)
 
-        async def undrain() -> dict[str, Any]:
-            if fleet is None:
-                return {"accepted": False, "reason": "aws.enabled is false: no fleet to leave"}
-            return await fleet.request("undrain")
+            return run
 
         app = build_app(
             metrics,
-            lambda: collector.latest if collector else None,
+            latest,
             time.time,
             alive,
-            stale_after(settings),
+            stale,
             status_extra=lambda: {} if fleet is None else fleet.status(),
-            operations={"drain": drain, "undrain": undrain},
+            operations={kind: operation(kind) for kind in ("drain", "undrain")},
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()

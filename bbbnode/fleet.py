@@ -75,7 +75,6 @@ class FleetNode:
         metrics: NodeMetrics,
         runner: Runner,
         stale_after: float,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._environ = environ
@@ -83,7 +82,6 @@ class FleetNode:
         self._metrics = metrics
         self._runner = runner
         self._stale_after = stale_after
-        self._clock = clock
         self._stack = contextlib.AsyncExitStack()
         self._session = aws.session(settings.aws.region)
         self.membership: Membership | None = None
@@ -91,6 +89,7 @@ class FleetNode:
         self.protector: Protector | None = None
         self._imds: ImdsClient | None = None
         self._records: dns.Route53Records | None = None
+        self._txt: tls.Route53Txt | None = None
         self._scalelite: ScaleliteClient | None = None
         self._scalelite_secret = ""
         self._autoscaling: Any = None
@@ -158,6 +157,8 @@ class FleetNode:
             self._session.client("autoscaling", config=aws.client_config())
         )
         self._http = await self._stack.enter_async_context(aiohttp.ClientSession())
+        self._txt = tls.Route53Txt.for_settings(self._records, s.dns.zone_id, s.tls)
+        txt = self._txt
 
         async def ensure_dns() -> None:
             if s.dns.enabled:
@@ -172,8 +173,6 @@ class FleetNode:
 
         async def ensure_tls() -> None:
             if s.tls.enabled:
-                assert self._records is not None
-                txt = tls.Route53Txt.for_settings(self._records, s.dns.zone_id, s.tls)
                 try:
                     await tls.ensure_certificate(s.tls, name, txt, self._runner)
                 except tls.HookFailed as exc:
@@ -269,7 +268,8 @@ class FleetNode:
         if s.protection.enabled:
             self._tasks["protector"] = self.protector.run
         if s.tls.enabled:
-            txt = tls.Route53Txt.for_settings(records, s.dns.zone_id, s.tls)
+            assert self._txt is not None
+            txt = self._txt
             self._tasks["tls_renewal"] = lambda: tls.renew_forever(
                 s.tls, name, txt, self._runner, sleep=asyncio.sleep
             )
