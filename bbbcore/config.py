@@ -23,6 +23,30 @@ EXIT_CONFIG = 2
 """Exit code for invalid configuration, as promised in the design."""
 
 
+ListenAddress = str
+
+
+def template(fields: tuple[str, ...]) -> Any:
+    """A field validator: the template may only use ``fields`` as placeholders."""
+
+    def check(value: str) -> str:
+        try:
+            value.format(**dict.fromkeys(fields, "x"))
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"bad template (placeholders: {', '.join(fields)}): {exc}") from None
+        return value
+
+    return check
+
+
+def check_listen(value: str) -> str:
+    """A field validator for ``host:port`` listen addresses."""
+    _host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be host:port with a port from 0 to 65535")
+    return value
+
+
 class Section(BaseModel):
     """A config section: unknown keys are errors, values are immutable."""
 

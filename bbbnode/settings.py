@@ -7,35 +7,13 @@ over the TOML file (``bbbnode run --config FILE``). See docs/configuration.md.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings
 
 from bbbcore import bbb_api, bbb_secret
-from bbbcore.config import Section, settings_config
-
-ListenAddress = str
-
-
-def _template(fields: tuple[str, ...]) -> Any:
-    """A validator: the template may only use ``fields`` as placeholders."""
-
-    def check(value: str) -> str:
-        try:
-            value.format(**dict.fromkeys(fields, "x"))
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"bad template (placeholders: {', '.join(fields)}): {exc}") from None
-        return value
-
-    return check
-
-
-def _check_listen(value: str) -> str:
-    _host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError("must be host:port with a port from 0 to 65535")
-    return value
+from bbbcore.config import ListenAddress, Section, check_listen, settings_config, template
 
 
 class BbbSettings(Section):
@@ -70,7 +48,7 @@ class MetricsSettings(Section):
     stale_after: float = Field(default=0.0, ge=0)
     """Seconds after which /readyz fails; 0 means three poll intervals."""
 
-    _v = field_validator("listen")(_check_listen)
+    _v = field_validator("listen")(check_listen)
 
 
 class HostSettings(Section):
@@ -119,7 +97,7 @@ class DnsSettings(Section):
     """TTL of the A record, seconds."""
 
     _name = field_validator("name_template")(
-        _template(("instance_id", "domain", "region", "availability_zone"))
+        template(("instance_id", "domain", "region", "availability_zone"))
     )
 
 
@@ -190,7 +168,7 @@ class ScaleliteSettings(Section):
     tag: str | None = None
     """Scalelite server tag (optional)."""
 
-    _url = field_validator("server_url_template")(_template(("fqdn", "instance_id")))
+    _url = field_validator("server_url_template")(template(("fqdn", "instance_id")))
 
 
 class ProtectionSettings(Section):
