@@ -1,0 +1,190 @@
+"""The fleet as one round of observation sees it, and what a round decides.
+
+Everything here is an immutable value. The observers build a FleetSnapshot, the
+policy turns it (with its History) into a Decision, the actuator carries the
+Decision out. The backtest builds the same snapshots from its model, so the
+policy cannot tell a simulated fleet from a real one.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Literal
+
+ServerState = Literal["enabled", "cordoned", "disabled", "absent"]
+"""A node's server in Scalelite; ``absent`` means not registered (yet)."""
+
+DRAIN_TAG = "bbbfleet:draining-since"
+"""EC2 instance tag the scaler sets when it starts a drain (epoch seconds).
+
+A tag, not memory: a restarted scaler finishes the drains it started, and an
+operator's own cordon (``bbbnode drain``, no tag) is never turned into a
+termination.
+"""
+
+PENDING_STATES = frozenset({"Pending", "Pending:Wait", "Pending:Proceed", "Warmed:Pending"})
+LEAVING_STATES = frozenset(
+    {
+        "Terminating",
+        "Terminating:Wait",
+        "Terminating:Proceed",
+        "Terminated",
+        "Detaching",
+        "Detached",
+        "EnteringStandby",
+        "Standby",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeMetrics:
+    """What one node's exporter said, and how old that is."""
+
+    cpu: float
+    """bbbnode_cpu_utilization_ratio, 0..1 of the whole host."""
+    meetings: int | None
+    """bbb_meetings; None when the node could not read BBB (the gauge is absent)."""
+    participants: int | None
+    """bbb_meetings_participants; None like ``meetings``."""
+    age: float
+    """Seconds since the node read BBB: its snapshot age plus the scrape's own age."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerView:
+    """The node's server as Scalelite lists it."""
+
+    id: str
+    state: ServerState
+    load: float | None
+    """None when Scalelite has no load for it ("unavailable", offline)."""
+    online: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One instance of the Auto Scaling Group."""
+
+    instance_id: str
+    lifecycle: str
+    """The ASG's LifecycleState, e.g. InService, Pending, Terminating:Wait."""
+    private_ip: str | None = None
+    healthy: bool = True
+    protected: bool = False
+    """ProtectedFromScaleIn: bbbnode keeps it on while meetings run."""
+    launched_at: float | None = None
+    draining_since: float | None = None
+    """When the scaler started draining it (the DRAIN_TAG); None when it is not."""
+    metrics: NodeMetrics | None = None
+    """None when the scrape failed or the metrics source has no data for it."""
+    server: ServerView | None = None
+    """None when Scalelite could not be read; state ``absent`` when not registered."""
+
+    @property
+    def pending(self) -> bool:
+        return self.lifecycle in PENDING_STATES
+
+    @property
+    def leaving(self) -> bool:
+        """On its way out of the group (no longer part of desired capacity)."""
+        return self.lifecycle in LEAVING_STATES
+
+    @property
+    def draining(self) -> bool:
+        return self.draining_since is not None and not self.leaving
+
+    def fresh(self, stale_after: float) -> bool:
+        """Its meeting data is known and recent enough to act on."""
+        m = self.metrics
+        return m is not None and m.meetings is not None and m.age <= stale_after
+
+    def idle(self, stale_after: float) -> bool:
+        """Fresh data says no meeting and no participant."""
+        m = self.metrics
+        return self.fresh(stale_after) and m is not None and m.meetings == 0 and not m.participants
+
+    def booting(self, now: float, boot_grace: float) -> bool:
+        """Still coming up: nothing can have been placed on it, so no data is expected.
+
+        A node Scalelite already has enabled is serving, whatever its age: if we
+        cannot see it, that is missing data, not boot.
+        """
+        if self.pending:
+            return True
+        if self.lifecycle != "InService" or self.metrics is not None:
+            return False
+        if self.server is not None and self.server.state == "enabled":
+            return False
+        return self.launched_at is not None and now - self.launched_at < boot_grace
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """The Auto Scaling Group's own numbers."""
+
+    name: str
+    desired: int
+    min_size: int
+    max_size: int
+    suspended: frozenset[str] = frozenset()
+    """Suspended scaling processes, e.g. AZRebalance."""
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSnapshot:
+    """One round's observation of the whole fleet."""
+
+    at: float
+    """Epoch seconds when the observation finished."""
+    group: Group
+    nodes: tuple[Node, ...]
+    scalelite_ok: bool = True
+    """False when Scalelite's server list could not be read this round."""
+    errors: tuple[str, ...] = ()
+    """Observation sources that failed this round (asg, ec2, metrics, scalelite)."""
+
+    def node(self, instance_id: str) -> Node | None:
+        for n in self.nodes:
+            if n.instance_id == instance_id:
+                return n
+        return None
+
+
+class Action(enum.StrEnum):
+    """The headline of a decision; also the ``action`` label of bbbscaler_decisions_total."""
+
+    NONE = "none"
+    SCALE_OUT = "scale_out"
+    UNDRAIN = "undrain"
+    DRAIN = "drain"
+    TERMINATE = "terminate"
+    RECONCILE = "reconcile"
+    HOLD = "hold"
+    """A change was wanted but something (stale data, cooldown, bounds) held it back."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What one round decided, why, and the numbers it used."""
+
+    action: Action
+    reason: str
+    desired: int | None = None
+    """SetDesiredCapacity to this; None leaves it."""
+    drain: tuple[str, ...] = ()
+    """Start draining these: tag, then cordon in Scalelite."""
+    undrain: tuple[str, ...] = ()
+    """Stop draining these: enable in Scalelite, then untag."""
+    terminate: tuple[str, ...] = ()
+    """Drained: re-check, then TerminateInstanceInAutoScalingGroup with decrement."""
+    numbers: dict[str, float] = field(default_factory=dict)
+    signals: frozenset[str] = frozenset()
+    """Conditions that held this round; History keeps them to time "held for N s"."""
+    demand: float | None = None
+    """Fleet CPU demand in nodes (sum of node CPU), for the trend; None if unknown."""
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.desired is not None or self.drain or self.undrain or self.terminate)

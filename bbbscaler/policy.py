@@ -1,0 +1,479 @@
+"""decide(): the pure heart of bbbscaler, and the two presets it offers.
+
+``decide(snapshot, history, config, now) -> Decision`` does no I/O and keeps no
+state: what it needs from earlier rounds is in History, which the caller
+extends with ``history.record(decision, now, config)``. The backtest calls the
+same two functions on simulated snapshots.
+
+The safety rules every preset obeys (property-tested in tests/test_policy_properties.py):
+
+- It never lowers desired capacity with SetDesiredCapacity (that lets the ASG
+  pick a victim); capacity only shrinks by terminating a node it drained.
+- It terminates only a node it is draining whose fresh data says no meeting and
+  no participant, and which Scalelite shows with no load (or disabled, or gone).
+- Missing or stale data from any node, or an unreadable Scalelite, blocks every
+  scale-in step of the round (new drains and terminations); scale-out still runs.
+- Desired never exceeds the upper bound (policy max_nodes, the ASG's MaxSize);
+  a drain never takes serving capacity below the lower bound (policy
+  min_nodes, the ASG's MinSize, the open schedule windows).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from bbbscaler.model import Action, Decision, FleetSnapshot, Node
+from bbbscaler.schedule import Window, scheduled_minimum
+from bbbscaler.settings import ScalerSettings
+
+Preset = Literal["seed", "default"]
+
+# Signal names kept in History.
+OUT = "out"
+IN = "in"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """The policy's knobs as plain values (see PolicySettings for their meaning)."""
+
+    preset: Preset = "default"
+    scale_out_after: float = 0.0
+    scale_in_after: float = 600.0
+    cooldown_out: float = 0.0
+    """Seconds after a capacity change before a scale-out may follow."""
+    cooldown_in: float = 300.0
+    """Seconds after a capacity change before a scale-in may follow."""
+    min_nodes: int = 0
+    max_nodes: int = 0
+    high_cpu: float = 0.80
+    low_cpu: float = 0.06
+    target_cpu: float = 0.65
+    headroom: float = 0.5
+    trend_window: float = 300.0
+    boot_time: float = 180.0
+    boot_grace: float = 900.0
+    stale_after: float = 60.0
+    max_draining: int = 2
+    windows: tuple[Window, ...] = ()
+    gap_limit: float = 30.0
+    """Samples further apart than this (missed rounds) break a "held for" run."""
+
+    @classmethod
+    def preset_values(cls, preset: Preset) -> PolicyConfig:
+        """The preset's own timings (seed: the write-up's alarms and cooldown)."""
+        if preset == "seed":
+            return cls(
+                preset="seed",
+                scale_out_after=180.0,
+                scale_in_after=900.0,
+                cooldown_out=300.0,
+                cooldown_in=300.0,
+                max_draining=1,
+            )
+        return cls()
+
+    @classmethod
+    def from_settings(cls, s: ScalerSettings) -> PolicyConfig:
+        p = s.policy
+        base = cls.preset_values(p.preset)
+        cooldown_out, cooldown_in = base.cooldown_out, base.cooldown_in
+        if p.cooldown is not None:
+            cooldown_in = p.cooldown
+            # The default preset never waits to add capacity: it counts booting nodes instead.
+            cooldown_out = p.cooldown if p.preset == "seed" else 0.0
+        return replace(
+            base,
+            scale_out_after=(
+                p.scale_out_after if p.scale_out_after is not None else base.scale_out_after
+            ),
+            scale_in_after=p.scale_in_after
+            if p.scale_in_after is not None
+            else base.scale_in_after,
+            cooldown_out=cooldown_out,
+            cooldown_in=cooldown_in,
+            min_nodes=p.min_nodes,
+            max_nodes=p.max_nodes,
+            high_cpu=p.high_cpu,
+            low_cpu=p.low_cpu,
+            target_cpu=p.target_cpu,
+            headroom=p.headroom,
+            trend_window=p.trend_window,
+            boot_time=p.boot_time,
+            boot_grace=p.boot_grace,
+            stale_after=s.metrics.stale_after,
+            max_draining=p.max_draining if p.preset == "default" else 1,
+            windows=tuple(Window.from_settings(w) for w in p.schedules),
+            gap_limit=3 * s.loop.interval,
+        )
+
+    @property
+    def horizon(self) -> float:
+        """Seconds of history any rule looks back over."""
+        return (
+            max(self.scale_out_after, self.scale_in_after, self.trend_window, self.cooldown_in)
+            + self.gap_limit
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    at: float
+    signals: frozenset[str]
+    demand: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What decide() needs from earlier rounds."""
+
+    samples: tuple[Sample, ...] = ()
+    last_change_at: float | None = None
+    """When a round last changed capacity (scale-out, undrain, or a new drain)."""
+
+    def record(self, decision: Decision, now: float, config: PolicyConfig) -> History:
+        """This history, with ``decision`` (made at ``now``) appended and old samples cut."""
+        keep_from = now - config.horizon
+        samples = tuple(s for s in self.samples if s.at >= keep_from)
+        samples += (Sample(now, decision.signals, decision.demand),)
+        changed = decision.desired is not None or bool(decision.drain or decision.undrain)
+        return History(samples, now if changed else self.last_change_at)
+
+    def held_for(self, signal: str, now: float, gap_limit: float) -> float:
+        """Seconds ``signal`` has held up to ``now`` (which counts as holding)."""
+        since = prev = now
+        for s in reversed(self.samples):
+            if signal not in s.signals or prev - s.at > gap_limit:
+                break
+            since = prev = s.at
+        return now - since
+
+    def demand_since(self, start: float) -> tuple[float, float] | None:
+        """(time, demand) of the oldest sample at or after ``start`` with a known demand."""
+        for s in self.samples:
+            if s.at >= start and s.demand is not None:
+                return s.at, s.demand
+        return None
+
+    def cooling(self, now: float, cooldown: float) -> bool:
+        return self.last_change_at is not None and now - self.last_change_at < cooldown
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """The snapshot sorted into what the policy counts."""
+
+    members: tuple[Node, ...]
+    """In the group and staying (not leaving)."""
+    serving: tuple[Node, ...]
+    """Taking new meetings, or about to (not draining, not booting)."""
+    booting: tuple[Node, ...]
+    draining: tuple[Node, ...]
+    blind: tuple[Node, ...]
+    """Members whose meeting data is missing or stale."""
+    pending_launches: int
+    """Desired capacity the ASG has not turned into instances yet."""
+
+    @property
+    def capacity(self) -> int:
+        """Nodes that will take new meetings once booted."""
+        return len(self.serving) + len(self.booting) + self.pending_launches
+
+
+def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
+    """Sort the snapshot's nodes into serving, booting, draining and blind."""
+    now = snapshot.at
+    members = tuple(n for n in snapshot.nodes if not n.leaving)
+    draining = tuple(n for n in members if n.draining)
+    booting = tuple(n for n in members if not n.draining and n.booting(now, config.boot_grace))
+    serving = tuple(n for n in members if not n.draining and n not in booting)
+    blind = tuple(
+        n
+        for n in members
+        if n not in booting and (not n.fresh(config.stale_after) or n.server is None)
+    )
+    pending = max(0, snapshot.group.desired - len(members))
+    return Fleet(members, serving, booting, draining, blind, pending)
+
+
+def drained(node: Node, config: PolicyConfig) -> bool:
+    """Safe to terminate: fresh data says empty, and Scalelite sends it nothing."""
+    server = node.server
+    if not node.draining or not node.idle(config.stale_after) or server is None:
+        return False
+    if server.state == "absent" or server.state == "disabled":
+        return True
+    return server.state == "cordoned" and server.load == 0
+
+
+def _load_key(node: Node) -> tuple[int, int, float, str]:
+    m = node.metrics
+    if m is None:
+        return (1 << 30, 1 << 30, 2.0, node.instance_id)
+    return (m.meetings or 0, m.participants or 0, m.cpu, node.instance_id)
+
+
+@dataclass(frozen=True, slots=True)
+class _Need:
+    """How many serving nodes the preset wants, and what it saw."""
+
+    out: bool
+    """Its scale-out condition holds this round."""
+    inward: bool
+    """Its scale-in condition holds this round."""
+    wanted: int
+    """Serving capacity wanted if it scales out now."""
+    keep: int
+    """Serving capacity it must keep if it scales in now."""
+    numbers: dict[str, float]
+    demand: float | None
+    idle_only: bool
+    """Only idle nodes may be drained (seed: "removing an idle node")."""
+
+
+def _cpu_of(node: Node, config: PolicyConfig) -> float:
+    # A serving node we cannot see is assumed busy: never a reason to shrink.
+    return node.metrics.cpu if node.metrics is not None else config.high_cpu
+
+
+def _seed(fleet: Fleet, config: PolicyConfig) -> _Need:
+    seen = [n.metrics.cpu for n in fleet.serving if n.metrics is not None]
+    lowest = min(seen) if seen else None
+    out = lowest is not None and lowest > config.high_cpu
+    inward = lowest is not None and lowest < config.low_cpu
+    numbers = {"lowest_cpu": lowest if lowest is not None else -1.0}
+    demand = sum(_cpu_of(n, config) for n in fleet.serving)
+    serving = len(fleet.serving) + len(fleet.booting) + fleet.pending_launches
+    return _Need(out, inward, serving + 1, serving - 1, numbers, demand, idle_only=True)
+
+
+def _default(fleet: Fleet, history: History, config: PolicyConfig, now: float) -> _Need:
+    demand = sum(_cpu_of(n, config) for n in fleet.serving)
+    rate = 0.0
+    then = history.demand_since(now - config.trend_window)
+    if then is not None and now - then[0] > 0:
+        rate = max(0.0, (demand - then[1]) / (now - then[0]))
+    projected = demand + rate * config.boot_time
+    need = max(1, math.ceil((projected + config.headroom) / config.target_cpu - 1e-9))
+    seen = [n.metrics.cpu for n in fleet.serving if n.metrics is not None]
+    lowest = min(seen) if seen else None
+    # Scalelite puts the next meeting on the least-loaded node: once even that one is past
+    # the target, the next meetings land where audio is about to degrade.
+    if lowest is not None and lowest >= config.target_cpu:
+        need = max(need, fleet.capacity + 1)
+    numbers = {
+        "demand": round(demand, 4),
+        "trend_per_s": round(rate, 6),
+        "projected": round(projected, 4),
+        "need": need,
+        "lowest_cpu": lowest if lowest is not None else -1.0,
+    }
+    return _Need(
+        out=need > fleet.capacity,
+        inward=need < fleet.capacity,
+        wanted=need,
+        keep=need,
+        numbers=numbers,
+        demand=demand,
+        idle_only=False,
+    )
+
+
+def bounds(
+    snapshot: FleetSnapshot, config: PolicyConfig, now: float
+) -> tuple[int, int, str | None]:
+    """(lower, upper, open schedule window) for serving capacity and desired."""
+    group = snapshot.group
+    upper = min(group.max_size, config.max_nodes) if config.max_nodes else group.max_size
+    scheduled, window = scheduled_minimum(config.windows, now, config.boot_time)
+    lower = min(max(group.min_size, config.min_nodes, scheduled), upper)
+    return lower, upper, window
+
+
+def decide(snapshot: FleetSnapshot, history: History, config: PolicyConfig, now: float) -> Decision:
+    """One round's decision over ``snapshot``; pure."""
+    fleet = sort_fleet(snapshot, config)
+    group = snapshot.group
+    lower, upper, window = bounds(snapshot, config, now)
+    need = (
+        _seed(fleet, config) if config.preset == "seed" else _default(fleet, history, config, now)
+    )
+    signals = frozenset(s for s, on in ((OUT, need.out), (IN, need.inward)) if on)
+    held_out = history.held_for(OUT, now, config.gap_limit) if need.out else 0.0
+    held_in = history.held_for(IN, now, config.gap_limit) if need.inward else 0.0
+    base = max(group.desired, len(fleet.members))
+    numbers: dict[str, float] = {
+        "desired": group.desired,
+        "min": group.min_size,
+        "max": group.max_size,
+        "lower": lower,
+        "upper": upper,
+        "members": len(fleet.members),
+        "serving": len(fleet.serving),
+        "booting": len(fleet.booting) + fleet.pending_launches,
+        "draining": len(fleet.draining),
+        "blind": len(fleet.blind),
+        "capacity": fleet.capacity,
+        "held_out_s": held_out,
+        "held_in_s": held_in,
+        **need.numbers,
+    }
+    decision = Decision(
+        Action.NONE,
+        "steady",
+        numbers=numbers,
+        signals=signals,
+        demand=need.demand,
+    )
+    blocked = _scale_in_blocker(snapshot, fleet)
+    if window is not None:
+        decision = replace(decision, reason=f"steady (schedule {window!r} holds {lower})")
+
+    # 1. Grow: the preset's condition held long enough, or a bound is not met.
+    wanted = 0
+    why = ""
+    if fleet.capacity < lower:
+        wanted = lower
+        why = f"capacity {fleet.capacity} below lower bound {lower}" + (
+            f" (schedule {window!r})" if window else ""
+        )
+    if need.out and held_out >= config.scale_out_after:
+        if history.cooling(now, config.cooldown_out):
+            decision = replace(decision, action=Action.HOLD, reason="scale-out held: cooldown")
+        elif need.wanted > wanted:
+            wanted = need.wanted
+            why = _out_reason(config, need, held_out)
+    if wanted > fleet.capacity:
+        grown = _grow(fleet, base, wanted, upper, why, decision)
+        if grown is not None:
+            return grown
+
+    # 2. Shrink: finish drains, then start new ones.
+    terminate = tuple(n.instance_id for n in fleet.draining if drained(n, config))
+    # Terminating with decrement may not take desired below the ASG's MinSize.
+    terminate = terminate[: max(0, group.desired - group.min_size)]
+    if blocked and (terminate or (need.inward and held_in >= config.scale_in_after)):
+        return replace(decision, action=Action.HOLD, reason=f"scale-in held: {blocked}")
+    drain: tuple[str, ...] = ()
+    drain_reason = ""
+    if need.inward and held_in >= config.scale_in_after and not blocked:
+        drain, drain_reason = _choose_drains(fleet, need, lower, config, history, now)
+    if terminate or drain:
+        action = Action.TERMINATE if terminate else Action.DRAIN
+        parts = []
+        if terminate:
+            parts.append(f"terminate {len(terminate)} drained node(s)")
+        if drain:
+            parts.append(drain_reason)
+        return replace(
+            decision,
+            action=action,
+            reason="; ".join(parts),
+            terminate=terminate,
+            drain=drain,
+        )
+    if need.inward and held_in >= config.scale_in_after and drain_reason:
+        decision = replace(decision, action=Action.HOLD, reason=drain_reason)
+
+    # 3. Protection kept more instances than desired: own them, so the ASG does not pick.
+    if base > group.desired and decision.action is Action.NONE:
+        return replace(
+            decision,
+            action=Action.RECONCILE,
+            desired=min(base, max(upper, group.desired)),
+            reason=f"{len(fleet.members)} instances but desired {group.desired}: raise desired",
+        )
+    return decision
+
+
+def _out_reason(config: PolicyConfig, need: _Need, held: float) -> str:
+    if config.preset == "seed":
+        return (
+            f"lowest CPU {need.numbers['lowest_cpu']:.2f} above {config.high_cpu:.2f} "
+            f"for {held:.0f}s"
+        )
+    return (
+        f"demand {need.numbers['projected']:.2f} nodes (+{config.headroom} headroom) "
+        f"needs {need.wanted} at {config.target_cpu:.0%} target"
+    )
+
+
+def _grow(
+    fleet: Fleet, base: int, wanted: int, upper: int, why: str, decision: Decision
+) -> Decision | None:
+    """Undrain first (an enabled node serves at once), then launch the rest."""
+    short = wanted - fleet.capacity
+    # Emptiest first: the most room for new meetings.
+    undrain = tuple(n.instance_id for n in sorted(fleet.draining, key=_load_key))[:short]
+    launch = max(0, short - len(undrain))
+    desired = min(base + launch, upper)
+    if desired > base:
+        return replace(
+            decision,
+            action=Action.SCALE_OUT,
+            desired=desired,
+            undrain=undrain,
+            reason=f"{why}: +{desired - base} node(s)"
+            + (f", re-enable {len(undrain)} draining" if undrain else ""),
+        )
+    if undrain:
+        return replace(
+            decision,
+            action=Action.UNDRAIN,
+            undrain=undrain,
+            reason=f"{why}: re-enable {len(undrain)} draining node(s)",
+        )
+    if launch:
+        return replace(
+            decision,
+            action=Action.HOLD,
+            reason=f"{why}, but the group is at its upper bound {upper}",
+        )
+    return None
+
+
+def _scale_in_blocker(snapshot: FleetSnapshot, fleet: Fleet) -> str:
+    if not snapshot.scalelite_ok:
+        return "Scalelite could not be read"
+    if fleet.blind:
+        ids = ", ".join(n.instance_id for n in fleet.blind[:3])
+        return f"no fresh data from {len(fleet.blind)} node(s) ({ids})"
+    return ""
+
+
+def _choose_drains(
+    fleet: Fleet,
+    need: _Need,
+    lower: int,
+    config: PolicyConfig,
+    history: History,
+    now: float,
+) -> tuple[tuple[str, ...], str]:
+    """(nodes to start draining, why) — or ((), why not)."""
+    if history.cooling(now, config.cooldown_in):
+        return (), "scale-in held: cooldown"
+    budget = config.max_draining - len(fleet.draining)
+    surplus = fleet.capacity - max(need.keep, lower)
+    if budget <= 0:
+        return (), f"scale-in held: {len(fleet.draining)} node(s) already draining"
+    if surplus <= 0:
+        return (), f"scale-in held: lower bound {lower}"
+    candidates = [n for n in fleet.serving if n.fresh(config.stale_after)]
+    if need.idle_only:
+        candidates = [n for n in candidates if n.idle(config.stale_after)]
+    chosen = tuple(n.instance_id for n in sorted(candidates, key=_load_key)[: min(budget, surplus)])
+    if not chosen:
+        return (), "scale-in held: no idle node"
+    if config.preset == "seed":
+        why = (
+            f"lowest CPU {need.numbers['lowest_cpu']:.2f} below {config.low_cpu:.2f} "
+            f"for {config.scale_in_after:.0f}s+: drain {len(chosen)} idle node(s)"
+        )
+    else:
+        why = (
+            f"{fleet.capacity} nodes where {need.keep} carry the load under "
+            f"{config.target_cpu:.0%}: drain {len(chosen)} least-loaded node(s)"
+        )
+    return chosen, why

@@ -1,0 +1,206 @@
+"""bbbscaler's one settings model.
+
+Every key is also ``BBBSCALER_<SECTION>__<KEY>`` in the environment (a top-level
+key is ``BBBSCALER_<KEY>``, e.g. ``BBBSCALER_DRY_RUN``), which wins over the TOML
+file (``bbbscaler run --config FILE``). See docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings
+
+from bbbcore.config import ListenAddress, Section, check_listen, settings_config, template
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class AwsSettings(Section):
+    asg_name: str = ""
+    """The BBB hosts' Auto Scaling Group (required)."""
+    region: str | None = None
+    """AWS region; unset means the SDK's own chain (AWS_DEFAULT_REGION, ...)."""
+    timeout: float = Field(default=10.0, gt=0)
+    """Seconds one AWS call may take before it is retried."""
+
+
+class MetricsSettings(Section):
+    source: Literal["direct", "prometheus"] = "direct"
+    """Where node metrics come from: scrape every node, or ask a Prometheus server."""
+    url_template: str = "http://{private_ip}:9688/metrics"
+    """A node's metrics URL for ``direct`` (placeholders: instance_id, private_ip)."""
+    prometheus_url: str = ""
+    """Prometheus server base URL for ``prometheus``."""
+    instance_label: str = "instance_id"
+    """The series label that holds the EC2 instance id (``prometheus``)."""
+    timeout: float = Field(default=3.0, gt=0)
+    """Seconds one scrape or query may take; a node that does not answer has no data."""
+    concurrency: int = Field(default=200, gt=0)
+    """Scrapes in flight at once (``direct``)."""
+    stale_after: float = Field(default=60.0, gt=0)
+    """Seconds after which a node's meeting data is too old to scale in on."""
+
+    _url = field_validator("url_template")(template(("instance_id", "private_ip")))
+
+    @model_validator(mode="after")
+    def _prometheus_needs_url(self) -> MetricsSettings:
+        if self.source == "prometheus" and not self.prometheus_url:
+            raise ValueError("prometheus_url is required when source is prometheus")
+        return self
+
+
+class ScaleliteSettings(Section):
+    url: str = ""
+    """Scalelite's base URL; its API lives under /scalelite/api/ (required)."""
+    secret: SecretStr | None = None
+    """Scalelite's LOADBALANCER_SECRET (also file:PATH or a Secrets Manager ARN)."""
+    checksum: Literal["sha1", "sha256", "sha512"] = "sha256"
+    """Checksum algorithm for Scalelite's API (Scalelite refuses sha384)."""
+    domain: str = ""
+    """The fleet's DNS domain, for the default server URL template."""
+    server_url_template: str = "https://{instance_id}.{domain}/bigbluebutton/api/"
+    """The URL a node registers as (placeholders: instance_id, domain, private_ip)."""
+    timeout: float = Field(default=5.0, gt=0)
+    """Seconds one Scalelite call may take."""
+
+    _url = field_validator("server_url_template")(template(("instance_id", "domain", "private_ip")))
+
+
+class HttpSettings(Section):
+    listen: ListenAddress = "0.0.0.0:9689"
+    """host:port of /metrics and /healthz."""
+
+    _v = field_validator("listen")(check_listen)
+
+
+class ScheduleSettings(Section):
+    name: str
+    """Shown in decisions and logs."""
+    days: tuple[str, ...] = DAYS
+    """Days of week the window opens on (mon..sun)."""
+    start: str
+    """Local start time, HH:MM."""
+    end: str
+    """Local end time, HH:MM; before start means the window runs past midnight."""
+    timezone: str = "UTC"
+    """IANA time zone of start and end, e.g. Europe/Berlin."""
+    min_nodes: int = Field(ge=0)
+    """Nodes serving from start (less the lead time) until end."""
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        days = tuple(d.lower()[:3] for d in value)
+        bad = [d for d in days if d not in DAYS]
+        if bad or not days:
+            raise ValueError(f"days must be among {', '.join(DAYS)}")
+        return days
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if not _CLOCK.match(value):
+            raise ValueError("must be HH:MM (24 h)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown time zone") from None
+        return value
+
+
+class PolicySettings(Section):
+    preset: Literal["seed", "default"] = "default"
+    """seed: the write-up's lowest-CPU thresholds; default: headroom, sized steps, drain."""
+    scale_out_after: float | None = Field(default=None, ge=0)
+    """Seconds the scale-out condition must hold (seed 180, default 0)."""
+    scale_in_after: float | None = Field(default=None, ge=0)
+    """Seconds the scale-in condition must hold (seed 900, default 600)."""
+    cooldown: float | None = Field(default=None, ge=0)
+    """Seconds after a capacity change before the next (seed 300 for both ways; default
+    300 before a scale-in, none before a scale-out)."""
+    min_nodes: int = Field(default=0, ge=0)
+    """Never fewer serving nodes than this (the ASG's MinSize also holds)."""
+    max_nodes: int = Field(default=0, ge=0)
+    """Never more nodes than this; 0 means the ASG's MaxSize."""
+    high_cpu: float = Field(default=0.80, gt=0, le=1)
+    """Node CPU where BBB audio degrades; seed scales out above it."""
+    low_cpu: float = Field(default=0.06, ge=0, lt=1)
+    """seed: scale in while the lowest node CPU is below this."""
+    target_cpu: float = Field(default=0.65, gt=0, le=1)
+    """default: the fleet's mean CPU it sizes for, below high_cpu so meetings fit."""
+    headroom: float = Field(default=0.5, ge=0)
+    """default: spare capacity, in nodes' worth of CPU, kept for the next meetings."""
+    trend_window: float = Field(default=300.0, gt=0)
+    """default: seconds of history the demand trend is measured over."""
+    boot_time: float = Field(default=180.0, ge=0)
+    """Seconds from launch to serving: trend projection and schedule lead time."""
+    boot_grace: float = Field(default=900.0, gt=0)
+    """Seconds a new instance may go without metrics before it counts as missing data."""
+    max_draining: int = Field(default=2, gt=0)
+    """Nodes draining at once at most (the scale-in budget)."""
+    schedules: tuple[ScheduleSettings, ...] = ()
+    """Scheduled capacity windows (TOML: [[policy.schedules]]; env: a JSON list)."""
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> PolicySettings:
+        if self.low_cpu >= self.high_cpu:
+            raise ValueError("low_cpu must be below high_cpu")
+        if self.max_nodes and self.min_nodes > self.max_nodes:
+            raise ValueError("min_nodes must not exceed max_nodes")
+        return self
+
+
+class LoopSettings(Section):
+    interval: float = Field(default=10.0, gt=0)
+    """Seconds between two rounds of observe, decide, act."""
+
+
+class LogSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log level (JSON lines on stderr)."""
+
+
+class ScalerSettings(BaseSettings):
+    """Everything bbbscaler reads from its config file and environment."""
+
+    model_config = settings_config("BBBSCALER_")
+
+    dry_run: bool = False
+    """Observe and decide, log what would be done, change nothing."""
+    aws: AwsSettings = AwsSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    scalelite: ScaleliteSettings = ScaleliteSettings()
+    http: HttpSettings = HttpSettings()
+    policy: PolicySettings = PolicySettings()
+    loop: LoopSettings = LoopSettings()
+    log: LogSettings = LogSettings()
+
+    @model_validator(mode="after")
+    def _required(self) -> ScalerSettings:
+        # Named per key so the error says exactly what to set.
+        missing = [
+            f"{key} ({env}) is required"
+            for key, env, value in (
+                ("aws.asg_name", "BBBSCALER_AWS__ASG_NAME", self.aws.asg_name),
+                ("scalelite.url", "BBBSCALER_SCALELITE__URL", self.scalelite.url),
+            )
+            if not value
+        ]
+        if "{domain}" in self.scalelite.server_url_template and not self.scalelite.domain:
+            missing.append(
+                "scalelite.domain (BBBSCALER_SCALELITE__DOMAIN) is required by "
+                "scalelite.server_url_template"
+            )
+        if missing:
+            raise ValueError("; ".join(missing))
+        return self
