@@ -47,6 +47,12 @@ def check_listen(value: str) -> str:
     return value
 
 
+def split_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` (IPv6 in brackets allowed) to a (host, port) pair."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104
+
+
 class Section(BaseModel):
     """A config section: unknown keys are errors, values are immutable."""
 

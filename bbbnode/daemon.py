@@ -16,14 +16,14 @@ from aiohttp import web
 
 from bbbcore import __version__, bbb_secret, logs, secrets
 from bbbcore.bbb_api import BbbClient
-from bbbcore.config import EXIT_CONFIG
+from bbbcore.config import EXIT_CONFIG, split_listen
 from bbbnode.collector import Collector
 from bbbnode.cpu import CpuSampler
 from bbbnode.exposition import NodeMetrics
 from bbbnode.fleet import FleetNode
 from bbbnode.runner import LoggingRunner, Runner, SubprocessRunner
 from bbbnode.sdnotify import Notifier, feed_watchdog
-from bbbnode.server import build_app, split_listen
+from bbbnode.server import build_app
 from bbbnode.settings import NodeSettings
 from bbbnode.snapshot import Snapshot
 from bbbnode.supervisor import supervise

@@ -66,12 +66,6 @@ def build_app(
     return app
 
 
-def split_listen(listen: str) -> tuple[str, int]:
-    """``host:port`` (IPv6 in brackets allowed) to a (host, port) pair."""
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104
-
-
 def _is_loopback(remote: str | None) -> bool:
     if not remote:
         return False
