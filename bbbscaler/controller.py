@@ -1,0 +1,167 @@
+"""The reconcile loop: observe, decide, act, every ``loop.interval`` seconds.
+
+The controller holds the only state bbbscaler has between rounds, the policy's
+History; everything else is observed again each round. A round is never
+cancelled half-way: SIGTERM lets the round in flight finish its AWS calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bbbcore import logs
+from bbbscaler.actuate import Actuator, Outcome
+from bbbscaler.exposition import ScalerMetrics
+from bbbscaler.model import Action, Decision, FleetSnapshot, Node
+from bbbscaler.policy import History, PolicyConfig, decide, sort_fleet
+
+log = logs.get(__name__)
+
+
+class ObserverPort(Protocol):
+    """What the loop needs from the observation side."""
+
+    async def observe(self) -> FleetSnapshot: ...
+
+    async def recheck(self, node: Node) -> Node: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """One finished round: what was seen, decided and done."""
+
+    snapshot: FleetSnapshot
+    decision: Decision
+    outcomes: tuple[Outcome, ...]
+    dry_run: bool
+
+    def as_json(self) -> dict[str, Any]:
+        """The decision as ``bbbscaler run --once`` prints it (keys in docs/scaler.md)."""
+        d = self.decision
+        return {
+            "at": round(self.snapshot.at, 3),
+            "action": d.action.value,
+            "reason": d.reason,
+            "dry_run": self.dry_run,
+            "desired": {"current": self.snapshot.group.desired, "target": d.desired},
+            "undrain": list(d.undrain),
+            "drain": list(d.drain),
+            "terminate": list(d.terminate),
+            "numbers": d.numbers,
+            "observe_errors": list(self.snapshot.errors),
+            "outcomes": [
+                {"action": o.action, "target": o.target, "result": o.result, "detail": o.detail}
+                for o in self.outcomes
+            ],
+        }
+
+
+def roles(snapshot: FleetSnapshot, config: PolicyConfig) -> dict[str, int]:
+    """Group members by role, as the policy sorts them."""
+    fleet = sort_fleet(snapshot, config)
+    return {
+        "serving": len(fleet.serving),
+        "booting": len(fleet.booting),
+        "draining": len(fleet.draining),
+        "blind": len(fleet.blind),
+    }
+
+
+class Controller:
+    """Runs rounds; exposes the last one for /healthz and /status."""
+
+    def __init__(
+        self,
+        observer: ObserverPort,
+        actuator: Actuator,
+        config: PolicyConfig,
+        metrics: ScalerMetrics,
+        dry_run: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._observer = observer
+        self._actuator = actuator
+        self._config = config
+        self._metrics = metrics
+        self._dry_run = dry_run
+        self._clock = clock
+        self.history = History()
+        self.last: Round | None = None
+        self.last_finished: float | None = None
+        """Monotonic time the last round ended, successful or not."""
+        self._az_warned: bool | None = None
+
+    async def round(self) -> Round | None:
+        """Observe, decide, act once; None when the group could not be observed."""
+        started = time.monotonic()
+        try:
+            snapshot = await self._observer.observe()
+        except Exception as exc:
+            self._metrics.round_errors.inc()
+            self._metrics.observe_errors.labels("asg").inc()
+            log.error("observe_failed", error=f"{type(exc).__name__}: {exc}")
+            self.last_finished = time.monotonic()
+            return None
+        self._check_az_rebalance(snapshot)
+        now = self._clock()
+        decision = decide(snapshot, self.history, self._config, now)
+        self.history = self.history.record(decision, now, self._config)
+        self._log(decision)
+        outcomes = await self._actuator.apply(decision, snapshot)
+        self._metrics.record_round(snapshot, decision, roles(snapshot, self._config), now)
+        self._metrics.loop_duration.observe(time.monotonic() - started)
+        self.last = Round(snapshot, decision, outcomes, self._dry_run)
+        self.last_finished = time.monotonic()
+        return self.last
+
+    async def run(self, interval: float, stop: asyncio.Event) -> None:
+        """Rounds every ``interval`` seconds until ``stop`` is set (the round in flight ends)."""
+        while not stop.is_set():
+            began = time.monotonic()
+            # Shielded: a cancelled run() still lets the round finish its calls.
+            await asyncio.shield(self.round())
+            wait = max(0.0, interval - (time.monotonic() - began))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+
+    def alive(self, interval: float, limit: float) -> bool:
+        """A round ended within ``limit`` seconds beyond the interval (or none is due yet)."""
+        if self.last_finished is None:
+            return True
+        return time.monotonic() - self.last_finished < interval + limit
+
+    def _check_az_rebalance(self, snapshot: FleetSnapshot) -> None:
+        suspended = "AZRebalance" in snapshot.group.suspended
+        if suspended == self._az_warned:
+            return
+        self._az_warned = suspended
+        if not suspended:
+            # AZRebalance launches and terminates to even out zones: it would end meetings.
+            log.error(
+                "az_rebalance_active",
+                asg=snapshot.group.name,
+                risk="the ASG may terminate nodes with meetings to rebalance zones",
+                fix=(
+                    "aws autoscaling suspend-processes --auto-scaling-group-name "
+                    f"{snapshot.group.name} --scaling-processes AZRebalance"
+                ),
+            )
+        else:
+            log.info("az_rebalance_suspended", asg=snapshot.group.name)
+
+    def _log(self, d: Decision) -> None:
+        fields: dict[str, Any] = {"action": d.action.value, "reason": d.reason}
+        if d.desired is not None:
+            fields["desired"] = d.desired
+        for key in ("drain", "undrain", "terminate"):
+            if getattr(d, key):
+                fields[key] = list(getattr(d, key))
+        if d.action is Action.NONE:
+            log.debug("decided", **fields)
+        else:
+            log.info("decided", **fields, numbers=d.numbers)

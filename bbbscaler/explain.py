@@ -1,0 +1,77 @@
+"""``bbbscaler explain``: the fleet as a table, and what the scaler would do and why."""
+
+from __future__ import annotations
+
+from bbbscaler.model import Decision, FleetSnapshot, Node
+from bbbscaler.policy import PolicyConfig, drained, sort_fleet
+
+COLUMNS = ("instance", "lifecycle", "role", "cpu", "meetings", "users", "age", "scalelite", "load")
+
+
+def _role(node: Node, roles: dict[str, str], config: PolicyConfig) -> str:
+    role = roles.get(node.instance_id, "leaving")
+    if role == "draining" and drained(node, config):
+        return "drained"
+    return role
+
+
+def _cells(node: Node, role: str) -> tuple[str, ...]:
+    m, s = node.metrics, node.server
+    return (
+        node.instance_id,
+        node.lifecycle + (" (protected)" if node.protected else ""),
+        role,
+        "-" if m is None else f"{m.cpu:.0%}",
+        "-" if m is None or m.meetings is None else str(m.meetings),
+        "-" if m is None or m.participants is None else str(m.participants),
+        "-" if m is None else f"{m.age:.0f}s",
+        "?" if s is None else s.state,
+        "-" if s is None or s.load is None else f"{s.load:g}",
+    )
+
+
+def render(snapshot: FleetSnapshot, decision: Decision, config: PolicyConfig) -> str:
+    """A plain-text table of the nodes, then the decision, its reason and its numbers."""
+    fleet = sort_fleet(snapshot, config)
+    roles: dict[str, str] = {}
+    # Blind last: a node is listed as blind when it is serving (or draining) unseen.
+    for role, nodes in (
+        ("serving", fleet.serving),
+        ("booting", fleet.booting),
+        ("draining", fleet.draining),
+        ("blind", fleet.blind),
+    ):
+        roles.update((n.instance_id, role) for n in nodes)
+    rows = [COLUMNS] + [
+        _cells(n, _role(n, roles, config))
+        for n in sorted(snapshot.nodes, key=lambda n: n.instance_id)
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    g = snapshot.group
+    lines.append("")
+    lines.append(
+        f"group {g.name}: desired {g.desired}, min {g.min_size}, max {g.max_size}"
+        + ("" if "AZRebalance" in g.suspended else "  (WARNING: AZRebalance is not suspended)")
+    )
+    if snapshot.errors:
+        lines.append(f"observe errors: {', '.join(snapshot.errors)}")
+    lines.append(f"decision: {decision.action.value}: {decision.reason}")
+    for label, ids in (
+        ("set desired", () if decision.desired is None else (str(decision.desired),)),
+        ("re-enable", decision.undrain),
+        ("drain", decision.drain),
+        ("terminate", decision.terminate),
+    ):
+        if ids:
+            lines.append(f"  {label}: {', '.join(ids)}")
+    numbers = ", ".join(f"{k}={_num(v)}" for k, v in decision.numbers.items())
+    lines.append(f"numbers: {numbers}")
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.3g}"

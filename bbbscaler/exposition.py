@@ -1,0 +1,137 @@
+"""bbbscaler's own Prometheus metrics (served on /metrics, port 9689 by default)."""
+
+from __future__ import annotations
+
+import math
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from bbbcore import __version__
+from bbbscaler.actuate import Outcome
+from bbbscaler.model import Action, Decision, FleetSnapshot
+
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
+OBSERVE_SOURCES = ("asg", "ec2", "metrics", "scalelite")
+ACT_ACTIONS = (
+    "set_desired",
+    "terminate",
+    "cordon",
+    "enable",
+    "mark_draining",
+    "unmark_draining",
+)
+ACT_RESULTS = ("ok", "skipped", "failed", "dry_run")
+
+
+class ScalerMetrics:
+    """The registry bbbscaler serves, and the instruments the loop updates."""
+
+    def __init__(self, preset: str, dry_run: bool) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        info = Gauge(
+            "bbbscaler_info", "bbbscaler build and policy.", ["version", "preset"], registry=r
+        )
+        info.labels(__version__, preset).set(1)
+        Gauge("bbbscaler_dry_run", "1 when the scaler changes nothing.", registry=r).set(
+            int(dry_run)
+        )
+        self.desired = Gauge(
+            "bbbscaler_desired_capacity", "The group's desired capacity.", registry=r
+        )
+        self.actual = Gauge(
+            "bbbscaler_actual_capacity",
+            "Instances in the group that are not leaving it.",
+            registry=r,
+        )
+        self.min_size = Gauge("bbbscaler_min_capacity", "The group's MinSize.", registry=r)
+        self.max_size = Gauge("bbbscaler_max_capacity", "The group's MaxSize.", registry=r)
+        self.nodes = Gauge(
+            "bbbscaler_nodes",
+            "Group members by role: serving, booting, draining, blind (no fresh data).",
+            ["role"],
+            registry=r,
+        )
+        self.draining = Gauge(
+            "bbbscaler_draining_nodes", "Nodes the scaler is draining.", registry=r
+        )
+        self.lowest_cpu = Gauge(
+            "bbbscaler_fleet_lowest_cpu_ratio",
+            "The lowest CPU of the serving nodes (NaN when none is seen).",
+            registry=r,
+        )
+        self.demand = Gauge(
+            "bbbscaler_fleet_demand_nodes",
+            "Sum of the serving nodes' CPU, in nodes (NaN when unknown).",
+            registry=r,
+        )
+        self.az_rebalance = Gauge(
+            "bbbscaler_az_rebalance_suspended",
+            "1 when the group's AZRebalance process is suspended, as it must be.",
+            registry=r,
+        )
+        self.decisions = Counter(
+            "bbbscaler_decisions", "Decisions by headline action.", ["action"], registry=r
+        )
+        for action in Action:
+            self.decisions.labels(action.value)
+        self.actions = Counter(
+            "bbbscaler_actions",
+            "Calls to AWS and Scalelite by action and result.",
+            ["action", "result"],
+            registry=r,
+        )
+        for act in ACT_ACTIONS:
+            for result in ACT_RESULTS:
+                self.actions.labels(act, result)
+        self.observe_errors = Counter(
+            "bbbscaler_observe_errors",
+            "Observation sources that failed, by source.",
+            ["source"],
+            registry=r,
+        )
+        for source in OBSERVE_SOURCES:
+            self.observe_errors.labels(source)
+        self.round_errors = Counter(
+            "bbbscaler_round_errors", "Rounds that failed before deciding.", registry=r
+        )
+        self.loop_duration = Histogram(
+            "bbbscaler_loop_duration_seconds",
+            "Wall time of one observe-decide-act round.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "bbbscaler_last_success_timestamp_seconds",
+            "When the last round finished its decision (epoch seconds).",
+            registry=r,
+        )
+
+    def record_round(
+        self, snapshot: FleetSnapshot, decision: Decision, roles: dict[str, int], at: float
+    ) -> None:
+        """Update the gauges from one round."""
+        group = snapshot.group
+        self.desired.set(group.desired)
+        self.min_size.set(group.min_size)
+        self.max_size.set(group.max_size)
+        self.actual.set(sum(1 for n in snapshot.nodes if not n.leaving))
+        for role, count in roles.items():
+            self.nodes.labels(role).set(count)
+        self.draining.set(roles.get("draining", 0))
+        lowest = decision.numbers.get("lowest_cpu", -1.0)
+        self.lowest_cpu.set(lowest if lowest >= 0 else math.nan)
+        self.demand.set(decision.demand if decision.demand is not None else math.nan)
+        self.az_rebalance.set(int("AZRebalance" in group.suspended))
+        self.decisions.labels(decision.action.value).inc()
+        for source in snapshot.errors:
+            self.observe_errors.labels(source).inc()
+        self.last_success.set(at)
+
+    def record_outcome(self, outcome: Outcome) -> None:
+        self.actions.labels(outcome.action, outcome.result).inc()
+
+    def render(self) -> bytes:
+        return prometheus_client.generate_latest(self.registry)
