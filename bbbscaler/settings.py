@@ -193,6 +193,7 @@ class ScalerSettings(BaseSettings):
             for key, env, value in (
                 ("aws.asg_name", "BBBSCALER_AWS__ASG_NAME", self.aws.asg_name),
                 ("scalelite.url", "BBBSCALER_SCALELITE__URL", self.scalelite.url),
+                ("scalelite.secret", "BBBSCALER_SCALELITE__SECRET", self.scalelite.secret),
             )
             if not value
         ]
