@@ -17,7 +17,7 @@ from bbbscaler.settings import ScalerSettings
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bbbscaler",
-        description="Sizes the BBB Auto Scaling Group: scales out fast, scales in only by draining.",
+        description="Sizes the BBB Auto Scaling Group: scale out fast, scale in only by draining.",
         epilog="Every config key is also BBBSCALER_<SECTION>__<KEY> in the environment "
         "(a top-level key: BBBSCALER_<KEY>). See docs/scaler.md.",
     )
