@@ -127,6 +127,8 @@ class FleetSpec:
     termination_hook: HookSpec | None = field(default_factory=HookSpec)
     new_instances_protected: bool = False
     vpc_cidr: str = "10.20.0.0/16"
+    suspended_processes: tuple[str, ...] = ("AZRebalance",)
+    """As the product requires: AZRebalance would terminate hosts with meetings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +218,10 @@ async def create_fleet(
                 }
             ],
         )
+        if spec.suspended_processes:
+            await autoscaling.suspend_processes(
+                AutoScalingGroupName=spec.name, ScalingProcesses=list(spec.suspended_processes)
+            )
         hook_name: str | None = None
         if spec.termination_hook is not None:
             hook = spec.termination_hook

@@ -1,0 +1,200 @@
+"""The emulated fleet: an emulated BBB host and a real bbbnode for every instance the ASG launches.
+
+It listens to the lifecycle layer: ``launched`` starts a host (BBB emulator,
+synthetic /proc/stat), an IMDSv2 emulator and a real ``bbbnode`` process with
+AWS on (protection, lifecycle drain, Route53, Scalelite registration; TLS and
+EFS off, host commands only logged); ``terminated`` stops them. Every host is
+reached through one loopback Router, so bbbnode and bbbscaler both derive a
+host's URLs from ``{instance_id}`` alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from bbbcore import logs
+from bbbsim.host import EmulatedHost, start_host
+from bbbsim.image_tree import make_host
+from bbbsim.imds import ImdsEmulator, identity_from
+from bbbsim.imds import serve as serve_imds
+from bbbsim.lifecycle_layer import FleetEvent, LifecycleLayer
+from bbbsim.moto_server import FleetIds
+from bbbsim.node_process import NodeProcess, free_port, node_env, start_node
+from bbbsim.router import Router
+
+log = logs.get(__name__)
+
+# moto's instances have no public address; a BBB host needs one for media.
+# 203.0.113.0/24 is a documentation range: nothing ever connects to it.
+PUBLIC_IP = "203.0.113.10"
+
+
+@dataclass(frozen=True, slots=True)
+class FleetConfig:
+    """What every emulated host's bbbnode is told."""
+
+    ids: FleetIds
+    aws_endpoint: str
+    """The lifecycle layer's endpoint (AWS_ENDPOINT_URL for bbbnode)."""
+    scalelite_url: str
+    scalelite_secret: str
+    bbb_secret: str
+    root: Path
+    poll: float = 0.5
+    """bbbnode's BBB poll interval (and, times a few, its CPU window)."""
+    lifecycle_poll: float = 0.5
+    idle_grace: float = 2.0
+    extra_env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class Instance:
+    """One running emulated instance."""
+
+    instance_id: str
+    host: EmulatedHost
+    imds: web.AppRunner
+    node: NodeProcess
+
+
+class EmulatedFleet:
+    """Starts and stops a host with a real bbbnode as the ASG launches and ends instances."""
+
+    def __init__(self, layer: LifecycleLayer, config: FleetConfig, router: Router) -> None:
+        self._layer = layer
+        self._config = config
+        self._router = router
+        self._instances: dict[str, Instance] = {}
+        self._starting: dict[str, asyncio.Task[None]] = {}
+        self._events: asyncio.Queue[FleetEvent] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._remove: Callable[[], None] | None = None
+        self.started: list[str] = []
+        self.stopped: list[str] = []
+
+    @property
+    def instances(self) -> dict[str, Instance]:
+        return dict(self._instances)
+
+    def bbb_url(self) -> str:
+        """bbbnode's (and bbbscaler's) Scalelite server URL template."""
+        return self._router.url() + "/bbb/bigbluebutton/api/"
+
+    def metrics_url(self) -> str:
+        """bbbscaler's node metrics URL template."""
+        return self._router.url() + "/node/metrics"
+
+    async def start(self, tick: float = 0.5) -> None:
+        """Follow the layer's events; start hosts for instances already there."""
+        self._remove = self._layer.add_listener(self._events.put_nowait)
+        for info in self._layer.instances():
+            if info.lifecycle_state in ("InService", "Pending"):
+                self._launch(info.instance_id)
+        self._task = asyncio.create_task(self._follow())
+        self._ticker = asyncio.create_task(self._tick(tick))
+
+    async def close(self) -> None:
+        if self._remove is not None:
+            self._remove()
+        for task in (self._task, self._ticker, *self._starting.values()):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        for iid in list(self._instances):
+            await self._stop(iid)
+
+    async def _follow(self) -> None:
+        while True:
+            event = await self._events.get()
+            if event.group != self._config.ids.asg_name:
+                continue
+            if event.kind == "launched":
+                self._launch(event.instance_id)
+            elif event.kind in ("terminated", "detached"):
+                await self._stop(event.instance_id)
+
+    async def _tick(self, every: float) -> None:
+        while True:
+            for inst in list(self._instances.values()):
+                inst.host.tick()
+            await asyncio.sleep(every)
+
+    def _launch(self, instance_id: str) -> None:
+        if instance_id in self._instances or instance_id in self._starting:
+            return
+        task = asyncio.create_task(self._start_instance(instance_id))
+        self._starting[instance_id] = task
+        task.add_done_callback(lambda _: self._starting.pop(instance_id, None))
+
+    async def _start_instance(self, instance_id: str) -> None:
+        c = self._config
+        info = next((i for i in self._layer.instances() if i.instance_id == instance_id), None)
+        if info is None:
+            return
+        root = c.root / instance_id
+        root.mkdir(parents=True, exist_ok=True)
+        host = await start_host(instance_id, root, c.bbb_secret)
+        make_host(root / "hostroot")
+        layer = self._layer
+        identity = dataclasses.replace(identity_from(info), public_ipv4=PUBLIC_IP)
+        imds = ImdsEmulator(
+            identity, target_state=lambda: layer.target_lifecycle_state(instance_id)
+        )
+        imds_runner, imds_port = await serve_imds(imds)
+        port = free_port()
+        env = node_env(host, c.bbb_secret, port, poll=c.poll)
+        env.update(
+            {
+                "AWS_ENDPOINT_URL": c.aws_endpoint,
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{imds_port}/",
+                "BBBNODE_AWS__ENABLED": "true",
+                "BBBNODE_DNS__ZONE_ID": c.ids.hosted_zone_id,
+                "BBBNODE_DNS__DOMAIN": c.ids.domain,
+                "BBBNODE_TLS__ENABLED": "false",
+                "BBBNODE_EFS__ENABLED": "false",
+                "BBBNODE_HOSTCONFIG__ROOT": str(root / "hostroot"),
+                "BBBNODE_HOSTCONFIG__TURN_SECRET": "emulated-fleet-turn-secret-0123456789",
+                "BBBNODE_HOST__COMMANDS": "log",
+                "BBBNODE_HOST__COMMAND_LOG": str(root / "commands.jsonl"),
+                "BBBNODE_SCALELITE__URL": c.scalelite_url,
+                "BBBNODE_SCALELITE__SECRET": c.scalelite_secret,
+                "BBBNODE_SCALELITE__SERVER_URL_TEMPLATE": self.bbb_url(),
+                "BBBNODE_LIFECYCLE__HOOK_NAME": c.ids.hook_name or "",
+                "BBBNODE_LIFECYCLE__POLL_INTERVAL": str(c.lifecycle_poll),
+                "BBBNODE_LIFECYCLE__HEARTBEAT_INTERVAL": "5",
+                "BBBNODE_LIFECYCLE__RECORDING_GRACE": "0",
+                "BBBNODE_PROTECTION__IDLE_GRACE": str(c.idle_grace),
+                "BBBNODE_PROTECTION__RECHECK_INTERVAL": "5",
+                **dict(c.extra_env),
+            }
+        )
+        self._router.add(instance_id, "bbb", host.port)
+        self._router.add(instance_id, "node", port)
+        node = await start_node(env, port, root / "bbbnode.log")
+        self._instances[instance_id] = Instance(instance_id, host, imds_runner, node)
+        self.started.append(instance_id)
+        log.info("emulated_instance_started", instance_id=instance_id, node_port=port)
+
+    async def _stop(self, instance_id: str) -> None:
+        starting = self._starting.pop(instance_id, None)
+        if starting is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
+        inst = self._instances.pop(instance_id, None)
+        if inst is None:
+            return
+        self._router.remove(instance_id)
+        await inst.node.stop()
+        await inst.host.stop()
+        await inst.imds.cleanup()
+        self.stopped.append(instance_id)
+        log.info("emulated_instance_stopped", instance_id=instance_id)
