@@ -16,7 +16,8 @@ from functools import partial
 from typing import Any, Protocol
 
 from bbbcore import logs
-from bbbscaler.model import Decision, FleetSnapshot, Node, ServerState
+from bbbcore.scalelite import ServerState
+from bbbscaler.model import Decision, FleetSnapshot, Node
 from bbbscaler.policy import PolicyConfig, drained
 
 log = logs.get(__name__)

@@ -102,8 +102,8 @@ class Controller:
         try:
             snapshot = await self._observer.observe()
         except Exception as exc:
+            # The observer has counted the failed source already.
             self._metrics.round_errors.inc()
-            self._metrics.observe_errors.labels("asg").inc()
             log.error("observe_failed", error=f"{type(exc).__name__}: {exc}")
             self.last_finished = time.monotonic()
             return None
@@ -118,6 +118,11 @@ class Controller:
         self.last = Round(snapshot, decision, outcomes, self._dry_run)
         self.last_finished = time.monotonic()
         return self.last
+
+    async def preview(self) -> tuple[FleetSnapshot, Decision]:
+        """Observe and decide, act on nothing (``bbbscaler explain``)."""
+        snapshot = await self._observer.observe()
+        return snapshot, decide(snapshot, self.history, self._config, self._clock())
 
     async def run(self, interval: float, stop: asyncio.Event) -> None:
         """Rounds every ``interval`` seconds until ``stop`` is set (the round in flight ends)."""

@@ -126,8 +126,6 @@ class ScalerMetrics:
         self.demand.set(decision.demand if decision.demand is not None else math.nan)
         self.az_rebalance.set(int("AZRebalance" in group.suspended))
         self.decisions.labels(decision.action.value).inc()
-        for source in snapshot.errors:
-            self.observe_errors.labels(source).inc()
         self.last_success.set(at)
 
     def record_outcome(self, outcome: Outcome) -> None:
