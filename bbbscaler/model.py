@@ -98,12 +98,18 @@ class Node:
     def fresh(self, stale_after: float) -> bool:
         """Its meeting data is known and recent enough to act on."""
         m = self.metrics
-        return m is not None and m.meetings is not None and m.age <= stale_after
+        # Each gauge can be missing on its own: an unknown participant count is missing data.
+        return (
+            m is not None
+            and m.meetings is not None
+            and m.participants is not None
+            and m.age <= stale_after
+        )
 
     def idle(self, stale_after: float) -> bool:
         """Fresh data says no meeting and no participant."""
         m = self.metrics
-        return self.fresh(stale_after) and m is not None and m.meetings == 0 and not m.participants
+        return self.fresh(stale_after) and m is not None and m.meetings == 0 and m.participants == 0
 
     def booting(self, now: float, boot_grace: float) -> bool:
         """Still coming up: nothing can have been placed on it, so no data is expected.

@@ -185,23 +185,38 @@ class Fleet:
 def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
     """Sort the snapshot's nodes into serving, booting, draining and blind."""
     now = snapshot.at
-    members = tuple(n for n in snapshot.nodes if not n.leaving)
-    draining = tuple(n for n in members if n.draining)
-    booting = tuple(n for n in members if not n.draining and n.booting(now, config.boot_grace))
-    serving = tuple(n for n in members if not n.draining and n not in booting)
-    blind = tuple(
-        n
-        for n in members
-        if n not in booting and (not n.fresh(config.stale_after) or n.server is None)
-    )
+    members: list[Node] = []
+    serving: list[Node] = []
+    booting: list[Node] = []
+    draining: list[Node] = []
+    blind: list[Node] = []
+    # One pass: membership tests on tuples of dataclasses compare field by field (O(n²)).
+    for n in snapshot.nodes:
+        if n.leaving:
+            continue
+        members.append(n)
+        if n.draining:
+            draining.append(n)
+        elif n.booting(now, config.boot_grace):
+            booting.append(n)
+            continue
+        else:
+            serving.append(n)
+        if not n.fresh(config.stale_after) or n.server is None:
+            blind.append(n)
     pending = max(0, snapshot.group.desired - len(members))
-    return Fleet(members, serving, booting, draining, blind, pending)
+    return Fleet(
+        tuple(members), tuple(serving), tuple(booting), tuple(draining), tuple(blind), pending
+    )
 
 
 def drained(node: Node, config: PolicyConfig) -> bool:
     """Safe to terminate: fresh data says empty, and Scalelite sends it nothing."""
     server = node.server
     if not node.draining or not node.idle(config.stale_after) or server is None:
+        return False
+    if server.load:
+        # Scalelite still counts meetings on it, whatever state it shows (or a NaN load).
         return False
     if server.state == "absent" or server.state == "disabled":
         return True
@@ -233,50 +248,75 @@ class _Need:
     """Only idle nodes may be drained (seed: "removing an idle node")."""
 
 
-def _cpu_of(node: Node, config: PolicyConfig) -> float:
-    # A serving node we cannot see is assumed busy: never a reason to shrink.
-    return node.metrics.cpu if node.metrics is not None else config.high_cpu
+@dataclass(frozen=True, slots=True)
+class _Cpu:
+    """The serving nodes' CPU as far as it is seen."""
+
+    lowest: float | None
+    """Lowest CPU among serving nodes that report one."""
+    demand: float | None
+    """Sum of serving CPU, an unseen node counted at the mean of the seen ones;
+    None when serving nodes exist but none is seen."""
+    unseen: int
+    """Serving nodes without metrics."""
+
+
+def _cpu(fleet: Fleet) -> _Cpu:
+    seen = [n.metrics.cpu for n in fleet.serving if n.metrics is not None]
+    unseen = len(fleet.serving) - len(seen)
+    if not seen:
+        return _Cpu(None, None if unseen else 0.0, unseen)
+    total = sum(seen)
+    # Not "assume busy": nodes that stay unseen (a metrics outage, a broken exporter on new
+    # instances) would then grow the fleet by a fraction every round, up to its max.
+    return _Cpu(min(seen), total + unseen * total / len(seen), unseen)
 
 
 def _seed(fleet: Fleet, config: PolicyConfig) -> _Need:
-    seen = [n.metrics.cpu for n in fleet.serving if n.metrics is not None]
-    lowest = min(seen) if seen else None
+    cpu = _cpu(fleet)
+    lowest = cpu.lowest
     out = lowest is not None and lowest > config.high_cpu
     inward = lowest is not None and lowest < config.low_cpu
     numbers = {"lowest_cpu": lowest if lowest is not None else -1.0}
-    demand = sum(_cpu_of(n, config) for n in fleet.serving)
-    serving = len(fleet.serving) + len(fleet.booting) + fleet.pending_launches
-    return _Need(out, inward, serving + 1, serving - 1, numbers, demand, idle_only=True)
+    serving = fleet.capacity
+    return _Need(out, inward, serving + 1, serving - 1, numbers, cpu.demand, idle_only=True)
 
 
 def _default(fleet: Fleet, history: History, config: PolicyConfig, now: float) -> _Need:
-    demand = sum(_cpu_of(n, config) for n in fleet.serving)
+    cpu = _cpu(fleet)
+    lowest = cpu.lowest
+    numbers: dict[str, float] = {"lowest_cpu": lowest if lowest is not None else -1.0}
+    if cpu.demand is None:
+        # Nothing serving is seen: no basis to size on (bounds still apply, scale-in is blocked).
+        return _Need(False, False, 0, fleet.capacity, numbers, None, idle_only=False)
+    demand = cpu.demand
     rate = 0.0
     then = history.demand_since(now - config.trend_window)
-    if then is not None and now - then[0] > 0:
+    # A base much shorter than the window (just after a start) turns one meeting into a steep
+    # trend; an imputed demand is no base for one either.
+    if not cpu.unseen and then is not None and now - then[0] >= config.trend_window / 2:
         rate = max(0.0, (demand - then[1]) / (now - then[0]))
     projected = demand + rate * config.boot_time
     need = max(1, math.ceil((projected + config.headroom) / config.target_cpu - 1e-9))
-    seen = [n.metrics.cpu for n in fleet.serving if n.metrics is not None]
-    lowest = min(seen) if seen else None
     # Scalelite puts the next meeting on the least-loaded node: once even that one is past
-    # the target, the next meetings land where audio is about to degrade.
+    # the target, the next meetings land where audio is about to degrade. One node more than
+    # serve now; a node already booting for it is that one (capacity counts it).
     if lowest is not None and lowest >= config.target_cpu:
-        need = max(need, fleet.capacity + 1)
-    numbers = {
+        need = max(need, len(fleet.serving) + 1)
+    numbers |= {
         "demand": round(demand, 4),
         "trend_per_s": round(rate, 6),
         "projected": round(projected, 4),
         "need": need,
-        "lowest_cpu": lowest if lowest is not None else -1.0,
     }
     return _Need(
         out=need > fleet.capacity,
-        inward=need < fleet.capacity,
+        # Only rounds that see every serving node count towards the stabilisation window.
+        inward=need < fleet.capacity and not cpu.unseen,
         wanted=need,
         keep=need,
         numbers=numbers,
-        demand=demand,
+        demand=None if cpu.unseen else demand,
         idle_only=False,
     )
 
@@ -378,11 +418,13 @@ def decide(snapshot: FleetSnapshot, history: History, config: PolicyConfig, now:
         decision = replace(decision, action=Action.HOLD, reason=drain_reason)
 
     # 3. Protection kept more instances than desired: own them, so the ASG does not pick.
-    if base > group.desired and decision.action is Action.NONE:
+    # Only a real raise: a no-op SetDesiredCapacity would restart the cooldown every round.
+    reconciled = min(base, max(upper, group.desired))
+    if reconciled > group.desired and decision.action is Action.NONE:
         return replace(
             decision,
             action=Action.RECONCILE,
-            desired=min(base, max(upper, group.desired)),
+            desired=reconciled,
             reason=f"{len(fleet.members)} instances but desired {group.desired}: raise desired",
         )
     return decision
@@ -455,12 +497,19 @@ def _choose_drains(
     if history.cooling(now, config.cooldown_in):
         return (), "scale-in held: cooldown"
     budget = config.max_draining - len(fleet.draining)
-    surplus = fleet.capacity - max(need.keep, lower)
+    # The lower bound counts nodes serving now: a booting one may never come up.
+    surplus = min(fleet.capacity - max(need.keep, lower), len(fleet.serving) - lower)
     if budget <= 0:
         return (), f"scale-in held: {len(fleet.draining)} node(s) already draining"
     if surplus <= 0:
         return (), f"scale-in held: lower bound {lower}"
-    candidates = [n for n in fleet.serving if n.fresh(config.stale_after)]
+    # Only nodes Scalelite has enabled: an operator's cordon (no tag) is never turned into a
+    # termination, and an unregistered node is not ours to judge.
+    candidates = [
+        n
+        for n in fleet.serving
+        if n.fresh(config.stale_after) and n.server is not None and n.server.state == "enabled"
+    ]
     if need.idle_only:
         candidates = [n for n in candidates if n.idle(config.stale_after)]
     chosen = tuple(n.instance_id for n in sorted(candidates, key=_load_key)[: min(budget, surplus)])
