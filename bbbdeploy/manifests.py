@@ -1,0 +1,88 @@
+"""Validating rendered manifests against the Kubernetes schemas, strictly.
+
+kubernetes-validate ships the OpenAPI-derived JSON schemas of each Kubernetes release;
+its strict variant rejects unknown fields, so a misspelt or misplaced key fails instead
+of being dropped silently by the API server. Custom resources have no schema there: for
+them the metadata is checked as ObjectMeta and the spec by the checks written for the
+kinds this repository uses (ServiceMonitor, PrometheusRule).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate
+
+# EKS versions the charts must install on: the oldest in standard support when written
+# and the newest the schemas know.
+KUBE_VERSIONS = ("1.33.0", "1.37.0")
+
+_SERVICE_MONITOR_SPEC = {
+    "jobLabel", "targetLabels", "podTargetLabels", "endpoints", "selector",
+    "namespaceSelector", "sampleLimit", "targetLimit", "attachMetadata",
+}  # fmt: skip
+_SERVICE_MONITOR_ENDPOINT = {
+    "port", "targetPort", "path", "scheme", "params", "interval", "scrapeTimeout",
+    "honorLabels", "honorTimestamps", "relabelings", "metricRelabelings", "tlsConfig",
+    "bearerTokenSecret", "authorization", "basicAuth", "followRedirects",
+}  # fmt: skip
+
+
+def _schema_errors(obj: dict[str, Any], version: str) -> list[str]:
+    try:
+        kubernetes_validate.validate(obj, version, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        path = "/".join(str(p) for p in exc.path)
+        return [f"{path or '(root)'}: {exc.message}"]
+    except kubernetes_validate.SchemaNotFoundError as exc:
+        return [str(exc.message)]
+    return []
+
+
+def _custom_resource_errors(obj: dict[str, Any], version: str) -> list[str]:
+    # Metadata of any object is an ObjectMeta: check it through a carrier kind.
+    carrier = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": obj.get("metadata", {})}
+    problems = _schema_errors(carrier, version)
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return [*problems, "spec: missing"]
+    if obj["kind"] == "ServiceMonitor":
+        problems += [f"spec.{k}: unknown field" for k in set(spec) - _SERVICE_MONITOR_SPEC]
+        endpoints = spec.get("endpoints")
+        if not isinstance(endpoints, list) or not endpoints:
+            problems.append("spec.endpoints: at least one endpoint")
+        else:
+            for i, endpoint in enumerate(endpoints):
+                unknown = set(endpoint) - _SERVICE_MONITOR_ENDPOINT
+                problems += [f"spec.endpoints[{i}].{k}: unknown field" for k in unknown]
+        selector = spec.get("selector", {})
+        # A LabelSelector has the same schema everywhere: borrow a PDB's to check it.
+        pdb = {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": "selector-check"},
+            "spec": {"selector": selector, "maxUnavailable": 1},
+        }
+        problems += [f"spec.selector: {p}" for p in _schema_errors(pdb, version)]
+    elif obj["kind"] == "PrometheusRule":
+        groups = spec.get("groups")
+        if set(spec) != {"groups"} or not isinstance(groups, list) or not groups:
+            problems.append("spec: must hold exactly a non-empty groups list")
+        # The rules themselves are promtool's to check (bbbdeploy.rules).
+    else:
+        problems.append(f"{obj['kind']}: no checks written for this custom resource")
+    return problems
+
+
+def validate(obj: dict[str, Any], version: str) -> list[str]:
+    """Problems of one manifest against Kubernetes `version`; empty when valid."""
+    if "/" in obj.get("apiVersion", "") and obj["apiVersion"].split("/")[0].endswith(
+        "monitoring.coreos.com"
+    ):
+        return _custom_resource_errors(obj, version)
+    return _schema_errors(obj, version)
+
+
+def describe(obj: dict[str, Any]) -> str:
+    """kind/name, for messages."""
+    return f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
