@@ -55,6 +55,18 @@ def t(expr: str, legend: str = "") -> Target:
     return Target(expr, legend)
 
 
+def stat(
+    title: str, expr: str, width: int = 4, unit: str = "short", max_value: float | None = None
+) -> Panel:
+    """A small tile with one number: the top row of most dashboards."""
+    return Panel(title, (t(expr),), "stat", unit=unit, width=width, height=4, max_value=max_value)
+
+
+def sums(title: str, *series: tuple[str, str]) -> Panel:
+    """One line per node metric, summed over the fleet: (metric, legend) pairs."""
+    return Panel(title, tuple(t(f"sum({metric}{{{NODE}}})", legend) for metric, legend in series))
+
+
 def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
     defaults: dict[str, Any] = {"unit": panel.unit}
     if panel.max_value is not None:
@@ -165,34 +177,18 @@ FLEET_HEALTH = Dashboard(
         Panel(
             "Hosts down", (t(f"count(up{{{NODE}}} == 0) or vector(0)"),), "stat", width=4, height=4
         ),
-        Panel(
-            "BBB API down",
-            (t(f"count(bbb_api_up{{{NODE}}} == 0) or vector(0)"),),
-            "stat",
-            width=4,
-            height=4,
-        ),
-        Panel(
+        stat("BBB API down", f"count(bbb_api_up{{{NODE}}} == 0) or vector(0)", width=4),
+        stat(
             "Stale BBB data (> 2 min)",
-            (t(f"count(bbbnode_snapshot_age_seconds{{{NODE}}} > 120) or vector(0)"),),
-            "stat",
+            f"count(bbbnode_snapshot_age_seconds{{{NODE}}} > 120) or vector(0)",
             width=4,
-            height=4,
         ),
-        Panel(
+        stat(
             "Draining hosts",
-            (t(f'count(bbbnode_drain_phase{{{NODE}, phase!="serving"}} == 1) or vector(0)'),),
-            "stat",
+            f'count(bbbnode_drain_phase{{{NODE}, phase!="serving"}} == 1) or vector(0)',
             width=4,
-            height=4,
         ),
-        Panel(
-            "Scale-in protected",
-            (t(f"sum(bbbnode_scale_in_protected{{{NODE}}})"),),
-            "stat",
-            width=4,
-            height=4,
-        ),
+        stat("Scale-in protected", f"sum(bbbnode_scale_in_protected{{{NODE}}})", width=4),
         Panel(
             "Drain phase per host",
             (
@@ -257,29 +253,21 @@ LIVE_CAPACITY = Dashboard(
     title="bbbfleet / Live capacity",
     description="How much room the fleet has for the next meetings, and what the scaler asks.",
     panels=(
-        Panel(
-            "Serving hosts",
-            (t(f'count(bbbnode_drain_phase{{{NODE}, phase="serving"}} == 1)'),),
-            "stat",
-            width=6,
-            height=4,
+        stat(
+            "Serving hosts", f'count(bbbnode_drain_phase{{{NODE}, phase="serving"}} == 1)', width=6
         ),
-        Panel(
+        stat(
             "Lowest host CPU (where the next meeting goes)",
-            (t(f"min(bbbnode_cpu_utilization_ratio{{{NODE}}})"),),
-            "stat",
+            f"min(bbbnode_cpu_utilization_ratio{{{NODE}}})",
             unit="percentunit",
             width=6,
-            height=4,
             max_value=1,
         ),
-        Panel(
+        stat(
             "Mean host CPU",
-            (t(f"avg(bbbnode_cpu_utilization_ratio{{{NODE}}})"),),
-            "stat",
+            f"avg(bbbnode_cpu_utilization_ratio{{{NODE}}})",
             unit="percentunit",
             width=6,
-            height=4,
             max_value=1,
         ),
         Panel(
@@ -332,50 +320,22 @@ MEETINGS = Dashboard(
     description="Meetings and people on the whole fleet and per host.",
     panels=(
         Panel("Meetings", (t(f"sum(bbb_meetings{{{NODE}}})"),), "stat", width=4, height=4),
-        Panel(
-            "Participants",
-            (t(f"sum(bbb_meetings_participants{{{NODE}}})"),),
-            "stat",
-            width=4,
-            height=4,
-        ),
-        Panel(
-            "On the microphone",
-            (t(f"sum(bbb_meetings_voice_participants{{{NODE}}})"),),
-            "stat",
-            width=4,
-            height=4,
-        ),
-        Panel(
-            "Cameras",
-            (t(f"sum(bbb_meetings_video_participants{{{NODE}}})"),),
-            "stat",
-            width=4,
-            height=4,
-        ),
-        Panel(
-            "Largest meeting",
-            (t(f"max(bbb_meetings_participants_max{{{NODE}}})"),),
-            "stat",
-            width=4,
-            height=4,
-        ),
-        Panel(
+        stat("Participants", f"sum(bbb_meetings_participants{{{NODE}}})", width=4),
+        stat("On the microphone", f"sum(bbb_meetings_voice_participants{{{NODE}}})", width=4),
+        stat("Cameras", f"sum(bbb_meetings_video_participants{{{NODE}}})", width=4),
+        stat("Largest meeting", f"max(bbb_meetings_participants_max{{{NODE}}})", width=4),
+        stat(
             "Meetings started (1 h)",
-            (t(f"sum(increase(bbb_unique_meetings_total{{{NODE}}}[1h]))"),),
-            "stat",
+            f"sum(increase(bbb_unique_meetings_total{{{NODE}}}[1h]))",
             width=4,
-            height=4,
         ),
-        Panel(
+        sums(
             "Participants by kind",
-            (
-                t(f"sum(bbb_meetings_participants{{{NODE}}})", "participants"),
-                t(f"sum(bbb_meetings_listeners{{{NODE}}})", "listen only"),
-                t(f"sum(bbb_meetings_voice_participants{{{NODE}}})", "voice"),
-                t(f"sum(bbb_meetings_video_participants{{{NODE}}})", "video"),
-                t(f"sum(bbbnode_meetings_moderators{{{NODE}}})", "moderators"),
-            ),
+            ("bbb_meetings_participants", "participants"),
+            ("bbb_meetings_listeners", "listen only"),
+            ("bbb_meetings_voice_participants", "voice"),
+            ("bbb_meetings_video_participants", "video"),
+            ("bbbnode_meetings_moderators", "moderators"),
         ),
         Panel(
             "Participants by client",
@@ -423,43 +383,17 @@ RECORDINGS = Dashboard(
     title="bbbfleet / Recording processing",
     description="Recordings from the end of a meeting to publication and the Scalelite spool.",
     panels=(
-        Panel(
-            "Pending (fleet)",
-            (t(f"sum(bbbnode_recordings_pending{{{NODE}}})"),),
-            "stat",
-            width=6,
-            height=4,
-        ),
-        Panel(
-            "Processing",
-            (t(f"sum(bbb_recordings_processing{{{NODE}}})"),),
-            "stat",
-            width=6,
-            height=4,
-        ),
-        Panel(
-            "Unprocessed",
-            (t(f"sum(bbb_recordings_unprocessed{{{NODE}}})"),),
-            "stat",
-            width=6,
-            height=4,
-        ),
-        Panel(
-            "Published on hosts",
-            (t(f"sum(bbb_recordings_published{{{NODE}}})"),),
-            "stat",
-            width=6,
-            height=4,
-        ),
-        Panel(
+        stat("Pending (fleet)", f"sum(bbbnode_recordings_pending{{{NODE}}})", width=6),
+        stat("Processing", f"sum(bbb_recordings_processing{{{NODE}}})", width=6),
+        stat("Unprocessed", f"sum(bbb_recordings_unprocessed{{{NODE}}})", width=6),
+        stat("Published on hosts", f"sum(bbb_recordings_published{{{NODE}}})", width=6),
+        sums(
             "Recordings by state",
-            (
-                t(f"sum(bbb_recordings_unprocessed{{{NODE}}})", "unprocessed"),
-                t(f"sum(bbb_recordings_processing{{{NODE}}})", "processing"),
-                t(f"sum(bbb_recordings_published{{{NODE}}})", "published"),
-                t(f"sum(bbb_recordings_unpublished{{{NODE}}})", "unpublished"),
-                t(f"sum(bbb_recordings_deleted{{{NODE}}})", "deleted"),
-            ),
+            ("bbb_recordings_unprocessed", "unprocessed"),
+            ("bbb_recordings_processing", "processing"),
+            ("bbb_recordings_published", "published"),
+            ("bbb_recordings_unpublished", "unpublished"),
+            ("bbb_recordings_deleted", "deleted"),
         ),
         Panel(
             "Pending per host",
@@ -575,28 +509,14 @@ SCALER_DECISIONS = Dashboard(
     title="bbbfleet / Scaler decisions",
     description="What bbbscaler decided, how its loop runs, what it could not observe.",
     panels=(
-        Panel(
+        stat(
             "Seconds since the last successful round",
-            (t(f"time() - bbbscaler_last_success_timestamp_seconds{{{SCALER}}}"),),
-            "stat",
+            f"time() - bbbscaler_last_success_timestamp_seconds{{{SCALER}}}",
             unit="s",
             width=6,
-            height=4,
         ),
-        Panel(
-            "Desired capacity",
-            (t(f"bbbscaler_desired_capacity{{{SCALER}}}"),),
-            "stat",
-            width=6,
-            height=4,
-        ),
-        Panel(
-            "Actual capacity",
-            (t(f"bbbscaler_actual_capacity{{{SCALER}}}"),),
-            "stat",
-            width=6,
-            height=4,
-        ),
+        stat("Desired capacity", f"bbbscaler_desired_capacity{{{SCALER}}}", width=6),
+        stat("Actual capacity", f"bbbscaler_actual_capacity{{{SCALER}}}", width=6),
         Panel("Draining", (t(f"bbbscaler_draining_nodes{{{SCALER}}}"),), "stat", width=6, height=4),
         Panel(
             "Decisions by action",
