@@ -1,0 +1,1 @@
+"""bbbctl: the operator's CLI for the bbbfleet CloudFormation stack."""

@@ -1,0 +1,316 @@
+"""The ``bbbctl stack`` commands: each reads settings, calls the adapters, prints results.
+
+Results go to ``out`` (stdout), the progress display and problems to ``err``
+(stderr), logs through bbbcore.logs (JSON on stderr). Each returns an exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, TextIO
+
+from bbbcore import aws, logs
+from bbbcore.config import ConfigError
+from bbbctl import iam_check, sync
+from bbbctl.progress import Progress
+from bbbctl.settings import CtlSettings, require_bucket
+from bbbctl.stack import (
+    Outcome,
+    ParameterError,
+    Stacks,
+    StackState,
+    parameter_list,
+    parse_parameters,
+    render_changes,
+    warnings,
+)
+
+if TYPE_CHECKING:
+    from types_aiobotocore_cloudformation.client import CloudFormationClient
+    from types_aiobotocore_s3.client import S3Client
+
+log = logs.get(__name__)
+
+# Parameters bbbctl fills itself: where the nested templates are.
+BUCKET_PARAMETER = "TemplateBucket"
+PREFIX_PARAMETER = "TemplatePrefix"
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What every command needs besides its own flags."""
+
+    settings: CtlSettings
+    out: TextIO
+    err: TextIO
+    confirm: Callable[[str], bool]
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+def template_prefix(settings: CtlSettings) -> str:
+    """Key prefix of the synced templates (what the root's TemplatePrefix must be)."""
+    return settings.bucket.prefix + settings.stack.template_dir.as_posix().strip("/") + "/"
+
+
+def template_url(bucket: str, region: str, key: str) -> str:
+    """The S3 URL CloudFormation reads a template from."""
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"https://{bucket}.s3.{region}.{suffix}/{key}"
+
+
+def template_paths(settings: CtlSettings) -> list[Path]:
+    """The templates of the stack, from the checkout."""
+    return iam_check.template_files([settings.sync.root / settings.stack.template_dir])
+
+
+class _Aws:
+    """The S3 and CloudFormation clients of one command, opened and closed together."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._session = aws.session(ctx.settings.aws.region)
+        self._stack = AsyncExitStack()
+        self.s3: S3Client
+        self.cfn: CloudFormationClient
+        self.stacks: Stacks
+
+    @property
+    def region(self) -> str:
+        region = self._ctx.settings.aws.region or self._session.region_name
+        if not region:
+            raise ConfigError(
+                ["aws.region (BBBCTL_AWS__REGION): no region set and none configured"]
+            )
+        return str(region)
+
+    async def __aenter__(self) -> _Aws:
+        config = aws.client_config()
+        self.s3 = await self._stack.enter_async_context(self._session.client("s3", config=config))
+        self.cfn = await self._stack.enter_async_context(
+            self._session.client("cloudformation", config=config)
+        )
+        wait = self._ctx.settings.wait
+        self.stacks = Stacks(
+            self.cfn, Progress(self._ctx.err), wait.poll_interval, wait.timeout, self._ctx.sleep
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+
+async def validate(ctx: Context, local: bool) -> int:
+    """cfn-lint and the IAM check over the templates; ValidateTemplate unless ``local``."""
+    files = template_paths(ctx.settings)
+    if not files:
+        print(f"no templates in {ctx.settings.stack.template_dir}", file=ctx.err)
+        return 1
+    errors = await asyncio.to_thread(_lint, files, ctx.settings.aws.region, ctx.out)
+    findings = iam_check.check_files(files)
+    for finding in findings:
+        print(finding, file=ctx.out)
+    errors += len(findings)
+    if not local:
+        async with _Aws(ctx) as cloud:
+            for path in files:
+                try:
+                    await cloud.stacks.validate(path.read_text(encoding="utf-8"))
+                except Exception as exc:  # botocore's ClientError carries the reason
+                    print(f"{path}: ValidateTemplate: {exc}", file=ctx.out)
+                    errors += 1
+    checks = "cfn-lint, IAM check" + ("" if local else ", ValidateTemplate")
+    print(f"{len(files)} templates ({checks}): {errors} errors", file=ctx.out)
+    return 1 if errors else 0
+
+
+def _lint(files: Sequence[Path], region: str | None, out: TextIO) -> int:
+    from cfnlint.api import ManualArgs, lint_file
+
+    errors = 0
+    config = ManualArgs(regions=[region or "us-east-1"])
+    for path in files:
+        for match in lint_file(path, config=config):
+            severity = str(match.rule.severity)
+            print(
+                f"{path}:{match.linenumber}: {match.rule.id} {severity}: {match.message}", file=out
+            )
+            errors += severity == "error"
+    return errors
+
+
+async def sync_files(ctx: Context, cloud: _Aws) -> sync.SyncPlan:
+    """Upload what changed under the prefix; print what was done."""
+    settings = ctx.settings
+    bucket = require_bucket(settings)
+    local = await asyncio.to_thread(
+        sync.collect, settings.sync.root, settings.sync.files, settings.bucket.prefix
+    )
+    if not any(f.key.endswith(".whl") for f in local):
+        print(
+            "note: no wheel matched; build one with `pip wheel --no-deps -w dist .`", file=ctx.err
+        )
+    remote = await sync.remote_checksums(cloud.s3, bucket, settings.bucket.prefix)
+    todo = sync.plan(local, remote)
+    await sync.apply(cloud.s3, bucket, todo)
+    for item in todo.upload:
+        print(f"uploaded  s3://{bucket}/{item.key}", file=ctx.out)
+    for key in todo.stale:
+        print(f"deleted   s3://{bucket}/{key}", file=ctx.out)
+    print(
+        f"sync: {len(todo.upload)} uploaded, {len(todo.unchanged)} unchanged, "
+        f"{len(todo.stale)} deleted",
+        file=ctx.out,
+    )
+    return todo
+
+
+async def sync_command(ctx: Context) -> int:
+    """``bbbctl stack sync``."""
+    async with _Aws(ctx) as cloud:
+        await sync_files(ctx, cloud)
+    return 0
+
+
+def _read_parameters(ctx: Context) -> dict[str, str]:
+    path = ctx.settings.stack.parameters_file
+    if path is None:
+        return {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [f"stack.parameters_file (BBBCTL_STACK__PARAMETERS_FILE): {exc}"]
+        ) from None
+    return parse_parameters(text, str(path))
+
+
+async def deploy(ctx: Context, kind: Literal["create", "update"], yes: bool) -> int:
+    """``bbbctl stack create|update``: sync, change set, show it, execute, wait."""
+    settings = ctx.settings
+    name = settings.stack.name
+    given = _read_parameters(ctx)
+    async with _Aws(ctx) as cloud:
+        bucket = require_bucket(settings)
+        await sync_files(ctx, cloud)
+        current = await cloud.stacks.describe(name)
+        exists = current is not None and current.status != "REVIEW_IN_PROGRESS"
+        if kind == "create" and exists:
+            print(
+                f"stack {name} exists ({_status(current)}); use `bbbctl stack update`", file=ctx.err
+            )
+            return 1
+        if kind == "update" and not exists:
+            print(f"stack {name} does not exist; use `bbbctl stack create`", file=ctx.err)
+            return 1
+        root_key = template_prefix(settings) + settings.stack.root_template
+        url = template_url(bucket, cloud.region, root_key)
+        declared = await cloud.stacks.declared_parameters(url)
+        if BUCKET_PARAMETER in declared:
+            given[BUCKET_PARAMETER] = bucket
+        if PREFIX_PARAMETER in declared:
+            given[PREFIX_PARAMETER] = template_prefix(settings)
+        previous = current.parameters if kind == "update" and current else frozenset()
+        parameters = parameter_list(declared, given, previous)
+        change_set = await cloud.stacks.create_change_set(
+            name,
+            url,
+            parameters,
+            "CREATE" if kind == "create" else "UPDATE",
+            f"bbbctl-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}",
+        )
+        ctx.out.write(render_changes(change_set.changes))
+        if change_set.empty:
+            print(f"stack {name}: nothing to change", file=ctx.out)
+            return 0
+        for text in warnings(change_set.changes):
+            print(f"WARNING: {text}", file=ctx.err)
+        if not yes and not ctx.confirm(f"execute these changes on stack {name}?"):
+            await cloud.stacks.discard_change_set(change_set.change_set_id)
+            if kind == "create":
+                # A CREATE change set leaves an empty stack in REVIEW_IN_PROGRESS.
+                await cloud.stacks.delete(change_set.stack_id)
+            print("not executed", file=ctx.err)
+            return 1
+        seen = await cloud.stacks.seen_events(change_set.stack_id)
+        await cloud.stacks.execute(change_set.change_set_id)
+        outcome = await cloud.stacks.wait(change_set.stack_id, kind, seen)
+    return _report(ctx, outcome, kind)
+
+
+def _status(state: StackState | None) -> str:
+    return state.status if state else "absent"
+
+
+def _report(ctx: Context, outcome: Outcome, operation: str) -> int:
+    if outcome.ok:
+        if outcome.state is not None:
+            _print_state(ctx, outcome.state)
+        else:
+            print(f"{operation}: done", file=ctx.out)
+        return 0
+    print(f"{operation} failed ({_status(outcome.state)}): {outcome.cause}", file=ctx.err)
+    return 1
+
+
+def _print_state(ctx: Context, state: StackState) -> None:
+    print(f"stack   {state.name}\nstatus  {state.status}", file=ctx.out)
+    if state.reason:
+        print(f"reason  {state.reason}", file=ctx.out)
+    if state.outputs:
+        width = max(len(key) for key, _, _ in state.outputs)
+        print("outputs", file=ctx.out)
+        for key, value, _ in sorted(state.outputs):
+            print(f"  {key.ljust(width)}  {value}", file=ctx.out)
+
+
+async def status(ctx: Context) -> int:
+    """``bbbctl stack status``: the stack's state and outputs; exit 1 when there is none."""
+    async with _Aws(ctx) as cloud:
+        state = await cloud.stacks.describe(ctx.settings.stack.name)
+    if state is None:
+        print(f"stack {ctx.settings.stack.name} does not exist", file=ctx.out)
+        return 1
+    _print_state(ctx, state)
+    return 0
+
+
+async def delete(ctx: Context, yes: bool) -> int:
+    """``bbbctl stack delete``: empty what the stack made and the synced prefix, then delete."""
+    settings = ctx.settings
+    name = settings.stack.name
+    async with _Aws(ctx) as cloud:
+        state = await cloud.stacks.describe(name)
+        what = f"stack {name} ({_status(state)})"
+        if settings.bucket.name:
+            what += f" and s3://{settings.bucket.name}/{settings.bucket.prefix}"
+        if not yes and not ctx.confirm(f"delete {what}?"):
+            print("not deleted", file=ctx.err)
+            return 1
+        if state is not None:
+            for bucket in await cloud.stacks.resources(state.stack_id, "AWS::S3::Bucket"):
+                count = await sync.empty_bucket(cloud.s3, bucket)
+                print(f"emptied   s3://{bucket} ({count} objects)", file=ctx.out)
+        if settings.bucket.name:
+            count = await sync.empty_bucket(cloud.s3, settings.bucket.name, settings.bucket.prefix)
+            print(
+                f"emptied   s3://{settings.bucket.name}/{settings.bucket.prefix} ({count} objects)",
+                file=ctx.out,
+            )
+        if state is None:
+            print(f"stack {name} does not exist", file=ctx.out)
+            return 0
+        seen = await cloud.stacks.seen_events(state.stack_id)
+        await cloud.stacks.delete(state.stack_id)
+        outcome = await cloud.stacks.wait(state.stack_id, "delete", seen)
+    if outcome.ok:
+        print(f"stack {name} deleted", file=ctx.out)
+        return 0
+    return _report(ctx, outcome, "delete")
+
+
+__all__ = ["Context", "ParameterError", "delete", "deploy", "status", "sync_command", "validate"]

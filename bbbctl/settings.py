@@ -1,0 +1,103 @@
+"""bbbctl's one settings model.
+
+Every key is also ``BBBCTL_<SECTION>__<KEY>`` in the environment, which wins
+over the TOML file (``bbbctl --config FILE``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings
+
+from bbbcore.config import ConfigError, Section, settings_config
+
+_STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+class StackSettings(Section):
+    name: str = "bbbfleet"
+    """CloudFormation stack name."""
+    template_dir: Path = Path("cfn")
+    """Directory of the templates, relative to sync.root; synced under bucket.prefix."""
+    root_template: str = "root.yaml"
+    """The root template inside template_dir."""
+    parameters_file: Path | None = None
+    """JSON parameters, {"Parameters": {"Key": "value", ...}} (cfn/parameters.example.json)."""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _STACK_NAME.match(value):
+            raise ValueError("must start with a letter and hold only letters, digits and -")
+        return value
+
+
+class BucketSettings(Section):
+    name: str = ""
+    """S3 bucket for templates, scripts and the wheel (must exist; needed by all but validate)."""
+    prefix: str = "bbbfleet/"
+    """Key prefix of everything bbbctl puts in the bucket; delete empties it."""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if value and not _BUCKET_NAME.match(value):
+            raise ValueError("is not an S3 bucket name")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        # Never empty: delete removes everything under it.
+        if not value.endswith("/") or value.startswith("/") or value == "/" or ".." in value:
+            raise ValueError('must be a non-empty key prefix ending in "/", e.g. bbbfleet/')
+        return value
+
+
+class SyncSettings(Section):
+    root: Path = Path(".")
+    """Directory the patterns below are relative to (the project checkout)."""
+    files: tuple[str, ...] = ("cfn/*.yaml", "packer/scripts/*", "dist/bbbfleet-*.whl")
+    """Glob patterns of what sync uploads; a file's key is bucket.prefix + its relative path."""
+
+
+class AwsSettings(Section):
+    region: str | None = None
+    """AWS region; default AWS_DEFAULT_REGION / the profile's."""
+
+
+class WaitSettings(Section):
+    poll_interval: float = Field(default=5.0, gt=0)
+    """Seconds between two reads of the stack's state and events."""
+    timeout: float = Field(default=7200.0, gt=0)
+    """Seconds to wait for a change set or a stack operation before giving up."""
+
+
+class LogSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = "warning"
+    """Log level (JSON lines on stderr; progress and results are printed separately)."""
+
+
+class CtlSettings(BaseSettings):
+    """Everything bbbctl reads from its config file and environment."""
+
+    model_config = settings_config("BBBCTL_")
+
+    stack: StackSettings = StackSettings()
+    bucket: BucketSettings = BucketSettings()
+    sync: SyncSettings = SyncSettings()
+    aws: AwsSettings = AwsSettings()
+    wait: WaitSettings = WaitSettings()
+    log: LogSettings = LogSettings()
+
+
+def require_bucket(settings: CtlSettings) -> str:
+    """The bucket name, or a ConfigError naming the key when it is unset."""
+    if not settings.bucket.name:
+        raise ConfigError(["bucket.name (BBBCTL_BUCKET__NAME): must be set for this command"])
+    return settings.bucket.name
