@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+import pytest
+
 from bbbscaler.model import FleetSnapshot, Group, Node, NodeMetrics, ServerState, ServerView
 from bbbscaler.policy import History, Sample
 
@@ -83,3 +87,14 @@ def held(
         Sample(now - k * step, frozenset({signal}), demand) for k in range(count, 0, -1)
     )
     return History(samples, last_change_at)
+
+
+def required_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An environment with only bbbscaler's required keys set."""
+    for key in list(os.environ):
+        if key.startswith("BBBSCALER_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("BBBSCALER_AWS__ASG_NAME", "bbb")
+    monkeypatch.setenv("BBBSCALER_SCALELITE__URL", "https://sl.example.org")
+    monkeypatch.setenv("BBBSCALER_SCALELITE__DOMAIN", "bbb.example.org")
+    monkeypatch.setenv("BBBSCALER_SCALELITE__SECRET", "lb-secret")

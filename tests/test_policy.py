@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import pytest
@@ -12,7 +11,15 @@ from bbbcore.config import load_settings
 from bbbscaler.model import Action, Decision, FleetSnapshot, Node, NodeMetrics, ServerView
 from bbbscaler.policy import IN, OUT, History, PolicyConfig, Sample, decide
 from bbbscaler.settings import ScalerSettings
-from tests.scaler_fleets import T0, booting, draining, held, serving, snapshot
+from tests.scaler_fleets import (
+    T0,
+    booting,
+    draining,
+    held,
+    required_settings,
+    serving,
+    snapshot,
+)
 
 DEFAULT = PolicyConfig.preset_values("default")
 SEED = PolicyConfig.preset_values("seed")
@@ -502,13 +509,7 @@ def test_record_keeps_the_horizon_and_the_last_change() -> None:
 
 @pytest.fixture
 def scaler_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for key in list(os.environ):
-        if key.startswith("BBBSCALER_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("BBBSCALER_AWS__ASG_NAME", "bbb")
-    monkeypatch.setenv("BBBSCALER_SCALELITE__URL", "https://sl.example.org")
-    monkeypatch.setenv("BBBSCALER_SCALELITE__DOMAIN", "bbb.example.org")
-    monkeypatch.setenv("BBBSCALER_SCALELITE__SECRET", "lb-secret")
+    required_settings(monkeypatch)
     return monkeypatch
 
 
