@@ -1,0 +1,196 @@
+"""bbbscaler's ASG/EC2 adapter against moto_server, directly and through the lifecycle layer."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import pytest_asyncio
+from botocore.exceptions import ClientError
+
+from bbbcore import aws
+from bbbscaler import asg as asg_module
+from bbbscaler.asg import AsgAdapter, GroupNotFound, drain_tag_value, parse_drain_tag
+from bbbscaler.model import DRAIN_TAG
+from bbbsim.lifecycle_layer import LifecycleLayer
+from bbbsim.moto_server import DEFAULT_REGION, FleetIds, FleetSpec
+
+if TYPE_CHECKING:
+    from types_aiobotocore_autoscaling.client import AutoScalingClient
+    from types_aiobotocore_ec2.client import EC2Client
+
+pytestmark = pytest.mark.integration
+
+MakeFleet = Callable[[FleetSpec | None], Awaitable[FleetIds]]
+
+
+class Sleeps:
+    """An injected sleep that only records: retries cost no wall time."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+@pytest_asyncio.fixture
+async def clients(aws_endpoint: str) -> AsyncIterator[tuple[AutoScalingClient, EC2Client]]:
+    # One botocore attempt per call: the adapter's own retries are what is tested.
+    config = aws.client_config(max_attempts=1)
+    session = aws.session(DEFAULT_REGION)
+    async with (
+        session.client("autoscaling", config=config) as autoscaling,
+        session.client("ec2", config=config) as ec2,
+    ):
+        yield autoscaling, ec2
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+@pytest.fixture
+def adapter(clients: tuple[AutoScalingClient, EC2Client], sleeps: Sleeps) -> AsgAdapter:
+    autoscaling, ec2 = clients
+    return AsgAdapter(autoscaling, ec2, "bbb-fleet", sleep=sleeps)
+
+
+def test_drain_tag_values() -> None:
+    assert parse_drain_tag("i-1", None) is None
+    assert parse_drain_tag("i-1", "1767225600") == 1_767_225_600.0
+    assert parse_drain_tag("i-1", "1767225600.5") == 1_767_225_600.5
+    for bad in ("yesterday", "", "nan", "inf"):
+        assert parse_drain_tag("i-1", bad) == 0.0
+    assert drain_tag_value(1_767_225_600.9) == "1767225600"
+
+
+async def test_describe_group_and_instances(
+    make_fleet: MakeFleet,
+    adapter: AsgAdapter,
+    clients: tuple[AutoScalingClient, EC2Client],
+    lifecycle_layer: LifecycleLayer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await make_fleet(FleetSpec(min_size=1, max_size=5, desired=3))
+    autoscaling, _ = clients
+    await autoscaling.suspend_processes(
+        AutoScalingGroupName="bbb-fleet", ScalingProcesses=["AZRebalance"]
+    )
+    await autoscaling.set_instance_protection(
+        AutoScalingGroupName="bbb-fleet",
+        InstanceIds=[lifecycle_layer.instances()[0].instance_id],
+        ProtectedFromScaleIn=True,
+    )
+    # Several DescribeInstances chunks for three instances.
+    monkeypatch.setattr(asg_module, "EC2_CHUNK", 2)
+    group, members = await adapter.describe()
+    assert (group.name, group.desired, group.min_size, group.max_size) == ("bbb-fleet", 3, 1, 5)
+    assert group.suspended == frozenset({"AZRebalance"})
+    layer_view = {i.instance_id: i for i in lifecycle_layer.instances()}
+    assert [m.instance_id for m in members] == sorted(layer_view)
+    for m in members:
+        assert m.lifecycle == "InService"
+        assert m.healthy
+        assert m.ec2_known
+        assert m.private_ip == layer_view[m.instance_id].private_ip
+        assert m.launched_at is not None
+        assert math.isfinite(m.launched_at)
+        assert m.draining_since is None
+    assert sum(m.protected for m in members) == 1
+
+    # An instance EC2 does not list (yet) stays unknown rather than failing the read.
+    ghost = asg_module.InstanceFacts("i-0000000000000dead", "Pending")
+    merged = await adapter.with_ec2((*members, ghost))
+    assert all(m.ec2_known for m in merged[:-1])
+    assert merged[-1] == ghost
+
+
+async def test_drain_tag_round_trip(
+    make_fleet: MakeFleet, adapter: AsgAdapter, clients: tuple[AutoScalingClient, EC2Client]
+) -> None:
+    await make_fleet(FleetSpec(desired=2))
+    _, members = await adapter.describe()
+    first, second = (m.instance_id for m in members)
+    await adapter.mark_draining(first, 1_767_225_600.25)
+    _, ec2 = clients
+    # An operator's hand-written value still counts as a drain (since the epoch).
+    await ec2.create_tags(Resources=[second], Tags=[{"Key": DRAIN_TAG, "Value": "soon"}])
+    _, members = await adapter.describe()
+    assert {m.instance_id: m.draining_since for m in members} == {
+        first: 1_767_225_600.0,
+        second: 0.0,
+    }
+    # What a round whose DescribeInstances fails falls back on.
+    assert adapter.last_known([first, "i-unknown"]).keys() == {first}
+    assert adapter.last_known([first])[first].draining_since == 1_767_225_600.0
+    await adapter.unmark_draining(first)
+    assert adapter.last_known([first])[first].draining_since is None
+    await adapter.unmark_draining(first)  # already gone: harmless
+    _, members = await adapter.describe()
+    assert {m.instance_id: m.draining_since for m in members} == {first: None, second: 0.0}
+
+
+async def test_set_desired_and_terminate_through_the_layer(
+    make_fleet: MakeFleet, adapter: AsgAdapter, lifecycle_layer: LifecycleLayer
+) -> None:
+    await make_fleet(FleetSpec(min_size=1, max_size=4, desired=2))
+    await adapter.set_desired(3)
+    group, members = await adapter.describe()
+    assert group.desired == 3
+    assert len(members) == 3
+    victim = members[0].instance_id
+    await adapter.terminate(victim)
+    group, members = await adapter.describe()
+    # The fleet's termination hook holds it in Terminating:Wait for bbbnode's drain.
+    assert group.desired == 2
+    assert {m.instance_id: m.lifecycle for m in members}[victim] == "Terminating:Wait"
+    assert sum(m.lifecycle == "InService" for m in members) == 2
+
+
+async def test_missing_group(aws_endpoint: str, adapter: AsgAdapter) -> None:
+    with pytest.raises(GroupNotFound, match="bbb-fleet"):
+        await adapter.describe_group()
+
+
+async def test_only_transient_errors_are_retried(
+    make_fleet: MakeFleet, adapter: AsgAdapter, lifecycle_layer: LifecycleLayer, sleeps: Sleeps
+) -> None:
+    await make_fleet(FleetSpec(desired=1))
+    lifecycle_layer.inject_fault("throttling", "DescribeAutoScalingGroups", count=2)
+    lifecycle_layer.inject_fault("http503", "DescribeInstances", count=1)
+    lifecycle_layer.inject_fault("http500", "CreateTags", count=1)
+    group, members = await adapter.describe()
+    assert group.desired == 1
+    assert members[0].ec2_known
+    await adapter.mark_draining(members[0].instance_id, 1.0)
+    assert len(sleeps.calls) == 4
+
+    # A refused request is raised at once: retrying cannot help it.
+    with pytest.raises(ClientError) as raised:
+        await adapter.set_desired(5)
+    assert aws.error_code(raised.value) == "ValidationError"
+    assert len(sleeps.calls) == 4
+
+
+async def test_directly_against_moto(
+    make_fleet: MakeFleet, moto_endpoint: str, aws_session: Any, sleeps: Sleeps
+) -> None:
+    await make_fleet(FleetSpec(min_size=0, max_size=3, desired=2))
+    async with (
+        aws_session.client("autoscaling", endpoint_url=moto_endpoint) as autoscaling,
+        aws_session.client("ec2", endpoint_url=moto_endpoint) as ec2,
+    ):
+        adapter = AsgAdapter(autoscaling, ec2, "bbb-fleet", sleep=sleeps)
+        group, members = await adapter.describe()
+        assert group.desired == 2
+        assert all(m.private_ip for m in members)
+        await adapter.mark_draining(members[0].instance_id, 42.0)
+        await adapter.set_desired(3)
+        await adapter.terminate(members[1].instance_id)
+        group, members = await adapter.describe()
+        assert group.desired == 2
+        assert {m.draining_since for m in members} >= {42.0}
