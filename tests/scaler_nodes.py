@@ -14,63 +14,54 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal
 
 from aiohttp import web
 
-from bbbcore.meetings import Meeting
+from bbbcore import aws
 from bbbnode.exposition import NodeMetrics
-from bbbnode.snapshot import Snapshot, summarize
+from bbbnode.snapshot import summarize
 from bbbsim.bbb_emulator import EmulatedBbb
+from bbbsim.moto_server import DEFAULT_REGION
 from bbbsim.node_process import free_port
+from tests.snapshots import make_snapshot
+
+if TYPE_CHECKING:
+    from types_aiobotocore_autoscaling.client import AutoScalingClient
+    from types_aiobotocore_ec2.client import EC2Client
 
 NOW = 1_767_225_600.0
 
 
-def _meeting(i: int, participants: int) -> Meeting:
-    return Meeting(
-        meeting_id=f"m{i}",
-        internal_meeting_id=f"i{i}",
-        name=f"m{i}",
-        create_time_ms=0,
-        running=True,
-        participant_count=participants,
-        listener_count=participants,
-        voice_participant_count=1,
-        video_count=0,
-        moderator_count=1,
-        max_users=0,
-        is_breakout=False,
-        clients=(("HTML5", participants),),
-    )
+@asynccontextmanager
+async def asg_clients() -> AsyncIterator[tuple[AutoScalingClient, EC2Client]]:
+    """Auto Scaling and EC2 clients at AWS_ENDPOINT_URL with one botocore attempt per call,
+    so that what retries is the code under test."""
+    config = aws.client_config(max_attempts=1)
+    session = aws.session(DEFAULT_REGION)
+    async with (
+        session.client("autoscaling", config=config) as autoscaling,
+        session.client("ec2", config=config) as ec2,
+    ):
+        yield autoscaling, ec2
 
 
 def exposition(
     *,
     cpu: float | None = 0.25,
     meetings: int | None = 0,
-    participants: int = 3,
     age: float = 1.0,
     now: float = NOW,
 ) -> bytes:
-    """What bbbnode serves for a host with ``meetings`` meetings of ``participants`` each.
+    """What bbbnode serves for a host with ``meetings`` meetings of 2 participants each.
 
     ``meetings`` None: BBB could not be read (the meeting gauges are omitted);
     ``cpu`` None: the CPU is not known yet (its gauge is omitted).
     """
-    if meetings is None:
-        snap = Snapshot(taken_at=now, api_up=False, meetings_at=now - age, cpu_ratio=cpu)
-    else:
-        ms = tuple(_meeting(i, participants) for i in range(meetings))
-        snap = Snapshot(
-            taken_at=now,
-            api_up=True,
-            meetings=ms,
-            totals=summarize(ms),
-            meetings_at=now - age,
-            cpu_ratio=cpu,
-        )
+    base = make_snapshot(meetings, None, now, now - age)
+    totals = None if base.meetings is None else summarize(base.meetings)
+    snap = replace(base, cpu_ratio=cpu, totals=totals)
     registry = NodeMetrics(lambda: snap, lambda: now)
     registry.set_identity("i-rendered")
     return registry.render()

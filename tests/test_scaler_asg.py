@@ -15,7 +15,8 @@ from bbbscaler import asg as asg_module
 from bbbscaler.asg import AsgAdapter, GroupNotFound, drain_tag_value, parse_drain_tag
 from bbbscaler.model import DRAIN_TAG
 from bbbsim.lifecycle_layer import LifecycleLayer
-from bbbsim.moto_server import DEFAULT_REGION, FleetIds, FleetSpec
+from bbbsim.moto_server import FleetIds, FleetSpec
+from tests.scaler_nodes import asg_clients
 
 if TYPE_CHECKING:
     from types_aiobotocore_autoscaling.client import AutoScalingClient
@@ -38,14 +39,8 @@ class Sleeps:
 
 @pytest_asyncio.fixture
 async def clients(aws_endpoint: str) -> AsyncIterator[tuple[AutoScalingClient, EC2Client]]:
-    # One botocore attempt per call: the adapter's own retries are what is tested.
-    config = aws.client_config(max_attempts=1)
-    session = aws.session(DEFAULT_REGION)
-    async with (
-        session.client("autoscaling", config=config) as autoscaling,
-        session.client("ec2", config=config) as ec2,
-    ):
-        yield autoscaling, ec2
+    async with asg_clients() as pair:
+        yield pair
 
 
 @pytest.fixture

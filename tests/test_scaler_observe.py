@@ -13,7 +13,6 @@ import pytest_asyncio
 from botocore.exceptions import ClientError
 from pydantic import SecretStr
 
-from bbbcore import aws
 from bbbcore.scalelite import RetryPolicy, ScaleliteClient
 from bbbscaler.asg import AsgAdapter, GroupNotFound
 from bbbscaler.model import ServerView
@@ -28,7 +27,7 @@ from bbbsim.node_process import free_port
 from bbbsim.scalelite_emulator import ScaleliteEmulator
 from bbbsim.scalelite_emulator import serve as serve_scalelite
 from tests.aws_fixtures import FakeClock
-from tests.scaler_nodes import BbbHosts, NodeRouter, bbb_hosts, exposition, node_router
+from tests.scaler_nodes import BbbHosts, NodeRouter, asg_clients, bbb_hosts, exposition, node_router
 
 if TYPE_CHECKING:
     from types_aiobotocore_autoscaling.client import AutoScalingClient
@@ -86,13 +85,8 @@ class World:
 
 @pytest_asyncio.fixture
 async def clients(aws_endpoint: str) -> AsyncIterator[tuple[AutoScalingClient, EC2Client]]:
-    config = aws.client_config(max_attempts=1)
-    session = aws.session(DEFAULT_REGION)
-    async with (
-        session.client("autoscaling", config=config) as autoscaling,
-        session.client("ec2", config=config) as ec2,
-    ):
-        yield autoscaling, ec2
+    async with asg_clients() as pair:
+        yield pair
 
 
 @pytest_asyncio.fixture
@@ -116,7 +110,7 @@ async def world(
             }
             hosts.hosts[ids[0]].add_meeting("lecture", 6)
             await emulator.poll()
-            router.nodes[ids[0]] = exposition(cpu=0.6, meetings=1, participants=6, age=1.0)
+            router.nodes[ids[0]] = exposition(cpu=0.6, meetings=1, age=1.0)
             router.nodes[ids[1]] = exposition(cpu=0.05, meetings=0, age=2.0)
             # ids[2]: booted, no bbbnode answering yet, not registered in Scalelite.
             world = World(
@@ -144,7 +138,7 @@ async def test_one_round_sees_everything(world: World, fake_clock: FakeClock) ->
     na, nb, nc = snap.nodes
     assert all(n.lifecycle == "InService" and n.private_ip for n in snap.nodes)
     assert na.metrics is not None
-    assert (na.metrics.cpu, na.metrics.meetings, na.metrics.participants) == (0.6, 1, 6)
+    assert (na.metrics.cpu, na.metrics.meetings, na.metrics.participants) == (0.6, 1, 2)
     assert na.metrics.age == 1.0
     assert na.server is not None
     assert (na.server.id, na.server.state, na.server.online) == (

@@ -36,7 +36,7 @@ async def test_real_prometheus(tmp_path: Path, http: aiohttp.ClientSession) -> N
     async with node_router() as router:
         router.nodes.update(
             {
-                "i-good": exposition(cpu=0.5, meetings=2, participants=4, age=1.0),
+                "i-good": exposition(cpu=0.5, meetings=2, age=1.0),
                 "i-blind": exposition(cpu=0.3, meetings=None, age=50.0),
                 "i-nocpu": exposition(cpu=None, meetings=1),
                 "i-gone": exposition(cpu=0.1, meetings=0),
@@ -55,7 +55,7 @@ async def test_real_prometheus(tmp_path: Path, http: aiohttp.ClientSession) -> N
             assert isinstance(readings, dict)
             assert set(readings) == {"i-good", "i-blind", "i-gone"}
             good = readings["i-good"]
-            assert (good.cpu, good.meetings, good.participants) == (0.5, 2, 8)
+            assert (good.cpu, good.meetings, good.participants) == (0.5, 2, 4)
             # Its snapshot age plus however long ago Prometheus scraped it (1 s interval).
             assert 1.0 <= good.metrics(good.read_at).age < 1.0 + 5.0
             blind = readings["i-blind"]

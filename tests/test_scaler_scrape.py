@@ -41,7 +41,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def test_select_lines_keeps_exactly_the_four_metrics() -> None:
-    text = exposition(cpu=0.4, meetings=2, participants=5).decode()
+    text = exposition(cpu=0.4, meetings=2).decode()
     kept = select_lines(text)
     names = {line.split()[0] for line in kept.splitlines() if line and not line.startswith("#")}
     assert names == {
@@ -56,11 +56,11 @@ def test_select_lines_keeps_exactly_the_four_metrics() -> None:
 
 
 def test_parse_values_of_real_exposition() -> None:
-    values = parse_values(exposition(cpu=0.4, meetings=2, participants=5, age=3.0).decode())
+    values = parse_values(exposition(cpu=0.4, meetings=2, age=3.0).decode())
     assert values == {
         "bbbnode_cpu_utilization_ratio": 0.4,
         "bbb_meetings": 2.0,
-        "bbb_meetings_participants": 10.0,
+        "bbb_meetings_participants": 4.0,
         "bbbnode_snapshot_age_seconds": 3.0,
     }
 
@@ -107,7 +107,7 @@ async def test_scrape_good_bad_and_partial_nodes(
 ) -> None:
     router.nodes.update(
         {
-            "i-good": exposition(cpu=0.55, meetings=3, participants=4, age=2.0),
+            "i-good": exposition(cpu=0.55, meetings=3, age=2.0),
             "i-idle": exposition(cpu=0.02, meetings=0, age=0.5),
             "i-blind": exposition(cpu=0.30, meetings=None, age=120.0),
             "i-nocpu": exposition(cpu=None, meetings=1),
@@ -123,7 +123,7 @@ async def test_scrape_good_bad_and_partial_nodes(
     readings = await scraper.read(nodes)
     assert set(readings) == {"i-good", "i-idle", "i-blind"}
     good = readings["i-good"].metrics(1000.0)
-    assert (good.cpu, good.meetings, good.participants, good.age) == (0.55, 3, 12, 2.0)
+    assert (good.cpu, good.meetings, good.participants, good.age) == (0.55, 3, 6, 2.0)
     idle = readings["i-idle"].metrics(1002.0)
     assert (idle.meetings, idle.participants, idle.age) == (0, 0, 2.5)
     blind = readings["i-blind"].metrics(1000.0)
