@@ -17,6 +17,7 @@ from bbbscaler.model import DRAIN_TAG
 from bbbsim.lifecycle_layer import LifecycleLayer
 from bbbsim.moto_server import FleetIds, FleetSpec
 from tests.scaler_nodes import asg_clients
+from tests.test_scalelite_client import Sleeps
 
 if TYPE_CHECKING:
     from types_aiobotocore_autoscaling.client import AutoScalingClient
@@ -25,16 +26,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 MakeFleet = Callable[[FleetSpec | None], Awaitable[FleetIds]]
-
-
-class Sleeps:
-    """An injected sleep that only records: retries cost no wall time."""
-
-    def __init__(self) -> None:
-        self.calls: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.calls.append(seconds)
 
 
 @pytest_asyncio.fixture
