@@ -89,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(ctx: commands.Context, args: argparse.Namespace) -> int:
+    from bbbctl import commands
+
     command: str = args.command
     if command == "validate":
         return await commands.validate(ctx, args.local)

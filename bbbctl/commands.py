@@ -89,6 +89,7 @@ class _Aws:
         return str(region)
 
     async def __aenter__(self) -> _Aws:
+        self.region  # noqa: B018 - fails with a ConfigError before any client exists
         config = aws.client_config()
         self.s3 = await self._stack.enter_async_context(self._session.client("s3", config=config))
         self.cfn = await self._stack.enter_async_context(
@@ -171,6 +172,7 @@ async def sync_files(ctx: Context, cloud: _Aws) -> sync.SyncPlan:
 
 async def sync_command(ctx: Context) -> int:
     """``bbbctl stack sync``."""
+    require_bucket(ctx.settings)
     async with _Aws(ctx) as cloud:
         await sync_files(ctx, cloud)
     return 0
@@ -194,8 +196,8 @@ async def deploy(ctx: Context, kind: Literal["create", "update"], yes: bool) -> 
     settings = ctx.settings
     name = settings.stack.name
     given = _read_parameters(ctx)
+    bucket = require_bucket(settings)
     async with _Aws(ctx) as cloud:
-        bucket = require_bucket(settings)
         await sync_files(ctx, cloud)
         current = await cloud.stacks.describe(name)
         exists = current is not None and current.status != "REVIEW_IN_PROGRESS"

@@ -54,7 +54,8 @@ _RESOURCE_POLICIES = {
     "AWS::SecretsManager::ResourcePolicy": "ResourcePolicy",
 }
 
-_ALL_RESOURCES = re.compile(r"^(\*|arn:[^:]*(:\*)+)$")
+# "*", or an ARN whose resource part is "*" (arn:aws:s3:::*, arn:aws:ec2:*:*:*).
+_ALL_RESOURCES = re.compile(r"^(\*|arn:[^:]*:[^:]*:[^:]*:[^:]*:\*)$")
 _OPAQUE = "\x00"
 """Stands for a value only known at deploy time (Ref, GetAtt, ...): never a wildcard."""
 
