@@ -62,7 +62,13 @@ class BucketSettings(Section):
 class SyncSettings(Section):
     root: Path = Path(".")
     """Directory the patterns below are relative to (the project checkout)."""
-    files: tuple[str, ...] = ("cfn/*.yaml", "packer/scripts/*", "dist/bbbfleet-*.whl")
+    files: tuple[str, ...] = (
+        "cfn/*.yaml",
+        "packer/*.hcl",
+        "packer/scripts/*",
+        "packer/files/*",
+        "dist/bbbfleet-*.whl",
+    )
     """Glob patterns of what sync uploads; a file's key is bucket.prefix + its relative path."""
 
 
