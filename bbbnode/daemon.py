@@ -105,7 +105,9 @@ async def run(settings: NodeSettings, environ: Mapping[str, str] = os.environ) -
         stale = stale_after(settings)
         fleet: FleetNode | None = None
         if settings.aws.enabled:
-            fleet = FleetNode(settings, environ, latest, metrics, make_runner(settings), stale)
+            fleet = FleetNode(
+                settings, environ, latest, metrics, make_runner(settings), stale, secret
+            )
 
         def operation(kind: str) -> Callable[[], Awaitable[dict[str, Any]]]:
             async def run() -> dict[str, Any]:

@@ -75,8 +75,12 @@ class FleetNode:
         metrics: NodeMetrics,
         runner: Runner,
         stale_after: float,
+        bbb_secret: str,
     ) -> None:
         self._settings = settings
+        # What Scalelite signs its calls to this host with (getMeetings, create, ...):
+        # BBB's own securitySalt, never Scalelite's LOADBALANCER_SECRET.
+        self._bbb_secret = bbb_secret
         self._environ = environ
         self._snapshot = snapshot
         self._metrics = metrics
@@ -209,7 +213,7 @@ class FleetNode:
         if self._scalelite is None:
             return False
         server = await registration.register(
-            self._scalelite, url, self._scalelite_secret,
+            self._scalelite, url, self._bbb_secret,
             self._settings.scalelite.load_multiplier, self._settings.scalelite.tag,
             draining=not state.may_enable,
         )  # fmt: skip

@@ -229,6 +229,10 @@ async def test_boot_protect_drain_restart_complete(
                     (fleet.tmp / "commands.jsonl").read_text().splitlines()]  # fmt: skip
         assert ["systemctl", "restart", "freeswitch"] in commands
         assert fleet.scalelite_state() == "enabled"
+        # Scalelite signs its calls to the host with the secret the host registered:
+        # it must be BBB's own, or the poller never sees the server online.
+        await fleet.scalelite.poll()
+        assert [s.online for s in fleet.scalelite.servers()] == [True]
         status, text = await http_text(node.metrics_url.replace("/metrics", "/status"))
         assert status == 200
         doc = json.loads(text)
