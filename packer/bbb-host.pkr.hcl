@@ -72,6 +72,11 @@ build {
   }
 
   provisioner "file" {
+    source      = "${path.root}/../helm/monitoring/promtail/bbb-host.yaml"
+    destination = "/tmp/bbbfleet/promtail.yaml"
+  }
+
+  provisioner "file" {
     source      = "${path.root}/files/"
     destination = "/tmp/bbbfleet/files"
   }

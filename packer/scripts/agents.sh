@@ -30,5 +30,6 @@ unzip -o -q /opt/bbbfleet/src/promtail.zip -d /opt/bbbfleet/src
 install -m 0755 /opt/bbbfleet/src/promtail-linux-amd64 /usr/local/bin/promtail
 id promtail >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin promtail
 install -d -m 0755 /etc/promtail
+install -m 0644 /tmp/bbbfleet/promtail.yaml /etc/promtail/config.yml
 install -m 0644 /tmp/bbbfleet/files/promtail.service /etc/systemd/system/promtail.service
 systemctl enable promtail
