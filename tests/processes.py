@@ -11,7 +11,7 @@ import contextlib
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,15 +69,25 @@ def prometheus_available() -> bool:
 
 
 @contextlib.asynccontextmanager
-async def prometheus(tmp: Path, targets: list[str]) -> AsyncIterator[PrometheusProcess]:
-    """A real Prometheus scraping ``targets`` (host:port) every second."""
+async def prometheus(
+    tmp: Path, targets: list[str], labels: Mapping[str, str] | None = None
+) -> AsyncIterator[PrometheusProcess]:
+    """A real Prometheus scraping ``targets`` (host:port) every second.
+
+    ``labels`` maps a target to the ``instance_id`` label its series get, as the
+    EC2 service discovery of the monitoring chart would set it.
+    """
     port = free_port()
     conf = tmp / "prometheus.yml"
-    quoted = ", ".join(f"'{t}'" for t in targets)
+    groups = "".join(
+        f"      - targets: ['{t}']\n"
+        + (f"        labels: {{instance_id: '{labels[t]}'}}\n" if labels and t in labels else "")
+        for t in targets
+    )
     conf.write_text(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
         "scrape_configs:\n  - job_name: bbbnode\n"
-        f"    static_configs:\n      - targets: [{quoted}]\n"
+        f"    static_configs:\n{groups}"
     )
     log = (tmp / "prometheus.log").open("wb")
     proc = subprocess.Popen(  # noqa: ASYNC220 - spawning is instant; the waits are async

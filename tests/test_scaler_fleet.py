@@ -1,0 +1,246 @@
+"""bbbscaler end to end: a real bbbscaler process sizing a fleet of real bbbnodes.
+
+AWS is moto_server behind the lifecycle layer; every instance the ASG launches
+gets an emulated BBB host and a real bbbnode (bbbsim.fleet), reached through
+one loopback router keyed by instance id; Scalelite is the emulator with its
+poller running. The scaler scrapes the nodes directly through the router.
+
+load rises on the only node → the scaler grows the group in one step → the new
+node boots and registers; the load goes, but one meeting stays on the first
+node → the scaler drains the empty node (tag, cordon), terminates it once
+Scalelite has disabled it, bbbnode completes the lifecycle action → one
+instance left, the meeting that stayed never ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bbbsim.fleet import EmulatedFleet, FleetConfig, Instance
+from bbbsim.lifecycle_layer import LifecycleLayer
+from bbbsim.moto_server import FleetIds, FleetSpec
+from bbbsim.node_process import free_port
+from bbbsim.router import Router
+from bbbsim.scalelite_emulator import ScaleliteEmulator
+from bbbsim.scalelite_emulator import serve as serve_scalelite
+from tests.processes import http_text, prometheus, prometheus_available, wait_for
+
+pytestmark = pytest.mark.integration
+
+BBB_SECRET = "scaler-e2e-bbb-secret-0123456789"
+LB_SECRET = "scaler-e2e-scalelite-secret-0123456789"
+
+
+@dataclass
+class World:
+    ids: FleetIds
+    fleet: EmulatedFleet
+    scalelite: ScaleliteEmulator
+    scalelite_url: str
+    aws_endpoint: str
+    tmp: Path
+    autoscaling: Any
+
+    def scaler_env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BBBSCALER_")}
+        env.update(
+            {
+                "AWS_ENDPOINT_URL": self.aws_endpoint,
+                "BBBSCALER_AWS__ASG_NAME": self.ids.asg_name,
+                "BBBSCALER_METRICS__URL_TEMPLATE": self.fleet.metrics_url(),
+                "BBBSCALER_METRICS__TIMEOUT": "2",
+                "BBBSCALER_SCALELITE__URL": self.scalelite_url,
+                "BBBSCALER_SCALELITE__SECRET": LB_SECRET,
+                "BBBSCALER_SCALELITE__SERVER_URL_TEMPLATE": self.fleet.bbb_url(),
+                "BBBSCALER_LOOP__INTERVAL": "0.5",
+                "BBBSCALER_POLICY__SCALE_IN_AFTER": "3",
+                "BBBSCALER_POLICY__COOLDOWN": "2",
+                "BBBSCALER_POLICY__BOOT_GRACE": "120",
+            }
+        )
+        env.update(extra)
+        return env
+
+    async def group(self) -> dict[str, Any]:
+        answer = await self.autoscaling.describe_auto_scaling_groups(
+            AutoScalingGroupNames=[self.ids.asg_name]
+        )
+        group: dict[str, Any] = answer["AutoScalingGroups"][0]
+        return group
+
+    def enabled(self) -> set[str]:
+        return {s.url for s in self.scalelite.servers() if s.state == "enabled" and s.online}
+
+
+@pytest.fixture
+async def world(
+    make_fleet: Callable[[FleetSpec | None], Awaitable[FleetIds]],
+    lifecycle_layer: LifecycleLayer,
+    aws_endpoint: str,
+    aws_session: Any,
+    tmp_path: Path,
+) -> AsyncIterator[World]:
+    ids = await make_fleet(FleetSpec(min_size=1, desired=1, max_size=3))
+    scalelite = ScaleliteEmulator(LB_SECRET)
+    sl_runner, sl_port = await serve_scalelite(scalelite)
+    scalelite.start_polling(0.5)
+    router = Router()
+    await router.start()
+    sl_url = f"http://127.0.0.1:{sl_port}"
+    config = FleetConfig(ids, aws_endpoint, sl_url, LB_SECRET, BBB_SECRET, tmp_path / "fleet")
+    fleet = EmulatedFleet(lifecycle_layer, config, router)
+    ticker = asyncio.create_task(lifecycle_layer.run_ticker(0.5))
+    await fleet.start()
+    try:
+        async with aws_session.client("autoscaling") as autoscaling:
+            yield World(ids, fleet, scalelite, sl_url, aws_endpoint, tmp_path, autoscaling)
+    finally:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+        await fleet.close()
+        await scalelite.stop_polling()
+        await scalelite.close()
+        await sl_runner.cleanup()
+        await router.close()
+
+
+@contextlib.asynccontextmanager
+async def scaler(env: dict[str, str], log_path: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bbbscaler.cli", "run",
+            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 20)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+def _tail(path: Path, lines: int = 60) -> str:
+    if not path.exists():
+        return "(no log yet)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+async def _until(
+    check: Callable[[], Awaitable[bool] | bool], what: str, logs: Path, within: float = 90
+) -> None:
+    async def probe() -> bool:
+        result = check()
+        return bool(await result) if asyncio.iscoroutine(result) else bool(result)
+
+    try:
+        await wait_for(probe, within=within, what=what)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\n--- log ---\n{_tail(logs)}") from None
+
+
+async def _first_node(world: World) -> tuple[Instance]:
+    await wait_for(lambda: world.fleet.instances, within=30, what="the first instance started")
+    (first,) = world.fleet.instances.values()
+    try:
+        await _until(
+            lambda: len(world.enabled()) == 1, "the first node registered", first.node.log_path
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{world.scalelite.servers()}\n{exc}") from None
+    return (first,)
+
+
+async def test_scales_out_in_one_step_and_in_only_by_draining(world: World) -> None:
+    log_path = world.tmp / "bbbscaler.log"
+    (first,) = await _first_node(world)
+    port = free_port()
+    env = world.scaler_env(BBBSCALER_HTTP__LISTEN=f"127.0.0.1:{port}")
+    async with scaler(env, log_path) as proc:
+        # --- load rises on the only node: one round, a sized step --------------------
+        first.host.bbb.add_meeting("lecture", 260, voice=40, cameras=6, listeners=200)
+        first.host.bbb.add_meeting("seminar", 12, voice=4)
+
+        async def grown() -> bool:
+            return int((await world.group())["DesiredCapacity"]) >= 2
+
+        await _until(grown, "desired capacity raised", log_path)
+        await _until(lambda: len(world.enabled()) >= 2, "the new node registered", log_path)
+        status, text = await http_text(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200
+        assert 'bbbscaler_decisions_total{action="scale_out"}' in text
+        assert LB_SECRET not in text
+
+        # --- the lecture ends, the seminar stays: drain the empty node, not it ------
+        first.host.bbb.end_meeting("lecture")
+
+        async def shrunk() -> bool:
+            group = await world.group()
+            return int(group["DesiredCapacity"]) == 1 and len(group["Instances"]) == 1
+
+        await _until(shrunk, "drained and terminated back to one node", log_path, within=120)
+        assert first.instance_id in world.fleet.instances
+        assert first.host.bbb.meeting("seminar") is not None, "a live meeting was ended"
+        assert proc.returncode is None, _tail(log_path)
+        events = [json.loads(line) for line in log_path.read_text().splitlines() if "{" in line]
+        decided = [e for e in events if e.get("event") == "decided"]
+        assert any(e["action"] == "drain" for e in decided), decided
+        terminated = [
+            e for e in events
+            if e.get("event") == "act_ok" and e.get("action") == "terminate"
+        ]  # fmt: skip
+        targets = sorted(e["target"] for e in terminated)
+        assert targets
+        await _until(
+            lambda: sorted(world.fleet.stopped) == targets, "the terminated hosts stopped", log_path
+        )
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+
+
+@pytest.mark.skipif(not prometheus_available(), reason="Debian package prometheus missing")
+async def test_once_reads_node_metrics_from_prometheus(world: World) -> None:
+    log_path = world.tmp / "bbbscaler.log"
+    (first,) = await _first_node(world)
+    first.host.bbb.add_meeting("lecture", 30, voice=10)
+    targets = {f"127.0.0.1:{first.node.port}": first.instance_id}
+    async with prometheus(world.tmp, list(targets), labels=targets) as prom:
+
+        async def scraped() -> bool:
+            status, text = await http_text(
+                f"{prom.base}/api/v1/query?query=bbb_meetings_participants"
+            )
+            return status == 200 and '"30"' in text
+
+        await _until(scraped, "Prometheus has the node's participants", log_path)
+        env = world.scaler_env(
+            BBBSCALER_METRICS__SOURCE="prometheus",
+            BBBSCALER_METRICS__PROMETHEUS_URL=prom.base,
+            BBBSCALER_DRY_RUN="true",
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bbbscaler.cli", "run", "--once",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    decision = json.loads(out.decode().strip().splitlines()[-1])
+    assert decision["dry_run"] is True
+    assert decision["numbers"]["serving"] == 1
+    assert decision["numbers"]["blind"] == 0, decision
+    assert decision["observe_errors"] == []
+    assert set(decision) >= {"action", "reason", "desired", "drain", "terminate", "numbers"}
