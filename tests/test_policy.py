@@ -9,7 +9,7 @@ import pytest
 
 from bbbcore.config import load_settings
 from bbbscaler.model import Action, Decision, FleetSnapshot, Node, NodeMetrics, ServerView
-from bbbscaler.policy import IN, OUT, History, PolicyConfig, Sample, decide
+from bbbscaler.policy import IN, OUT, History, PolicyConfig, Sample, decide, drained
 from bbbscaler.settings import ScalerSettings
 from tests.scaler_fleets import (
     T0,
@@ -298,6 +298,14 @@ def test_a_node_without_fresh_data_holds_every_termination(node: Node) -> None:
     d = run(steady(node, draining("d")))
     assert (d.action, d.terminate) == (Action.HOLD, ())
     assert "no fresh data from 1 node(s) (x)" in d.reason
+
+
+def test_drained_needs_the_scalers_tag() -> None:
+    # The actuator's re-check asks drained() of a node on its own.
+    assert drained(draining("d"), DEFAULT)
+    assert not drained(dataclasses.replace(draining("d"), draining_since=None), DEFAULT)
+    leaving = dataclasses.replace(draining("d"), lifecycle="Terminating:Wait")
+    assert not drained(leaving, DEFAULT)
 
 
 def test_terminations_never_take_desired_below_min_size() -> None:

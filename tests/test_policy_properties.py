@@ -1,0 +1,825 @@
+"""Property tests of decide(): the safety rules hold for any fleet, and `seed` is the seed text.
+
+Arbitrary fleets (lifecycle states, metrics present, absent or stale, meetings, drain tags,
+Scalelite states and loads, group numbers including desired above max, histories) go
+through decide(); each safety rule is checked on its own, written out here from the
+rules' text rather than from the policy's helpers. A state machine then follows nodes
+from drain to termination over many rounds of a toy fleet, and an oracle written from
+the seed text alone is compared with the `seed` preset over generated CPU histories.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
+
+from bbbscaler.model import (
+    LEAVING_STATES,
+    PENDING_STATES,
+    Action,
+    Decision,
+    FleetSnapshot,
+    Group,
+    Node,
+    NodeMetrics,
+    ServerState,
+    ServerView,
+)
+from bbbscaler.policy import IN, OUT, History, PolicyConfig, Preset, Sample, decide
+from bbbscaler.schedule import Window, scheduled_minimum
+from tests.scaler_fleets import T0
+
+FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# --- the rules, written out from their text ------------------------------------------------
+
+
+def member(n: Node) -> bool:
+    return n.lifecycle not in LEAVING_STATES
+
+
+def booting(n: Node, now: float, config: PolicyConfig) -> bool:
+    """docs/scaler.md: Pending*, or InService without metrics yet, not enabled in
+    Scalelite and launched less than boot_grace ago."""
+    if n.lifecycle in PENDING_STATES:
+        return True
+    enabled = n.server is not None and n.server.state == "enabled"
+    return (
+        n.lifecycle == "InService"
+        and n.metrics is None
+        and not enabled
+        and n.launched_at is not None
+        and now - n.launched_at < config.boot_grace
+    )
+
+
+def knows_meetings(n: Node, config: PolicyConfig) -> bool:
+    m = n.metrics
+    return (
+        m is not None
+        and m.meetings is not None
+        and m.participants is not None
+        and m.age <= config.stale_after
+    )
+
+
+def missing_data(snap: FleetSnapshot, config: PolicyConfig) -> bool:
+    """Some node that should be seen is not: stale or missing data, or no Scalelite."""
+    if not snap.scalelite_ok:
+        return True
+    return any(
+        member(n)
+        and not booting(n, snap.at, config)
+        and (not knows_meetings(n, config) or n.server is None)
+        for n in snap.nodes
+    )
+
+
+def upper_bound(group: Group, config: PolicyConfig) -> int:
+    return min(group.max_size, config.max_nodes) if config.max_nodes else group.max_size
+
+
+def lower_bound(snap: FleetSnapshot, config: PolicyConfig) -> int:
+    scheduled, _ = scheduled_minimum(config.windows, snap.at, config.boot_time)
+    wanted = max(snap.group.min_size, config.min_nodes, scheduled)
+    return min(wanted, upper_bound(snap.group, config))
+
+
+def serving_now(snap: FleetSnapshot, config: PolicyConfig) -> list[Node]:
+    """Members taking meetings: not draining, not booting."""
+    return [
+        n
+        for n in snap.nodes
+        if member(n) and n.draining_since is None and not booting(n, snap.at, config)
+    ]
+
+
+# --- the checks, one a rule ----------------------------------------------------------------
+
+Check = Callable[[FleetSnapshot, PolicyConfig, Decision], None]
+
+
+def check_terminations(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
+    """Terminate only a node the scaler drains, whose fresh data says empty and whose
+    Scalelite server has no load."""
+    nodes = {n.instance_id: n for n in snap.nodes}
+    assert len(set(d.terminate)) == len(d.terminate)
+    for iid in d.terminate:
+        n = nodes[iid]
+        assert member(n), iid
+        assert n.draining_since is not None, f"{iid}: not the scaler's drain"
+        assert knows_meetings(n, config), f"{iid}: missing or stale data"
+        assert n.metrics is not None
+        assert n.metrics.meetings == 0, f"{iid}: meetings"
+        assert n.metrics.participants == 0, f"{iid}: participants"
+        s = n.server
+        assert s is not None, f"{iid}: Scalelite unknown"
+        assert s.load is None or s.load == 0, f"{iid}: Scalelite load {s.load}"
+        assert s.state in ("disabled", "absent") or (s.state == "cordoned" and s.load == 0)
+
+
+def check_blind_rounds(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
+    """Any stale or missing data, or Scalelite unread: no drain, no termination."""
+    if missing_data(snap, config):
+        assert d.drain == ()
+        assert d.terminate == ()
+
+
+def check_desired(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
+    """Never lowered, never a no-op, never raised above the upper bound."""
+    if d.desired is not None:
+        assert d.desired > snap.group.desired
+        assert d.desired <= upper_bound(snap.group, config)
+
+
+def check_drains(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
+    """Drains: serving, fresh, Scalelite-enabled nodes; budget; lower bound in serving nodes."""
+    serving = {n.instance_id: n for n in serving_now(snap, config)}
+    assert len(set(d.drain)) == len(d.drain)
+    for iid in d.drain:
+        n = serving[iid]
+        assert knows_meetings(n, config)
+        assert n.server is not None
+        assert n.server.state == "enabled"
+        if config.preset == "seed":
+            assert n.metrics is not None
+            assert (n.metrics.meetings, n.metrics.participants) == (0, 0)
+    if d.drain:
+        assert len(serving) - len(d.drain) >= lower_bound(snap, config)
+        tagged = sum(member(n) and n.draining for n in snap.nodes)
+        assert tagged + len(d.drain) <= config.max_draining
+        assert d.desired is None
+        assert d.undrain == ()
+
+
+def check_min_size(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
+    """Terminations (each decrements desired) never take desired below MinSize."""
+    if d.terminate:
+        assert snap.group.desired - len(d.terminate) >= snap.group.min_size
+
+
+def check_undrain(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
+    tagged = {n.instance_id for n in snap.nodes if member(n) and n.draining_since is not None}
+    assert set(d.undrain) <= tagged
+    assert not set(d.undrain) & set(d.terminate)
+
+
+CHECKS: tuple[Check, ...] = (
+    check_terminations,
+    check_blind_rounds,
+    check_desired,
+    check_drains,
+    check_min_size,
+    check_undrain,
+)
+
+# --- arbitrary fleets ----------------------------------------------------------------------
+
+LIFECYCLES = st.sampled_from(
+    ["InService"] * 6 + sorted(PENDING_STATES)[:2] + ["Terminating:Wait", "Standby", "Detaching"]
+)
+STATES: st.SearchStrategy[ServerState] = st.sampled_from(
+    ["enabled", "cordoned", "disabled", "absent"]
+)
+PRESETS: st.SearchStrategy[Preset] = st.sampled_from(["seed", "default"])
+COUNTS = st.sampled_from([0, 0, 0, 1, 3, None])
+AGES = st.sampled_from([0.0, 5.0, 60.0, 60.5, 400.0])
+LOADS = st.sampled_from([0.0, 0.0, 1.0, 2.5, None])
+DRAIN_ENDS: st.SearchStrategy[tuple[ServerState, float | None]] = st.sampled_from(
+    [
+        ("cordoned", 0.0),
+        ("cordoned", None),
+        ("cordoned", 1.0),
+        ("disabled", None),
+        ("disabled", 2.0),
+        ("absent", None),
+        ("enabled", 0.0),
+    ]
+)
+"""Where a drain may stand in Scalelite, the edges included."""
+
+
+@st.composite
+def fleet_nodes(draw: st.DrawFn, iid: str, mode: str, untagged: int) -> Node:
+    """One node. ``clean``, ``quiet`` and ``busy`` give fresh, complete data and a known
+    server, so that scale-in gets a chance; ``quiet`` also little load, so that it wants
+    one, ``busy`` much. One node in ``untagged + 1`` carries the scaler's drain tag."""
+    tag = draw(st.sampled_from([None] * untagged + [T0 - 300]))
+    if mode != "messy":
+        cpu = {"quiet": st.floats(0, 0.1), "busy": st.floats(0.6, 1)}.get(mode, st.floats(0, 1))
+        # A tagged node is mostly empty by now: terminations get their chance.
+        zeros = 3 if tag is None else 8
+        metrics: NodeMetrics | None = NodeMetrics(
+            draw(cpu),
+            draw(st.sampled_from([0] * zeros + [1, 3])),
+            draw(st.sampled_from([0] * zeros + [2])),
+            draw(st.sampled_from([0.0, 10.0, 60.0])),
+        )
+        state, load = draw(st.tuples(STATES, LOADS) if tag is None else DRAIN_ENDS)
+        server: ServerView | None = ServerView(iid, state, load, True)
+        lifecycle = draw(st.sampled_from(["InService"] * 8 + ["Pending", "Terminating"]))
+    else:
+        metrics = draw(st.none() | st.builds(NodeMetrics, st.floats(0, 1), COUNTS, COUNTS, AGES))
+        server = draw(st.none() | st.builds(ServerView, st.just(iid), STATES, LOADS, st.booleans()))
+        lifecycle = draw(LIFECYCLES)
+    return Node(
+        iid,
+        lifecycle,
+        healthy=draw(st.booleans()),
+        protected=draw(st.booleans()),
+        launched_at=draw(st.sampled_from([None, T0 - 30, T0 - 600, T0 - 5000])),
+        draining_since=tag,
+        metrics=metrics,
+        server=server,
+    )
+
+
+@st.composite
+def snapshots(draw: st.DrawFn) -> FleetSnapshot:
+    mode = draw(st.sampled_from(["clean", "quiet", "busy", "messy"]))
+    count = draw(st.integers(0, 10))
+    untagged = draw(st.sampled_from([1, 2, 6, 12]))
+    nodes = tuple(draw(fleet_nodes(f"i-{k:02d}", mode, untagged)) for k in range(count))
+    min_size = draw(st.sampled_from([0, 0, 1, count // 2, count + 1]))
+    max_size = draw(st.integers(min_size, count + 4))
+    # Desired anywhere, including above max and below the instance count.
+    desired = draw(st.integers(0, count + 5))
+    # The flag alone (servers still known from the last read) blocks scale-in too.
+    scalelite_ok = draw(st.booleans() if mode == "messy" else st.sampled_from([True] * 5 + [False]))
+    if not scalelite_ok and draw(st.booleans()):
+        nodes = tuple(dataclasses.replace(n, server=None) for n in nodes)
+    group = Group("bbb", desired, min_size, max_size)
+    return FleetSnapshot(T0, group, nodes, scalelite_ok=scalelite_ok)
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> History:
+    """Runs of signals back from T0, with rounds 5 s to 2 min apart (gaps break runs)."""
+    samples: list[Sample] = []
+    t = T0
+    segments = draw(
+        st.lists(
+            st.tuples(
+                st.frozensets(st.sampled_from([OUT, IN])),
+                st.integers(1, 100),
+                st.sampled_from([5.0, 10.0, 10.0, 31.0, 120.0]),
+                st.none() | st.floats(0, 12),
+            ),
+            max_size=3,
+        )
+    )
+    for signals, rounds, step, demand in segments:
+        for _ in range(rounds):
+            t -= step
+            samples.append(Sample(t, signals, demand))
+    last_change = draw(st.sampled_from([None, None, None, T0 - 10, T0 - 299, T0 - 300, T0 - 2000]))
+    return History(tuple(reversed(samples)), last_change)
+
+
+@st.composite
+def configs(draw: st.DrawFn) -> PolicyConfig:
+    preset = draw(PRESETS)
+    base = PolicyConfig.preset_values(preset)
+    windows: tuple[Window, ...] = ()
+    if draw(st.integers(0, 3)) == 0:
+        # T0 is midnight UTC: 0-0 is open all day, 0-10 opens within the lead time.
+        start, end = draw(st.sampled_from([(0, 0), (3, 60), (600, 660), (1380, 30)]))
+        windows = (Window("w", frozenset(range(7)), start, end, "UTC", draw(st.integers(0, 8))),)
+    return dataclasses.replace(
+        base,
+        min_nodes=draw(st.sampled_from([0, 0, 0, 1, 2, 6])),
+        max_nodes=draw(st.integers(0, 10)),
+        headroom=draw(st.sampled_from([0.0, 0.5, 1.5])),
+        boot_grace=draw(st.sampled_from([60.0, 900.0])),
+        scale_in_after=draw(st.sampled_from([0.0, 0.0, base.scale_in_after])),
+        max_draining=base.max_draining if preset == "seed" else draw(st.integers(1, 3)),
+        windows=windows,
+    )
+
+
+Round = tuple[FleetSnapshot, History, PolicyConfig]
+
+
+def decided(data: Round) -> Decision:
+    snap, history, config = data
+    return decide(snap, history, config, snap.at)
+
+
+@st.composite
+def quiet_rounds(draw: st.DrawFn) -> Round:
+    """Rounds where scale-in is due: little load, fresh data, Scalelite read, no bound near."""
+    count = draw(st.integers(1, 8))
+    untagged = draw(st.sampled_from([1, 2, 6]))
+    nodes = tuple(draw(fleet_nodes(f"i-{k:02d}", "quiet", untagged)) for k in range(count))
+    members = sum(member(n) for n in nodes)
+    group = Group("bbb", members, draw(st.integers(0, 1)), members + 2)
+    config = dataclasses.replace(PolicyConfig.preset_values(draw(PRESETS)), scale_in_after=0.0)
+    return FleetSnapshot(T0, group, nodes), History(), config
+
+
+@st.composite
+def busy_rounds(draw: st.DrawFn) -> Round:
+    """Rounds where scale-out is due: much load, no drain running, room below max."""
+    count = draw(st.integers(1, 8))
+    nodes = tuple(
+        dataclasses.replace(draw(fleet_nodes(f"i-{k:02d}", "busy", 1)), draining_since=None)
+        for k in range(count)
+    )
+    members = sum(member(n) for n in nodes)
+    group = Group("bbb", members, 0, members + draw(st.integers(1, 8)))
+    config = dataclasses.replace(
+        PolicyConfig.preset_values(draw(PRESETS)),
+        scale_out_after=0.0,
+        headroom=draw(st.sampled_from([0.0, 0.5])),
+    )
+    return FleetSnapshot(T0, group, nodes), draw(histories()), config
+
+
+ROUNDS = st.one_of(st.tuples(snapshots(), histories(), configs()), quiet_rounds(), busy_rounds())
+
+FAULTS = ("stale", "no-metrics", "no-meetings", "no-participants", "no-server", "scalelite")
+
+
+def with_fault(snap: FleetSnapshot, fault: str, index: int) -> FleetSnapshot:
+    """The snapshot with one more thing unseen: a node's data, or Scalelite."""
+    if fault == "scalelite":
+        return dataclasses.replace(snap, scalelite_ok=False)
+    nodes = list(snap.nodes)
+    n = nodes[index % len(nodes)]
+    m = n.metrics or NodeMetrics(0.0, 0, 0, 0.0)
+    changed = {
+        "stale": {"metrics": dataclasses.replace(m, age=61.0)},
+        "no-metrics": {"metrics": None},
+        "no-meetings": {"metrics": dataclasses.replace(m, meetings=None)},
+        "no-participants": {"metrics": dataclasses.replace(m, participants=None)},
+        "no-server": {"server": None},
+    }[fault]
+    nodes[index % len(nodes)] = dataclasses.replace(n, **changed)  # type: ignore[arg-type]
+    return dataclasses.replace(snap, nodes=tuple(nodes))
+
+
+@FAST
+@given(ROUNDS)
+def test_never_terminates_what_is_not_drained(
+    data: Round,
+) -> None:
+    check_terminations(data[0], data[2], decided(data))
+
+
+@FAST
+@given(ROUNDS)
+def test_missing_data_blocks_drains_and_terminations(data: Round) -> None:
+    check_blind_rounds(data[0], data[2], decided(data))
+
+
+@FAST
+@given(quiet_rounds(), st.sampled_from(FAULTS), st.integers(0, 20))
+def test_one_unseen_node_or_scalelite_blocks_a_due_scale_in(
+    data: Round, fault: str, index: int
+) -> None:
+    snap, history, config = data
+    faulted = with_fault(snap, fault, index)
+    assume(missing_data(faulted, config))
+    check_blind_rounds(faulted, config, decide(faulted, history, config, T0))
+
+
+@FAST
+@given(ROUNDS)
+def test_desired_is_never_lowered_nor_raised_above_the_upper_bound(
+    data: Round,
+) -> None:
+    check_desired(data[0], data[2], decided(data))
+
+
+@FAST
+@given(ROUNDS)
+def test_drains_keep_the_lower_bound_and_the_budget(
+    data: Round,
+) -> None:
+    check_drains(data[0], data[2], decided(data))
+
+
+@FAST
+@given(ROUNDS)
+def test_terminations_keep_min_size(data: Round) -> None:
+    snap, _, config = data
+    d = decided(data)
+    check_min_size(snap, config, d)
+    check_undrain(snap, config, d)
+
+
+@FAST
+@given(ROUNDS)
+def test_decide_is_deterministic_and_pure(
+    data: Round,
+) -> None:
+    before = copy.deepcopy(data)
+    first = decided(data)
+    assert decided(data) == first
+    assert data == before
+
+
+@FAST
+@given(ROUNDS)
+def test_the_same_need_is_not_met_twice(data: Round) -> None:
+    """After a scale-out, the next round (launches pending, nothing else changed) adds none."""
+    snap, history, config = data
+    first = decided(data)
+    if first.desired is None or first.undrain:
+        return
+    group = dataclasses.replace(snap.group, desired=first.desired)
+    again = decide(
+        dataclasses.replace(snap, group=group), history.record(first, T0, config), config, T0
+    )
+    assert again.desired is None
+    assert again.undrain == ()
+
+
+# --- a toy fleet, round after round --------------------------------------------------------
+
+
+@dataclass
+class ToyNode:
+    iid: str
+    launched_at: float
+    lifecycle: str = "Pending"
+    meetings: int = 0
+    """The truth: meetings running on it now."""
+    registered: bool = False
+    """In Scalelite's server list."""
+    collecting: bool = False
+    """bbbnode runs and reads BBB (from its start until the instance goes)."""
+    state: ServerState = "enabled"
+    tagged_at: float | None = None
+    reading: tuple[int, float] | None = None
+    """What its collector last read from BBB, and when."""
+    stalled: bool = False
+    exporter_up: bool = True
+
+
+@dataclass
+class ToyFleet:
+    now: float = T0
+    desired: int = 0
+    min_size: int = 0
+    max_size: int = 6
+    scalelite_up: bool = True
+    nodes: dict[str, ToyNode] = field(default_factory=dict)
+    launched: int = 0
+
+    def launch(self) -> None:
+        self.launched += 1
+        iid = f"i-{self.launched:03d}"
+        self.nodes[iid] = ToyNode(iid, self.now)
+
+    def load(self, n: ToyNode) -> float | None:
+        # Scalelite counts the meetings it placed; a disabled server has no load.
+        return None if n.state == "disabled" else float(n.meetings)
+
+    def snapshot(self) -> FleetSnapshot:
+        nodes = []
+        for n in self.nodes.values():
+            metrics = None
+            if n.exporter_up and n.reading is not None:
+                read, at = n.reading
+                metrics = NodeMetrics(
+                    min(1.0, 0.02 + 0.2 * n.meetings), read, 2 * read, self.now - at
+                )
+            server = None
+            if self.scalelite_up:
+                state: ServerState = n.state if n.registered else "absent"
+                server = ServerView(n.iid, state, self.load(n) if n.registered else None, True)
+            nodes.append(
+                Node(
+                    n.iid,
+                    n.lifecycle,
+                    launched_at=n.launched_at,
+                    draining_since=n.tagged_at,
+                    metrics=metrics,
+                    server=server,
+                )
+            )
+        group = Group("bbb", self.desired, self.min_size, self.max_size)
+        return FleetSnapshot(self.now, group, tuple(nodes), scalelite_ok=self.scalelite_up)
+
+
+NODE_INDEX = st.integers(0, 20)
+SECONDS = st.sampled_from([5.0, 10.0, 10.0, 30.0, 70.0])
+
+
+class DrainToTermination(RuleBasedStateMachine):
+    """Meetings come and go, data goes stale, Scalelite drops out; decisions are applied."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fleet = ToyFleet()
+        self.config = PolicyConfig()
+        self.history = History()
+        self.drained_by_scaler: set[str] = set()
+
+    @initialize(
+        preset=PRESETS,
+        size=st.integers(1, 5),
+        min_size=st.integers(0, 2),
+        max_size=st.integers(3, 8),
+        quick=st.booleans(),
+    )
+    def start(self, preset: Preset, size: int, min_size: int, max_size: int, quick: bool) -> None:
+        base = PolicyConfig.preset_values(preset)
+        # Short timings so drains and terminations happen within a few dozen steps.
+        self.config = dataclasses.replace(
+            base,
+            scale_out_after=0.0 if quick else 20.0,
+            scale_in_after=0.0 if quick else 30.0,
+            cooldown_in=0.0 if quick else 30.0,
+            cooldown_out=0.0 if quick else base.cooldown_out,
+            boot_grace=120.0,
+        )
+        self.fleet = ToyFleet(min_size=min(min_size, size), max_size=max_size)
+        for _ in range(size):
+            self.fleet.launch()
+        for n in self.fleet.nodes.values():
+            n.lifecycle, n.reading = "InService", (0, T0)
+            n.collecting = n.registered = True
+        self.fleet.desired = size
+
+    def pick(self, index: int, ok: Callable[[ToyNode], bool]) -> ToyNode | None:
+        nodes = [n for n in self.fleet.nodes.values() if ok(n)]
+        return nodes[index % len(nodes)] if nodes else None
+
+    @rule(seconds=SECONDS)
+    def tick(self, seconds: float) -> None:
+        self.advance(seconds)
+
+    @rule(rounds=st.integers(1, 8), seconds=SECONDS)
+    def loop(self, rounds: int, seconds: float) -> None:
+        """The scaler's loop running undisturbed for a while."""
+        for _ in range(rounds):
+            self.advance(seconds)
+            self.round()
+
+    def advance(self, seconds: float) -> None:
+        """Time passes; collectors read BBB; Scalelite's poll disables empty cordoned servers."""
+        self.fleet.now += seconds
+        for n in self.fleet.nodes.values():
+            if n.collecting and not n.stalled:
+                n.reading = (n.meetings, self.fleet.now)
+            if n.registered and n.state == "cordoned" and n.meetings == 0:
+                n.state = "disabled"
+
+    @rule(index=NODE_INDEX, race=st.booleans(), count=st.integers(1, 4))
+    def start_meeting(self, index: int, race: bool, count: int) -> None:
+        # Scalelite places on enabled servers; a create racing the cordon lands on a
+        # cordoned one. Scalelite counts it either way.
+        states = ("enabled", "cordoned") if race else ("enabled",)
+        n = self.pick(index, lambda n: n.registered and n.state in states)
+        if n is not None:
+            n.meetings += count
+
+    @rule(index=NODE_INDEX, count=st.integers(1, 4))
+    def end_meetings(self, index: int, count: int) -> None:
+        n = self.pick(index, lambda n: n.meetings > 0)
+        if n is not None:
+            n.meetings = max(0, n.meetings - count)
+
+    @rule(index=NODE_INDEX, fault=st.sampled_from(["stall", "exporter", "scalelite"]))
+    def data_fault(self, index: int, fault: str) -> None:
+        """A collector stalls (its data ages), an exporter stops answering, Scalelite is
+        unreachable; the same again mends it."""
+        n = self.pick(index, lambda n: True)
+        if fault == "scalelite":
+            self.fleet.scalelite_up = not self.fleet.scalelite_up
+        elif n is not None and fault == "stall":
+            n.stalled = not n.stalled
+        elif n is not None:
+            n.exporter_up = not n.exporter_up
+
+    @rule()
+    def mend(self) -> None:
+        self.fleet.scalelite_up = True
+        for n in self.fleet.nodes.values():
+            n.stalled, n.exporter_up = False, True
+
+    @rule(index=NODE_INDEX, act=st.sampled_from(["cordon", "deregister", "lower"]))
+    def operator(self, index: int, act: str) -> None:
+        """An operator's own cordon, removing an idle server from Scalelite, or desired
+        lowered behind the scaler's back (protection keeps the instances)."""
+        if act == "lower":
+            if self.fleet.desired > self.fleet.min_size:
+                self.fleet.desired -= 1
+            return
+        n = self.pick(index, lambda n: n.registered and n.tagged_at is None and n.meetings == 0)
+        if n is not None and act == "cordon":
+            n.state = "cordoned"
+        elif n is not None:
+            n.registered = False
+
+    @rule(index=NODE_INDEX)
+    def boot(self, index: int) -> None:
+        n = self.pick(index, lambda n: not n.collecting)
+        if n is None:
+            return
+        if n.lifecycle == "Pending":
+            n.lifecycle = "InService"
+        else:
+            n.collecting = n.registered = True
+            n.state = "enabled"
+
+    @rule()
+    def round(self) -> None:
+        fleet = self.fleet
+        snap = fleet.snapshot()
+        d = decide(snap, self.history, self.config, fleet.now)
+        self.history = self.history.record(d, fleet.now, self.config)
+        for check in CHECKS:
+            check(snap, self.config, d)
+        for iid in d.undrain:
+            n = fleet.nodes[iid]
+            n.tagged_at = None
+            if n.registered:
+                n.state = "enabled"
+            self.drained_by_scaler.discard(iid)
+        if d.desired is not None:
+            fleet.desired = d.desired
+        while len(fleet.nodes) < fleet.desired:
+            fleet.launch()
+        for iid in d.drain:
+            n = fleet.nodes[iid]
+            n.tagged_at = fleet.now
+            if n.registered and n.state == "enabled":
+                n.state = "cordoned"
+            self.drained_by_scaler.add(iid)
+        for iid in d.terminate:
+            n = fleet.nodes[iid]
+            assert iid in self.drained_by_scaler, f"{iid} was never drained by the scaler"
+            assert n.meetings == 0, f"{iid} terminated with {n.meetings} meeting(s) running"
+            assert n.reading is not None
+            assert n.reading == (0, n.reading[1])
+            assert fleet.now - n.reading[1] <= self.config.stale_after
+            assert fleet.desired - 1 >= fleet.min_size
+            del fleet.nodes[iid]
+            fleet.desired -= 1
+            self.drained_by_scaler.discard(iid)
+
+
+TestDrainToTermination = DrainToTermination.TestCase
+TestDrainToTermination.settings = settings(
+    max_examples=60,
+    stateful_step_count=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+# --- the seed preset against the seed text ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Rounds with the same fleet readings, ``step`` seconds apart after ``gap``."""
+
+    cpus: tuple[float, ...]
+    meetings: tuple[int, ...]
+    rounds: int
+    step: float
+    gap: float
+    data: str
+    """fresh | stale (one node's data too old) | missing (one node without metrics) |
+    noscalelite"""
+
+
+@st.composite
+def seed_runs(draw: st.DrawFn) -> tuple[int, int, int, list[Segment]]:
+    size = draw(st.integers(1, 5))
+    min_size = draw(st.integers(0, size))
+    max_size = draw(st.integers(max(1, min_size), size + 2))
+    cpu = st.one_of(
+        st.floats(0.0, 0.0599), st.floats(0.06, 0.8), st.floats(0.8001, 1.0), st.just(0.8)
+    )
+    regime = st.sampled_from(["high", "low", "any"])
+    segments = []
+    for _ in range(draw(st.integers(1, 5))):
+        kind = draw(regime)
+        if kind == "high":
+            cpus = [draw(st.floats(0.8001, 1.0)) for _ in range(size)]
+        elif kind == "low":
+            cpus = [draw(cpu) for _ in range(size)]
+            cpus[draw(st.integers(0, size - 1))] = draw(st.floats(0.0, 0.0599))
+        else:
+            cpus = [draw(cpu) for _ in range(size)]
+        segments.append(
+            Segment(
+                tuple(cpus),
+                tuple(draw(st.sampled_from([0, 0, 1])) for _ in range(size)),
+                draw(st.integers(1, 110)),
+                draw(st.sampled_from([10.0, 10.0, 10.0, 20.0, 30.0])),
+                draw(st.sampled_from([10.0, 10.0, 31.0, 400.0])),
+                draw(
+                    st.sampled_from(["fresh", "fresh", "fresh", "stale", "missing", "noscalelite"])
+                ),
+            )
+        )
+    return size, min_size, max_size, segments
+
+
+def seed_fleet(seg: Segment, now: float, min_size: int, max_size: int) -> FleetSnapshot:
+    nodes = []
+    for k, (cpu, meetings) in enumerate(zip(seg.cpus, seg.meetings, strict=True)):
+        iid = f"i-{k}"
+        metrics: NodeMetrics | None = NodeMetrics(cpu, meetings, 3 * meetings, 5.0)
+        if k == 0 and seg.data == "stale":
+            metrics = NodeMetrics(cpu, meetings, 3 * meetings, 61.0)
+        if k == 0 and seg.data == "missing":
+            metrics = None
+        server = None if seg.data == "noscalelite" else ServerView(iid, "enabled", meetings, True)
+        nodes.append(Node(iid, "InService", launched_at=now - 5000, metrics=metrics, server=server))
+    group = Group("bbb", len(nodes), min_size, max_size)
+    return FleetSnapshot(now, group, tuple(nodes), scalelite_ok=seg.data != "noscalelite")
+
+
+class SeedText:
+    """The write-up's rule, from its text: "Scale out when the lowest CPU value across the
+    fleet crosses 80 %" for 3 minutes; "Scale in when the lowest CPU value falls below 6 %"
+    for 15 minutes, removing an idle node; 300 s cooldown after either; within min/max;
+    scale-in only on fresh data. A run of rounds survives a missed round or two (30 s)."""
+
+    def __init__(self) -> None:
+        self.last_change: float | None = None
+        self.above_since: float | None = None
+        self.below_since: float | None = None
+        self.last_round: float | None = None
+
+    def round(self, now: float, snap: FleetSnapshot) -> tuple[str, int]:
+        """("out", desired) | ("in", 1 node) | ("none", 0)."""
+        cpus = [n.metrics.cpu for n in snap.nodes if n.metrics is not None]
+        lowest = min(cpus) if cpus else None
+        unbroken = self.last_round is not None and now - self.last_round <= 30
+        above = lowest is not None and lowest > 0.80
+        below = lowest is not None and lowest < 0.06
+        self.above_since = (self.above_since if unbroken else None) if above else None
+        self.below_since = (self.below_since if unbroken else None) if below else None
+        if above and self.above_since is None:
+            self.above_since = now
+        if below and self.below_since is None:
+            self.below_since = now
+        self.last_round = now
+        cooled = self.last_change is None or now - self.last_change >= 300
+        size = len(snap.nodes)
+        if self.above_since is not None and now - self.above_since >= 180:
+            if cooled and size < snap.group.max_size:
+                self.last_change = now
+                return "out", size + 1
+            return "none", 0
+        if self.below_since is not None and now - self.below_since >= 900:
+            fresh = snap.scalelite_ok and all(
+                n.metrics is not None and n.metrics.age <= 60 and n.server is not None
+                for n in snap.nodes
+            )
+            idle = any(n.metrics is not None and n.metrics.meetings == 0 for n in snap.nodes)
+            if cooled and fresh and idle and size > snap.group.min_size:
+                self.last_change = now
+                return "in", 1
+        return "none", 0
+
+
+def what_decide_did(d: Decision, snap: FleetSnapshot) -> tuple[str, int]:
+    assert d.undrain == ()
+    assert d.terminate == ()
+    if d.desired is not None:
+        assert d.drain == ()
+        assert d.action is Action.SCALE_OUT
+        return "out", d.desired
+    if d.drain:
+        (iid,) = d.drain
+        node = snap.node(iid)
+        assert node is not None
+        assert node.metrics is not None
+        assert (node.metrics.meetings, node.metrics.participants) == (0, 0), "not idle"
+        return "in", len(d.drain)
+    return "none", 0
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed_runs())
+def test_seed_preset_does_what_the_seed_text_says(
+    run: tuple[int, int, int, Sequence[Segment]],
+) -> None:
+    _size, min_size, max_size, segments = run
+    config = PolicyConfig.preset_values("seed")
+    oracle = SeedText()
+    history = History()
+    now = T0
+    for seg in segments:
+        now += seg.gap - seg.step
+        for _ in range(seg.rounds):
+            now += seg.step
+            snap = seed_fleet(seg, now, min_size, max_size)
+            d = decide(snap, history, config, now)
+            history = history.record(d, now, config)
+            assert what_decide_did(d, snap) == oracle.round(now, snap), (now - T0, d.reason)
