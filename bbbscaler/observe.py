@@ -16,17 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
 import aiohttp
+from botocore.exceptions import BotoCoreError, ClientError
 
 from bbbcore import aws, logs, secrets
-from bbbcore.scalelite import RetryPolicy, ScaleliteClient
-from bbbscaler.asg import AsgAdapter, InstanceFacts, merge
-from bbbscaler.model import FleetSnapshot, Node, ServerView
-from bbbscaler.promapi import PrometheusSource
+from bbbcore.scalelite import RetryPolicy, ScaleliteClient, ScaleliteError
+from bbbscaler.asg import AsgAdapter, Ec2Facts, GroupNotFound, InstanceFacts, merge
+from bbbscaler.model import FleetSnapshot, Group, Node, ServerView
+from bbbscaler.promapi import PrometheusError, PrometheusSource
 from bbbscaler.readings import MetricsSource, Reading
 from bbbscaler.scrape import Scraper
 from bbbscaler.servers import ScaleliteServers
@@ -38,8 +39,29 @@ Clock = Callable[[], float]
 OnError = Callable[[str], None]
 SessionFactory = Callable[[str | None], Any]
 
+# What the sources raise when the outside world misbehaves (as opposed to a bug here).
+_OPERATIONAL = (
+    BotoCoreError,
+    ClientError,
+    GroupNotFound,
+    ScaleliteError,
+    PrometheusError,
+    aiohttp.ClientError,
+    TimeoutError,
+)
+
 SOURCES: Final = ("asg", "ec2", "metrics", "scalelite")
 """Every source name observe() may report, for pre-creating metric labels."""
+
+
+class GroupSource(Protocol):
+    """The group's reads (AsgAdapter); a benchmark or the backtest may pass its own."""
+
+    async def describe_group(self) -> tuple[Group, tuple[InstanceFacts, ...]]: ...
+
+    async def with_ec2(self, members: Sequence[InstanceFacts]) -> tuple[InstanceFacts, ...]: ...
+
+    def last_known(self, instance_ids: Iterable[str]) -> Mapping[str, Ec2Facts]: ...
 
 
 class ServerSource(Protocol):
@@ -72,7 +94,7 @@ class Observer:
 
     def __init__(
         self,
-        asg: AsgAdapter,
+        asg: GroupSource,
         metrics: MetricsSource,
         servers: ServerSource,
         *,
@@ -92,6 +114,8 @@ class Observer:
             error=type(exc).__name__,
             detail=str(exc)[:300],
             error_code=aws.error_code(exc),
+            # A failure no source is known to raise is a bug: keep its traceback.
+            exc_info=None if isinstance(exc, _OPERATIONAL) else exc,
         )
         if self._on_error is not None:
             self._on_error(source)
