@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
@@ -35,6 +35,7 @@ from bbbscaler.settings import ScalerSettings
 
 log = logs.get(__name__)
 
+T = TypeVar("T")
 Clock = Callable[[], float]
 OnError = Callable[[str], None]
 SessionFactory = Callable[[str | None], Any]
@@ -140,8 +141,11 @@ class Observer:
         # EC2 never described these, so whether the scaler drains them is unknown: no
         # metrics either, which makes them missing data and holds scale-in.
         known = [n for n, m in zip(nodes, members, strict=True) if m.ec2_known]
+        no_readings: Mapping[str, Reading] = {}
+        no_views: Mapping[str, ServerView | None] | None = None
         readings, views = await asyncio.gather(
-            self._read_metrics(known, errors), self._read_servers(nodes, errors)
+            self._guarded("metrics", self._metrics.read(known), no_readings, errors),
+            self._guarded("scalelite", self._servers.read(nodes), no_views, errors),
         )
         at = self._clock()
         return FleetSnapshot(
@@ -159,27 +163,18 @@ class Observer:
             errors=tuple(s for s in SOURCES if s in errors),
         )
 
-    async def _read_metrics(
-        self, nodes: Sequence[Node], errors: list[str]
-    ) -> Mapping[str, Reading]:
-        if not nodes:
-            return {}
+    async def _guarded(
+        self, source: str, read: Awaitable[T], failed: T, errors: list[str] | None = None
+    ) -> T:
+        """``read``'s result, or ``failed`` when the source raised (reported, and noted
+        in ``errors``)."""
         try:
-            return await self._metrics.read(nodes)
+            return await read
         except Exception as exc:
-            self._failed("metrics", exc)
-            errors.append("metrics")
-            return {}
-
-    async def _read_servers(
-        self, nodes: Sequence[Node], errors: list[str]
-    ) -> Mapping[str, ServerView | None] | None:
-        try:
-            return await self._servers.read(nodes)
-        except Exception as exc:
-            self._failed("scalelite", exc)
-            errors.append("scalelite")
-            return None
+            self._failed(source, exc)
+            if errors is not None:
+                errors.append(source)
+            return failed
 
     async def recheck(self, node: Node) -> Node:
         """``node`` with its metrics and Scalelite server read again, right now.
@@ -187,22 +182,10 @@ class Observer:
         For the last check before a termination: a source that fails leaves the
         field None (unknown), which never passes as drained.
         """
-
-        async def metrics() -> Reading | None:
-            try:
-                return await self._metrics.read_one(node)
-            except Exception as exc:
-                self._failed("metrics", exc)
-                return None
-
-        async def server() -> ServerView | None:
-            try:
-                return await self._servers.read_one(node)
-            except Exception as exc:
-                self._failed("scalelite", exc)
-                return None
-
-        reading, view = await asyncio.gather(metrics(), server())
+        reading, view = await asyncio.gather(
+            self._guarded("metrics", self._metrics.read_one(node), None),
+            self._guarded("scalelite", self._servers.read_one(node), None),
+        )
         at = self._clock()
         return replace(node, metrics=None if reading is None else reading.metrics(at), server=view)
 
