@@ -124,10 +124,10 @@ class Scraper:
         return reading
 
     async def _scrape(self, node: Node) -> tuple[Reading | None, str]:
-        """(reading, "") or (None, why not)."""
+        """(reading, "") or (None, why not); an instance with no address yet is no failure."""
         url = metrics_url(self._template, node)
         if url is None:
-            return None, "no private address"
+            return None, ""
         try:
             body = await self._fetch(url)
         except TimeoutError:
