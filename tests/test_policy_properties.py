@@ -15,6 +15,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
@@ -288,7 +289,8 @@ def configs(draw: st.DrawFn) -> PolicyConfig:
     base = PolicyConfig.preset_values(preset)
     windows: tuple[Window, ...] = ()
     if draw(st.integers(0, 3)) == 0:
-        # T0 is midnight UTC: 0-0 is open all day, 0-10 opens within the lead time.
+        # T0 is midnight UTC: 00:00-00:00 is open all day, 00:03 opens within the boot-time
+        # lead, 23:00-00:30 is yesterday's running past midnight, 10:00-11:00 is closed.
         start, end = draw(st.sampled_from([(0, 0), (3, 60), (600, 660), (1380, 30)]))
         windows = (Window("w", frozenset(range(7)), start, end, "UTC", draw(st.integers(0, 8))),)
     return dataclasses.replace(
@@ -318,8 +320,14 @@ def quiet_rounds(draw: st.DrawFn) -> Round:
     untagged = draw(st.sampled_from([1, 2, 6]))
     nodes = tuple(draw(fleet_nodes(f"i-{k:02d}", "quiet", untagged)) for k in range(count))
     members = sum(member(n) for n in nodes)
-    group = Group("bbb", members, draw(st.integers(0, 1)), members + 2)
-    config = dataclasses.replace(PolicyConfig.preset_values(draw(PRESETS)), scale_in_after=0.0)
+    # Protection may have kept an instance or two above desired, with MinSize right there.
+    desired = max(0, members - draw(st.integers(0, 2)))
+    group = Group("bbb", desired, draw(st.sampled_from([0, 1, desired])), members + 2)
+    config = dataclasses.replace(
+        PolicyConfig.preset_values(draw(PRESETS)),
+        scale_in_after=0.0,
+        min_nodes=draw(st.sampled_from([0, 0, max(0, members - 1), members])),
+    )
     return FleetSnapshot(T0, group, nodes), History(), config
 
 
@@ -364,18 +372,12 @@ def with_fault(snap: FleetSnapshot, fault: str, index: int) -> FleetSnapshot:
     return dataclasses.replace(snap, nodes=tuple(nodes))
 
 
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
 @FAST
-@given(ROUNDS)
-def test_never_terminates_what_is_not_drained(
-    data: Round,
-) -> None:
-    check_terminations(data[0], data[2], decided(data))
-
-
-@FAST
-@given(ROUNDS)
-def test_missing_data_blocks_drains_and_terminations(data: Round) -> None:
-    check_blind_rounds(data[0], data[2], decided(data))
+@given(data=ROUNDS)
+def test_safety_rule(check: Check, data: Round) -> None:
+    """Each rule on its own: terminations, blind rounds, desired, drains, min_size, undrain."""
+    check(data[0], data[2], decided(data))
 
 
 @FAST
@@ -391,34 +393,7 @@ def test_one_unseen_node_or_scalelite_blocks_a_due_scale_in(
 
 @FAST
 @given(ROUNDS)
-def test_desired_is_never_lowered_nor_raised_above_the_upper_bound(
-    data: Round,
-) -> None:
-    check_desired(data[0], data[2], decided(data))
-
-
-@FAST
-@given(ROUNDS)
-def test_drains_keep_the_lower_bound_and_the_budget(
-    data: Round,
-) -> None:
-    check_drains(data[0], data[2], decided(data))
-
-
-@FAST
-@given(ROUNDS)
-def test_terminations_keep_min_size(data: Round) -> None:
-    snap, _, config = data
-    d = decided(data)
-    check_min_size(snap, config, d)
-    check_undrain(snap, config, d)
-
-
-@FAST
-@given(ROUNDS)
-def test_decide_is_deterministic_and_pure(
-    data: Round,
-) -> None:
+def test_decide_is_deterministic_and_pure(data: Round) -> None:
     before = copy.deepcopy(data)
     first = decided(data)
     assert decided(data) == first
