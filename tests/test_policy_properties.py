@@ -644,12 +644,7 @@ class DrainToTermination(RuleBasedStateMachine):
 
 
 TestDrainToTermination = DrainToTermination.TestCase
-TestDrainToTermination.settings = settings(
-    max_examples=60,
-    stateful_step_count=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+TestDrainToTermination.settings = settings(FAST, max_examples=60, stateful_step_count=60)
 
 
 # --- the seed preset against the seed text ----------------------------------------------
