@@ -165,6 +165,8 @@ def _not_drained_reason(node: Node, config: PolicyConfig) -> str:
         return "no meeting data on re-check"
     if m.age > config.stale_after:
         return f"meeting data {m.age:.0f}s old on re-check"
+    if m.participants is None:
+        return "no participant count on re-check"
     if m.meetings or m.participants:
         return f"{m.meetings} meeting(s), {m.participants} participant(s) on re-check"
     if node.server is None:

@@ -479,9 +479,17 @@ def _grow(
 def _scale_in_blocker(snapshot: FleetSnapshot, fleet: Fleet) -> str:
     if not snapshot.scalelite_ok:
         return "Scalelite could not be read"
+    if snapshot.errors:
+        # E.g. EC2 failed and the last addresses and tags were reused: not this round's truth.
+        return f"observation incomplete ({', '.join(snapshot.errors)})"
     if fleet.blind:
         ids = ", ".join(n.instance_id for n in fleet.blind[:3])
         return f"no fresh data from {len(fleet.blind)} node(s) ({ids})"
+    listed = [n for n in fleet.members if n.server is not None and n.server.state != "absent"]
+    if fleet.members and not listed and not fleet.booting:
+        # Every node "absent" is far likelier a wrong server_url_template than a fleet
+        # that never registered; "absent" must not read as "drained" then.
+        return "no node found in Scalelite (check scalelite.server_url_template)"
     return ""
 
 

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings
 from bbbcore.config import ListenAddress, Section, check_listen, settings_config, template
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+_CLOCK = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
 
 
 class AwsSettings(Section):
@@ -104,7 +104,7 @@ class ScheduleSettings(Section):
     @field_validator("start", "end")
     @classmethod
     def _clock(cls, value: str) -> str:
-        if not _CLOCK.match(value):
+        if not _CLOCK.fullmatch(value):
             raise ValueError("must be HH:MM (24 h)")
         return value
 

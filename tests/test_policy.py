@@ -586,3 +586,24 @@ def test_node_metrics_missing_one_gauge_is_not_fresh() -> None:
     assert not with_metrics(node, participants=None).fresh(60)
     assert not with_metrics(node, meetings=None).idle(60)
     assert not dataclasses.replace(node, metrics=NodeMetrics(0.0, 0, 0, 60.5)).fresh(60)
+
+
+def test_an_incomplete_observation_blocks_scale_in() -> None:
+    # EC2 failed: the addresses and drain tags were last round's, not this one's.
+    snap = dataclasses.replace(steady(draining("d")), errors=("ec2",))
+    d = run(snap)
+    assert (d.action, d.terminate) == (Action.HOLD, ())
+    assert "observation incomplete (ec2)" in d.reason
+
+
+def test_no_node_in_scalelite_reads_as_a_wrong_template_not_as_drained() -> None:
+    def absent(node: Node) -> Node:
+        server = node.server
+        assert server is not None
+        return dataclasses.replace(node, server=ServerView("", "absent", None, False))
+
+    snap = steady(draining("d"))
+    snap = dataclasses.replace(snap, nodes=tuple(absent(n) for n in snap.nodes))
+    d = run(snap)
+    assert (d.action, d.terminate, d.drain) == (Action.HOLD, (), ())
+    assert "server_url_template" in d.reason
