@@ -7,6 +7,8 @@ failure into a message that names the offending key as the user wrote it.
 
 from __future__ import annotations
 
+import json
+import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -105,8 +107,11 @@ def _env_name(prefix: str, loc: tuple[int | str, ...]) -> str:
 
 def _describe(prefix: str, err: Mapping[str, Any], secret_keys: frozenset[str]) -> str:
     loc: tuple[int | str, ...] = tuple(err.get("loc", ()))
-    dotted = ".".join(str(p) for p in loc) or "(root)"
     msg = str(err.get("msg", "invalid"))
+    if not loc:
+        # A whole-model check: its message names each key itself.
+        return msg.removeprefix("Value error, ")
+    dotted = ".".join(str(p) for p in loc)
     text = f"{dotted} ({_env_name(prefix, loc)}): {msg}"
     leaf = str(loc[-1]) if loc else ""
     if "input" in err and leaf not in secret_keys and err.get("type") != "missing":
@@ -192,3 +197,26 @@ def keys(cls: type[BaseSettings]) -> list[tuple[str, str, str, str]]:
             shown = _show(info.get_default(call_default_factory=True))
             rows.append((name, _env_name(prefix, (name,)), shown, info.description or ""))
     return rows
+
+
+def settings_for_command(
+    cls: type[S], command: str, config_file: Path | None, prog: str
+) -> S | int:
+    """The settings for a CLI command, or the exit code when the command is done.
+
+    Shared by every program's CLI: ``config-reference`` prints the key table,
+    invalid configuration prints the problems and gives EXIT_CONFIG, and
+    ``check-config`` prints the settings (secrets hidden) as JSON.
+    """
+    if command == "config-reference":
+        print(reference(cls), end="")
+        return 0
+    try:
+        settings = load_settings(cls, config_file)
+    except ConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if command == "check-config":
+        print(json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True))
+        return 0
+    return settings

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bbbcore import __version__, logs
-from bbbcore.config import EXIT_CONFIG, ConfigError, load_settings, reference
+from bbbcore.config import EXIT_CONFIG, ConfigError, settings_for_command
 from bbbctl.settings import CtlSettings
 
 if TYPE_CHECKING:
@@ -64,14 +64,11 @@ def _confirm(question: str) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bbbctl`` console script."""
     args = _parser().parse_args(argv)
-    if args.group == "config-reference":
-        print(reference(CtlSettings), end="")
-        return 0
-    try:
-        settings = load_settings(CtlSettings, args.config)
-    except ConfigError as exc:
-        print(f"bbbctl: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    settings = settings_for_command(
+        CtlSettings, args.group, getattr(args, "config", None), "bbbctl"
+    )
+    if isinstance(settings, int):
+        return settings
     logs.configure(settings.log.level)
     # Imported once logging is configured: modules bind their loggers on import.
     from bbbctl import commands

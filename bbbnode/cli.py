@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bbbcore import __version__, logs
-from bbbcore.config import EXIT_CONFIG, ConfigError, load_settings, reference
+from bbbcore.config import settings_for_command
 from bbbnode.settings import NodeSettings
 
 
@@ -38,17 +38,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bbbnode`` console script."""
     args = _parser().parse_args(argv)
-    if args.command == "config-reference":
-        print(reference(NodeSettings), end="")
-        return 0
-    try:
-        settings = load_settings(NodeSettings, args.config)
-    except ConfigError as exc:
-        print(f"bbbnode: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    if args.command == "check-config":
-        print(json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True))
-        return 0
+    settings = settings_for_command(
+        NodeSettings, args.command, getattr(args, "config", None), "bbbnode"
+    )
+    if isinstance(settings, int):
+        return settings
     if args.command in ("drain", "undrain"):
         return asyncio.run(_operate(settings, args.command))
     logs.configure(settings.log.level)

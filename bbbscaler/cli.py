@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from bbbcore import __version__, logs
-from bbbcore.config import EXIT_CONFIG, ConfigError, load_settings, reference
+from bbbcore.config import settings_for_command
 from bbbscaler.settings import ScalerSettings
 
 
@@ -50,17 +49,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bbbscaler`` console script."""
     args = _parser().parse_args(argv)
-    if args.command == "config-reference":
-        print(reference(ScalerSettings), end="")
-        return 0
-    try:
-        settings = load_settings(ScalerSettings, args.config)
-    except ConfigError as exc:
-        print(f"bbbscaler: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    if args.command == "check-config":
-        print(json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True))
-        return 0
+    settings = settings_for_command(
+        ScalerSettings, args.command, getattr(args, "config", None), "bbbscaler"
+    )
+    if isinstance(settings, int):
+        return settings
     if getattr(args, "dry_run", False):
         settings = settings.model_copy(update={"dry_run": True})
     logs.configure(settings.log.level)

@@ -1,0 +1,85 @@
+"""The ``bbbscaler`` command line: its promises to operators, from outside."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from bbbcore import __version__
+from bbbscaler import cli, daemon
+from bbbscaler.settings import ScalerSettings
+
+REQUIRED = {
+    "BBBSCALER_AWS__ASG_NAME": "bbb-fleet",
+    "BBBSCALER_SCALELITE__URL": "http://127.0.0.1:9",
+    "BBBSCALER_SCALELITE__SECRET": "cli-test-scalelite-secret-0123456789",
+    "BBBSCALER_SCALELITE__DOMAIN": "bbb.example.test",
+}
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for key, value in REQUIRED.items():
+        monkeypatch.setenv(key, value)
+    return monkeypatch
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"bbbscaler {__version__}"
+
+
+def test_missing_required_keys_exit_2_naming_each(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["check-config"]) == 2
+    err = capsys.readouterr().err
+    for env_name in REQUIRED:
+        assert env_name in err
+
+
+def test_a_bad_value_exits_2_naming_the_key(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.setenv("BBBSCALER_POLICY__PRESET", "aggressive")
+    assert cli.main(["run", "--once"]) == 2
+    err = capsys.readouterr().err
+    assert "policy.preset (BBBSCALER_POLICY__PRESET)" in err
+    assert "aggressive" in err
+
+
+def test_check_config_prints_json_with_the_secret_hidden(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.setenv("BBBSCALER_DRY_RUN", "true")
+    assert cli.main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    doc = json.loads(out)
+    assert doc["dry_run"] is True
+    assert doc["aws"]["asg_name"] == "bbb-fleet"
+    assert REQUIRED["BBBSCALER_SCALELITE__SECRET"] not in out
+
+
+def test_dry_run_flag_reaches_the_daemon(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[ScalerSettings] = []
+
+    async def once(settings: ScalerSettings) -> int:
+        seen.append(settings)
+        return 0
+
+    env.setattr(daemon, "once", once)
+    assert cli.main(["run", "--once", "--dry-run"]) == 0
+    assert seen[0].dry_run is True
+
+
+async def test_once_without_the_group_exits_1_with_a_json_line(
+    env: pytest.MonkeyPatch, aws_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = ScalerSettings()
+    assert await daemon.once(settings) == daemon.EXIT_ROUND_FAILED
+    last: dict[str, Any] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["action"] == "error"
