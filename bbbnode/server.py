@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
+from bbbcore.httpd import health_handler, metrics_handler
 from bbbnode import status
 from bbbnode.exposition import NodeMetrics
 from bbbnode.snapshot import Snapshot
@@ -28,14 +28,6 @@ def build_app(
     ``operations`` become ``POST /<name>`` (drain, undrain), answered only to
     loopback clients: the metrics port is open to the VPC, draining is not.
     """
-
-    async def handle_metrics(_: web.Request) -> web.Response:
-        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def handle_healthz(_: web.Request) -> web.Response:
-        if alive():
-            return web.Response(text="ok\n")
-        return web.Response(status=503, text="collector stalled\n")
 
     async def handle_readyz(_: web.Request) -> web.Response:
         snap = snapshot()
@@ -59,8 +51,8 @@ def build_app(
     app = web.Application()
     for name, run in (operations or {}).items():
         app.router.add_post(f"/{name}", operation(run))
-    app.router.add_get("/metrics", handle_metrics)
-    app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/metrics", metrics_handler(metrics.render))
+    app.router.add_get("/healthz", health_handler(alive, "collector stalled"))
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/status", handle_status)
     return app

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
+from bbbcore.httpd import health_handler, metrics_handler
 from bbbscaler.exposition import ScalerMetrics
 
 
@@ -18,14 +18,6 @@ def build_app(
 ) -> web.Application:
     """The aiohttp application; handlers only read what the loop left behind."""
 
-    async def handle_metrics(_: web.Request) -> web.Response:
-        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def handle_healthz(_: web.Request) -> web.Response:
-        if alive():
-            return web.Response(text="ok\n")
-        return web.Response(status=503, text="control loop stalled\n")
-
     async def handle_status(_: web.Request) -> web.Response:
         last = status()
         if last is None:
@@ -33,7 +25,7 @@ def build_app(
         return web.json_response(last)
 
     app = web.Application()
-    app.router.add_get("/metrics", handle_metrics)
-    app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/metrics", metrics_handler(metrics.render))
+    app.router.add_get("/healthz", health_handler(alive, "control loop stalled"))
     app.router.add_get("/status", handle_status)
     return app
