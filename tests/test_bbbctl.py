@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import io
-import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
-import structlog
 
 from bbbcore.config import ConfigError, load_settings
 from bbbctl import cli, commands, sync
@@ -36,15 +33,8 @@ T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 
 @pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
+def _restore_logging(restore_logging: None) -> None:
     """cli.main configures logging for the process; later tests must not inherit it."""
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    structlog.configure(**saved)
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def event(

@@ -19,6 +19,9 @@ REQUIRED = {
 }
 
 
+pytestmark = pytest.mark.usefixtures("restore_logging")
+
+
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for key, value in REQUIRED.items():
