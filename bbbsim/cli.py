@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bbbcore import __version__, logs
+from bbbsim import backtest_cli
 
 
 def _positive(text: str) -> float:
@@ -35,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="seconds the story takes (default 40)")  # fmt: skip
     demo.add_argument("--summary-json", type=Path, metavar="FILE",
                       help="also write the summary as JSON")  # fmt: skip
+    backtest_cli.add_commands(sub, _positive)
     return parser
 
 
@@ -46,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bbbsim import demo  # imported here: keeps --help fast
 
         return demo.main(args.duration, args.summary_json)
+    if args.command in backtest_cli.COMMANDS:
+        return backtest_cli.main(args)
     return 2
 
 

@@ -1,0 +1,541 @@
+"""The fleet as a discrete-event simulation, driven by bbbscaler's real ``decide``.
+
+What it models, and how:
+
+- **Meetings** start and end as the trace says. Each ``create`` goes where
+  Scalelite would put it: the least load among enabled, online servers with a
+  known load, equal loads to the smaller id (``bbbcore.scalelite``'s rule).
+- **Scalelite's load** is its poller's: every ``poll_interval`` (60 s, its
+  default) each server's load becomes the sum of its meetings' weights
+  (``meeting_weight``: participants + one moderator, at least 15 while younger
+  than 15 minutes) times its ``load_multiplier``; between polls every
+  ``create`` adds one multiplier. A new server is online from the first poll
+  after it registered; a cordoned one polled at load 0 becomes disabled; a
+  disabled one has no load until a poll after it is enabled again.
+- **Host CPU** is ``bbbsim.host_model`` over the node's meetings (see
+  ``bbbsim.demand``), reported to the scaler as it is at the decision.
+- **Instances** launch when the scaler raises desired capacity and serve
+  ``boot_time`` (180 s) later: Pending until then (no metrics, not in
+  Scalelite), then InService, registered and enabled.
+- **The scaler** runs every ``tick`` (10 s): a FleetSnapshot built from the
+  model, the real ``decide`` with the real ``History.record``, and the Decision
+  carried out as bbbscaler's actuator does (re-enable, set desired, tag and
+  cordon, terminate with decrement). A draining node keeps its meetings until
+  they end. A terminated node ends whatever it still hosts: those meetings are
+  counted as ended by the platform (the safety rules say never), and so are a
+  lowered desired capacity's victims (the newest instances, as a stand-in for
+  the ASG's choice).
+
+Snapshots are cheap because each node's ``Node`` value is rebuilt only when the
+node changed since the last round. ``verify`` also checks every placement
+against ``place_meeting`` and every poll against ``server_load`` (slow; tests).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from bbbcore.scalelite import (
+    LoadRule,
+    MeetingCount,
+    PlacementCandidate,
+    PlacementSnapshot,
+    ServerState,
+    meeting_weight,
+    place_meeting,
+    server_load,
+)
+from bbbscaler.model import Action, Decision, FleetSnapshot, Group, Node, NodeMetrics, ServerView
+from bbbscaler.policy import History, PolicyConfig, Preset, decide
+from bbbsim.demand import HostSpec, Steps, meeting_units
+from bbbsim.trace import Trace
+
+MONDAY = 1_767_571_200.0
+"""2026-01-05 00:00:00 UTC, a Monday: the trace's second 0 (schedule windows see this clock)."""
+
+_INF = math.inf
+# Decisions drawn on the timeline; "none" and "hold" change nothing.
+_CHANGES = frozenset({Action.SCALE_OUT, Action.UNDRAIN, Action.DRAIN, Action.TERMINATE})
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSettings:
+    """The simulated platform around the policy."""
+
+    boot_time: float = 180.0
+    """Launch to registered in Scalelite."""
+    tick: float = 10.0
+    """The scaler's loop interval."""
+    poll_interval: float = 60.0
+    """Scalelite's poller (its POLL_INTERVAL default)."""
+    min_nodes: int = 1
+    """The group's MinSize; that many nodes serve from the start."""
+    max_nodes: int = 500
+    """The group's MaxSize."""
+    moderators: int = 1
+    """Per meeting, as Scalelite's load counts them (again) on top of participants."""
+    metrics_age: float = 5.0
+    """How old every node's data is when the scaler reads it."""
+    host: HostSpec = field(default_factory=HostSpec)
+    rule: LoadRule = field(default_factory=LoadRule)
+    epoch: float = MONDAY
+    verify: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedTrace:
+    """A trace in start order with what every run needs per meeting, computed once."""
+
+    trace: Trace
+    start: tuple[float, ...]
+    end: tuple[float, ...]
+    units: tuple[int, ...]
+    participants: tuple[int, ...]
+    young_weight: tuple[int, ...]
+    old_weight: tuple[int, ...]
+    ages_at: tuple[float, ...]
+    """When Scalelite stops counting the meeting as young (trace seconds)."""
+
+    @property
+    def horizon(self) -> float:
+        return max(self.end, default=0.0)
+
+
+def prepare(trace: Trace, settings: FleetSettings) -> PreparedTrace:
+    """Sort ``trace`` by start and work out every meeting's costs."""
+    ordered = sorted(trace.meetings, key=lambda m: m.start_s)
+    young: list[int] = []
+    old: list[int] = []
+    ages: list[float] = []
+    for m in ordered:
+        created = settings.epoch + m.start_s
+        count = MeetingCount(m.participants, settings.moderators, math.floor(created * 1000))
+        # Scalelite compares whole seconds of createTime: young while now < floor(created) + buffer.
+        aged = math.floor(created) + settings.rule.join_buffer_s
+        young.append(meeting_weight(count, created, settings.rule))
+        old.append(meeting_weight(count, aged, settings.rule))
+        ages.append(aged - settings.epoch)
+    return PreparedTrace(
+        trace=trace,
+        start=tuple(m.start_s for m in ordered),
+        end=tuple(m.end_s for m in ordered),
+        units=tuple(meeting_units(m, settings.host) for m in ordered),
+        participants=tuple(m.participants for m in ordered),
+        young_weight=tuple(young),
+        old_weight=tuple(old),
+        ages_at=tuple(ages),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FleetRun:
+    """What one policy (or the oracle) did with a trace."""
+
+    name: str
+    instance_hours: float
+    overload_node_minutes: float
+    meetings_on_overloaded_node: int
+    meetings_ended_by_platform: int
+    meetings_refused: int
+    """Creates no server could take (no enabled, online server)."""
+    peak_nodes: int
+    instances: Steps
+    """Instances in the group (booting, serving, draining) over time."""
+    capacity: Steps
+    """Nodes up (booted, not terminated) over time."""
+    overloaded: Steps
+    decisions: tuple[tuple[float, str], ...] = ()
+    """(time, action) of every round that changed something."""
+
+
+class _SimNode:
+    """One instance's mutable state inside a run (never leaves the simulation)."""
+
+    __slots__ = (
+        "draining_since",
+        "id",
+        "launched",
+        "load",
+        "meetings",
+        "online",
+        "over",
+        "participants",
+        "ready",
+        "state",
+        "true_load",
+        "units",
+        "up",
+        "view",
+    )
+
+    def __init__(self, iid: str, launched: float, ready: float) -> None:
+        self.id = iid
+        self.launched = launched
+        self.ready = ready
+        self.up = False
+        self.state: ServerState = "disabled"
+        self.online = False
+        self.load: float | None = None
+        """What Scalelite stores: set by a poll, raised by each create."""
+        self.true_load = 0
+        """Scalelite's load if it polled now (sum of meeting weights)."""
+        self.draining_since: float | None = None
+        self.meetings: set[int] = set()
+        self.units = 0
+        self.participants = 0
+        self.over = False
+        self.view: Node | None = None
+
+
+class _Fleet:
+    """One run: the event loop, the scaler's rounds and the bookkeeping of the results."""
+
+    def __init__(self, prepared: PreparedTrace, config: PolicyConfig, settings: FleetSettings):
+        self.p = prepared
+        self.config = config
+        self.s = settings
+        self.nodes: dict[str, _SimNode] = {}
+        self.booting: deque[_SimNode] = deque()
+        self.available: dict[str, tuple[float, str]] = {}
+        """(load, id) of every server Scalelite may place on."""
+        self.where: list[_SimNode | None] = [None] * len(prepared.start)
+        self.aged = [False] * len(prepared.start)
+        self.ends: list[tuple[float, int]] = []
+        self.aging: deque[tuple[float, int]] = deque()
+        self.next_start = 0
+        self.next_poll = 0.0
+        self.launched = 0
+        self.desired = 0
+        self.history = History()
+        self.group: Group | None = None
+        self.views: tuple[Node, ...] | None = None
+        # Results.
+        self.now = 0.0
+        self.node_seconds = 0.0
+        self.over_seconds = 0.0
+        self.over_count = 0
+        self.on_overloaded = 0
+        self.ended = 0
+        self.refused = 0
+        self.peak = 0
+        self.capacity = 0
+        self.instances_steps: list[tuple[float, int]] = []
+        self.capacity_steps: list[tuple[float, int]] = []
+        self.over_steps: list[tuple[float, int]] = [(0.0, 0)]
+        self.decisions: list[tuple[float, str]] = []
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _clock(self, t: float) -> None:
+        dt = t - self.now
+        if dt > 0:
+            self.node_seconds += len(self.nodes) * dt
+            self.over_seconds += self.over_count * dt
+            self.now = t
+
+    @staticmethod
+    def _step(steps: list[tuple[float, int]], t: float, value: int) -> None:
+        if steps and steps[-1][0] == t:
+            steps[-1] = (t, value)
+        else:
+            steps.append((t, value))
+
+    def _count_instances(self, t: float) -> None:
+        self.peak = max(self.peak, len(self.nodes))
+        self._step(self.instances_steps, t, len(self.nodes))
+        self.views = None
+
+    def _set_capacity(self, t: float, delta: int) -> None:
+        self.capacity += delta
+        self._step(self.capacity_steps, t, self.capacity)
+
+    def _changed(self, node: _SimNode) -> None:
+        """Refresh what depends on the node's state: overload, placement set, its view."""
+        over = self.s.host.overloaded(node.units)
+        if over != node.over:
+            node.over = over
+            self.over_count += 1 if over else -1
+            self._step(self.over_steps, self.now, self.over_count)
+        if node.up and node.state == "enabled" and node.online and node.load is not None:
+            self.available[node.id] = (node.load, node.id)
+        else:
+            self.available.pop(node.id, None)
+        node.view = None
+        self.views = None
+
+    # ------------------------------------------------------------------ instances
+
+    def _launch(self, t: float, up: bool = False) -> _SimNode:
+        self.launched += 1
+        node = _SimNode(f"i-{self.launched:017x}", t, t + (0.0 if up else self.s.boot_time))
+        self.nodes[node.id] = node
+        if up:
+            self._boot(node)
+            node.online, node.load = True, 0.0
+            self._changed(node)
+        else:
+            self.booting.append(node)
+        self._count_instances(t)
+        return node
+
+    def _boot(self, node: _SimNode) -> None:
+        node.up = True
+        node.state = "enabled"
+        self._set_capacity(self.now, 1)
+        self._changed(node)
+
+    def _terminate(self, node: _SimNode, t: float) -> None:
+        # Whatever still runs there ends now: the count that must stay 0.
+        self.ended += len(node.meetings)
+        for idx in node.meetings:
+            self.where[idx] = None
+        node.meetings.clear()
+        node.units = 0
+        self._changed(node)
+        self.available.pop(node.id, None)
+        del self.nodes[node.id]
+        if node.up:
+            self._set_capacity(t, -1)
+        else:
+            self.booting.remove(node)
+        self._count_instances(t)
+
+    # ------------------------------------------------------------------ events
+
+    def _start(self, idx: int) -> None:
+        best = min(self.available.values(), default=None)
+        chosen = None if best is None else self.nodes[best[1]]
+        if self.s.verify:
+            self._verify_placement(chosen)
+        if chosen is None:
+            self.refused += 1
+            return
+        if chosen.over:
+            self.on_overloaded += 1
+        p = self.p
+        chosen.meetings.add(idx)
+        chosen.units += p.units[idx]
+        chosen.participants += p.participants[idx]
+        chosen.true_load += p.young_weight[idx]
+        # Scalelite's create bumps the stored load until the next poll recomputes it.
+        chosen.load = (chosen.load or 0.0) + 1.0
+        self.where[idx] = chosen
+        heapq.heappush(self.ends, (p.end[idx], idx))
+        self.aging.append((p.ages_at[idx], idx))
+        self._changed(chosen)
+
+    def _end(self, idx: int) -> None:
+        node = self.where[idx]
+        if node is None:
+            return  # refused, or already ended with its node
+        self.where[idx] = None
+        p = self.p
+        node.meetings.discard(idx)
+        node.units -= p.units[idx]
+        node.participants -= p.participants[idx]
+        node.true_load -= p.old_weight[idx] if self.aged[idx] else p.young_weight[idx]
+        self._changed(node)
+
+    def _age(self, idx: int) -> None:
+        self.aged[idx] = True
+        node = self.where[idx]
+        if node is not None:
+            node.true_load += self.p.old_weight[idx] - self.p.young_weight[idx]
+
+    def _poll(self) -> None:
+        for node in self.nodes.values():
+            if not node.up:
+                continue
+            if self.s.verify:
+                self._verify_load(node)
+            load = float(node.true_load)
+            was = (node.online, node.load, node.state)
+            node.online = True
+            node.load = None if node.state == "disabled" else load
+            if node.state == "cordoned" and load == 0:
+                node.state, node.load = "disabled", None
+            if (node.online, node.load, node.state) != was:
+                self._changed(node)
+
+    def _advance(self, until: float) -> None:
+        """Process every event at or before ``until``: ends, aging, boots, polls, starts."""
+        p = self.p
+        n = len(p.start)
+        while True:
+            te = self.ends[0][0] if self.ends else _INF
+            ta = self.aging[0][0] if self.aging else _INF
+            tb = self.booting[0].ready if self.booting else _INF
+            ts = p.start[self.next_start] if self.next_start < n else _INF
+            tp = self.next_poll
+            t = min(te, ta, tb, tp, ts)
+            if t > until:
+                break
+            self._clock(t)
+            if te == t:
+                self._end(heapq.heappop(self.ends)[1])
+            elif ta == t:
+                self._age(self.aging.popleft()[1])
+            elif tb == t:
+                self._boot(self.booting.popleft())
+            elif tp == t:
+                self._poll()
+                self.next_poll += self.s.poll_interval
+            else:
+                self._start(self.next_start)
+                self.next_start += 1
+        self._clock(until)
+
+    # ------------------------------------------------------------------ the scaler
+
+    def _view(self, node: _SimNode) -> Node:
+        e = self.s.epoch
+        if not node.up:
+            return Node(
+                node.id,
+                "Pending",
+                launched_at=e + node.launched,
+                server=ServerView(node.id, "absent", None, False),
+            )
+        since = None if node.draining_since is None else e + node.draining_since
+        return Node(
+            node.id,
+            "InService",
+            protected=bool(node.meetings),
+            launched_at=e + node.launched,
+            draining_since=since,
+            metrics=NodeMetrics(
+                self.s.host.cpu(node.units),
+                len(node.meetings),
+                node.participants,
+                self.s.metrics_age,
+            ),
+            server=ServerView(node.id, node.state, node.load, node.online),
+        )
+
+    def snapshot(self, t: float) -> FleetSnapshot:
+        """The fleet at ``t`` as the scaler's observer would report it."""
+        if self.views is None:
+            views = []
+            for node in self.nodes.values():
+                if node.view is None:
+                    node.view = self._view(node)
+                views.append(node.view)
+            self.views = tuple(views)
+        if self.group is None or self.group.desired != self.desired:
+            s = self.s
+            self.group = Group(
+                "backtest", self.desired, s.min_nodes, s.max_nodes, frozenset({"AZRebalance"})
+            )
+        return FleetSnapshot(self.s.epoch + t, self.group, self.views)
+
+    def _round(self, t: float) -> None:
+        now = self.s.epoch + t
+        decision = decide(self.snapshot(t), self.history, self.config, now)
+        self.history = self.history.record(decision, now, self.config)
+        self._apply(decision, t)
+
+    def _apply(self, d: Decision, t: float) -> None:
+        """Carry ``d`` out in the actuator's order: re-enable, desired, drain, terminate."""
+        if d.action in _CHANGES or d.desired is not None:
+            self.decisions.append((t, d.action.value))
+        for iid in d.undrain:
+            node = self.nodes[iid]
+            node.draining_since = None
+            node.state = "enabled"
+            self._changed(node)
+        if d.desired is not None and d.desired != self.desired:
+            self.desired = d.desired
+            while len(self.nodes) < self.desired:
+                self._launch(t)
+            while len(self.nodes) > self.desired:
+                # A lowered desired lets the ASG pick a victim: the newest, here.
+                self._terminate(list(self.nodes.values())[-1], t)
+        for iid in d.drain:
+            node = self.nodes[iid]
+            node.draining_since = t
+            if node.state == "enabled":
+                node.state = "cordoned"
+            self._changed(node)
+        for iid in d.terminate:
+            leaving = self.nodes.get(iid)
+            if leaving is not None:
+                self._terminate(leaving, t)
+                self.desired -= 1
+
+    # ------------------------------------------------------------------ verification
+
+    def _verify_placement(self, chosen: _SimNode | None) -> None:
+        candidates = tuple(
+            PlacementCandidate(n.id, n.state, n.online, n.load) for n in self.nodes.values() if n.up
+        )
+        expected = place_meeting(PlacementSnapshot(candidates))
+        got = None if chosen is None else chosen.id
+        if expected != got:
+            raise AssertionError(f"placement {got} differs from Scalelite's rule: {expected}")
+
+    def _verify_load(self, node: _SimNode) -> None:
+        p = self.p
+        counts = [
+            MeetingCount(
+                p.participants[i],
+                self.s.moderators,
+                math.floor((self.s.epoch + p.start[i]) * 1000),
+            )
+            for i in node.meetings
+        ]
+        expected = server_load(counts, 1.0, self.s.epoch + self.now, self.s.rule)
+        if expected != node.true_load:
+            raise AssertionError(f"{node.id}: load {node.true_load}, Scalelite's rule {expected}")
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self, name: str) -> FleetRun:
+        self._set_capacity(0.0, 0)
+        self._count_instances(0.0)
+        for _ in range(self.s.min_nodes):
+            self._launch(0.0, up=True)
+        self.desired = self.s.min_nodes
+        ticks = math.ceil(self.p.horizon / self.s.tick)
+        for k in range(ticks + 1):
+            t = k * self.s.tick
+            self._advance(t)
+            self._round(t)
+        return FleetRun(
+            name=name,
+            instance_hours=self.node_seconds / 3600,
+            overload_node_minutes=self.over_seconds / 60,
+            meetings_on_overloaded_node=self.on_overloaded,
+            meetings_ended_by_platform=self.ended,
+            meetings_refused=self.refused,
+            peak_nodes=self.peak,
+            instances=tuple(self.instances_steps),
+            capacity=tuple(self.capacity_steps),
+            overloaded=tuple(self.over_steps),
+            decisions=tuple(self.decisions),
+        )
+
+
+def policy_config(preset: Preset, settings: FleetSettings) -> PolicyConfig:
+    """The preset's own values, with the simulated platform's boot time and loop."""
+    return replace(
+        PolicyConfig.preset_values(preset),
+        boot_time=settings.boot_time,
+        gap_limit=3 * settings.tick,
+    )
+
+
+def simulate(
+    prepared: PreparedTrace, config: PolicyConfig, settings: FleetSettings, name: str = ""
+) -> FleetRun:
+    """Run the trace through the simulated fleet under ``config``."""
+    return _Fleet(prepared, config, settings).run(name or config.preset)
+
+
+def simulate_presets(
+    prepared: PreparedTrace, presets: Sequence[Preset], settings: FleetSettings
+) -> tuple[FleetRun, ...]:
+    return tuple(simulate(prepared, policy_config(p, settings), settings, p) for p in presets)
