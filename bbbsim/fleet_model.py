@@ -73,7 +73,9 @@ class FleetSettings:
     poll_interval: float = 60.0
     """Scalelite's poller (its POLL_INTERVAL default)."""
     min_nodes: int = 1
-    """The group's MinSize; that many nodes serve from the start."""
+    """The group's MinSize."""
+    start_nodes: int | None = None
+    """Nodes serving from the start; None: ``min_nodes``."""
     max_nodes: int = 500
     """The group's MaxSize."""
     moderators: int = 1
@@ -191,8 +193,11 @@ class _SimNode:
         self.view: Node | None = None
 
 
-class _Fleet:
-    """One run: the event loop, the scaler's rounds and the bookkeeping of the results."""
+class FleetSim:
+    """One run: the event loop, the scaler's rounds and the bookkeeping of the results.
+
+    ``run`` does it all; tests step it by hand with ``advance``, ``snapshot`` and ``apply``.
+    """
 
     def __init__(self, prepared: PreparedTrace, config: PolicyConfig, settings: FleetSettings):
         self.p = prepared
@@ -227,6 +232,13 @@ class _Fleet:
         self.capacity_steps: list[tuple[float, int]] = []
         self.over_steps: list[tuple[float, int]] = [(0.0, 0)]
         self.decisions: list[tuple[float, str]] = []
+        # The first nodes serve from the start, registered and polled.
+        first = settings.min_nodes if settings.start_nodes is None else settings.start_nodes
+        self._set_capacity(0.0, 0)
+        self._count_instances(0.0)
+        for _ in range(first):
+            self._launch(0.0, up=True)
+        self.desired = first
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -361,7 +373,7 @@ class _Fleet:
             if (node.online, node.load, node.state) != was:
                 self._changed(node)
 
-    def _advance(self, until: float) -> None:
+    def advance(self, until: float) -> None:
         """Process every event at or before ``until``: ends, aging, boots, polls, starts."""
         p = self.p
         n = len(p.start)
@@ -432,13 +444,15 @@ class _Fleet:
             )
         return FleetSnapshot(self.s.epoch + t, self.group, self.views)
 
-    def _round(self, t: float) -> None:
+    def round(self, t: float) -> Decision:
+        """One scaler round at ``t``: observe, the real decide and History.record, act."""
         now = self.s.epoch + t
         decision = decide(self.snapshot(t), self.history, self.config, now)
         self.history = self.history.record(decision, now, self.config)
-        self._apply(decision, t)
+        self.apply(decision, t)
+        return decision
 
-    def _apply(self, d: Decision, t: float) -> None:
+    def apply(self, d: Decision, t: float) -> None:
         """Carry ``d`` out in the actuator's order: re-enable, desired, drain, terminate."""
         if d.action in _CHANGES or d.desired is not None:
             self.decisions.append((t, d.action.value))
@@ -494,16 +508,16 @@ class _Fleet:
     # ------------------------------------------------------------------ the run
 
     def run(self, name: str) -> FleetRun:
-        self._set_capacity(0.0, 0)
-        self._count_instances(0.0)
-        for _ in range(self.s.min_nodes):
-            self._launch(0.0, up=True)
-        self.desired = self.s.min_nodes
+        """Every tick to the trace's end: events, then a round."""
         ticks = math.ceil(self.p.horizon / self.s.tick)
         for k in range(ticks + 1):
             t = k * self.s.tick
-            self._advance(t)
-            self._round(t)
+            self.advance(t)
+            self.round(t)
+        return self.result(name)
+
+    def result(self, name: str) -> FleetRun:
+        """The scores and timelines so far."""
         return FleetRun(
             name=name,
             instance_hours=self.node_seconds / 3600,
@@ -532,7 +546,7 @@ def simulate(
     prepared: PreparedTrace, config: PolicyConfig, settings: FleetSettings, name: str = ""
 ) -> FleetRun:
     """Run the trace through the simulated fleet under ``config``."""
-    return _Fleet(prepared, config, settings).run(name or config.preset)
+    return FleetSim(prepared, config, settings).run(name or config.preset)
 
 
 def simulate_presets(

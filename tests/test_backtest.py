@@ -1,0 +1,153 @@
+"""The backtest: known answers, the oracle's rules, the lag measure, the CLI, the shipped traces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bbbscaler.policy import Preset
+from bbbsim.backtest import SCORE_KEYS, BacktestResult, backtest, render_table, report_json
+from bbbsim.cli import main
+from bbbsim.demand import capacity_lags, p95
+from bbbsim.fleet_model import FleetSettings, prepare
+from bbbsim.oracle import oracle_run
+from bbbsim.trace import SHIPPED, Trace, TraceMeeting, shipped_trace
+
+BOTH: tuple[Preset, ...] = ("seed", "default")
+
+
+def oracle_hours(*meetings: TraceMeeting) -> float:
+    settings = FleetSettings()
+    return oracle_run(prepare(Trace("t", meetings), settings), settings).instance_hours
+
+
+# --- known answers ----------------------------------------------------------------------------
+
+
+def test_constant_load_has_known_instance_hours() -> None:
+    # 30 meetings of 8 (2 voices, 1 camera): 0.222 cores each, 6.66 cores in all. At 80 % of
+    # 8 cores less the 0.25 idle base, 6.15 cores fit a node: 27 meetings. So two nodes.
+    trace = Trace("constant", tuple(TraceMeeting(0, 7200, 8, 1) for _ in range(30)))
+    result = backtest(trace, BOTH, FleetSettings(verify=True))
+    assert result.fluid_bound_instance_hours == pytest.approx(2 * 2.0)
+    oracle = result.oracle.run
+    assert oracle.instance_hours == pytest.approx(2 * (7200 + 180) / 3600)
+    assert (oracle.overload_node_minutes, oracle.peak_nodes) == (0.0, 2)
+    assert result.oracle.p95_time_to_capacity_s == 0.0
+    seed, default = (s.run for s in result.policies)
+    # One node when everything starts: all 30 land on it (86 % CPU) for the whole two hours,
+    # the 29th and 30th on a node already above 80 %. No policy can move a live meeting.
+    for run in (seed, default):
+        assert run.overload_node_minutes == pytest.approx(120.0)
+        assert run.meetings_on_overloaded_node == 2
+        assert run.meetings_ended_by_platform == 0
+    # default: demand 0.93 + 0.5 headroom at 65 % -> 3 nodes in the first round, kept.
+    assert default.instance_hours == pytest.approx(6.0)
+    assert default.capacity == ((0.0, 1), (180.0, 3))
+    # The second node serves 180 s (default) or 180 + 180 s (seed: 80 % held 180 s) later.
+    scores = {s.run.name: s.p95_time_to_capacity_s for s in result.policies}
+    assert scores == {"seed": 360.0, "default": 180.0}
+
+
+def test_oracle_extends_a_node_s_life_least() -> None:
+    # Two nodes carry a 3.4-core meeting each (open until 1000 and 3000); three 0.68-core ones
+    # fit either. [0, 2000) goes to the node it does not extend; [0, 500) to the one closing
+    # soonest of those; [0, 6000) extends both, the later-closing one least.
+    hours = oracle_hours(
+        TraceMeeting(0, 1000, 200),
+        TraceMeeting(0, 3000, 200),
+        TraceMeeting(0, 2000, 40),
+        TraceMeeting(0, 500, 40),
+        TraceMeeting(0, 6000, 40),
+    )
+    assert hours == pytest.approx((1000 + 180 + 6000 + 180) / 3600)
+
+
+def test_oracle_gives_a_big_meeting_its_own_node_and_closes_empty_nodes() -> None:
+    settings = FleetSettings()
+    trace = Trace("t", (TraceMeeting(0, 3600, 280, 1), TraceMeeting(0, 3600, 5)))
+    run = oracle_run(prepare(trace, settings), settings)
+    assert run.peak_nodes == 2
+    assert run.overload_node_minutes == pytest.approx(60.0)
+    # A node that empties at 1000 is closed: the meeting starting then needs a new one.
+    hours = oracle_hours(TraceMeeting(0, 1000, 5), TraceMeeting(1000, 1000, 5))
+    assert hours == pytest.approx(2 * 1180 / 3600)
+
+
+def test_capacity_lags() -> None:
+    # Need 2 at once; one node there, the second 50 s later.
+    assert capacity_lags(((0, 2), (100, 0)), ((0, 1), (50, 2))) == (0.0, 50.0)
+    # A rise that fell away before capacity came counts its whole unmet time.
+    assert capacity_lags(((0, 1), (30, 0)), ((0, 0), (100, 1))) == (30.0,)
+    # Falling and rising again is a new rise.
+    lags = capacity_lags(((0, 1), (10, 0), (20, 1), (40, 0)), ((0, 0), (30, 1)))
+    assert lags == (10.0, 10.0)
+    assert p95([0.0] * 19 + [100.0]) == 0.0
+    assert p95(float(k) for k in range(1, 101)) == 95.0
+    assert p95([]) == 0.0
+
+
+# --- the CLI ----------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_cli_writes_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    args = ["backtest", "--trace", "exam-flash", "--policy", "seed", "--policy", "default"]
+    assert main([*args, "--json", str(out), "--plot", str(png)]) == 0
+    doc = json.loads(out.read_text())
+    assert set(doc["policies"]) == set(BOTH)
+    for scores in (*doc["policies"].values(), doc["oracle"]):
+        assert set(scores) == set(SCORE_KEYS)
+        assert scores["meetings_ended_by_platform"] == 0
+    assert doc["fluid_bound_instance_hours"] > 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out
+    assert "| oracle |" in printed
+    assert "goals for default" in printed
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_cli_bad_trace_exits_2_naming_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("start_s,duration_s,participants\n0,60,5\n10,sixty,5\n")
+    assert main(["backtest", "--trace", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "line 3, column duration_s: not a number: 'sixty'" in err
+    assert main(["backtest", "--trace", str(tmp_path / "missing.csv")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["backtest", "--trace", str(bad), "--policy", "greedy"])
+    assert exit_.value.code == 2
+
+
+# --- the shipped traces -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shipped() -> dict[str, BacktestResult]:
+    return {
+        # The small trace also checks every placement and poll against bbbcore's pure rule.
+        name: backtest(shipped_trace(name), BOTH, FleetSettings(verify=name == "exam-flash"))
+        for name in SHIPPED
+    }
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_no_meeting_ended_by_the_platform_on_shipped_traces(
+    shipped: dict[str, BacktestResult], name: str
+) -> None:
+    result = shipped[name]
+    for scored in (*result.policies, result.oracle):
+        run = scored.run
+        assert run.meetings_ended_by_platform == 0, run.name
+        assert run.meetings_refused == 0, run.name
+    # No placement that keeps nodes at or under 80 % beats the fluid bound (a policy that
+    # overloads nodes can).
+    assert result.oracle.run.instance_hours >= result.fluid_bound_instance_hours
+    assert set(report_json(result)["policies"]) == set(BOTH)
+    assert "fluid bound" in render_table(result)
