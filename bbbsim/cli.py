@@ -29,13 +29,24 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser(
         "demo",
-        help="run the live local demo",
-        description="An emulated BBB host and a real bbbnode, live, with a summary at the end.",
+        help="run the whole fleet live: moto, Scalelite, a bbbnode per instance, bbbscaler",
+        description="The whole fleet on this machine, live, with a summary and a timeline.",
     )
-    demo.add_argument("--duration", type=_positive, default=40.0, metavar="S",
-                      help="seconds the story takes (default 40)")  # fmt: skip
+    demo.add_argument("--duration", type=_positive, default=120.0, metavar="S",
+                      help="seconds the compressed day takes (default 120)")  # fmt: skip
     demo.add_argument("--summary-json", type=Path, metavar="FILE",
                       help="also write the summary as JSON")  # fmt: skip
+    demo.add_argument("--plot", type=Path, metavar="PNG", default=Path("bbbsim-demo.png"),
+                      help="timeline picture (default bbbsim-demo.png)")  # fmt: skip
+    node_demo = sub.add_parser(
+        "node-demo",
+        help="one emulated BBB host and a real bbbnode: the exporter through a BBB outage",
+        description="An emulated BBB host and a real bbbnode, live, with a summary at the end.",
+    )
+    node_demo.add_argument("--duration", type=_positive, default=40.0, metavar="S",
+                           help="seconds the story takes (default 40)")  # fmt: skip
+    node_demo.add_argument("--summary-json", type=Path, metavar="FILE",
+                           help="also write the summary as JSON")  # fmt: skip
     backtest_cli.add_commands(sub, _positive)
     return parser
 
@@ -45,7 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.configure("warning")
     if args.command == "demo":
-        from bbbsim import demo  # imported here: keeps --help fast
+        from bbbsim import fleet_demo  # imported here: keeps --help fast
+
+        return fleet_demo.main(args.duration, args.summary_json, args.plot)
+    if args.command == "node-demo":
+        from bbbsim import demo
 
         return demo.main(args.duration, args.summary_json)
     if args.command in backtest_cli.COMMANDS:

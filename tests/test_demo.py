@@ -10,10 +10,31 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_demo_short_run(tmp_path: Path) -> None:
+def test_fleet_demo_short_run(tmp_path: Path) -> None:
+    summary = tmp_path / "summary.json"
+    png = tmp_path / "timeline.png"
+    result = subprocess.run(
+        [sys.executable, "-m", "bbbsim", "demo", "--duration", "45", "--summary-json",
+         str(summary), "--plot", str(png)],
+        capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "summary" in result.stdout
+    doc = json.loads(summary.read_text())
+    assert doc["meetings_started"] > 0
+    assert doc["meetings_ended_by_platform"] == 0
+    assert doc["meetings_ended_normally"] == doc["meetings_started"]
+    assert doc["max_nodes"] > doc["min_nodes"], "the fleet never grew"
+    assert doc["final_nodes"] < doc["max_nodes"], "the fleet never shrank"
+    assert doc["scale_out_latency_s"] is not None
+    assert doc["bbbscaler_exit_code"] == 0
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_node_demo_short_run(tmp_path: Path) -> None:
     summary = tmp_path / "summary.json"
     result = subprocess.run(
-        [sys.executable, "-m", "bbbsim", "demo", "--duration", "10", "--summary-json",
+        [sys.executable, "-m", "bbbsim", "node-demo", "--duration", "10", "--summary-json",
          str(summary)],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
