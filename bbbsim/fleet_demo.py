@@ -103,7 +103,7 @@ def summary_table(s: DemoSummary) -> str:
         ("node-seconds", f"{s.node_seconds:.0f}"),
         (
             "scaler actions seen (per second)",
-            ", ".join(f"{k} {v}" for k, v in sorted(s.decisions.items())) or "-",
+            actions or "-",
         ),
         ("bbbscaler exit code on SIGTERM", str(s.bbbscaler_exit_code)),
     ]
