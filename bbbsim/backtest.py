@@ -110,7 +110,8 @@ def _row(name: str, s: Scored, oracle_hours: float) -> str:
     ratio = r.instance_hours / oracle_hours if oracle_hours else 0.0
     return (
         f"| {name} | {r.instance_hours:,.1f} | {ratio:.2f}x | {r.peak_nodes} "
-        f"| {r.overload_node_minutes:,.0f} | {r.meetings_on_overloaded_node:,} "
+        f"| {r.overload_node_minutes:,.0f} | {r.overload_core_minutes:,.0f} "
+        f"| {r.meetings_on_overloaded_node:,} "
         f"| {r.meetings_ended_by_platform} | {s.p95_time_to_capacity_s:,.0f} |"
     )
 
@@ -121,14 +122,14 @@ def render_table(result: BacktestResult) -> str:
     lines = [
         f"trace {result.trace}: {result.meetings:,} meetings over {result.hours:,.1f} h",
         "",
-        "| run | instance-hours | x oracle | peak nodes | overload node-min "
+        "| run | instance-hours | x oracle | peak nodes | overload node-min | overload core-min "
         "| meetings on overloaded node | ended by platform | p95 time to capacity (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(_row(s.run.name, s, oh) for s in result.policies),
         _row("oracle", result.oracle, oh),
         f"| fluid bound | {result.fluid_bound_instance_hours:,.1f} "
         f"| {result.fluid_bound_instance_hours / oh if oh else 0:.2f}x "
-        f"| {max((v for _, v in result.need), default=0)} | | | | |",
+        f"| {max((v for _, v in result.need), default=0)} | | | | | |",
     ]
     refused = [s.run for s in result.policies if s.run.meetings_refused]
     lines += [f"WARNING: {r.name} left {r.meetings_refused} meeting(s) unplaced" for r in refused]

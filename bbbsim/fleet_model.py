@@ -51,7 +51,7 @@ from bbbcore.scalelite import (
 )
 from bbbscaler.model import Action, Decision, FleetSnapshot, Group, Node, NodeMetrics, ServerView
 from bbbscaler.policy import History, PolicyConfig, Preset, decide
-from bbbsim.demand import HostSpec, Steps, meeting_units
+from bbbsim.demand import MICRO, HostSpec, Steps, meeting_units
 from bbbsim.trace import Trace
 
 MONDAY = 1_767_571_200.0
@@ -140,6 +140,9 @@ class FleetRun:
     name: str
     instance_hours: float
     overload_node_minutes: float
+    overload_core_minutes: float
+    """Demand above the overload line, in core-minutes: how deep, where node-minutes count how
+    many (two nodes at 100 % count less than five at 81 %)."""
     meetings_on_overloaded_node: int
     meetings_ended_by_platform: int
     meetings_refused: int
@@ -159,6 +162,7 @@ class _SimNode:
 
     __slots__ = (
         "draining_since",
+        "excess",
         "id",
         "launched",
         "load",
@@ -190,6 +194,8 @@ class _SimNode:
         self.units = 0
         self.participants = 0
         self.over = False
+        self.excess = 0
+        """Busy micro-cores above the overload line (0 when not overloaded)."""
         self.view: Node | None = None
 
 
@@ -223,6 +229,8 @@ class FleetSim:
         self.node_seconds = 0.0
         self.over_seconds = 0.0
         self.over_count = 0
+        self.excess_unit_seconds = 0.0
+        self.excess_units = 0
         self.on_overloaded = 0
         self.ended = 0
         self.refused = 0
@@ -247,6 +255,7 @@ class FleetSim:
         if dt > 0:
             self.node_seconds += len(self.nodes) * dt
             self.over_seconds += self.over_count * dt
+            self.excess_unit_seconds += self.excess_units * dt
             self.now = t
 
     @staticmethod
@@ -267,7 +276,11 @@ class FleetSim:
 
     def _changed(self, node: _SimNode) -> None:
         """Refresh what depends on the node's state: overload, placement set, its view."""
-        over = self.s.host.overloaded(node.units)
+        host = self.s.host
+        excess = max(0, host.idle_units + node.units - host.limit_units)
+        self.excess_units += excess - node.excess
+        node.excess = excess
+        over = excess > 0
         if over != node.over:
             node.over = over
             self.over_count += 1 if over else -1
@@ -522,6 +535,7 @@ class FleetSim:
             name=name,
             instance_hours=self.node_seconds / 3600,
             overload_node_minutes=self.over_seconds / 60,
+            overload_core_minutes=self.excess_unit_seconds / MICRO / 60,
             meetings_on_overloaded_node=self.on_overloaded,
             meetings_ended_by_platform=self.ended,
             meetings_refused=self.refused,

@@ -41,6 +41,8 @@ def test_constant_load_has_known_instance_hours() -> None:
     # the 29th and 30th on a node already above 80 %. No policy can move a live meeting.
     for run in (seed, default):
         assert run.overload_node_minutes == pytest.approx(120.0)
+        # 0.25 + 6.66 cores against 6.4 at 80 %: 0.51 cores too many, for 120 minutes.
+        assert run.overload_core_minutes == pytest.approx(0.51 * 120)
         assert run.meetings_on_overloaded_node == 2
         assert run.meetings_ended_by_platform == 0
     # default: demand 0.93 + 0.5 headroom at 65 % -> 3 nodes in the first round, kept.
@@ -71,6 +73,8 @@ def test_oracle_gives_a_big_meeting_its_own_node_and_closes_empty_nodes() -> Non
     run = oracle_run(prepare(trace, settings), settings)
     assert run.peak_nodes == 2
     assert run.overload_node_minutes == pytest.approx(60.0)
+    # 280 users, 70 voices, 1 camera: 7.022 cores + 0.25 idle, 0.872 above 6.4, for an hour.
+    assert run.overload_core_minutes == pytest.approx(0.872 * 60)
     # A node that empties at 1000 is closed: the meeting starting then needs a new one.
     hours = oracle_hours(TraceMeeting(0, 1000, 5), TraceMeeting(1000, 1000, 5))
     assert hours == pytest.approx(2 * 1180 / 3600)
