@@ -18,13 +18,25 @@ fluid need (``bbbsim.demand``), which no placement can undercut.
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from bbbscaler.policy import Preset
+from pydantic import ValidationError
+
+from bbbcore.config import ConfigError
+from bbbscaler.policy import PolicyConfig, Preset
+from bbbscaler.settings import PolicySettings, ScalerSettings
 from bbbsim.demand import Steps, capacity_lags, integrate, need_steps, p95
-from bbbsim.fleet_model import FleetRun, FleetSettings, prepare, simulate_presets
+from bbbsim.fleet_model import (
+    FleetRun,
+    FleetSettings,
+    policy_config,
+    prepare,
+    simulate,
+)
 from bbbsim.oracle import oracle_run
 from bbbsim.trace import Trace
 
@@ -70,8 +82,41 @@ class BacktestResult:
     oracle: Scored
 
 
-def backtest(trace: Trace, presets: Sequence[Preset], settings: FleetSettings) -> BacktestResult:
-    """Every preset and the oracle over ``trace``."""
+def load_policy(path: Path, settings: FleetSettings) -> PolicyConfig:
+    """The ``[policy]`` table of a bbbscaler TOML file, as the backtest runs it.
+
+    Every key of bbbscaler's ``[policy]`` section applies (schedules too: their
+    clock is the trace's, second 0 being Monday 00:00 UTC). ``boot_time``
+    defaults to the simulated platform's. Raises ConfigError naming the key.
+    """
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8")).get("policy")
+    except OSError as exc:
+        raise ConfigError([f"config file {path}: {exc.strerror or exc}"]) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"config file {path}: {exc}"]) from None
+    if not isinstance(table, dict):
+        raise ConfigError([f"config file {path}: no [policy] table"])
+    try:
+        policy = PolicySettings.model_validate(table)
+    except ValidationError as exc:
+        raise ConfigError(
+            [f"policy.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        ) from None
+    # Only the policy matters here; the rest of the scaler's settings keep their defaults.
+    config = PolicyConfig.from_settings(ScalerSettings.model_construct(policy=policy))
+    if "boot_time" not in policy.model_fields_set:
+        config = replace(config, boot_time=settings.boot_time)
+    return replace(config, gap_limit=3 * settings.tick)
+
+
+def backtest(
+    trace: Trace,
+    presets: Sequence[Preset],
+    settings: FleetSettings,
+    configs: Sequence[tuple[str, PolicyConfig]] = (),
+) -> BacktestResult:
+    """Every preset, every named config and the oracle over ``trace``."""
     prepared = prepare(trace, settings)
     need = need_steps(prepared.start, prepared.end, prepared.units, settings.host)
     horizon = prepared.horizon
@@ -79,7 +124,8 @@ def backtest(trace: Trace, presets: Sequence[Preset], settings: FleetSettings) -
     def scored(run: FleetRun) -> Scored:
         return Scored(run, p95(capacity_lags(need, run.capacity)))
 
-    runs = simulate_presets(prepared, presets, settings)
+    named = [(p, policy_config(p, settings)) for p in presets] + list(configs)
+    runs = [simulate(prepared, config, settings, name) for name, config in named]
     return BacktestResult(
         trace=trace.name,
         meetings=len(trace.meetings),
@@ -138,25 +184,33 @@ def render_table(result: BacktestResult) -> str:
 
 
 def goal_lines(result: BacktestResult) -> list[str]:
-    """Issue 5's goals for the default preset, measured against the seed and the oracle."""
+    """Issue 5's goals for every run but the seed's, measured against the seed and the oracle."""
     by_name = {s.run.name: s.run for s in result.policies}
-    if "seed" not in by_name or "default" not in by_name:
+    if "seed" not in by_name:
         return []
-    seed, default, oracle = by_name["seed"], by_name["default"], result.oracle.run
+    seed, oracle = by_name["seed"], result.oracle.run
     seed_avoidable = max(0.0, seed.overload_node_minutes - oracle.overload_node_minutes)
-    default_avoidable = max(0.0, default.overload_node_minutes - oracle.overload_node_minutes)
-    share = default_avoidable / seed_avoidable if seed_avoidable else 0.0
-    ratio = default.instance_hours / oracle.instance_hours if oracle.instance_hours else 0.0
+    lines: list[str] = []
+    for run in by_name.values():
+        if run is not seed:
+            lines += _goals(run, seed_avoidable, oracle)
+    return lines
+
+
+def _goals(run: FleetRun, seed_avoidable: float, oracle: FleetRun) -> list[str]:
+    avoidable = max(0.0, run.overload_node_minutes - oracle.overload_node_minutes)
+    share = avoidable / seed_avoidable if seed_avoidable else 0.0
+    ratio = run.instance_hours / oracle.instance_hours if oracle.instance_hours else 0.0
 
     def mark(ok: bool) -> str:
         return "met" if ok else "MISSED"
 
     return [
         "",
-        "goals for default:",
-        f"- meetings ended by the platform: {default.meetings_ended_by_platform} "
-        f"({mark(default.meetings_ended_by_platform == 0)})",
-        f"- avoidable overload: {default_avoidable:,.0f} of the seed's {seed_avoidable:,.0f} "
+        f"goals for {run.name}:",
+        f"- meetings ended by the platform: {run.meetings_ended_by_platform} "
+        f"({mark(run.meetings_ended_by_platform == 0)})",
+        f"- avoidable overload: {avoidable:,.0f} of the seed's {seed_avoidable:,.0f} "
         f"node-min = {share:.1%} (goal <= {MAX_AVOIDABLE_OVERLOAD:.0%}: "
         f"{mark(share <= MAX_AVOIDABLE_OVERLOAD)})",
         f"- instance-hours: {ratio:.2f}x the oracle's (goal <= {MAX_ORACLE_RATIO}x: "

@@ -55,6 +55,16 @@ def add_commands(sub: Any, positive: Callable[[str], float]) -> None:
         metavar="PRESET",
         help="seed or default; repeat to compare (default: both)",
     )
+    bt.add_argument(
+        "--policy-config",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="TOML",
+        help="also run the [policy] table of this bbbscaler config file, named "
+        "after the file (schedules see the trace's clock: second 0 is Monday "
+        "00:00 UTC)",
+    )
     bt.add_argument("--json", type=Path, metavar="OUT", help="also write the scores as JSON")
     bt.add_argument(
         "--plot", type=Path, metavar="OUT.png", help="also draw load, capacity and decisions"
@@ -121,7 +131,9 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _backtest(args: argparse.Namespace) -> int:
-    from bbbsim.backtest import backtest, render_table, report_json
+    from bbbcore.config import ConfigError
+    from bbbscaler.policy import PolicyConfig
+    from bbbsim.backtest import backtest, load_policy, render_table, report_json
     from bbbsim.fleet_model import FleetSettings
     from bbbsim.trace import SHIPPED, TraceError, load_trace, shipped_trace
 
@@ -148,7 +160,19 @@ def _backtest(args: argparse.Namespace) -> int:
         max_nodes=args.max_nodes,
     )
     presets = list(dict.fromkeys(args.policy or PRESETS))
-    result = backtest(trace, presets, settings)
+    configs: list[tuple[str, PolicyConfig]] = []
+    for path in args.policy_config:
+        try:
+            config = load_policy(path, settings)
+        except ConfigError as exc:
+            print(f"bbbsim backtest: {exc}", file=sys.stderr)
+            return 2
+        taken = {*presets, *(name for name, _ in configs)}
+        name = path.stem
+        while name in taken:
+            name += "'"
+        configs.append((name, config))
+    result = backtest(trace, presets, settings, configs)
     print(render_table(result))
     if args.json:
         args.json.write_text(json.dumps(report_json(result), indent=2) + "\n", encoding="utf-8")

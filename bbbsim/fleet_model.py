@@ -36,7 +36,6 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from bbbcore.scalelite import (
@@ -561,9 +560,3 @@ def simulate(
 ) -> FleetRun:
     """Run the trace through the simulated fleet under ``config``."""
     return FleetSim(prepared, config, settings).run(name or config.preset)
-
-
-def simulate_presets(
-    prepared: PreparedTrace, presets: Sequence[Preset], settings: FleetSettings
-) -> tuple[FleetRun, ...]:
-    return tuple(simulate(prepared, policy_config(p, settings), settings, p) for p in presets)

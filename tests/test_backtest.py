@@ -129,6 +129,33 @@ def test_cli_bad_trace_exits_2_naming_the_line(
     assert exit_.value.code == 2
 
 
+@pytest.mark.usefixtures("restore_logging")
+def test_cli_runs_a_policy_config_beside_the_presets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prewarm = tmp_path / "prewarm.toml"
+    prewarm.write_text(
+        '[policy]\nheadroom = 1.0\n[[policy.schedules]]\nname = "exam"\ndays = ["mon"]\n'
+        'start = "02:00"\nend = "04:10"\ntimezone = "UTC"\nmin_nodes = 8\n'
+    )
+    out = tmp_path / "r.json"
+    assert main(["backtest", "--trace", "exam-flash", "--policy-config", str(prewarm),
+                 "--json", str(out)]) == 0  # fmt: skip
+    doc = json.loads(out.read_text())
+    assert list(doc["policies"]) == ["seed", "default", "prewarm"]
+    assert "goals for prewarm" in capsys.readouterr().out
+    # The window holds 8 nodes from 180 s before 02:00 (the trace's clock starts on a Monday).
+    assert (
+        doc["policies"]["prewarm"]["instance_hours"] > doc["policies"]["default"]["instance_hours"]
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[policy]\nheadroom = -1\ntarget = 0.7\n")
+    assert main(["backtest", "--trace", "exam-flash", "--policy-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "policy.headroom" in err
+    assert "policy.target" in err
+
+
 # --- the shipped traces -----------------------------------------------------------------------
 
 
@@ -154,4 +181,10 @@ def test_no_meeting_ended_by_the_platform_on_shipped_traces(
     # overloads nodes can).
     assert result.oracle.run.instance_hours >= result.fluid_bound_instance_hours
     assert set(report_json(result)["policies"]) == set(BOTH)
-    assert "fluid bound" in render_table(result)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_readme_tables_are_current(shipped: dict[str, BacktestResult], name: str) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = [line for line in render_table(shipped[name]).splitlines() if line.startswith("|")]
+    assert "\n".join(rows) in readme, f"run: bbbsim backtest --trace {name}; README's table"
