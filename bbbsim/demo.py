@@ -43,16 +43,24 @@ class Reading:
 
 
 @dataclass
-class DemoSummary:
-    """The demo's outcome; the JSON keys are a contract (see README)."""
+class SummaryContract:
+    """What every demo reports; these JSON keys are a contract (see README)."""
 
     meetings_started: int = 0
     meetings_ended_normally: int = 0
     meetings_ended_by_platform: int = 0
     scale_out_latency_s: float | None = None
+    max_nodes: int = 0
+    min_nodes: int = 0
+    node_seconds: float = 0.0
+
+
+@dataclass
+class DemoSummary(SummaryContract):
+    """The single-host story's outcome: one node throughout."""
+
     max_nodes: int = 1
     min_nodes: int = 1
-    node_seconds: float = 0.0
     max_participants_seen: int = 0
     outage_detected: bool = False
     zeros_reported_during_outage: bool = False

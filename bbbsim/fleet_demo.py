@@ -26,6 +26,7 @@ from typing import Any, TextIO
 import aiohttp
 
 from bbbcore.scalelite import place_meeting
+from bbbsim.demo import SummaryContract
 from bbbsim.fleet import EmulatedFleet, FleetConfig
 from bbbsim.lifecycle_layer import LifecycleLayer
 from bbbsim.lifecycle_layer import serve as serve_layer
@@ -74,17 +75,10 @@ class Sample:
 
 
 @dataclass
-class DemoSummary:
-    """The outcome; the JSON keys are a contract (README)."""
+class DemoSummary(SummaryContract):
+    """The fleet run's outcome: the contract keys plus what the fleet did."""
 
-    meetings_started: int = 0
-    meetings_ended_normally: int = 0
-    meetings_ended_by_platform: int = 0
-    scale_out_latency_s: float | None = None
-    max_nodes: int = 0
-    min_nodes: int = 0
     final_nodes: int = 0
-    node_seconds: float = 0.0
     decisions: dict[str, int] = field(default_factory=dict)
     bbbscaler_exit_code: int | None = None
     samples: list[Sample] = field(default_factory=list)
