@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -28,3 +29,15 @@ def health_handler(alive: Callable[[], bool], failing: str) -> Handler:
         return web.Response(status=503, text=f"{failing}\n")
 
     return handle
+
+
+def is_loopback(host: str | None) -> bool:
+    """``host`` (an address, or ``localhost``) is this machine."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

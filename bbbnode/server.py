@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
-from bbbcore.httpd import health_handler, metrics_handler
+from bbbcore.httpd import health_handler, is_loopback, metrics_handler
 from bbbnode import status
 from bbbnode.exposition import NodeMetrics
 from bbbnode.snapshot import Snapshot
@@ -42,7 +41,7 @@ def build_app(
 
     def operation(run: Callable[[], Awaitable[dict[str, Any]]]) -> Any:
         async def handle(request: web.Request) -> web.Response:
-            if not _is_loopback(request.remote):
+            if not is_loopback(request.remote):
                 return web.json_response({"error": "only from the host itself"}, status=403)
             return web.json_response(await run())
 
@@ -56,12 +55,3 @@ def build_app(
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/status", handle_status)
     return app
-
-
-def _is_loopback(remote: str | None) -> bool:
-    if not remote:
-        return False
-    try:
-        return ipaddress.ip_address(remote).is_loopback
-    except ValueError:
-        return False

@@ -45,6 +45,7 @@ from yarl import URL
 
 from bbbcore import checksum, logs
 from bbbcore.bbb_api import BbbClient, api_base
+from bbbcore.httpd import is_loopback
 from bbbcore.meetings import BbbApiError
 from bbbcore.scalelite import (
     NO_SERVERS_ERROR,
@@ -367,6 +368,8 @@ class ScaleliteEmulator:
         try:
             if server.unreachable:
                 raise BbbApiError("forced offline")
+            if not on_loopback(server.url):
+                raise BbbApiError("not on loopback: the emulator calls no other address")
             client = BbbClient(
                 self._http(),
                 server.url,
@@ -641,6 +644,8 @@ class ScaleliteEmulator:
     async def _forward(
         self, server: _Server, call: str, params: Sequence[tuple[str, str]], body: bytes = b""
     ) -> web.StreamResponse:
+        if not on_loopback(server.url):
+            return _xml_error("internalError", f"Unable to access {call} on server.")
         # encoded=True: the checksum covers these exact bytes, so no re-quoting.
         url = URL(self._backend_url(server, call, params), encoded=True)
         timeout = aiohttp.ClientTimeout(total=self._backend_timeout)
@@ -760,6 +765,12 @@ class ScaleliteEmulator:
         if server is None:
             return _meeting_not_found()
         return await self._forward(server, "getMeetingInfo", params)
+
+
+def on_loopback(url: str) -> bool:
+    """The URL's host is this machine; servers elsewhere (moto's 10.x addresses, names in
+    tests) are registered like any other but never called."""
+    return is_loopback(urlsplit(url).hostname)
 
 
 def _meeting_not_found() -> web.Response:

@@ -752,3 +752,16 @@ def test_load_rule_defaults_are_scalelites() -> None:
     # LOAD_MIN_USER_COUNT=15 and LOAD_JOIN_BUFFER_TIME=15 minutes.
     assert LoadRule().min_user_count == 15
     assert LoadRule().join_buffer_s == 900
+
+
+async def test_servers_off_loopback_are_never_called() -> None:
+    # moto hands instances 10.x addresses; a server registered there stays offline and
+    # the poller never opens a connection (it would otherwise wait for a timeout).
+    emulator = ScaleliteEmulator(LB_SECRET, backend_timeout=30.0)
+    sid = emulator.add_server("http://10.20.0.5/bigbluebutton/api/", "s", state="enabled")
+    try:
+        await asyncio.wait_for(emulator.poll(), 1.0)
+        await asyncio.wait_for(emulator.poll(), 1.0)
+        assert emulator.server(sid).online is False
+    finally:
+        await emulator.close()

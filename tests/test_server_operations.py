@@ -4,17 +4,18 @@ from typing import Any
 
 from aiohttp.test_utils import make_mocked_request
 
+from bbbcore.httpd import is_loopback
 from bbbnode.exposition import NodeMetrics
-from bbbnode.server import _is_loopback, build_app
+from bbbnode.server import build_app
 
 
 def test_loopback_detection() -> None:
-    assert _is_loopback("127.0.0.1")
-    assert _is_loopback("::1")
-    assert not _is_loopback("10.0.0.5")
-    assert not _is_loopback("203.0.113.4")
-    assert not _is_loopback(None)
-    assert not _is_loopback("not-an-ip")
+    assert is_loopback("127.0.0.1")
+    assert is_loopback("::1")
+    assert not is_loopback("10.0.0.5")
+    assert not is_loopback("203.0.113.4")
+    assert not is_loopback(None)
+    assert not is_loopback("not-an-ip")
 
 
 async def test_drain_operation_from_loopback_and_refused_from_the_vpc() -> None:
