@@ -190,7 +190,3 @@ class Decision:
     """Conditions that held this round; History keeps them to time "held for N s"."""
     demand: float | None = None
     """Fleet CPU demand in nodes (sum of node CPU), for the trend; None if unknown."""
-
-    @property
-    def changes(self) -> bool:
-        return bool(self.desired is not None or self.drain or self.undrain or self.terminate)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,28 @@ class EmulatedFleet:
     def metrics_url(self) -> str:
         """bbbscaler's node metrics URL template."""
         return self._router.url() + "/node/metrics"
+
+    def scaler_env(self, **settings: str) -> dict[str, str]:
+        """The environment for a real ``bbbscaler`` sizing this fleet, plus ``settings``.
+
+        The process environment without any BBBSCALER_ key of its own, so only
+        what is given here configures it.
+        """
+        c = self._config
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BBBSCALER_")}
+        env.update(
+            {
+                "AWS_ENDPOINT_URL": c.aws_endpoint,
+                "BBBSCALER_AWS__ASG_NAME": c.ids.asg_name,
+                "BBBSCALER_METRICS__URL_TEMPLATE": self.metrics_url(),
+                "BBBSCALER_METRICS__TIMEOUT": "2",
+                "BBBSCALER_SCALELITE__URL": c.scalelite_url,
+                "BBBSCALER_SCALELITE__SECRET": c.scalelite_secret,
+                "BBBSCALER_SCALELITE__SERVER_URL_TEMPLATE": self.bbb_url(),
+                **settings,
+            }
+        )
+        return env
 
     async def start(self, tick: float = 0.5) -> None:
         """Follow the layer's events; start hosts for instances already there."""

@@ -116,6 +116,7 @@ def progress_line(s: Sample, note: str) -> str:
 class World:
     layer: LifecycleLayer
     fleet: EmulatedFleet
+    router: Router
     scalelite: ScaleliteEmulator
     scaler_env: dict[str, str]
     asg: str
@@ -151,28 +152,18 @@ async def world(workdir: Path) -> AsyncIterator[World]:
         config = FleetConfig(ids, aws, sl_url, LB_SECRET, BBB_SECRET, workdir / "fleet")
         fleet = EmulatedFleet(layer, config, router)
         await fleet.start()
-        scaler_env = {k: v for k, v in os.environ.items() if not k.startswith("BBBSCALER_")}
-        scaler_env.update(
-            {
-                "AWS_ENDPOINT_URL": aws,
-                "BBBSCALER_AWS__ASG_NAME": ids.asg_name,
-                "BBBSCALER_METRICS__URL_TEMPLATE": fleet.metrics_url(),
-                "BBBSCALER_METRICS__TIMEOUT": "2",
-                "BBBSCALER_SCALELITE__URL": sl_url,
-                "BBBSCALER_SCALELITE__SECRET": LB_SECRET,
-                "BBBSCALER_SCALELITE__SERVER_URL_TEMPLATE": fleet.bbb_url(),
-                "BBBSCALER_HTTP__LISTEN": f"127.0.0.1:{free_port()}",
-                # The demo's day is compressed about 300 times; so are the scaler's waits.
-                "BBBSCALER_LOOP__INTERVAL": "1",
-                "BBBSCALER_POLICY__SCALE_IN_AFTER": "4",
-                "BBBSCALER_POLICY__COOLDOWN": "3",
-                "BBBSCALER_POLICY__TREND_WINDOW": "10",
-                "BBBSCALER_POLICY__BOOT_TIME": "3",
-                "BBBSCALER_POLICY__BOOT_GRACE": "60",
-                "BBBSCALER_METRICS__STALE_AFTER": "10",
-            }
+        scaler_env = fleet.scaler_env(
+            BBBSCALER_HTTP__LISTEN=f"127.0.0.1:{free_port()}",
+            # The demo's day is compressed about 300 times; so are the scaler's waits.
+            BBBSCALER_LOOP__INTERVAL="1",
+            BBBSCALER_POLICY__SCALE_IN_AFTER="4",
+            BBBSCALER_POLICY__COOLDOWN="3",
+            BBBSCALER_POLICY__TREND_WINDOW="10",
+            BBBSCALER_POLICY__BOOT_TIME="3",
+            BBBSCALER_POLICY__BOOT_GRACE="60",
+            BBBSCALER_METRICS__STALE_AFTER="10",
         )
-        w = World(layer, fleet, scalelite, scaler_env, ids.asg_name, workdir)
+        w = World(layer, fleet, router, scalelite, scaler_env, ids.asg_name, workdir)
         for _ in range(600):
             if any(s.state == "enabled" and s.online for s in scalelite.servers()):
                 break
@@ -191,11 +182,6 @@ async def world(workdir: Path) -> AsyncIterator[World]:
         moto.stop()
         os.environ.clear()
         os.environ.update(env_backup)
-
-
-def _instance_of(url: str) -> str:
-    # The router's URLs are http://127.0.0.1:{port}/{instance_id}/bbb/...
-    return url.split("/")[3]
 
 
 async def _status(session: aiohttp.ClientSession, listen: str) -> dict[str, Any] | None:
@@ -244,8 +230,8 @@ async def run(duration: float, out: TextIO, workdir: Path) -> DemoSummary:
                         if server_id is None:
                             notes.append(f"no server for {meeting.name}")
                             continue
-                        iid = _instance_of(w.scalelite.server(server_id).url)
-                        inst = w.fleet.instances.get(iid)
+                        host_id = w.router.instance_of(w.scalelite.server(server_id).url)
+                        inst = w.fleet.instances.get(host_id) if host_id else None
                         if inst is None:
                             continue
                         voice = meeting.participants // 4
@@ -253,7 +239,7 @@ async def run(duration: float, out: TextIO, workdir: Path) -> DemoSummary:
                             meeting.name, meeting.participants, voice=voice,
                             cameras=meeting.cameras, listeners=meeting.participants - voice,
                         )  # fmt: skip
-                        running[meeting.name] = (meeting, iid)
+                        running[meeting.name] = (meeting, inst.instance_id)
                         summary.meetings_started += 1
                         ramp_at = ramp_at if ramp_at is not None else now
                     status = await _status(session, listen)

@@ -43,6 +43,13 @@ class Router:
         """``http://127.0.0.1:{port}/{instance_id}`` (a template prefix for the fleet's URLs)."""
         return f"http://127.0.0.1:{self.port}/{template_part}"
 
+    def instance_of(self, url: str) -> str | None:
+        """The instance id a URL of this router leads to; None for any other URL."""
+        prefix = f"http://127.0.0.1:{self.port}/"
+        if not url.startswith(prefix):
+            return None
+        return url[len(prefix) :].split("/", 1)[0] or None
+
     async def start(self, port: int = 0) -> int:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         app = web.Application()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -46,30 +45,17 @@ class World:
     ids: FleetIds
     fleet: EmulatedFleet
     scalelite: ScaleliteEmulator
-    scalelite_url: str
-    aws_endpoint: str
     tmp: Path
     autoscaling: Any
 
     def scaler_env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BBBSCALER_")}
-        env.update(
-            {
-                "AWS_ENDPOINT_URL": self.aws_endpoint,
-                "BBBSCALER_AWS__ASG_NAME": self.ids.asg_name,
-                "BBBSCALER_METRICS__URL_TEMPLATE": self.fleet.metrics_url(),
-                "BBBSCALER_METRICS__TIMEOUT": "2",
-                "BBBSCALER_SCALELITE__URL": self.scalelite_url,
-                "BBBSCALER_SCALELITE__SECRET": LB_SECRET,
-                "BBBSCALER_SCALELITE__SERVER_URL_TEMPLATE": self.fleet.bbb_url(),
-                "BBBSCALER_LOOP__INTERVAL": "0.5",
-                "BBBSCALER_POLICY__SCALE_IN_AFTER": "3",
-                "BBBSCALER_POLICY__COOLDOWN": "2",
-                "BBBSCALER_POLICY__BOOT_GRACE": "120",
-            }
+        return self.fleet.scaler_env(
+            BBBSCALER_LOOP__INTERVAL="0.5",
+            BBBSCALER_POLICY__SCALE_IN_AFTER="3",
+            BBBSCALER_POLICY__COOLDOWN="2",
+            BBBSCALER_POLICY__BOOT_GRACE="120",
+            **extra,
         )
-        env.update(extra)
-        return env
 
     async def group(self) -> dict[str, Any]:
         answer = await self.autoscaling.describe_auto_scaling_groups(
@@ -103,7 +89,7 @@ async def world(
     await fleet.start()
     try:
         async with aws_session.client("autoscaling") as autoscaling:
-            yield World(ids, fleet, scalelite, sl_url, aws_endpoint, tmp_path, autoscaling)
+            yield World(ids, fleet, scalelite, tmp_path, autoscaling)
     finally:
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
