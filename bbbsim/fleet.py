@@ -27,7 +27,7 @@ from bbbsim.imds import ImdsEmulator, identity_from
 from bbbsim.imds import serve as serve_imds
 from bbbsim.lifecycle_layer import FleetEvent, LifecycleLayer
 from bbbsim.moto_server import FleetIds
-from bbbsim.node_process import NodeProcess, free_port, node_env, start_node
+from bbbsim.node_process import NodeProcess, fleet_node_env, free_port, start_node
 from bbbsim.router import Router
 
 log = logs.get(__name__)
@@ -174,27 +174,17 @@ class EmulatedFleet:
         )
         imds_runner, imds_port = await serve_imds(imds)
         port = free_port()
-        env = node_env(host, c.bbb_secret, port, poll=c.poll)
+        env = fleet_node_env(
+            host, c.bbb_secret, port, c.poll,
+            aws_endpoint=c.aws_endpoint, imds_port=imds_port, ids=c.ids, root=root,
+            scalelite_url=c.scalelite_url, scalelite_secret=c.scalelite_secret,
+            server_url=self.bbb_url(),
+        )  # fmt: skip
         env.update(
             {
-                "AWS_ENDPOINT_URL": c.aws_endpoint,
-                "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{imds_port}/",
-                "BBBNODE_AWS__ENABLED": "true",
-                "BBBNODE_DNS__ZONE_ID": c.ids.hosted_zone_id,
-                "BBBNODE_DNS__DOMAIN": c.ids.domain,
                 "BBBNODE_TLS__ENABLED": "false",
-                "BBBNODE_EFS__ENABLED": "false",
-                "BBBNODE_HOSTCONFIG__ROOT": str(root / "hostroot"),
-                "BBBNODE_HOSTCONFIG__TURN_SECRET": "emulated-fleet-turn-secret-0123456789",
-                "BBBNODE_HOST__COMMANDS": "log",
-                "BBBNODE_HOST__COMMAND_LOG": str(root / "commands.jsonl"),
-                "BBBNODE_SCALELITE__URL": c.scalelite_url,
-                "BBBNODE_SCALELITE__SECRET": c.scalelite_secret,
-                "BBBNODE_SCALELITE__SERVER_URL_TEMPLATE": self.bbb_url(),
-                "BBBNODE_LIFECYCLE__HOOK_NAME": c.ids.hook_name or "",
                 "BBBNODE_LIFECYCLE__POLL_INTERVAL": str(c.lifecycle_poll),
                 "BBBNODE_LIFECYCLE__HEARTBEAT_INTERVAL": "5",
-                "BBBNODE_LIFECYCLE__RECORDING_GRACE": "0",
                 "BBBNODE_PROTECTION__IDLE_GRACE": str(c.idle_grace),
                 "BBBNODE_PROTECTION__RECHECK_INTERVAL": "5",
                 **dict(c.extra_env),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bbbsim.host import EmulatedHost
+from bbbsim.moto_server import FleetIds
 
 
 def free_port() -> int:
@@ -63,6 +64,48 @@ def node_env(host: EmulatedHost, secret: str, port: int, poll: float) -> dict[st
         "BBBNODE_RECORDINGS__ROOT": str(host.recordings),
         "BBBNODE_AWS__ENABLED": "false",
     }
+
+
+def fleet_node_env(
+    host: EmulatedHost,
+    secret: str,
+    port: int,
+    poll: float,
+    *,
+    aws_endpoint: str,
+    imds_port: int,
+    ids: FleetIds,
+    root: Path,
+    scalelite_url: str,
+    scalelite_secret: str,
+    server_url: str,
+) -> dict[str, str]:
+    """bbbnode's environment for ``host`` as a fleet member: AWS on, every peer on loopback.
+
+    EFS is off and host commands are only written down (``root/commands.jsonl``);
+    TLS, timings and the like are the caller's to add.
+    """
+    env = node_env(host, secret, port, poll)
+    env.update(
+        {
+            "AWS_ENDPOINT_URL": aws_endpoint,
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{imds_port}/",
+            "BBBNODE_AWS__ENABLED": "true",
+            "BBBNODE_DNS__ZONE_ID": ids.hosted_zone_id,
+            "BBBNODE_DNS__DOMAIN": ids.domain,
+            "BBBNODE_EFS__ENABLED": "false",
+            "BBBNODE_HOSTCONFIG__ROOT": str(root / "hostroot"),
+            "BBBNODE_HOSTCONFIG__TURN_SECRET": "emulated-turn-secret-0123456789",
+            "BBBNODE_HOST__COMMANDS": "log",
+            "BBBNODE_HOST__COMMAND_LOG": str(root / "commands.jsonl"),
+            "BBBNODE_SCALELITE__URL": scalelite_url,
+            "BBBNODE_SCALELITE__SECRET": scalelite_secret,
+            "BBBNODE_SCALELITE__SERVER_URL_TEMPLATE": server_url,
+            "BBBNODE_LIFECYCLE__HOOK_NAME": ids.hook_name or "",
+            "BBBNODE_LIFECYCLE__RECORDING_GRACE": "0",
+        }
+    )
+    return env
 
 
 async def start_node(env: Mapping[str, str], port: int, log_path: Path) -> NodeProcess:

@@ -34,7 +34,7 @@ from bbbsim.imds import ImdsEmulator, identity_from
 from bbbsim.imds import serve as serve_imds
 from bbbsim.lifecycle_layer import LifecycleLayer
 from bbbsim.moto_server import FleetIds, FleetSpec
-from bbbsim.node_process import NodeProcess, free_port, node_env, start_node
+from bbbsim.node_process import NodeProcess, fleet_node_env, free_port, start_node
 from bbbsim.scalelite_emulator import ScaleliteEmulator
 from bbbsim.scalelite_emulator import serve as serve_scalelite
 from tests.aws_fixtures import FakeClock
@@ -169,32 +169,20 @@ async def fleet(
 
         remove = lifecycle_layer.add_observer(mirror_txt)
         port = free_port()
-        env = node_env(host, BBB_SECRET, port, poll=0.2)
+        env = fleet_node_env(
+            host, BBB_SECRET, port, 0.2,
+            aws_endpoint=aws_endpoint, imds_port=imds_port, ids=ids, root=tmp_path,
+            scalelite_url=f"http://127.0.0.1:{sl_port}", scalelite_secret=LB_SECRET,
+            server_url=f"http://127.0.0.1:{host.port}/bigbluebutton/api/",
+        )  # fmt: skip
         env.update(
             {
                 "NOTIFY_SOCKET": str(notify_path),
-                "AWS_ENDPOINT_URL": aws_endpoint,
-                "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{imds_port}/",
-                "BBBNODE_AWS__ENABLED": "true",
-                "BBBNODE_DNS__ZONE_ID": ids.hosted_zone_id,
-                "BBBNODE_DNS__DOMAIN": ids.domain,
                 "BBBNODE_TLS__ACME_DIRECTORY": pebble.directory_url,
                 "BBBNODE_TLS__CA_BUNDLE": str(pebble.ca_bundle),
                 "BBBNODE_TLS__CERT_DIR": str(tmp_path / "tls"),
-                "BBBNODE_EFS__ENABLED": "false",
-                "BBBNODE_HOSTCONFIG__ROOT": str(tmp_path / "hostroot"),
-                "BBBNODE_HOSTCONFIG__TURN_SECRET": "turn-secret-for-e2e-0123456789",
-                "BBBNODE_HOST__COMMANDS": "log",
-                "BBBNODE_HOST__COMMAND_LOG": str(tmp_path / "commands.jsonl"),
-                "BBBNODE_SCALELITE__URL": f"http://127.0.0.1:{sl_port}",
-                "BBBNODE_SCALELITE__SECRET": LB_SECRET,
-                "BBBNODE_SCALELITE__SERVER_URL_TEMPLATE": (
-                    f"http://127.0.0.1:{host.port}/bigbluebutton/api/"
-                ),
-                "BBBNODE_LIFECYCLE__HOOK_NAME": ids.hook_name or "",
                 "BBBNODE_LIFECYCLE__POLL_INTERVAL": "0.2",
                 "BBBNODE_LIFECYCLE__HEARTBEAT_INTERVAL": "0.5",
-                "BBBNODE_LIFECYCLE__RECORDING_GRACE": "0",
                 "BBBNODE_PROTECTION__IDLE_GRACE": "1",
                 "BBBNODE_PROTECTION__RECHECK_INTERVAL": "2",
             }
