@@ -13,7 +13,14 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings
 
 from bbbcore import bbb_api, bbb_secret
-from bbbcore.config import ListenAddress, Section, check_listen, settings_config, template
+from bbbcore.config import (
+    ListenAddress,
+    LogSettings,
+    Section,
+    check_listen,
+    settings_config,
+    template,
+)
 
 
 class BbbSettings(Section):
@@ -193,11 +200,6 @@ class LifecycleSettings(Section):
     """Seconds after which a drain completes even with meetings left; 0: never force."""
     recording_grace: float = Field(default=120.0, ge=0)
     """Seconds to wait after the last recording is published (post-publish transfer)."""
-
-
-class LogSettings(Section):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    """Log level (JSON lines on stderr)."""
 
 
 class NodeSettings(BaseSettings):

@@ -14,7 +14,14 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings
 
-from bbbcore.config import ListenAddress, Section, check_listen, settings_config, template
+from bbbcore.config import (
+    ListenAddress,
+    LogSettings,
+    Section,
+    check_listen,
+    settings_config,
+    template,
+)
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _CLOCK = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
@@ -163,11 +170,6 @@ class PolicySettings(Section):
 class LoopSettings(Section):
     interval: float = Field(default=10.0, gt=0)
     """Seconds between two rounds of observe, decide, act."""
-
-
-class LogSettings(Section):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    """Log level (JSON lines on stderr)."""
 
 
 class ScalerSettings(BaseSettings):
