@@ -1,4 +1,8 @@
-"""Carry a Decision out: re-enable, grow, cordon, and terminate after a re-check.
+"""Carry a Decision out: re-enable, grow, cordon, steer, and terminate after a re-check.
+
+Steering sets a node's Scalelite ``load_multiplier`` (updateServer), which
+Scalelite's placement multiplies the node's load by: a high multiplier sends
+new meetings elsewhere without cordoning, and never touches running ones.
 
 Each step is idempotent and reads the truth it needs from the round's snapshot;
 a step that fails is logged and counted, and the next round (which observes
@@ -40,6 +44,8 @@ class ServerPort(Protocol):
 
     async def set_state(self, server_id: str, state: ServerState) -> Any: ...
 
+    async def set_load_multiplier(self, server_id: str, multiplier: float) -> Any: ...
+
 
 Recheck = Callable[[Node], Awaitable[Node]]
 """A fresh look at one node (its metrics and its Scalelite server)."""
@@ -50,7 +56,7 @@ class Outcome:
     """One call the actuator made (or, in dry-run, would have made)."""
 
     action: str
-    """set_desired, terminate, cordon, enable, mark_draining, unmark_draining."""
+    """set_desired, terminate, cordon, enable, mark_draining, unmark_draining, steer."""
     target: str
     result: str
     """ok, skipped, failed, dry_run."""
@@ -82,15 +88,19 @@ class Actuator:
         """Carry ``decision`` out against the fleet ``snapshot`` saw; never raises for a call."""
         done: list[Outcome] = []
 
-        async def call(action: str, target: str, run: Callable[[], Awaitable[object]]) -> bool:
+        async def call(
+            action: str, target: str, run: Callable[[], Awaitable[object]], detail: str = ""
+        ) -> bool:
             if self._dry_run:
-                out = Outcome(action, target, "dry_run")
+                out = Outcome(action, target, "dry_run", detail)
             else:
                 try:
                     await run()
-                    out = Outcome(action, target, "ok")
+                    out = Outcome(action, target, "ok", detail)
                 except Exception as exc:  # one failed call must not stop the others
-                    out = Outcome(action, target, "failed", f"{type(exc).__name__}: {exc}")
+                    error = f"{type(exc).__name__}: {exc}"
+                    said = f"{detail}: {error}" if detail else error
+                    out = Outcome(action, target, "failed", said)
             done.append(out)
             self._on_outcome(out)
             event = "would_act" if out.result == "dry_run" else f"act_{out.result}"
@@ -131,7 +141,24 @@ class Actuator:
             if node.draining and node.instance_id not in decision.undrain:
                 await self._cordon(node, call)
 
-        # 4. Terminate drained nodes, after one more look.
+        # 4. Steer: set the load multipliers the policy asked for. It only biases where new
+        # meetings go, so it comes after the steps that change who serves, and before
+        # terminate, whose re-checks are the slow part of a round.
+        for iid, multiplier in decision.steer:
+            node = snapshot.node(iid)
+            server = node.server if node else None
+            if node is None:
+                skip("steer", iid, "not in the group any more")
+            elif server is None:
+                skip("steer", iid, "its Scalelite server is unknown this round")
+            elif server.state == "absent":
+                skip("steer", iid, "not registered in Scalelite")
+            else:
+                sid = server.id
+                set_multiplier = partial(self._servers.set_load_multiplier, sid, multiplier)
+                await call("steer", iid, set_multiplier, f"load_multiplier={multiplier:g}")
+
+        # 5. Terminate drained nodes, after one more look.
         for iid in decision.terminate:
             node = snapshot.node(iid)
             if node is None:

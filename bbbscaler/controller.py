@@ -52,6 +52,7 @@ class Round:
             "undrain": list(d.undrain),
             "drain": list(d.drain),
             "terminate": list(d.terminate),
+            "steer": dict(d.steer),
             "numbers": d.numbers,
             "observe_errors": list(self.snapshot.errors),
             "outcomes": [
@@ -166,6 +167,8 @@ class Controller:
         for key in ("drain", "undrain", "terminate"):
             if getattr(d, key):
                 fields[key] = list(getattr(d, key))
+        if d.steer:
+            fields["steer"] = dict(d.steer)
         if d.action is Action.NONE:
             log.debug("decided", **fields)
         else:

@@ -5,7 +5,19 @@ from __future__ import annotations
 from bbbscaler.model import Decision, FleetSnapshot, Node
 from bbbscaler.policy import PolicyConfig, drained, sort_fleet
 
-COLUMNS = ("instance", "lifecycle", "role", "cpu", "meetings", "users", "age", "scalelite", "load")
+COLUMNS = (
+    "instance",
+    "lifecycle",
+    "role",
+    "cpu",
+    "meetings",
+    "users",
+    "age",
+    "scalelite",
+    "load",
+    "mult",
+)
+"""``mult`` is the server's Scalelite load_multiplier (above 1: steered away)."""
 
 
 def _role(node: Node, roles: dict[str, str], config: PolicyConfig) -> str:
@@ -27,6 +39,8 @@ def _cells(node: Node, role: str) -> tuple[str, ...]:
         "-" if m is None else f"{m.age:.0f}s",
         "?" if s is None else s.state,
         "-" if s is None or s.load is None else f"{s.load:g}",
+        # An unlisted server has no multiplier of its own; 1.0 there is only the default.
+        "-" if s is None or s.state == "absent" else f"{s.load_multiplier:g}",
     )
 
 
@@ -65,6 +79,7 @@ def render(snapshot: FleetSnapshot, decision: Decision, config: PolicyConfig) ->
         ("re-enable", decision.undrain),
         ("drain", decision.drain),
         ("terminate", decision.terminate),
+        ("steer (load_multiplier)", tuple(f"{iid}={m:g}" for iid, m in decision.steer)),
     ):
         if ids:
             lines.append(f"  {label}: {', '.join(ids)}")

@@ -21,6 +21,7 @@ ACT_ACTIONS = (
     "enable",
     "mark_draining",
     "unmark_draining",
+    "steer",
 )
 ACT_RESULTS = ("ok", "skipped", "failed", "dry_run")
 
@@ -56,6 +57,12 @@ class ScalerMetrics:
         )
         self.draining = Gauge(
             "bbbscaler_draining_nodes", "Nodes the scaler is draining.", registry=r
+        )
+        self.steered = Gauge(
+            "bbbscaler_steered_nodes",
+            "Nodes whose Scalelite load_multiplier is above 1 (new meetings go elsewhere), "
+            "as observed at the start of the round.",
+            registry=r,
         )
         self.lowest_cpu = Gauge(
             "bbbscaler_fleet_lowest_cpu_ratio",
@@ -121,6 +128,11 @@ class ScalerMetrics:
         for role, count in roles.items():
             self.nodes.labels(role).set(count)
         self.draining.set(roles.get("draining", 0))
+        # The snapshot is read before this round's steer calls: the gauge shows what
+        # Scalelite had, so a steer made now appears in the next round.
+        self.steered.set(
+            sum(1 for n in snapshot.nodes if n.server is not None and n.server.load_multiplier > 1)
+        )
         lowest = decision.numbers.get("lowest_cpu", -1.0)
         self.lowest_cpu.set(lowest if lowest >= 0 else math.nan)
         self.demand.set(decision.demand if decision.demand is not None else math.nan)

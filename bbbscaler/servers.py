@@ -32,7 +32,13 @@ def view_of(server: ScaleliteServer | None) -> ServerView:
     """A server as the snapshot carries it; ``None`` (not listed) is state ``absent``."""
     if server is None:
         return ServerView(id=ABSENT_ID, state="absent", load=None, online=False)
-    return ServerView(id=server.id, state=server.state, load=server.load, online=server.online)
+    return ServerView(
+        id=server.id,
+        state=server.state,
+        load=server.load,
+        online=server.online,
+        load_multiplier=server.load_multiplier,
+    )
 
 
 def index(servers: Iterable[ScaleliteServer]) -> dict[str, ScaleliteServer]:

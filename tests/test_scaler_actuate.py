@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from bbbscaler.actuate import Actuator, Outcome
-from bbbscaler.controller import Controller
+from bbbscaler.controller import Controller, Round
 from bbbscaler.exposition import ScalerMetrics
 from bbbscaler.model import Action, Decision, FleetSnapshot, Node, NodeMetrics, ServerView
 from bbbscaler.policy import PolicyConfig
@@ -43,6 +43,9 @@ class Calls:
     async def set_state(self, server_id: str, state: str) -> None:
         self._note("set_state", server_id, state)
 
+    async def set_load_multiplier(self, server_id: str, multiplier: float) -> None:
+        self._note("set_load_multiplier", server_id, f"{multiplier:g}")
+
 
 def actuator(
     calls: Calls, recheck: dict[str, Node] | None = None, dry_run: bool = False
@@ -53,8 +56,9 @@ def actuator(
     return Actuator(calls, calls, look_again, CONFIG, dry_run=dry_run, clock=lambda: T0)
 
 
-def with_server(node: Node, state: str, load: float | None = 0.0) -> Node:
-    return dataclasses.replace(node, server=ServerView(node.instance_id, state, load, True))  # type: ignore[arg-type]
+def with_server(node: Node, state: str, load: float | None = 0.0, multiplier: float = 1.0) -> Node:
+    server = ServerView(node.instance_id, state, load, True, multiplier)  # type: ignore[arg-type]
+    return dataclasses.replace(node, server=server)
 
 
 async def test_order_undrain_grow_drain_terminate() -> None:
@@ -131,6 +135,79 @@ async def test_dry_run_calls_nothing_and_says_what_it_would_do() -> None:
     assert {o.action for o in out} == {"set_desired", "mark_draining", "cordon", "terminate"}
 
 
+async def test_steer_comes_after_the_cordons_and_before_terminate() -> None:
+    calls = Calls()
+    gone = with_server(draining("gone"), "disabled", None)
+    snap = snapshot(serving("a"), serving("b"), serving("c"), gone)
+    decision = Decision(
+        Action.DRAIN,
+        "t",
+        drain=("a",),
+        terminate=("gone",),
+        steer=(("b", 100.0), ("c", 1.0)),
+    )
+    out = await actuator(calls).apply(decision, snap)
+    assert calls.log == [
+        ("mark_draining", "a"),
+        ("set_state", "a", "cordoned"),
+        ("set_load_multiplier", "b", "100"),
+        ("set_load_multiplier", "c", "1"),
+        ("terminate", "gone"),
+    ]
+    assert [o for o in out if o.action == "steer"] == [
+        Outcome("steer", "b", "ok", "load_multiplier=100"),
+        Outcome("steer", "c", "ok", "load_multiplier=1"),
+    ]
+
+
+async def test_steer_calls_the_server_by_its_scalelite_id() -> None:
+    calls = Calls()
+    node = dataclasses.replace(serving("i-a"), server=ServerView("sl-7", "enabled", 2.0, True))
+    await actuator(calls).apply(Decision(Action.NONE, "t", steer=(("i-a", 2.5),)), snapshot(node))
+    assert calls.log == [("set_load_multiplier", "sl-7", "2.5")]
+
+
+async def test_steer_in_dry_run_calls_nothing() -> None:
+    calls = Calls()
+    decision = Decision(Action.NONE, "t", steer=(("a", 100.0),))
+    out = await actuator(calls, dry_run=True).apply(decision, snapshot(serving("a")))
+    assert calls.log == []
+    assert out == (Outcome("steer", "a", "dry_run", "load_multiplier=100"),)
+
+
+async def test_steer_skips_a_node_it_cannot_address() -> None:
+    calls = Calls()
+    unknown = dataclasses.replace(serving("unknown"), server=None)
+    absent = with_server(serving("absent"), "absent", None)
+    decision = Decision(
+        Action.NONE, "t", steer=(("gone", 100.0), ("unknown", 100.0), ("absent", 100.0))
+    )
+    out = await actuator(calls).apply(decision, snapshot(unknown, absent))
+    assert calls.log == []
+    assert [(o.action, o.target, o.result) for o in out] == [
+        ("steer", "gone", "skipped"),
+        ("steer", "unknown", "skipped"),
+        ("steer", "absent", "skipped"),
+    ]
+    assert all(o.detail for o in out), "a skip says why"
+
+
+async def test_a_failed_steer_does_not_stop_the_next_steer_or_terminate() -> None:
+    calls = Calls(fail=frozenset({"set_load_multiplier"}))
+    gone = with_server(draining("gone"), "disabled", None)
+    decision = Decision(
+        Action.TERMINATE, "t", terminate=("gone",), steer=(("a", 100.0), ("b", 100.0))
+    )
+    out = await actuator(calls).apply(decision, snapshot(serving("a"), serving("b"), gone))
+    assert calls.log == [
+        ("set_load_multiplier", "a", "100"),
+        ("set_load_multiplier", "b", "100"),
+        ("terminate", "gone"),
+    ]
+    assert [o.result for o in out] == ["failed", "failed", "ok"]
+    assert out[0].detail == "load_multiplier=100: RuntimeError: set_load_multiplier refused"
+
+
 class Observer:
     def __init__(self, snaps: list[FleetSnapshot | Exception]) -> None:
         self.snaps = snaps
@@ -162,6 +239,39 @@ async def test_the_loop_survives_a_failed_observation_and_keeps_its_history() ->
     assert "bbbscaler_round_errors_total 1.0" in text
     assert 'bbbscaler_decisions_total{action="scale_out"} 1.0' in text
     assert done.as_json()["desired"] == {"current": 3, "target": done.decision.desired}
+
+
+async def test_a_round_reports_its_steer_in_json_and_metrics() -> None:
+    metrics = ScalerMetrics("default", dry_run=False)
+    snap = snapshot(
+        with_server(serving("a"), "enabled", 1.0, multiplier=100.0),
+        with_server(serving("b"), "enabled", 1.0, multiplier=2.0),
+        with_server(serving("c"), "enabled", 1.0, multiplier=1.0),
+    )
+    decision = Decision(Action.NONE, "t", steer=(("c", 100.0),))
+    calls = Calls()
+    out = await actuator(calls).apply(decision, snap)
+    for outcome in out:
+        metrics.record_outcome(outcome)
+    metrics.record_round(snap, decision, {"serving": 3}, T0)
+    text = metrics.render().decode()
+    # Observed before this round's steer: c counts from the next round on.
+    assert "bbbscaler_steered_nodes 2.0" in text
+    assert 'bbbscaler_actions_total{action="steer",result="ok"} 1.0' in text
+    assert 'bbbscaler_actions_total{action="steer",result="failed"} 0.0' in text
+    done = Round(snap, decision, out, dry_run=False).as_json()
+    assert done["steer"] == {"c": 100.0}
+    assert done["outcomes"] == [
+        {"action": "steer", "target": "c", "result": "ok", "detail": "load_multiplier=100"}
+    ]
+    assert Round(snap, Decision(Action.NONE, "t"), (), dry_run=False).as_json()["steer"] == {}
+
+
+def test_steered_nodes_is_zero_without_steering() -> None:
+    metrics = ScalerMetrics("default", dry_run=False)
+    snap = snapshot(serving("a"), with_server(serving("gone"), "absent", None))
+    metrics.record_round(snap, Decision(Action.NONE, "t"), {"serving": 1}, T0)
+    assert "bbbscaler_steered_nodes 0.0" in metrics.render().decode()
 
 
 @pytest.mark.parametrize("suspended", [frozenset(), frozenset({"AZRebalance"})])

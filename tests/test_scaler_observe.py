@@ -141,8 +141,8 @@ async def test_one_round_sees_everything(world: World, fake_clock: FakeClock) ->
     assert (na.metrics.cpu, na.metrics.meetings, na.metrics.participants) == (0.6, 1, 2)
     assert na.metrics.age == 1.0
     assert na.server is not None
-    assert (na.server.id, na.server.state, na.server.online) == (
-        world.server_ids[a], "enabled", True,
+    assert (na.server.id, na.server.state, na.server.online, na.server.load_multiplier) == (
+        world.server_ids[a], "enabled", True, 1.0,
     )  # fmt: skip
     assert nb.metrics is not None
     assert nb.idle(stale_after=60)
@@ -158,13 +158,16 @@ async def test_one_round_sees_everything(world: World, fake_clock: FakeClock) ->
     # recheck: the node's metrics and server as they are now, aged to the clock.
     world.router.nodes[b] = exposition(cpu=0.04, meetings=0, age=0.5)
     world.scalelite.set_state(world.server_ids[b], "cordoned")
+    # A steer (updateServer load_multiplier) shows in the node's server view.
+    steering = ScaleliteClient(world.http, world.scalelite_url, LB_SECRET)
+    await steering.set_load_multiplier(world.server_ids[b], 100.0)
     await world.scalelite.poll()
     fake_clock.advance(3)
     node = await observer.recheck(snap.nodes[1])
     assert node.metrics is not None
     assert node.metrics.age == 0.5
     assert node.server is not None
-    assert node.server.state == "disabled"
+    assert (node.server.state, node.server.load_multiplier) == ("disabled", 100.0)
     assert node.draining_since == snap.nodes[1].draining_since
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -13,7 +14,9 @@ from bbbcore.scalelite import (
     ScaleliteServer,
     ScaleliteTransientError,
 )
-from bbbscaler.model import Node, ServerView
+from bbbscaler.actuate import Actuator
+from bbbscaler.model import Action, Decision, FleetSnapshot, Group, Node, ServerView
+from bbbscaler.policy import PolicyConfig
 from bbbscaler.servers import ScaleliteServers, server_url, view_of
 from bbbsim.scalelite_emulator import ScaleliteEmulator, serve
 from tests.scaler_nodes import BbbHosts, bbb_hosts
@@ -64,6 +67,8 @@ def test_view_of() -> None:
     assert view_of(None) == ServerView(id="", state="absent", load=None, online=False)
     server = ScaleliteServer("s1", "https://x/", "cordoned", online=True, load=0.0)
     assert view_of(server) == ServerView(id="s1", state="cordoned", load=0.0, online=True)
+    steered = ScaleliteServer("s2", "https://y/", "enabled", True, 3.0, load_multiplier=100.0)
+    assert view_of(steered).load_multiplier == 100.0
 
 
 async def test_instances_map_to_their_servers(
@@ -119,6 +124,68 @@ async def test_duplicate_urls_take_the_smallest_id(
     view = await servers.read_one(_node("i-d"))
     assert view is not None
     assert view.id == min(first, second)
+
+
+class NoGroup:
+    """A group port for a decision that only steers: any call is a test failure."""
+
+    async def set_desired(self, desired: int) -> None:
+        raise AssertionError("set_desired")
+
+    async def terminate(self, instance_id: str) -> None:
+        raise AssertionError("terminate")
+
+    async def mark_draining(self, instance_id: str, since: float) -> None:
+        raise AssertionError("mark_draining")
+
+    async def unmark_draining(self, instance_id: str) -> None:
+        raise AssertionError("unmark_draining")
+
+
+async def test_steer_sets_the_load_multiplier_in_scalelite(
+    scalelite: tuple[ScaleliteEmulator, ScaleliteClient],
+) -> None:
+    emulator, client = scalelite
+    template = "https://{instance_id}.{domain}/bigbluebutton/api/"
+    servers = ScaleliteServers(client, template, "bbb.example.test")
+    nodes = [_node("i-a"), _node("i-b"), _node("i-c")]
+    ids = {
+        "i-a": emulator.add_server(servers.url_of(nodes[0]) or "", BBB_SECRET, state="enabled"),
+        "i-b": emulator.add_server(
+            servers.url_of(nodes[1]) or "", BBB_SECRET, state="enabled", load_multiplier=100.0
+        ),
+    }
+    views = await servers.read(nodes)
+    assert {iid: v.load_multiplier for iid, v in views.items() if v} == {
+        "i-a": 1.0,
+        "i-b": 100.0,
+        "i-c": 1.0,
+    }
+    snap = FleetSnapshot(
+        0.0,
+        Group("bbb", 3, 0, 3, frozenset({"AZRebalance"})),
+        tuple(dataclasses.replace(n, server=views[n.instance_id]) for n in nodes),
+    )
+
+    async def unchanged(node: Node) -> Node:
+        return node
+
+    actuator = Actuator(NoGroup(), client, unchanged, PolicyConfig())
+    decision = Decision(Action.NONE, "t", steer=(("i-a", 50.0), ("i-b", 1.0), ("i-c", 50.0)))
+    out = await actuator.apply(decision, snap)
+
+    assert [(o.target, o.result) for o in out] == [
+        ("i-a", "ok"),
+        ("i-b", "ok"),
+        ("i-c", "skipped"),  # not registered: nothing to steer
+    ]
+    listed = {s.id: s.load_multiplier for s in await client.get_servers()}
+    assert listed == {ids["i-a"]: 50.0, ids["i-b"]: 1.0}
+    fresh = await servers.read(nodes)
+    assert {iid: v.load_multiplier for iid, v in fresh.items() if v and v.id} == {
+        "i-a": 50.0,
+        "i-b": 1.0,
+    }
 
 
 async def test_unmappable_node_is_unknown_not_absent(
