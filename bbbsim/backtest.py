@@ -13,7 +13,8 @@ Scores (the JSON keys, per policy and for the oracle):
   ``bbbsim.demand.capacity_lags``).
 
 And for the whole run ``fluid_bound_instance_hours``: the integral of the
-fluid need (``bbbsim.demand``), which no placement can undercut.
+fluid need (``bbbsim.demand``), which no placement can undercut; and
+``schedules``: the planned events' windows every run held.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,8 @@ from pydantic import ValidationError
 
 from bbbcore.config import ConfigError
 from bbbscaler.policy import PolicyConfig, Preset
-from bbbscaler.settings import PolicySettings, ScalerSettings
+from bbbscaler.schedule import Window
+from bbbscaler.settings import DAYS, PolicySettings, ScalerSettings
 from bbbsim.demand import Steps, capacity_lags, integrate, need_steps, p95
 from bbbsim.fleet_model import (
     FleetRun,
@@ -80,6 +83,39 @@ class BacktestResult:
     fluid_bound_instance_hours: float
     policies: tuple[Scored, ...]
     oracle: Scored
+    planned: tuple[Window, ...] = ()
+    """The planned events' windows, added to every run's own."""
+
+
+def _policy_table(path: Path) -> dict[str, Any]:
+    """The ``[policy]`` table of the TOML file at ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"config file {path}: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"config file {path}: {exc}"]) from None
+    return _parse_policy_table(text, str(path))
+
+
+def _parse_policy_table(text: str, source: str) -> dict[str, Any]:
+    try:
+        table = tomllib.loads(text).get("policy")
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"config file {source}: {exc}"]) from None
+    if not isinstance(table, dict):
+        raise ConfigError([f"config file {source}: no [policy] table"])
+    return table
+
+
+def _policy_settings(table: dict[str, Any]) -> PolicySettings:
+    """bbbscaler's validation of a ``[policy]`` table; ConfigError names each key."""
+    try:
+        return PolicySettings.model_validate(table)
+    except ValidationError as exc:
+        raise ConfigError(
+            [f"policy.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        ) from None
 
 
 def load_policy(path: Path, settings: FleetSettings) -> PolicyConfig:
@@ -89,20 +125,7 @@ def load_policy(path: Path, settings: FleetSettings) -> PolicyConfig:
     clock is the trace's, second 0 being Monday 00:00 UTC). ``boot_time``
     defaults to the simulated platform's. Raises ConfigError naming the key.
     """
-    try:
-        table = tomllib.loads(path.read_text(encoding="utf-8")).get("policy")
-    except OSError as exc:
-        raise ConfigError([f"config file {path}: {exc.strerror or exc}"]) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"config file {path}: {exc}"]) from None
-    if not isinstance(table, dict):
-        raise ConfigError([f"config file {path}: no [policy] table"])
-    try:
-        policy = PolicySettings.model_validate(table)
-    except ValidationError as exc:
-        raise ConfigError(
-            [f"policy.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        ) from None
+    policy = _policy_settings(_policy_table(path))
     # Only the policy matters here; the rest of the scaler's settings keep their defaults.
     config = PolicyConfig.from_settings(ScalerSettings.model_construct(policy=policy))
     if "boot_time" not in policy.model_fields_set:
@@ -110,13 +133,83 @@ def load_policy(path: Path, settings: FleetSettings) -> PolicyConfig:
     return replace(config, gap_limit=3 * settings.tick)
 
 
+def _schedules(table: dict[str, Any], source: str) -> tuple[Window, ...]:
+    # Any other [policy] key would look as if it applied to every run; --policy-config runs it.
+    problems = [
+        f"policy.{key}: not allowed in a schedules file (only [[policy.schedules]]; "
+        "--policy-config runs a policy)"
+        for key in table
+        if key != "schedules"
+    ]
+    windows: tuple[Window, ...] = ()
+    if "schedules" not in table:
+        problems.append(f"policy.schedules: missing ({source} has no [[policy.schedules]])")
+    else:
+        try:
+            policy = _policy_settings({"schedules": table["schedules"]})
+            windows = tuple(Window.from_settings(s) for s in policy.schedules)
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+    return windows
+
+
+def load_schedules(path: Path) -> tuple[Window, ...]:
+    """The planned events of a TOML file of ``[[policy.schedules]]`` tables, as bbbscaler's.
+
+    Their clock is the trace's (second 0 is Monday 00:00 UTC). Raises ConfigError
+    naming the key.
+    """
+    return _schedules(_policy_table(path), str(path))
+
+
+def shipped_schedules(name: str) -> tuple[Window, ...]:
+    """The planned events of shipped trace ``name`` (``traces/<name>.toml``); none without one."""
+    file = resources.files("bbbsim").joinpath("traces", f"{name}.toml")
+    if not file.is_file():
+        return ()
+    return _schedules(_parse_policy_table(file.read_text("utf-8"), f"{name}.toml"), f"{name}.toml")
+
+
+def _clock(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def describe_window(w: Window) -> str:
+    """``exam mon 02:00-02:15 UTC holds 10 nodes``."""
+    days = ",".join(DAYS[d] for d in sorted(w.days))
+    nodes = "node" if w.min_nodes == 1 else "nodes"
+    return (
+        f"{w.name} {days} {_clock(w.start_min)}-{_clock(w.end_min)} {w.timezone} "
+        f"holds {w.min_nodes} {nodes}"
+    )
+
+
+def window_json(w: Window) -> dict[str, Any]:
+    """A window as its ``[[policy.schedules]]`` table."""
+    return {
+        "name": w.name,
+        "days": [DAYS[d] for d in sorted(w.days)],
+        "start": _clock(w.start_min),
+        "end": _clock(w.end_min),
+        "timezone": w.timezone,
+        "min_nodes": w.min_nodes,
+    }
+
+
 def backtest(
     trace: Trace,
     presets: Sequence[Preset],
     settings: FleetSettings,
     configs: Sequence[tuple[str, PolicyConfig]] = (),
+    planned: Sequence[Window] = (),
 ) -> BacktestResult:
-    """Every preset, every named config and the oracle over ``trace``."""
+    """Every preset, every named config and the oracle over ``trace``.
+
+    ``planned`` windows are added to every run's own: a planned event is part of
+    the workload the operator knows about, whatever the policy.
+    """
     prepared = prepare(trace, settings)
     need = need_steps(prepared.start, prepared.end, prepared.units, settings.host)
     horizon = prepared.horizon
@@ -125,7 +218,11 @@ def backtest(
         return Scored(run, p95(capacity_lags(need, run.capacity)))
 
     named = [(p, policy_config(p, settings)) for p in presets] + list(configs)
-    runs = [simulate(prepared, config, settings, name) for name, config in named]
+    extra = tuple(planned)
+    runs = [
+        simulate(prepared, replace(config, windows=config.windows + extra), settings, name)
+        for name, config in named
+    ]
     return BacktestResult(
         trace=trace.name,
         meetings=len(trace.meetings),
@@ -134,6 +231,7 @@ def backtest(
         fluid_bound_instance_hours=integrate(need, horizon) / 3600,
         policies=tuple(scored(r) for r in runs),
         oracle=scored(oracle_run(prepared, settings)),
+        planned=extra,
     )
 
 
@@ -146,6 +244,7 @@ def report_json(result: BacktestResult) -> dict[str, Any]:
             "hours": round(result.hours, 3),
         },
         "fluid_bound_instance_hours": round(result.fluid_bound_instance_hours, 3),
+        "schedules": [window_json(w) for w in result.planned],
         "policies": {s.run.name: s.scores() for s in result.policies},
         "oracle": result.oracle.scores(),
     }
@@ -167,6 +266,7 @@ def render_table(result: BacktestResult) -> str:
     oh = result.oracle.run.instance_hours
     lines = [
         f"trace {result.trace}: {result.meetings:,} meetings over {result.hours:,.1f} h",
+        *(f"planned: {describe_window(w)}" for w in result.planned),
         "",
         "| run | instance-hours | x oracle | peak nodes | overload node-min | overload core-min "
         "| meetings on overloaded node | ended by platform | p95 time to capacity (s) |",

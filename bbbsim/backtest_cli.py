@@ -17,6 +17,12 @@ from bbbsim.trace_generate import KINDS
 
 COMMANDS: Final = ("backtest", "trace")
 PRESETS: Final = ("seed", "default")
+DEFAULT_POLL_INTERVAL: Final = 20.0
+"""Scalelite's poller interval the backtest assumes: ``poller.interval`` of this project's
+helm/scalelite chart (helm/scalelite/values.yaml), i.e. Scalelite as bbbfleet deploys it;
+Scalelite's own default is 60. Here, not in bbbsim.backtest, so ``--help`` stays fast."""
+NO_SCHEDULES: Final = "none"
+"""``--schedules none``: no planned events, not even a shipped trace's own."""
 
 
 def _count(text: str) -> int:
@@ -65,6 +71,14 @@ def add_commands(sub: Any, positive: Callable[[str], float]) -> None:
         "after the file (schedules see the trace's clock: second 0 is Monday "
         "00:00 UTC)",
     )
+    bt.add_argument(
+        "--schedules",
+        metavar="TOML",
+        help="planned events: the [[policy.schedules]] windows of this file are added to "
+        "every run (same keys as bbbscaler's config; second 0 of the trace is Monday 00:00 "
+        "UTC). Default: a shipped trace's own (bbbsim/traces/NAME.toml), if any; "
+        f"'{NO_SCHEDULES}' for none",
+    )
     bt.add_argument("--json", type=Path, metavar="OUT", help="also write the scores as JSON")
     bt.add_argument(
         "--plot", type=Path, metavar="OUT.png", help="also draw load, capacity and decisions"
@@ -79,9 +93,10 @@ def add_commands(sub: Any, positive: Callable[[str], float]) -> None:
     bt.add_argument(
         "--poll-interval",
         type=positive,
-        default=60.0,
+        default=DEFAULT_POLL_INTERVAL,
         metavar="S",
-        help="Scalelite's poller interval, seconds (default 60)",
+        help=f"Scalelite's poller interval, seconds (default {DEFAULT_POLL_INTERVAL:g}: "
+        "this project's Scalelite chart; Scalelite's own is 60)",
     )
     bt.add_argument(
         "--min-nodes",
@@ -133,17 +148,22 @@ def _generate(args: argparse.Namespace) -> int:
 def _backtest(args: argparse.Namespace) -> int:
     from bbbcore.config import ConfigError
     from bbbscaler.policy import PolicyConfig
-    from bbbsim.backtest import backtest, load_policy, render_table, report_json
+    from bbbscaler.schedule import Window
+    from bbbsim.backtest import (
+        backtest,
+        load_policy,
+        load_schedules,
+        render_table,
+        report_json,
+        shipped_schedules,
+    )
     from bbbsim.fleet_model import FleetSettings
     from bbbsim.trace import SHIPPED, TraceError, load_trace, shipped_trace
 
     path = Path(args.trace)
+    shipped = not path.exists() and args.trace in SHIPPED
     try:
-        trace = (
-            shipped_trace(args.trace)
-            if not path.exists() and args.trace in SHIPPED
-            else load_trace(path)
-        )
+        trace = shipped_trace(args.trace) if shipped else load_trace(path)
     except TraceError as exc:
         print(f"bbbsim backtest: {exc}", file=sys.stderr)
         return 2
@@ -159,6 +179,15 @@ def _backtest(args: argparse.Namespace) -> int:
         min_nodes=args.min_nodes,
         max_nodes=args.max_nodes,
     )
+    planned: tuple[Window, ...] = ()
+    try:
+        if args.schedules is not None and args.schedules != NO_SCHEDULES:
+            planned = load_schedules(Path(args.schedules))
+        elif args.schedules is None and shipped:
+            planned = shipped_schedules(args.trace)
+    except ConfigError as exc:
+        print(f"bbbsim backtest: {exc}", file=sys.stderr)
+        return 2
     presets = list(dict.fromkeys(args.policy or PRESETS))
     configs: list[tuple[str, PolicyConfig]] = []
     for path in args.policy_config:
@@ -172,7 +201,7 @@ def _backtest(args: argparse.Namespace) -> int:
         while name in taken:
             name += "'"
         configs.append((name, config))
-    result = backtest(trace, presets, settings, configs)
+    result = backtest(trace, presets, settings, configs, planned)
     print(render_table(result))
     if args.json:
         args.json.write_text(json.dumps(report_json(result), indent=2) + "\n", encoding="utf-8")

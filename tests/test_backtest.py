@@ -7,15 +7,38 @@ from pathlib import Path
 
 import pytest
 
+import bbbsim.backtest
 from bbbscaler.policy import Preset
-from bbbsim.backtest import SCORE_KEYS, BacktestResult, backtest, render_table, report_json
+from bbbscaler.schedule import Window
+from bbbsim.backtest import (
+    SCORE_KEYS,
+    BacktestResult,
+    backtest,
+    render_table,
+    report_json,
+    shipped_schedules,
+)
+from bbbsim.backtest_cli import DEFAULT_POLL_INTERVAL
 from bbbsim.cli import main
 from bbbsim.demand import capacity_lags, p95
 from bbbsim.fleet_model import FleetSettings, prepare
 from bbbsim.oracle import oracle_run
-from bbbsim.trace import SHIPPED, Trace, TraceMeeting, shipped_trace
+from bbbsim.trace import SHIPPED, Trace, TraceMeeting, render_trace, shipped_trace
 
 BOTH: tuple[Preset, ...] = ("seed", "default")
+EXAM = {
+    "name": "exam",
+    "days": ["mon"],
+    "start": "02:00",
+    "end": "02:15",
+    "timezone": "UTC",
+    "min_nodes": 10,
+}
+# Monday 00:10-00:40 on the trace's clock: 4 nodes for a meeting one node carries.
+HOLD_4 = (
+    '[[policy.schedules]]\nname = "drill"\ndays = ["mon"]\nstart = "00:10"\nend = "00:40"\n'
+    "min_nodes = 4\n"
+)
 
 
 def oracle_hours(*meetings: TraceMeeting) -> float:
@@ -111,6 +134,109 @@ def test_cli_writes_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[
     printed = capsys.readouterr().out
     assert "| oracle |" in printed
     assert "goals for default" in printed
+    # The shipped exam-flash brings its planned exam (bbbsim/traces/exam-flash.toml).
+    assert doc["schedules"] == [EXAM]
+    assert "planned: exam mon 02:00-02:15 UTC holds 10 nodes" in printed
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_cli_schedules_none_drops_a_shipped_trace_s_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "r.json"
+    args = ["backtest", "--trace", "exam-flash", "--policy", "default", "--json", str(out)]
+    assert main([*args, "--schedules", "none"]) == 0
+    assert json.loads(out.read_text())["schedules"] == []
+    assert "planned:" not in capsys.readouterr().out
+    # The university week has no planned event.
+    assert shipped_schedules("university-week") == ()
+
+
+def tiny_trace(tmp_path: Path) -> Path:
+    # One small meeting for an hour: one node carries it, no policy adds another on its own.
+    path = tmp_path / "tiny.csv"
+    path.write_text(render_trace([TraceMeeting(0, 3600, 5)]))
+    return path
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_cli_schedules_hold_capacity_in_every_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tiny_trace(tmp_path)
+    planned = tmp_path / "planned.toml"
+    planned.write_text(HOLD_4)
+    tuned = tmp_path / "tuned.toml"
+    tuned.write_text("[policy]\nheadroom = 0.25\n")
+    hours: dict[str, dict[str, float]] = {}
+    for label, extra in (("without", []), ("with", ["--schedules", str(planned)])):
+        out = tmp_path / f"{label}.json"
+        args = ["backtest", "--trace", str(trace), "--policy-config", str(tuned)]
+        assert main([*args, *extra, "--json", str(out)]) == 0
+        doc = json.loads(out.read_text())
+        hours[label] = {name: s["instance_hours"] for name, s in doc["policies"].items()}
+    assert doc["schedules"] == [
+        {"name": "drill", "days": ["mon"], "start": "00:10", "end": "00:40",
+         "timezone": "UTC", "min_nodes": 4}
+    ]  # fmt: skip
+    assert "planned: drill mon 00:10-00:40 UTC holds 4 nodes" in capsys.readouterr().out
+    assert set(hours["with"]) == {"seed", "default", "tuned"}
+    for name, without in hours["without"].items():
+        # Three more nodes from 180 s before 00:10 at least until 00:40: 1.5 h at least.
+        assert hours["with"][name] >= without + 1.5, name
+
+
+def test_planned_windows_join_a_config_s_own() -> None:
+    trace = Trace("t", (TraceMeeting(0, 3600, 5),))
+    settings = FleetSettings(verify=True)
+    drill = Window("drill", frozenset({0}), 10, 40, "UTC", 4)
+    plain = backtest(trace, BOTH, settings)
+    result = backtest(trace, BOTH, settings, planned=[drill])
+    assert result.planned == (drill,)
+    for before, after in zip(plain.policies, result.policies, strict=True):
+        assert after.run.peak_nodes == 4 > before.run.peak_nodes
+    # The oracle knows the trace, not the calendar: it is unchanged.
+    assert result.oracle.run.instance_hours == plain.oracle.run.instance_hours
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_cli_bad_schedules_exit_2_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = str(tiny_trace(tmp_path))
+    bad = tmp_path / "bad.toml"
+    bad.write_text(HOLD_4.replace('"00:10"', '"2 am"'))
+    assert main(["backtest", "--trace", trace, "--schedules", str(bad)]) == 2
+    assert "policy.schedules.0.start: Value error, must be HH:MM" in capsys.readouterr().err
+    # A policy key is not a planned event: it would seem to tune every run.
+    bad.write_text("[policy]\nheadroom = 1.0\n" + HOLD_4)
+    assert main(["backtest", "--trace", trace, "--schedules", str(bad)]) == 2
+    assert "policy.headroom: not allowed in a schedules file" in capsys.readouterr().err
+    bad.write_text("[policy]\n")
+    assert main(["backtest", "--trace", trace, "--schedules", str(bad)]) == 2
+    assert "policy.schedules: missing" in capsys.readouterr().err
+    assert main(["backtest", "--trace", trace, "--schedules", str(tmp_path / "no.toml")]) == 2
+    assert "no.toml" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_cli_polls_scalelite_every_20_s_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    polls: list[float] = []
+
+    def spy(trace: Trace, presets: list[Preset], settings: FleetSettings,
+            *rest: object) -> BacktestResult:  # fmt: skip
+        polls.append(settings.poll_interval)
+        return backtest(trace, presets, settings)
+
+    monkeypatch.setattr(bbbsim.backtest, "backtest", spy)
+    trace = str(tiny_trace(tmp_path))
+    assert main(["backtest", "--trace", trace, "--policy", "default"]) == 0
+    assert main(["backtest", "--trace", trace, "--policy", "default", "--poll-interval", "60"]) == 0
+    # helm/scalelite's poller.interval: Scalelite as bbbfleet deploys it.
+    assert polls == [20.0, 60.0]
+    assert DEFAULT_POLL_INTERVAL == 20.0
 
 
 @pytest.mark.usefixtures("restore_logging")
@@ -161,9 +287,15 @@ def test_cli_runs_a_policy_config_beside_the_presets(
 
 @pytest.fixture(scope="module")
 def shipped() -> dict[str, BacktestResult]:
+    # As `bbbsim backtest --trace NAME` runs them: its poll interval, the trace's planned events.
     return {
         # The small trace also checks every placement and poll against bbbcore's pure rule.
-        name: backtest(shipped_trace(name), BOTH, FleetSettings(verify=name == "exam-flash"))
+        name: backtest(
+            shipped_trace(name),
+            BOTH,
+            FleetSettings(poll_interval=DEFAULT_POLL_INTERVAL, verify=name == "exam-flash"),
+            planned=shipped_schedules(name),
+        )
         for name in SHIPPED
     }
 
