@@ -61,6 +61,8 @@ class ServerView:
     load: float | None
     """None when Scalelite has no load for it ("unavailable", offline)."""
     online: bool
+    load_multiplier: float = 1.0
+    """Scalelite multiplies the server's load by this; the scaler steers placement with it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +187,8 @@ class Decision:
     """Stop draining these: enable in Scalelite, then untag."""
     terminate: tuple[str, ...] = ()
     """Drained: re-check, then TerminateInstanceInAutoScalingGroup with decrement."""
+    steer: tuple[tuple[str, float], ...] = ()
+    """(instance id, load_multiplier) to set in Scalelite: steers where new meetings go."""
     numbers: dict[str, float] = field(default_factory=dict)
     signals: frozenset[str] = frozenset()
     """Conditions that held this round; History keeps them to time "held for N s"."""

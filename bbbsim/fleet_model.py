@@ -166,6 +166,7 @@ class _SimNode:
         "launched",
         "load",
         "meetings",
+        "multiplier",
         "online",
         "over",
         "participants",
@@ -186,6 +187,7 @@ class _SimNode:
         self.online = False
         self.load: float | None = None
         """What Scalelite stores: set by a poll, raised by each create."""
+        self.multiplier = 1.0
         self.true_load = 0
         """Scalelite's load if it polled now (sum of meeting weights)."""
         self.draining_since: float | None = None
@@ -346,7 +348,7 @@ class FleetSim:
         chosen.participants += p.participants[idx]
         chosen.true_load += p.young_weight[idx]
         # Scalelite's create bumps the stored load until the next poll recomputes it.
-        chosen.load = (chosen.load or 0.0) + 1.0
+        chosen.load = (chosen.load or 0.0) + chosen.multiplier
         self.where[idx] = chosen
         heapq.heappush(self.ends, (p.end[idx], idx))
         self.aging.append((p.ages_at[idx], idx))
@@ -376,7 +378,7 @@ class FleetSim:
                 continue
             if self.s.verify:
                 self._verify_load(node)
-            load = float(node.true_load)
+            load = node.true_load * node.multiplier
             was = (node.online, node.load, node.state)
             node.online = True
             node.load = None if node.state == "disabled" else load
@@ -437,7 +439,7 @@ class FleetSim:
                 node.participants,
                 self.s.metrics_age,
             ),
-            server=ServerView(node.id, node.state, node.load, node.online),
+            server=ServerView(node.id, node.state, node.load, node.online, node.multiplier),
         )
 
     def snapshot(self, t: float) -> FleetSnapshot:
@@ -486,6 +488,12 @@ class FleetSim:
             if node.state == "enabled":
                 node.state = "cordoned"
             self._changed(node)
+        for iid, multiplier in d.steer:
+            # Scalelite keeps the stored load until its next poll; only later creates see it.
+            node = self.nodes[iid]
+            node.multiplier = multiplier
+            node.view = None
+            self.views = None
         for iid in d.terminate:
             leaving = self.nodes.get(iid)
             if leaving is not None:
