@@ -16,6 +16,10 @@ The safety rules every preset obeys (property-tested in tests/test_policy_proper
 - Desired never exceeds the upper bound (policy max_nodes, the ASG's MaxSize);
   a drain never takes serving capacity below the lower bound (policy
   min_nodes, the ASG's MinSize, the open schedule windows).
+
+Steering (default preset) changes only where Scalelite puts new meetings: it
+sets a serving node's ``load_multiplier``, never a node's membership, so it is
+outside these rules and cannot end a meeting.
 """
 
 from __future__ import annotations
@@ -50,14 +54,20 @@ class PolicyConfig:
     max_nodes: int = 0
     high_cpu: float = 0.80
     low_cpu: float = 0.06
-    target_cpu: float = 0.65
-    headroom: float = 0.5
+    target_cpu: float = 0.70
+    headroom: float = 0.15
     trend_window: float = 300.0
+    lookahead: float = 300.0
+    """Seconds ahead the demand trend is projected."""
     boot_time: float = 180.0
     boot_grace: float = 900.0
     stale_after: float = 60.0
     max_draining: int = 2
     windows: tuple[Window, ...] = ()
+    steer_cpu: float = 0.50
+    """Node CPU from which new meetings are steered away from the node."""
+    steer_multiplier: float = 100.0
+    """The load_multiplier of a steered node; 1 turns steering off."""
     gap_limit: float = 30.0
     """Samples further apart than this (missed rounds) break a "held for" run."""
 
@@ -101,11 +111,14 @@ class PolicyConfig:
             target_cpu=p.target_cpu,
             headroom=p.headroom,
             trend_window=p.trend_window,
+            lookahead=p.lookahead,
             boot_time=p.boot_time,
             boot_grace=p.boot_grace,
             stale_after=s.metrics.stale_after,
             max_draining=p.max_draining if p.preset == "default" else 1,
             windows=tuple(Window.from_settings(w) for w in p.schedules),
+            steer_cpu=p.steer_cpu,
+            steer_multiplier=p.steer_multiplier,
             gap_limit=3 * s.loop.interval,
         )
 
@@ -132,14 +145,20 @@ class History:
     samples: tuple[Sample, ...] = ()
     last_change_at: float | None = None
     """When a round last changed capacity (scale-out, undrain, or a new drain)."""
+    last_growth_at: float | None = None
+    """When a round last added capacity (scale-out, reconcile or undrain)."""
 
     def record(self, decision: Decision, now: float, config: PolicyConfig) -> History:
         """This history, with ``decision`` (made at ``now``) appended and old samples cut."""
         keep_from = now - config.horizon
         samples = tuple(s for s in self.samples if s.at >= keep_from)
         samples += (Sample(now, decision.signals, decision.demand),)
-        changed = decision.desired is not None or bool(decision.drain or decision.undrain)
-        return History(samples, now if changed else self.last_change_at)
+        grew = decision.desired is not None or bool(decision.undrain)
+        return History(
+            samples,
+            now if grew or decision.drain else self.last_change_at,
+            now if grew else self.last_growth_at,
+        )
 
     def held_for(self, signal: str, now: float, gap_limit: float) -> float:
         """Seconds ``signal`` has held up to ``now`` (which counts as holding)."""
@@ -157,8 +176,10 @@ class History:
                 return s.at, s.demand
         return None
 
-    def cooling(self, now: float, cooldown: float) -> bool:
-        return self.last_change_at is not None and now - self.last_change_at < cooldown
+    def cooling(self, now: float, cooldown: float, since_growth: bool = False) -> bool:
+        """Within ``cooldown`` of the last capacity change (or only of the last growth)."""
+        last = self.last_growth_at if since_growth else self.last_change_at
+        return last is not None and now - last < cooldown
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,21 +280,30 @@ class _Cpu:
     None when serving nodes exist but none is seen."""
     unseen: int
     """Serving nodes without metrics."""
+    room: float | None
+    """Sum of the room below ``target`` on serving nodes, an unseen node counted at the
+    mean of the seen ones; None like ``demand``."""
 
 
-def _cpu(fleet: Fleet) -> _Cpu:
+def _cpu(fleet: Fleet, target: float) -> _Cpu:
     seen = [n.metrics.cpu for n in fleet.serving if n.metrics is not None]
     unseen = len(fleet.serving) - len(seen)
     if not seen:
-        return _Cpu(None, None if unseen else 0.0, unseen)
+        return _Cpu(None, None if unseen else 0.0, unseen, None if unseen else 0.0)
     total = sum(seen)
+    room = sum(max(0.0, target - c) for c in seen)
     # Not "assume busy": nodes that stay unseen (a metrics outage, a broken exporter on new
     # instances) would then grow the fleet by a fraction every round, up to its max.
-    return _Cpu(min(seen), total + unseen * total / len(seen), unseen)
+    return _Cpu(
+        min(seen),
+        total + unseen * total / len(seen),
+        unseen,
+        room + unseen * room / len(seen),
+    )
 
 
 def _seed(fleet: Fleet, config: PolicyConfig) -> _Need:
-    cpu = _cpu(fleet)
+    cpu = _cpu(fleet, config.target_cpu)
     lowest = cpu.lowest
     out = lowest is not None and lowest > config.high_cpu
     inward = lowest is not None and lowest < config.low_cpu
@@ -282,39 +312,53 @@ def _seed(fleet: Fleet, config: PolicyConfig) -> _Need:
     return _Need(out, inward, serving + 1, serving - 1, numbers, cpu.demand, idle_only=True)
 
 
-def _default(fleet: Fleet, history: History, config: PolicyConfig, now: float) -> _Need:
-    cpu = _cpu(fleet)
+def _default(
+    fleet: Fleet, history: History, config: PolicyConfig, now: float, planned: bool
+) -> _Need:
+    cpu = _cpu(fleet, config.target_cpu)
     lowest = cpu.lowest
     numbers: dict[str, float] = {"lowest_cpu": lowest if lowest is not None else -1.0}
-    if cpu.demand is None:
+    if cpu.demand is None or cpu.room is None:
         # Nothing serving is seen: no basis to size on (bounds still apply, scale-in is blocked).
         return _Need(False, False, 0, fleet.capacity, numbers, None, idle_only=False)
     demand = cpu.demand
     rate = 0.0
     then = history.demand_since(now - config.trend_window)
     # A base much shorter than the window (just after a start) turns one meeting into a steep
-    # trend; an imputed demand is no base for one either.
-    if not cpu.unseen and then is not None and now - then[0] >= config.trend_window / 2:
+    # trend; an imputed demand is no base for one either. Inside an open schedule window the
+    # rise is the planned event its min_nodes already provides for: extrapolating it would
+    # buy nodes that boot after the crowd has been placed.
+    if (
+        not planned
+        and not cpu.unseen
+        and then is not None
+        and now - then[0] >= config.trend_window / 2
+    ):
         rate = max(0.0, (demand - then[1]) / (now - then[0]))
-    projected = demand + rate * config.boot_time
-    need = max(1, math.ceil((projected + config.headroom) / config.target_cpu - 1e-9))
-    # Scalelite puts the next meeting on the least-loaded node: once even that one is past
-    # the target, the next meetings land where audio is about to degrade. One node more than
-    # serve now; a node already booting for it is that one (capacity counts it).
-    if lowest is not None and lowest >= config.target_cpu:
-        need = max(need, len(fleet.serving) + 1)
+    growth = rate * config.lookahead
+    # Grow by room, not by the mean: meetings stay where Scalelite put them, so what the next
+    # meetings need is room below the target on the nodes there are (a booting node is all
+    # room), the headroom plus the growth expected before a new node could serve.
+    room = cpu.room + (len(fleet.booting) + fleet.pending_launches) * config.target_cpu
+    short = config.headroom + growth - room
+    need = fleet.capacity + max(0, math.ceil(short / config.target_cpu - 1e-9))
+    need = max(1, need)
+    # Shrink by the mean: what the whole load needs at the target, with the same allowances.
+    keep = max(1, math.ceil((demand + growth + config.headroom) / config.target_cpu - 1e-9))
     numbers |= {
         "demand": round(demand, 4),
         "trend_per_s": round(rate, 6),
-        "projected": round(projected, 4),
+        "projected": round(demand + growth, 4),
+        "room": round(room, 4),
         "need": need,
+        "keep": keep,
     }
     return _Need(
         out=need > fleet.capacity,
         # Only rounds that see every serving node count towards the stabilisation window.
-        inward=need < fleet.capacity and not cpu.unseen,
+        inward=keep < fleet.capacity and need <= fleet.capacity and not cpu.unseen,
         wanted=need,
-        keep=need,
+        keep=keep,
         numbers=numbers,
         demand=None if cpu.unseen else demand,
         idle_only=False,
@@ -335,11 +379,71 @@ def bounds(
 def decide(snapshot: FleetSnapshot, history: History, config: PolicyConfig, now: float) -> Decision:
     """One round's decision over ``snapshot``; pure."""
     fleet = sort_fleet(snapshot, config)
-    group = snapshot.group
     lower, upper, window = bounds(snapshot, config, now)
-    need = (
-        _seed(fleet, config) if config.preset == "seed" else _default(fleet, history, config, now)
-    )
+    if config.preset == "seed":
+        return _capacity(
+            snapshot, history, config, now, fleet, _seed(fleet, config), lower, upper, window
+        )
+    need = _default(fleet, history, config, now, planned=window is not None)
+    decision = _capacity(snapshot, history, config, now, fleet, need, lower, upper, window)
+    steer = steering(fleet, need.keep, lower, config, decision)
+    return replace(decision, steer=steer) if steer else decision
+
+
+def steering(
+    fleet: Fleet, keep: int, lower: int, config: PolicyConfig, decision: Decision
+) -> tuple[tuple[str, float], ...]:
+    """The load_multiplier changes that steer new meetings (default preset).
+
+    Scalelite sends a meeting to the least load and only learns what it sent at its next poll,
+    so between polls one node can take a whole wave. A node past ``steer_cpu`` gets
+    ``steer_multiplier``: its next create, and every poll after, make it look full, yet
+    Scalelite still uses it when every node is steered. The nodes beyond what the load needs
+    (``keep``), the emptiest busy ones first, are steered too: with no new meetings they
+    empty, and an empty node drains at once. The rest get 1.
+    """
+    high = config.steer_multiplier
+    if high <= 1:
+        return ()
+    leaving = set(decision.drain) | set(decision.terminate)
+    steerable = [
+        n
+        for n in fleet.serving
+        if n.instance_id not in leaving
+        and n.metrics is not None
+        and n.fresh(config.stale_after)
+        and n.server is not None
+        and n.server.state == "enabled"
+    ]
+    away = {n.instance_id for n in steerable if n.metrics and n.metrics.cpu >= config.steer_cpu}
+    spare = fleet.capacity - len(decision.drain) - max(keep, lower)
+    if spare > 0:
+        # Idle nodes are left open: an empty node drains, it does not need steering to empty.
+        busy = [
+            n for n in steerable if n.instance_id not in away and not n.idle(config.stale_after)
+        ]
+        away.update(n.instance_id for n in sorted(busy, key=_load_key)[:spare])
+    changes = []
+    for n in steerable:
+        want = high if n.instance_id in away else 1.0
+        if n.server is not None and not math.isclose(n.server.load_multiplier, want):
+            changes.append((n.instance_id, want))
+    return tuple(changes)
+
+
+def _capacity(
+    snapshot: FleetSnapshot,
+    history: History,
+    config: PolicyConfig,
+    now: float,
+    fleet: Fleet,
+    need: _Need,
+    lower: int,
+    upper: int,
+    window: str | None,
+) -> Decision:
+    """Grow, shrink or reconcile the group (every preset)."""
+    group = snapshot.group
     signals = frozenset(s for s, on in ((OUT, need.out), (IN, need.inward)) if on)
     held_out = history.held_for(OUT, now, config.gap_limit) if need.out else 0.0
     held_in = history.held_for(IN, now, config.gap_limit) if need.inward else 0.0
@@ -502,25 +606,41 @@ def _choose_drains(
     now: float,
 ) -> tuple[tuple[str, ...], str]:
     """(nodes to start draining, why) — or ((), why not)."""
-    if history.cooling(now, config.cooldown_in):
+    seed = config.preset == "seed"
+    # seed: the write-up's cooldown after any change. default: only growth cools a scale-in;
+    # each drain waiting out the last would let the fleet shrink one node per cooldown.
+    if history.cooling(now, config.cooldown_in, since_growth=not seed):
         return (), "scale-in held: cooldown"
-    budget = config.max_draining - len(fleet.draining)
+    idle = config.stale_after
+    # The budget bounds capacity lost to drains that take a while; an idle node's drain ends
+    # in the next round (default preset).
+    busy_draining = [n for n in fleet.draining if seed or not n.idle(idle)]
+    budget = config.max_draining - len(busy_draining)
     # The lower bound counts nodes serving now: a booting one may never come up.
     surplus = min(fleet.capacity - max(need.keep, lower), len(fleet.serving) - lower)
-    if budget <= 0:
-        return (), f"scale-in held: {len(fleet.draining)} node(s) already draining"
     if surplus <= 0:
         return (), f"scale-in held: lower bound {lower}"
     # Only nodes Scalelite has enabled: an operator's cordon (no tag) is never turned into a
     # termination, and an unregistered node is not ours to judge.
-    candidates = [
-        n
-        for n in fleet.serving
-        if n.fresh(config.stale_after) and n.server is not None and n.server.state == "enabled"
-    ]
+    candidates = sorted(
+        (
+            n
+            for n in fleet.serving
+            if n.fresh(idle) and n.server is not None and n.server.state == "enabled"
+        ),
+        key=_load_key,
+    )
     if need.idle_only:
-        candidates = [n for n in candidates if n.idle(config.stale_after)]
-    chosen = tuple(n.instance_id for n in sorted(candidates, key=_load_key)[: min(budget, surplus)])
+        candidates = [n for n in candidates if n.idle(idle)]
+    if seed:
+        picked = candidates[: max(0, min(budget, surplus))]
+    else:
+        empty = [n for n in candidates if n.idle(idle)][:surplus]
+        busy = [n for n in candidates if not n.idle(idle)]
+        picked = empty + busy[: max(0, min(budget, surplus - len(empty)))]
+    chosen = tuple(n.instance_id for n in picked)
+    if not chosen and budget <= 0:
+        return (), f"scale-in held: {len(fleet.draining)} node(s) already draining"
     if not chosen:
         return (), "scale-in held: no idle node"
     if config.preset == "seed":

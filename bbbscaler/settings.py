@@ -143,12 +143,20 @@ class PolicySettings(Section):
     """Node CPU where BBB audio degrades; seed scales out above it."""
     low_cpu: float = Field(default=0.06, ge=0, lt=1)
     """seed: scale in while the lowest node CPU is below this."""
-    target_cpu: float = Field(default=0.65, gt=0, le=1)
-    """default: the fleet's mean CPU it sizes for, below high_cpu so meetings fit."""
-    headroom: float = Field(default=0.5, ge=0)
-    """default: spare capacity, in nodes' worth of CPU, kept for the next meetings."""
+    target_cpu: float = Field(default=0.70, gt=0, le=1)
+    """default: the node CPU it sizes for, below high_cpu so meetings fit."""
+    headroom: float = Field(default=0.15, ge=0)
+    """default: room below target_cpu, in nodes' worth of CPU, kept for the next meetings."""
     trend_window: float = Field(default=300.0, gt=0)
     """default: seconds of history the demand trend is measured over."""
+    lookahead: float = Field(default=300.0, ge=0)
+    """default: seconds ahead the trend is projected (boot, registration, Scalelite's first
+    poll of a new node)."""
+    steer_cpu: float = Field(default=0.50, gt=0, le=1)
+    """default: node CPU from which Scalelite is steered away from the node."""
+    steer_multiplier: float = Field(default=100.0, ge=1)
+    """default: Scalelite load_multiplier of a steered node (1 turns steering off and leaves
+    every load_multiplier alone)."""
     boot_time: float = Field(default=180.0, ge=0)
     """Seconds from launch to serving: trend projection and schedule lead time."""
     boot_grace: float = Field(default=900.0, gt=0)

@@ -5,8 +5,9 @@ What it models, and how:
 - **Meetings** start and end as the trace says. Each ``create`` goes where
   Scalelite would put it: the least load among enabled, online servers with a
   known load, equal loads to the smaller id (``bbbcore.scalelite``'s rule).
-- **Scalelite's load** is its poller's: every ``poll_interval`` (60 s, its
-  default) each server's load becomes the sum of its meetings' weights
+- **Scalelite's load** is its poller's: every ``poll_interval`` (20 s, the
+  ``poller.interval`` of this project's Scalelite chart; Scalelite's own
+  default is 60) each server's load becomes the sum of its meetings' weights
   (``meeting_weight``: participants + one moderator, at least 15 while younger
   than 15 minutes) times its ``load_multiplier``; between polls every
   ``create`` adds one multiplier. A new server is online from the first poll
@@ -69,8 +70,8 @@ class FleetSettings:
     """Launch to registered in Scalelite."""
     tick: float = 10.0
     """The scaler's loop interval."""
-    poll_interval: float = 60.0
-    """Scalelite's poller (its POLL_INTERVAL default)."""
+    poll_interval: float = 20.0
+    """Scalelite's POLL_INTERVAL as helm/scalelite sets it (Scalelite's own default: 60)."""
     min_nodes: int = 1
     """The group's MinSize."""
     start_nodes: int | None = None
