@@ -158,11 +158,12 @@ class PolicySettings(Section):
     """default: Scalelite load_multiplier of a steered node (1 turns steering off and leaves
     every load_multiplier alone)."""
     boot_time: float = Field(default=180.0, ge=0)
-    """Seconds from launch to serving: trend projection and schedule lead time."""
+    """Seconds from launch to serving: how early a schedule window's nodes are launched."""
     boot_grace: float = Field(default=900.0, gt=0)
     """Seconds a new instance may go without metrics before it counts as missing data."""
     max_draining: int = Field(default=2, gt=0)
-    """Nodes draining at once at most (the scale-in budget)."""
+    """Nodes draining at once at most (the scale-in budget; default: a drain of an idle node
+    does not count, it ends in the next round)."""
     schedules: tuple[ScheduleSettings, ...] = ()
     """Scheduled capacity windows (TOML: [[policy.schedules]]; env: a JSON list)."""
 
