@@ -20,8 +20,10 @@ def serving(
     participants: int | None = None,
     age: float = 5.0,
     state: ServerState = "enabled",
+    multiplier: float = 1.0,
 ) -> Node:
-    """An InService node with metrics; Scalelite's load is its meeting count."""
+    """An InService node with metrics; Scalelite's load is its meeting count (``multiplier``:
+    the load_multiplier Scalelite has for it)."""
     if participants is None and meetings is not None:
         participants = 4 * meetings
     return Node(
@@ -29,7 +31,7 @@ def serving(
         "InService",
         launched_at=T0 - 3600,
         metrics=NodeMetrics(cpu, meetings, participants, age),
-        server=ServerView(iid, state, float(meetings or 0), True),
+        server=ServerView(iid, state, float(meetings or 0), True, multiplier),
     )
 
 
@@ -40,6 +42,7 @@ def draining(
     load: float | None = 0.0,
     age: float = 5.0,
     cpu: float = 0.02,
+    multiplier: float = 1.0,
 ) -> Node:
     """A node the scaler has been draining for ten minutes."""
     return Node(
@@ -48,7 +51,7 @@ def draining(
         launched_at=T0 - 3600,
         draining_since=T0 - 600,
         metrics=NodeMetrics(cpu, meetings, 3 * meetings, age),
-        server=ServerView(iid, state, load, True),
+        server=ServerView(iid, state, load, True, multiplier),
     )
 
 
@@ -80,13 +83,14 @@ def held(
     step: float = 10.0,
     demand: float | None = None,
     last_change_at: float | None = None,
+    last_growth_at: float | None = None,
 ) -> History:
     """A history in which ``signal`` held in every round of the last ``seconds``."""
     count = int(seconds // step)
     samples = tuple(
         Sample(now - k * step, frozenset({signal}), demand) for k in range(count, 0, -1)
     )
-    return History(samples, last_change_at)
+    return History(samples, last_change_at, last_growth_at)
 
 
 def required_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ import pytest
 from bbbcore.config import load_settings
 from bbbscaler.model import Action, Decision, FleetSnapshot, Node, NodeMetrics, ServerView
 from bbbscaler.policy import IN, OUT, History, PolicyConfig, Sample, decide, drained
+from bbbscaler.schedule import Window
 from bbbscaler.settings import ScalerSettings
 from tests.scaler_fleets import (
     T0,
@@ -38,46 +39,78 @@ def busy(count: int, cpu: float, prefix: str = "i") -> list[Node]:
 # --- default: scale-out sizing ------------------------------------------------------------
 
 
-def test_default_steps_several_nodes_at_once() -> None:
-    # Demand 3.6 nodes + 0.5 headroom at 65 %: ceil(6.31) = 7 serving wanted.
+def rising(then: float, ago: float = 300.0) -> History:
+    """A history whose only demand sample is ``then`` nodes, ``ago`` seconds back."""
+    return History((Sample(T0 - ago, frozenset(), then),))
+
+
+def test_default_grows_by_room_not_by_mean() -> None:
+    # Four nodes at 0.9: no room below the 70 % target, 0.15 headroom short: ceil(0.15 / 0.7)
+    # = 1 node more. The mean would have wanted ceil((3.6 + 0.15) / 0.7) = 6.
     d = run(snapshot(*busy(4, 0.9)))
-    assert (d.action, d.desired) == (Action.SCALE_OUT, 7)
-    assert d.numbers["need"] == 7
+    assert (d.action, d.desired) == (Action.SCALE_OUT, 5)
+    assert (d.numbers["room"], d.numbers["need"], d.numbers["keep"]) == (0.0, 5, 6)
     assert OUT in d.signals
+    # Room below the target on any node covers the headroom: no growth, whatever the mean.
+    d = run(snapshot(*busy(3, 0.9), serving("cool", cpu=0.5)))
+    assert d.numbers["room"] == pytest.approx(0.2)
+    assert (d.action, d.desired) == (Action.NONE, None)
+    assert OUT not in d.signals
+    # 0.1 room: 0.05 short, still one whole node more.
+    d = run(snapshot(*busy(3, 0.9), serving("warm", cpu=0.6)))
+    assert (d.action, d.desired) == (Action.SCALE_OUT, 5)
 
 
-def test_default_counts_booting_nodes_and_pending_launches() -> None:
-    nodes = [*busy(4, 0.9), booting("b-1", "Pending"), booting("b-2")]
-    # 4 serving + 2 booting + 1 the ASG has not launched yet = the 7 wanted.
-    d = run(snapshot(*nodes, desired=7))
-    assert d.action is Action.NONE
-    assert d.desired is None
-    assert d.numbers["capacity"] == 7
-    # Without the pending launch, one more.
-    assert run(snapshot(*nodes)).desired == 7
+def test_default_steps_several_nodes_at_once() -> None:
+    # Four nodes at 0.9 (demand 3.6), 1.6 five minutes ago: 2.0 nodes of growth over the
+    # 300 s lookahead. No room: 0.15 + 2.0 short, ceil(2.15 / 0.7) = 4 more, 8 in all.
+    d = run(snapshot(*busy(4, 0.9)), rising(1.6))
+    assert (d.action, d.desired) == (Action.SCALE_OUT, 8)
+    assert d.numbers["need"] == 8
+    assert d.numbers["projected"] == pytest.approx(5.6)
 
 
-def test_default_lowest_cpu_rule_is_not_met_twice() -> None:
-    config = dataclasses.replace(DEFAULT, headroom=0.0)
-    # Three nodes exactly at the target: the sum is met, but the next meeting would land
-    # on a node at the target, so one more node.
-    d = run(snapshot(*busy(3, 0.65)), config=config)
+def test_default_counts_booting_nodes_and_pending_launches_as_room() -> None:
+    # A booting node, or a launch the ASG has not made yet, is 0.7 of room: the one more.
+    for nodes, desired in (([booting("b-1", "Pending")], None), ([booting("b-1")], None), ([], 5)):
+        d = run(snapshot(*busy(4, 0.9), *nodes, desired=desired))
+        assert (d.action, d.desired) == (Action.NONE, None), nodes
+        assert d.numbers["capacity"] == 5
+        assert d.numbers["room"] == pytest.approx(0.7)
+    # With 2.0 nodes of growth 8 are wanted (above): each booting or pending node is one of
+    # them. 4 + 1 booting + 1 pending: 2.15 - 1.4 = 0.75 short, 2 more, 8 again.
+    nodes = [*busy(4, 0.9), booting("b-1")]
+    d = run(snapshot(*nodes, desired=6), rising(1.6))
+    assert (d.action, d.desired) == (Action.SCALE_OUT, 8)
+    # 4 + 2 booting + 2 pending: 2.8 room, nothing short.
+    nodes = [*busy(4, 0.9), booting("b-1"), booting("b-2", "Pending")]
+    d = run(snapshot(*nodes, desired=8), rising(1.6))
+    assert (d.action, d.desired, d.numbers["need"]) == (Action.NONE, None, 8)
+
+
+def test_default_full_nodes_grow_once() -> None:
+    # Three nodes at the target: no room, the headroom short, one node more.
+    d = run(snapshot(*busy(3, 0.7)))
     assert (d.action, d.desired) == (Action.SCALE_OUT, 4)
-    # That node is booting: it is the one more, no second launch.
-    d = run(snapshot(*busy(3, 0.65), booting("b-1")), config=config)
-    assert d.action is Action.NONE
-    d = run(snapshot(*busy(3, 0.65), desired=4), config=config)
-    assert d.action is Action.NONE
+    # That node is booting, or pending: it is the one more, no second launch.
+    assert run(snapshot(*busy(3, 0.7), booting("b-1"))).action is Action.NONE
+    assert run(snapshot(*busy(3, 0.7), desired=4)).action is Action.NONE
+    # Without headroom, nodes at the target need nothing more.
+    config = dataclasses.replace(DEFAULT, headroom=0.0)
+    assert run(snapshot(*busy(3, 0.7)), config=config).action is Action.NONE
 
 
-def test_default_projects_the_trend_over_boot_time() -> None:
-    snap = snapshot(*busy(6, 0.5))  # demand 3.0: ceil(3.5 / 0.65) = 6, steady
+def test_default_projects_the_trend_over_the_lookahead() -> None:
+    snap = snapshot(*busy(6, 0.5))  # 6 x 0.2 = 1.2 room covers the 0.15 headroom: steady
     assert run(snap).action is Action.NONE
-    # +1.0 node of demand over 300 s, projected 180 s ahead: 3.6, ceil(4.1 / 0.65) = 7.
-    rising = History((Sample(T0 - 300, frozenset(), 2.0), Sample(T0 - 10, frozenset(), 2.9)))
-    d = run(snap, rising)
-    assert (d.action, d.desired) == (Action.SCALE_OUT, 7)
-    assert d.numbers["trend_per_s"] == pytest.approx(1 / 300, abs=1e-6)
+    # Demand 3.0, 1.0 300 s ago: 2.0 nodes over the 300 s lookahead. 2.15 - 1.2 = 0.95
+    # short: ceil(0.95 / 0.7) = 2 more.
+    d = run(snap, rising(1.0))
+    assert (d.action, d.desired) == (Action.SCALE_OUT, 8)
+    assert d.numbers["trend_per_s"] == pytest.approx(2 / 300, abs=1e-6)
+    # The lookahead, not the boot time: 150 s ahead is 1.0 of growth, covered by the room.
+    short_sight = dataclasses.replace(DEFAULT, lookahead=150.0)
+    assert run(snap, rising(1.0), short_sight).action is Action.NONE
     # Falling demand is no reason to project anything.
     falling = History((Sample(T0 - 300, frozenset(), 4.0),))
     assert run(snap, falling).numbers["trend_per_s"] == 0.0
@@ -85,24 +118,56 @@ def test_default_projects_the_trend_over_boot_time() -> None:
 
 def test_default_takes_no_trend_from_a_base_shorter_than_half_the_window() -> None:
     # Just after a start: one sample a minute old. A jump of one node over 60 s would
-    # project 3 nodes more; the policy waits for half a window of history instead.
-    young = History((Sample(T0 - 60, frozenset(), 2.0),))
+    # project 5 nodes of growth over the lookahead; the policy waits for half a window of
+    # history instead.
+    young = rising(2.0, ago=60)
     d = run(snapshot(*busy(6, 0.5)), young)
     assert d.numbers["trend_per_s"] == 0.0
     assert d.action is Action.NONE
-    old_enough = History((Sample(T0 - 150, frozenset(), 2.0),))
+    old_enough = rising(2.0, ago=150)
     assert run(snapshot(*busy(6, 0.5)), old_enough).numbers["trend_per_s"] > 0
+
+
+def exam(start_min: int, end_min: int, min_nodes: int = 2) -> PolicyConfig:
+    """DEFAULT with a daily window (T0 is 00:00 UTC)."""
+    window = Window("exam", frozenset(range(7)), start_min, end_min, "UTC", min_nodes)
+    return dataclasses.replace(DEFAULT, windows=(window,))
+
+
+def test_default_takes_no_trend_inside_a_planned_window() -> None:
+    snap = snapshot(*busy(6, 0.5))
+    # Outside any window the steep rise (2.0 nodes in 300 s) grows the fleet by two.
+    later = run(snap, rising(1.0), exam(60, 120))
+    assert (later.action, later.desired) == (Action.SCALE_OUT, 8)
+    # Inside the window the rise is the planned crowd: no trend, the room covers the headroom.
+    for config in (exam(0, 60), exam(2, 60)):  # open now; opening within boot_time (180 s)
+        d = run(snap, rising(1.0), config)
+        assert d.numbers["trend_per_s"] == 0.0
+        assert d.numbers["projected"] == pytest.approx(3.0)
+        assert (d.action, d.desired) == (Action.NONE, None)
+        assert "schedule 'exam' holds 2" in d.reason
+    # The window's own lower bound still grows the fleet.
+    d = run(snap, rising(1.0), exam(0, 60, min_nodes=9))
+    assert (d.action, d.desired) == (Action.SCALE_OUT, 9)
+    assert d.numbers["trend_per_s"] == 0.0
 
 
 def test_unseen_serving_nodes_count_at_the_mean_of_the_seen() -> None:
     blind = Node(
         "x-1", "InService", launched_at=T0 - 3600, server=ServerView("x-1", "enabled", 1.0, True)
     )
-    # 4.5 nodes of demand (the unseen one at 0.9): ceil(5.0 / 0.65) = 8. Scale-out runs
-    # although the blind node blocks any scale-in.
+    # Room: the unseen node at the seen nodes' mean, none here (not 0.7 as if empty):
+    # 0.15 short, one more. Scale-out runs although the blind node blocks any scale-in.
     d = run(snapshot(*busy(4, 0.9), blind))
-    assert (d.action, d.desired) == (Action.SCALE_OUT, 8)
+    assert (d.action, d.desired) == (Action.SCALE_OUT, 6)
+    assert d.numbers["demand"] == pytest.approx(4.5)
     assert d.demand is None  # an imputed demand is no base for a later trend
+    # Two nodes at 0.64: 0.12 room, one more. The unseen one adds the mean room 0.06 (not
+    # none, as if full): 0.18 covers the headroom.
+    assert run(snapshot(*busy(2, 0.64))).desired == 3
+    d = run(snapshot(*busy(2, 0.64), blind))
+    assert d.numbers["room"] == pytest.approx(0.18)
+    assert (d.action, d.desired) == (Action.NONE, None)
 
 
 def test_a_metrics_outage_does_not_grow_the_fleet() -> None:
@@ -126,9 +191,13 @@ def test_a_metrics_outage_does_not_grow_the_fleet() -> None:
 # --- undrain before launch ----------------------------------------------------------------
 
 
+# Four nodes at 0.9 with 1.5 nodes of headroom: ceil(1.5 / 0.7) = 3 more, 7 wanted.
+HUNGRY = dataclasses.replace(DEFAULT, headroom=1.5)
+
+
 def test_draining_nodes_are_re_enabled_before_launching() -> None:
     nodes = [*busy(4, 0.9), draining("d-1", meetings=2, load=2.0), draining("d-2")]
-    d = run(snapshot(*nodes))
+    d = run(snapshot(*nodes), config=HUNGRY)
     # 7 wanted, 4 serving: both draining nodes (emptiest first) and one new instance.
     assert d.action is Action.SCALE_OUT
     assert d.undrain == ("d-2", "d-1")
@@ -137,8 +206,8 @@ def test_draining_nodes_are_re_enabled_before_launching() -> None:
 
 
 def test_undrain_alone_when_that_is_enough() -> None:
-    # Demand 2.4: ceil(2.9 / 0.65) = 5 wanted, 4 serving: one node, the emptiest draining.
-    nodes = [*busy(4, 0.6), draining("d-1", meetings=2, load=2.0), draining("d-2")]
+    # No room on four nodes at 0.9: 5 wanted, 4 serving: one node, the emptiest draining.
+    nodes = [*busy(4, 0.9), draining("d-1", meetings=2, load=2.0), draining("d-2")]
     d = run(snapshot(*nodes))
     assert (d.action, d.undrain, d.desired) == (Action.UNDRAIN, ("d-2",), None)
 
@@ -153,7 +222,7 @@ def test_undrain_at_the_upper_bound() -> None:
 
 
 def quiet_fleet() -> list[Node]:
-    """Six nodes, 0.85 nodes of demand: ceil(1.35 / 0.65) = 3 carry it."""
+    """Six nodes, 0.85 nodes of demand: ceil((0.85 + 0.15) / 0.7) = 2 carry it; "b" is idle."""
     return [
         serving("a", cpu=0.10, meetings=2),
         serving("b", cpu=0.05, meetings=0),
@@ -166,8 +235,10 @@ def quiet_fleet() -> list[Node]:
 
 def test_default_drains_the_least_loaded_within_the_budget() -> None:
     d = run(snapshot(*quiet_fleet()), held(IN, 600))
-    # Fewest meetings, then participants, then CPU; max_draining 2.
-    assert (d.action, d.drain) == (Action.DRAIN, ("b", "d"))
+    assert d.numbers["keep"] == 2
+    # Fewest meetings, then participants, then CPU: the idle "b" outside the budget, then
+    # max_draining 2 busy ones (4 surplus nodes would allow 3).
+    assert (d.action, d.drain) == (Action.DRAIN, ("b", "d", "c"))
     assert d.desired is None
 
 
@@ -179,11 +250,78 @@ def test_default_waits_for_the_stabilisation_window() -> None:
 
 def test_drains_already_running_use_up_the_budget() -> None:
     nodes = [*quiet_fleet(), draining("x", meetings=1, load=1.0)]
-    assert run(snapshot(*nodes), held(IN, 600)).drain == ("b",)
+    assert run(snapshot(*nodes), held(IN, 600)).drain == ("b", "d")
     nodes.append(draining("y", meetings=1, load=1.0))
+    # The budget is spent: the idle node still goes, no busy one.
+    d = run(snapshot(*nodes), held(IN, 600))
+    assert (d.action, d.drain) == (Action.DRAIN, ("b",))
+    # Without an idle node nothing goes.
+    nodes[1] = serving("b", cpu=0.05, meetings=1)
     d = run(snapshot(*nodes), held(IN, 600))
     assert (d.action, d.drain) == (Action.HOLD, ())
-    assert "already draining" in d.reason
+    assert "2 node(s) already draining" in d.reason
+    # An idle draining node (empty, Scalelite not caught up yet) uses none of the budget.
+    nodes[-1] = draining("y", load=1.0)
+    assert run(snapshot(*nodes), held(IN, 600)).drain == ("d",)
+
+
+def test_default_idle_nodes_drain_beyond_the_budget() -> None:
+    # Eight nodes, two busy at 0.3 and six idle: keep ceil((0.6 + 6 x 0.02 + 0.15) / 0.7) = 2.
+    nodes = [
+        serving("busy-1", cpu=0.3, meetings=2),
+        serving("busy-2", cpu=0.3, meetings=3),
+        *(serving(f"idle-{k}", cpu=0.02, meetings=0) for k in range(6)),
+    ]
+    d = run(snapshot(*nodes), held(IN, 600))
+    assert d.numbers["keep"] == 2
+    # All six idle nodes in one round, far beyond max_draining 2: nothing to wait for.
+    assert d.drain == tuple(f"idle-{k}" for k in range(6))
+    # Busy drains already spend the budget: the idle nodes still go.
+    spent = [*nodes, draining("x", meetings=1, load=1.0), draining("y", meetings=1, load=1.0)]
+    assert run(snapshot(*spent), held(IN, 600)).drain == tuple(f"idle-{k}" for k in range(6))
+    # The surplus bounds the idle drains too, the lowest-CPU idle nodes first; no busy one.
+    nodes[2] = serving("idle-0", cpu=0.04, meetings=0)
+    config = dataclasses.replace(DEFAULT, min_nodes=5)
+    assert run(snapshot(*nodes), held(IN, 600), config).drain == ("idle-1", "idle-2", "idle-3")
+    # seed: the budget counts every drain, idle or not: one at a time.
+    assert run(snapshot(*nodes), held(IN, 900), SEED).drain == ("idle-1",)
+    idle_draining = draining("z", load=1.0)
+    assert run(snapshot(*nodes, idle_draining), held(IN, 900), SEED).drain == ()
+    default = run(snapshot(*nodes, idle_draining), held(IN, 600)).drain
+    assert default == (*(f"idle-{k}" for k in range(1, 6)), "idle-0")
+
+
+def test_default_shrinks_by_the_mean() -> None:
+    # Room on every node is no reason to shrink: 3 x 0.45 still needs all three at 70 %.
+    d = run(steady())
+    assert d.numbers["room"] == pytest.approx(0.75)
+    assert (d.numbers["need"], d.numbers["keep"]) == (3, 3)
+    assert d.signals == frozenset()
+    # Four nodes at 0.3: ceil((1.2 + 0.15) / 0.7) = 2 keep, the in-signal holds.
+    d = run(snapshot(*busy(4, 0.3)))
+    assert (d.numbers["need"], d.numbers["keep"]) == (4, 2)
+    assert d.signals == frozenset({IN})
+    # The same four with 1.0 node of growth ahead: ceil(2.35 / 0.7) = 4, no in-signal.
+    d = run(snapshot(*busy(4, 0.3)), rising(0.2))
+    assert d.numbers["keep"] == 4
+    assert d.signals == frozenset()
+    # A node without metrics: no in-signal, whatever the rest says.
+    blind = dataclasses.replace(serving("x", cpu=0.3), metrics=None)
+    assert run(snapshot(*busy(4, 0.3), blind)).signals == frozenset()
+
+
+def test_default_drains_take_capacity_down_to_keep() -> None:
+    # Four busy nodes at 0.3 keep 2: the two least-loaded are drained, within the budget.
+    nodes = [serving(f"n-{k}", cpu=0.3, meetings=k + 1) for k in range(4)]
+    d = run(snapshot(*nodes), held(IN, 600))
+    assert (d.action, d.drain) == (Action.DRAIN, ("n-0", "n-1"))
+    # A booting node counts as capacity for keep: three serving and one booting keep 2
+    # (ceil((0.9 + 0.15) / 0.7)), two serving nodes go.
+    d = run(snapshot(*nodes[:3], booting("b-1")), held(IN, 600))
+    assert d.drain == ("n-0", "n-1")
+    # Not for the lower bound: with min_nodes 2, two must stay serving.
+    config = dataclasses.replace(DEFAULT, min_nodes=2)
+    assert run(snapshot(*nodes[:3], booting("b-1")), held(IN, 600), config).drain == ("n-0",)
 
 
 def test_drains_keep_the_lower_bound() -> None:
@@ -210,22 +348,61 @@ def test_drains_only_nodes_scalelite_has_enabled() -> None:
     assert run(snapshot(*nodes), held(IN, 600)).drain == ("c", "e")
 
 
-def test_scale_in_cooldown_after_a_change() -> None:
-    history = dataclasses.replace(held(IN, 600), last_change_at=T0 - 100)
+def test_scale_in_cooldown_after_growth() -> None:
+    history = held(IN, 600, last_change_at=T0 - 100, last_growth_at=T0 - 100)
     d = run(snapshot(*quiet_fleet()), history)
     assert (d.action, d.drain) == (Action.HOLD, ())
     assert "cooldown" in d.reason
-    history = dataclasses.replace(history, last_change_at=T0 - 300)
-    assert run(snapshot(*quiet_fleet()), history).drain == ("b", "d")
+    history = held(IN, 600, last_change_at=T0 - 300, last_growth_at=T0 - 300)
+    assert run(snapshot(*quiet_fleet()), history).drain == ("b", "d", "c")
+
+
+def test_default_a_drain_does_not_restart_the_scale_in_cooldown() -> None:
+    # The last change was a drain 100 s ago, the last growth long before: the scale-in goes on.
+    history = held(IN, 600, last_change_at=T0 - 100, last_growth_at=T0 - 1000)
+    assert run(snapshot(*quiet_fleet()), history).drain == ("b", "d", "c")
+    just_drained = held(IN, 600, last_change_at=T0 - 10)
+    assert run(snapshot(*quiet_fleet()), just_drained).drain == ("b", "d", "c")
+    # Recording a drain keeps the last growth: ten seconds later "e" has emptied, and it is
+    # drained at once (the two busy drains spent the budget; an idle node needs none).
+    first = run(snapshot(*quiet_fleet()), history)
+    after = history.record(first, T0, DEFAULT)
+    assert (after.last_change_at, after.last_growth_at) == (T0, T0 - 1000)
+    nodes = [
+        *(n for n in quiet_fleet() if n.instance_id not in ("b", "c", "d", "e")),
+        serving("e", cpu=0.02, meetings=0),
+        draining("b", load=1.0),
+        draining("c", meetings=1, load=1.0),
+        draining("d", meetings=1, load=1.0),
+    ]
+    again = decide(snapshot(*nodes, at=T0 + 10), after, DEFAULT, T0 + 10)
+    assert (again.action, again.drain) == (Action.DRAIN, ("e",))
+    # seed's cooldown counts from that drain.
+    seed = dataclasses.replace(SEED, scale_in_after=0.0)
+    assert "cooldown" in decide(snapshot(*nodes, at=T0 + 10), after, seed, T0 + 10).reason
+
+
+def test_seed_a_drain_restarts_the_scale_in_cooldown() -> None:
+    nodes = [serving(k, cpu=0.02, meetings=0) for k in "abcd"]
+    history = held(IN, 900, last_change_at=T0 - 100, last_growth_at=T0 - 1000)
+    d = run(snapshot(*nodes), history, SEED)
+    assert (d.action, d.drain) == (Action.HOLD, ())
+    assert "cooldown" in d.reason
+    history = held(IN, 900, last_change_at=T0 - 300, last_growth_at=T0 - 1000)
+    assert run(snapshot(*nodes), history, SEED).drain == ("a",)
 
 
 # --- terminations -------------------------------------------------------------------------
 
 
 def steady(*extra: Node, desired: int | None = None, min_size: int = 0) -> FleetSnapshot:
-    # 3 x 0.4 = 1.2: ceil(1.7 / 0.65) = 3, exactly the three serving nodes.
+    # 3 x 0.45 = 1.35: ceil((1.35 + 0.15) / 0.7) = 3 keep, 0.75 room: exactly the three
+    # serving nodes, no signal.
     return snapshot(
-        *(serving(f"s-{k}", cpu=0.4) for k in range(3)), *extra, desired=desired, min_size=min_size
+        *(serving(f"s-{k}", cpu=0.45) for k in range(3)),
+        *extra,
+        desired=desired,
+        min_size=min_size,
     )
 
 
@@ -321,19 +498,21 @@ def test_terminate_and_drain_in_one_round() -> None:
     d = run(snapshot(*quiet_fleet(), draining("z")), held(IN, 600))
     assert d.action is Action.TERMINATE
     assert d.terminate == ("z",)
-    assert d.drain == ("b",)  # the drained node still counts against the budget
+    # The drained node is idle: it uses none of the budget (it would under seed's rule).
+    assert d.drain == ("b", "d", "c")
 
 
 # --- missing data and Scalelite -----------------------------------------------------------
 
 
 def test_stale_data_blocks_scale_in_but_not_scale_out() -> None:
-    stale = serving("old", cpu=0.05, meetings=0, age=120.0)
+    # Its CPU (the exporter's own) still counts for sizing; its meeting data is too old.
+    stale = serving("old", cpu=0.9, meetings=0, age=120.0)
     d = run(snapshot(*quiet_fleet(), stale, draining("z")), held(IN, 600))
     assert (d.action, d.drain, d.terminate) == (Action.HOLD, (), ())
     assert "no fresh data from 1 node(s) (old)" in d.reason
-    d = run(snapshot(*busy(4, 0.9), stale, draining("z")))
-    assert d.action is Action.SCALE_OUT
+    d = run(snapshot(*busy(4, 0.9), stale, draining("z")), config=HUNGRY)
+    assert (d.action, d.desired) == (Action.SCALE_OUT, 8)
     assert d.undrain == ("z",)
 
 
@@ -372,11 +551,13 @@ def test_default_scales_out_right_after_a_change() -> None:
 
 
 def test_upper_bound_and_asg_max() -> None:
-    assert run(snapshot(*busy(4, 0.9), max_size=6)).desired == 6
-    d = run(snapshot(*busy(4, 0.9), max_size=4))
+    # 7 wanted (HUNGRY).
+    assert run(snapshot(*busy(4, 0.9)), config=HUNGRY).desired == 7
+    assert run(snapshot(*busy(4, 0.9), max_size=6), config=HUNGRY).desired == 6
+    d = run(snapshot(*busy(4, 0.9), max_size=4), config=HUNGRY)
     assert (d.action, d.desired) == (Action.HOLD, None)
     assert "upper bound 4" in d.reason
-    capped = dataclasses.replace(DEFAULT, max_nodes=5)
+    capped = dataclasses.replace(HUNGRY, max_nodes=5)
     assert run(snapshot(*busy(4, 0.9)), config=capped).desired == 5
     # Already above the upper bound: never lowered, never raised.
     d = run(snapshot(*busy(6, 0.9), max_size=6), config=capped)
@@ -392,7 +573,9 @@ def test_lower_bound_grows_the_fleet() -> None:
 
 
 def test_reconcile_adopts_instances_protection_kept() -> None:
-    nodes = busy(5, 0.5)  # demand 2.5: ceil(3.0 / 0.65) = 5, steady at five
+    # 1.0 room covers the headroom, keep ceil((2.5 + 0.15) / 0.7) = 4 is no scale-in held
+    # 600 s: steady at five.
+    nodes = busy(5, 0.5)
     d = run(snapshot(*nodes, desired=3))
     assert (d.action, d.desired) == (Action.RECONCILE, 5)
     assert run(snapshot(*nodes, desired=3, max_size=4)).desired == 4
@@ -500,16 +683,25 @@ def test_record_keeps_the_horizon_and_the_last_change() -> None:
     now = T0 + 10 * 199
     assert history.samples[0].at >= now - config.horizon
     assert history.samples[-1].at == now
-    assert history.last_change_at is None
-    for change, counts in (
-        (Decision(Action.SCALE_OUT, "x", desired=5), True),
-        (Decision(Action.DRAIN, "x", drain=("a",)), True),
-        (Decision(Action.UNDRAIN, "x", undrain=("a",)), True),
-        (Decision(Action.TERMINATE, "x", terminate=("a",)), False),
-        (Decision(Action.HOLD, "x"), False),
+    assert (history.last_change_at, history.last_growth_at) == (None, None)
+    # Every capacity change restarts seed's cooldown; only growth restarts default's scale-in
+    # cooldown.
+    for change, counts, grows in (
+        (Decision(Action.SCALE_OUT, "x", desired=5), True, True),
+        (Decision(Action.RECONCILE, "x", desired=5), True, True),
+        (Decision(Action.DRAIN, "x", drain=("a",)), True, False),
+        (Decision(Action.UNDRAIN, "x", undrain=("a",)), True, True),
+        (Decision(Action.TERMINATE, "x", terminate=("a",)), False, False),
+        (Decision(Action.HOLD, "x"), False, False),
+        (Decision(Action.NONE, "x", steer=(("a", 100.0),)), False, False),
     ):
         after = history.record(change, now + 10, config)
         assert (after.last_change_at == now + 10) is counts, change.action
+        assert (after.last_growth_at == now + 10) is grows, change.action
+    # Each keeps the other's earlier time.
+    grown = history.record(Decision(Action.SCALE_OUT, "x", desired=5), now + 10, config)
+    drained_after = grown.record(Decision(Action.DRAIN, "x", drain=("a",)), now + 20, config)
+    assert (drained_after.last_change_at, drained_after.last_growth_at) == (now + 20, now + 10)
 
 
 # --- PolicyConfig.from_settings -----------------------------------------------------------
@@ -574,9 +766,20 @@ def test_settings_reach_the_config(scaler_env: pytest.MonkeyPatch) -> None:
         POLICY__MIN_NODES="2",
         POLICY__MAX_NODES="9",
         POLICY__SCHEDULES='[{"name": "exam", "start": "07:00", "end": "12:00", "min_nodes": 4}]',
+        POLICY__LOOKAHEAD="240",
+        POLICY__STEER_CPU="0.6",
+        POLICY__STEER_MULTIPLIER="1",
     )
     assert (c.stale_after, c.gap_limit, c.min_nodes, c.max_nodes) == (45.0, 15.0, 2, 9)
     assert [w.name for w in c.windows] == ["exam"]
+    assert (c.lookahead, c.steer_cpu, c.steer_multiplier) == (240.0, 0.6, 1.0)
+
+
+def test_default_policy_values(scaler_env: pytest.MonkeyPatch) -> None:
+    c = config_from_env(scaler_env)
+    assert (c.target_cpu, c.headroom, c.lookahead) == (0.70, 0.15, 300.0)
+    assert (c.steer_cpu, c.steer_multiplier) == (0.50, 100.0)
+    assert c == dataclasses.replace(DEFAULT, gap_limit=c.gap_limit)
 
 
 def test_node_metrics_missing_one_gauge_is_not_fresh() -> None:

@@ -1,17 +1,20 @@
 """Property tests of decide(): the safety rules hold for any fleet, and `seed` is the seed text.
 
 Arbitrary fleets (lifecycle states, metrics present, absent or stale, meetings, drain tags,
-Scalelite states and loads, group numbers including desired above max, histories) go
-through decide(); each safety rule is checked on its own, written out here from the
-rules' text rather than from the policy's helpers. A state machine then follows nodes
-from drain to termination over many rounds of a toy fleet, and an oracle written from
-the seed text alone is compared with the `seed` preset over generated CPU histories.
+Scalelite states, loads and load multipliers, group numbers including desired above max,
+histories) go through decide(); each safety rule is checked on its own, written out here
+from the rules' text rather than from the policy's helpers; so are the default preset's
+steering (load multipliers) and its scale-in cooldown and trend rules. A state machine
+then follows nodes from drain to termination over many rounds of a toy fleet (steering
+applied), and an oracle written from the seed text alone is compared with the `seed`
+preset over generated CPU histories.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -139,8 +142,22 @@ def check_desired(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> Non
         assert d.desired <= upper_bound(snap.group, config)
 
 
+def idle(n: Node, config: PolicyConfig) -> bool:
+    """Fresh data says no meeting and no participant."""
+    m = n.metrics
+    return knows_meetings(n, config) and m is not None and m.meetings == m.participants == 0
+
+
+def drain_candidate(n: Node, config: PolicyConfig) -> bool:
+    return knows_meetings(n, config) and n.server is not None and n.server.state == "enabled"
+
+
 def check_drains(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
-    """Drains: serving, fresh, Scalelite-enabled nodes; budget; lower bound in serving nodes."""
+    """Drains: serving, fresh, Scalelite-enabled nodes; budget; lower bound in serving nodes.
+
+    The budget (max_draining) bounds drains that take a while: seed counts every node
+    draining, default only busy ones (new busy drains and busy nodes already draining), and
+    drains idle nodes first, beyond it."""
     serving = {n.instance_id: n for n in serving_now(snap, config)}
     assert len(set(d.drain)) == len(d.drain)
     for iid in d.drain:
@@ -153,8 +170,18 @@ def check_drains(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None
             assert (n.metrics.meetings, n.metrics.participants) == (0, 0)
     if d.drain:
         assert len(serving) - len(d.drain) >= lower_bound(snap, config)
-        tagged = sum(member(n) and n.draining for n in snap.nodes)
-        assert tagged + len(d.drain) <= config.max_draining
+        tagged = [n for n in snap.nodes if member(n) and n.draining_since is not None]
+        if config.preset == "seed":
+            assert len(tagged) + len(d.drain) <= config.max_draining
+        else:
+            new_busy = [iid for iid in d.drain if not idle(serving[iid], config)]
+            if new_busy:
+                busy_tagged = [n for n in tagged if not idle(n, config)]
+                assert len(busy_tagged) + len(new_busy) <= config.max_draining
+                # Idle nodes first: a busy drain only once every idle candidate drains.
+                for n in serving.values():
+                    if idle(n, config) and drain_candidate(n, config):
+                        assert n.instance_id in d.drain, f"{n.instance_id}: idle, not drained"
         assert d.desired is None
         assert d.undrain == ()
 
@@ -171,6 +198,69 @@ def check_undrain(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> Non
     assert not set(d.undrain) & set(d.terminate)
 
 
+def load_key(n: Node) -> tuple[int, int, float, str]:
+    """Emptiest first: fewest meetings, then participants, then CPU (fresh data only)."""
+    assert n.metrics is not None
+    assert n.metrics.meetings is not None
+    assert n.metrics.participants is not None
+    return (n.metrics.meetings, n.metrics.participants, n.metrics.cpu, n.instance_id)
+
+
+def check_steer(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
+    """Steering (default, steer_multiplier > 1): only serving members with an enabled server
+    and fresh data, not drained or terminated this round; each value 1 or steer_multiplier,
+    never the node's current one. After it, a node at steer_cpu or above is steered, and of
+    the others the emptiest busy ones up to the spare capacity; every other one is at 1."""
+    high = config.steer_multiplier
+    if config.preset == "seed" or high <= 1:
+        assert d.steer == ()
+        return
+    serving = {n.instance_id: n for n in serving_now(snap, config)}
+    ids = [iid for iid, _ in d.steer]
+    assert len(set(ids)) == len(ids)
+    for iid, value in d.steer:
+        assert iid in serving, f"{iid}: not a serving member"
+        n = serving[iid]
+        assert knows_meetings(n, config), f"{iid}: missing or stale data"
+        assert n.server is not None
+        assert n.server.state == "enabled", f"{iid}: {n.server.state}"
+        assert iid not in d.drain, f"{iid}: drained this round"
+        assert iid not in d.terminate
+        assert value == 1.0 or value == high, value
+        assert not math.isclose(value, n.server.load_multiplier), f"{iid}: no change"
+    # Where the multipliers stand once the steer is carried out.
+    steerable = [
+        n for n in serving.values() if drain_candidate(n, config) and n.instance_id not in d.drain
+    ]
+    after = {
+        n.instance_id: dict(d.steer).get(
+            n.instance_id, n.server.load_multiplier if n.server is not None else 1.0
+        )
+        for n in steerable
+    }
+    hot = {
+        n.instance_id
+        for n in steerable
+        if n.metrics is not None and n.metrics.cpu >= config.steer_cpu
+    }
+    for iid in hot:
+        assert math.isclose(after[iid], high), f"{iid}: hot, not steered"
+    rest = [n for n in steerable if n.instance_id not in hot]
+    for n in rest:
+        assert math.isclose(after[n.instance_id], 1.0) or math.isclose(after[n.instance_id], high)
+    members = [n for n in snap.nodes if member(n)]
+    capacity = sum(n.draining_since is None for n in members) + max(
+        0, snap.group.desired - len(members)
+    )
+    keep = int(d.numbers.get("keep", capacity))
+    spare = capacity - len(d.drain) - max(keep, lower_bound(snap, config))
+    busy = sorted((n for n in rest if not idle(n, config)), key=load_key)
+    chosen = {n.instance_id for n in busy[: max(0, spare)]}
+    for n in rest:
+        want = high if n.instance_id in chosen else 1.0
+        assert math.isclose(after[n.instance_id], want), (n.instance_id, spare, want)
+
+
 CHECKS: tuple[Check, ...] = (
     check_terminations,
     check_blind_rounds,
@@ -178,6 +268,7 @@ CHECKS: tuple[Check, ...] = (
     check_drains,
     check_min_size,
     check_undrain,
+    check_steer,
 )
 
 # --- arbitrary fleets ----------------------------------------------------------------------
@@ -192,6 +283,8 @@ PRESETS: st.SearchStrategy[Preset] = st.sampled_from(["seed", "default"])
 COUNTS = st.sampled_from([0, 0, 0, 1, 3, None])
 AGES = st.sampled_from([0.0, 5.0, 60.0, 60.5, 400.0])
 LOADS = st.sampled_from([0.0, 0.0, 1.0, 2.5, None])
+MULTIPLIERS = st.sampled_from([1.0, 1.0, 1.0, 10.0, 100.0])
+"""Scalelite's load_multiplier as an earlier round (or an operator) left it."""
 DRAIN_ENDS: st.SearchStrategy[tuple[ServerState, float | None]] = st.sampled_from(
     [
         ("cordoned", 0.0),
@@ -223,11 +316,14 @@ def fleet_nodes(draw: st.DrawFn, iid: str, mode: str, untagged: int) -> Node:
             draw(st.sampled_from([0.0, 10.0, 60.0])),
         )
         state, load = draw(st.tuples(STATES, LOADS) if tag is None else DRAIN_ENDS)
-        server: ServerView | None = ServerView(iid, state, load, True)
+        server: ServerView | None = ServerView(iid, state, load, True, draw(MULTIPLIERS))
         lifecycle = draw(st.sampled_from(["InService"] * 8 + ["Pending", "Terminating"]))
     else:
         metrics = draw(st.none() | st.builds(NodeMetrics, st.floats(0, 1), COUNTS, COUNTS, AGES))
-        server = draw(st.none() | st.builds(ServerView, st.just(iid), STATES, LOADS, st.booleans()))
+        server = draw(
+            st.none()
+            | st.builds(ServerView, st.just(iid), STATES, LOADS, st.booleans(), MULTIPLIERS)
+        )
         lifecycle = draw(LIFECYCLES)
     return Node(
         iid,
@@ -279,13 +375,18 @@ def histories(draw: st.DrawFn) -> History:
         for _ in range(rounds):
             t -= step
             samples.append(Sample(t, signals, demand))
-    last_change = draw(st.sampled_from([None, None, None, T0 - 10, T0 - 299, T0 - 300, T0 - 2000]))
-    return History(tuple(reversed(samples)), last_change)
+    times = st.sampled_from([None, None, None, T0 - 10, T0 - 299, T0 - 300, T0 - 2000])
+    last_change = draw(times)
+    # The last growth is a change too: never after the last change.
+    last_growth = draw(times) if last_change is not None else None
+    if last_growth is not None and last_change is not None and last_growth > last_change:
+        last_growth, last_change = last_change, last_growth
+    return History(tuple(reversed(samples)), last_change, last_growth)
 
 
 @st.composite
-def configs(draw: st.DrawFn) -> PolicyConfig:
-    preset = draw(PRESETS)
+def configs(draw: st.DrawFn, presets: st.SearchStrategy[Preset] = PRESETS) -> PolicyConfig:
+    preset = draw(presets)
     base = PolicyConfig.preset_values(preset)
     windows: tuple[Window, ...] = ()
     if draw(st.integers(0, 3)) == 0:
@@ -302,6 +403,8 @@ def configs(draw: st.DrawFn) -> PolicyConfig:
         scale_in_after=draw(st.sampled_from([0.0, 0.0, base.scale_in_after])),
         max_draining=base.max_draining if preset == "seed" else draw(st.integers(1, 3)),
         windows=windows,
+        steer_cpu=draw(st.sampled_from([base.steer_cpu, base.steer_cpu, 0.05, 0.9])),
+        steer_multiplier=draw(st.sampled_from([base.steer_multiplier] * 3 + [10.0, 1.0])),
     )
 
 
@@ -328,7 +431,13 @@ def quiet_rounds(draw: st.DrawFn) -> Round:
         scale_in_after=0.0,
         min_nodes=draw(st.sampled_from([0, 0, max(0, members - 1), members])),
     )
-    return FleetSnapshot(T0, group, nodes), History(), config
+    # Now and then a recent drain or growth, for the scale-in cooldowns.
+    times = st.sampled_from([None] * 6 + [T0 - 10, T0 - 299, T0 - 300, T0 - 2000])
+    last_change = draw(times)
+    last_growth = draw(times) if last_change is not None else None
+    if last_growth is not None and last_change is not None and last_growth > last_change:
+        last_growth, last_change = last_change, last_growth
+    return FleetSnapshot(T0, group, nodes), History((), last_change, last_growth), config
 
 
 @st.composite
@@ -349,7 +458,41 @@ def busy_rounds(draw: st.DrawFn) -> Round:
     return FleetSnapshot(T0, group, nodes), draw(histories()), config
 
 
-ROUNDS = st.one_of(st.tuples(snapshots(), histories(), configs()), quiet_rounds(), busy_rounds())
+@st.composite
+def steering_rounds(draw: st.DrawFn) -> Round:
+    """Rounds where steering has work: mostly Scalelite-enabled nodes with fresh data, hot,
+    busy and idle ones, some steered before; now and then stale data, a drain tag, a due
+    scale-in, a lower bound, a window."""
+    count = draw(st.integers(1, 9))
+    # Half the rounds see every node (scale-in, terminations and all), half miss some data.
+    seen = draw(st.booleans())
+    modes = ["clean", "clean", "quiet", "quiet", "busy"] + ([] if seen else ["messy"])
+    nodes = []
+    for k in range(count):
+        n = draw(
+            fleet_nodes(f"i-{k:02d}", draw(st.sampled_from(modes)), draw(st.sampled_from([2, 6])))
+        )
+        if n.server is not None and n.draining_since is None and draw(st.integers(0, 3)):
+            n = dataclasses.replace(n, server=dataclasses.replace(n.server, state="enabled"))
+        if not seen and n.metrics is not None and not draw(st.integers(0, 5)):
+            n = dataclasses.replace(n, metrics=dataclasses.replace(n.metrics, age=61.0))
+        nodes.append(n)
+    members = sum(member(n) for n in nodes)
+    desired = max(0, members + draw(st.sampled_from([0, 0, 0, -1, 1, 2])))
+    group = Group("bbb", desired, draw(st.sampled_from([0, 0, 1])), members + 3)
+    presets: st.SearchStrategy[Preset] = st.sampled_from(["default", "default", "seed"])
+    config = dataclasses.replace(
+        draw(configs(presets)),
+        scale_in_after=draw(st.sampled_from([0.0, 0.0, 600.0])),
+        min_nodes=draw(st.sampled_from([0, 0, 2, count])),
+    )
+    ok = seen or draw(st.booleans())
+    return FleetSnapshot(T0, group, tuple(nodes), scalelite_ok=ok), draw(histories()), config
+
+
+ROUNDS = st.one_of(
+    st.tuples(snapshots(), histories(), configs()), quiet_rounds(), busy_rounds(), steering_rounds()
+)
 
 FAULTS = ("stale", "no-metrics", "no-meetings", "no-participants", "no-server", "scalelite")
 
@@ -416,6 +559,103 @@ def test_the_same_need_is_not_met_twice(data: Round) -> None:
     assert again.undrain == ()
 
 
+@settings(FAST, max_examples=300)
+@given(steering_rounds())
+def test_steering_rule(data: Round) -> None:
+    """check_steer again, on more of the rounds where steering has work."""
+    check_steer(data[0], data[2], decided(data))
+
+
+@FAST
+@given(ROUNDS)
+def test_steering_changes_nothing_but_the_steer(data: Round) -> None:
+    """Steering moves no node in or out: with steering off the decision is the same."""
+    snap, history, config = data
+    first = decided(data)
+    off = decide(snap, history, dataclasses.replace(config, steer_multiplier=1.0), T0)
+    assert off.steer == ()
+    assert dataclasses.replace(first, steer=()) == off
+
+
+@FAST
+@given(ROUNDS)
+def test_scale_in_cooldown(data: Round) -> None:
+    """No new drain within cooldown_in of the last growth (default) or of the last capacity
+    change, a drain included (seed)."""
+    _snap, history, config = data
+    d = decided(data)
+    last = history.last_change_at if config.preset == "seed" else history.last_growth_at
+    if last is not None and T0 - last < config.cooldown_in:
+        assert d.drain == ()
+
+
+@FAST
+@given(ROUNDS, st.sampled_from([T0 - 10, T0 - 299, T0 - 2000]))
+def test_default_a_drain_alone_restarts_no_cooldown(data: Round, drained_at: float) -> None:
+    """default (no scale-out cooldown): when the last drain was is no input of a decision."""
+    snap, history, config = data
+    assume(config.preset == "default" and config.cooldown_out == 0)
+    later = dataclasses.replace(history, last_change_at=drained_at)
+    assert decide(snap, later, config, T0) == decided(data)
+
+
+@FAST
+@given(ROUNDS)
+def test_default_takes_no_trend_inside_a_planned_window(data: Round) -> None:
+    """While a window that holds nodes is open, or opens within boot_time, the demand trend
+    is 0. (A window with min_nodes 0 plans nothing: bounds() does not name it, and the
+    policy does not count it as planned.)"""
+    config = data[2]
+    assume(config.preset == "default")
+    planned = any(
+        w.min_nodes > 0 and (w.open_at(T0) or w.open_at(T0 + config.boot_time))
+        for w in config.windows
+    )
+    d = decided(data)
+    if planned:
+        assert d.numbers.get("trend_per_s", 0.0) == 0.0
+
+
+@settings(FAST, max_examples=200)
+@given(
+    st.integers(1, 8),
+    st.floats(0.0, 1.0),
+    st.floats(0.0, 12.0),
+    st.sampled_from([(0, 60), (2, 60), (600, 660), (1380, 30)]),
+)
+def test_default_trend_suppression_is_only_the_window_s(
+    count: int, cpu: float, then: float, window: tuple[int, int]
+) -> None:
+    """The same rising fleet: outside a window the trend is measured and may grow it; inside
+    one (or within boot_time of one) the decision is the one with no history at all."""
+    nodes = tuple(
+        Node(
+            f"i-{k}",
+            "InService",
+            launched_at=T0 - 5000,
+            metrics=NodeMetrics(cpu, 1, 2, 5.0),
+            server=ServerView(f"i-{k}", "enabled", 1.0, True),
+        )
+        for k in range(count)
+    )
+    snap = FleetSnapshot(T0, Group("bbb", count, 0, 40), nodes)
+    rising = History((Sample(T0 - 300, frozenset(), then),))
+    start, end = window
+    config = dataclasses.replace(
+        PolicyConfig(), windows=(Window("w", frozenset(range(7)), start, end, "UTC", 1),)
+    )
+    d = decide(snap, rising, config, T0)
+    flat = decide(snap, History(), config, T0)
+    if scheduled_minimum(config.windows, T0, config.boot_time)[1] is not None:
+        assert d.numbers["trend_per_s"] == 0.0
+        assert (d.desired, d.drain) == (flat.desired, flat.drain)
+    else:
+        assert d.numbers["trend_per_s"] == pytest.approx(
+            max(0.0, (count * cpu - then) / 300), abs=1e-6
+        )
+        assert (d.desired or count) >= (flat.desired or count)
+
+
 # --- a toy fleet, round after round --------------------------------------------------------
 
 
@@ -436,6 +676,8 @@ class ToyNode:
     """What its collector last read from BBB, and when."""
     stalled: bool = False
     exporter_up: bool = True
+    multiplier: float = 1.0
+    """Scalelite's load_multiplier for it, as the scaler last steered it."""
 
 
 @dataclass
@@ -454,8 +696,9 @@ class ToyFleet:
         self.nodes[iid] = ToyNode(iid, self.now)
 
     def load(self, n: ToyNode) -> float | None:
-        # Scalelite counts the meetings it placed; a disabled server has no load.
-        return None if n.state == "disabled" else float(n.meetings)
+        # Scalelite counts the meetings it placed, times the multiplier; a disabled server
+        # has no load.
+        return None if n.state == "disabled" else float(n.meetings) * n.multiplier
 
     def snapshot(self) -> FleetSnapshot:
         nodes = []
@@ -469,7 +712,8 @@ class ToyFleet:
             server = None
             if self.scalelite_up:
                 state: ServerState = n.state if n.registered else "absent"
-                server = ServerView(n.iid, state, self.load(n) if n.registered else None, True)
+                load = self.load(n) if n.registered else None
+                server = ServerView(n.iid, state, load, True, n.multiplier)
             nodes.append(
                 Node(
                     n.iid,
@@ -630,6 +874,11 @@ class DrainToTermination(RuleBasedStateMachine):
             if n.registered and n.state == "enabled":
                 n.state = "cordoned"
             self.drained_by_scaler.add(iid)
+        for iid, multiplier in d.steer:
+            n = fleet.nodes[iid]
+            assert n.registered, f"{iid}: steered while not in Scalelite"
+            assert n.state == "enabled", f"{iid}: steered while {n.state}"
+            n.multiplier = multiplier
         for iid in d.terminate:
             n = fleet.nodes[iid]
             assert iid in self.drained_by_scaler, f"{iid} was never drained by the scaler"
