@@ -540,9 +540,10 @@ def _out_reason(config: PolicyConfig, need: _Need, held: float) -> str:
             f"lowest CPU {need.numbers['lowest_cpu']:.2f} above {config.high_cpu:.2f} "
             f"for {held:.0f}s"
         )
+    growth = need.numbers["projected"] - need.numbers["demand"]
     return (
-        f"demand {need.numbers['projected']:.2f} nodes (+{config.headroom} headroom) "
-        f"needs {need.wanted} at {config.target_cpu:.0%} target"
+        f"room {need.numbers['room']:.2f} below the {config.target_cpu:.0%} target short of "
+        f"{config.headroom} headroom + {growth:.2f} growth: needs {need.wanted}"
     )
 
 
