@@ -406,15 +406,7 @@ def steering(
     if high <= 1:
         return ()
     leaving = set(decision.drain) | set(decision.terminate)
-    steerable = [
-        n
-        for n in fleet.serving
-        if n.instance_id not in leaving
-        and n.metrics is not None
-        and n.fresh(config.stale_after)
-        and n.server is not None
-        and n.server.state == "enabled"
-    ]
+    steerable = [n for n in _enabled(fleet, config) if n.instance_id not in leaving]
     away = {n.instance_id for n in steerable if n.metrics and n.metrics.cpu >= config.steer_cpu}
     spare = fleet.capacity - len(decision.drain) - max(keep, lower)
     if spare > 0:
@@ -429,6 +421,17 @@ def steering(
         if n.server is not None and not math.isclose(n.server.load_multiplier, want):
             changes.append((n.instance_id, want))
     return tuple(changes)
+
+
+def _enabled(fleet: Fleet, config: PolicyConfig) -> list[Node]:
+    """Serving nodes with fresh data that Scalelite has enabled: the ones a drain or a steer
+    may pick. An operator's cordon (no tag) is never turned into a termination, and an
+    unregistered node is not ours to judge."""
+    return [
+        n
+        for n in fleet.serving
+        if n.fresh(config.stale_after) and n.server is not None and n.server.state == "enabled"
+    ]
 
 
 def _capacity(
@@ -612,32 +615,23 @@ def _choose_drains(
     # each drain waiting out the last would let the fleet shrink one node per cooldown.
     if history.cooling(now, config.cooldown_in, since_growth=not seed):
         return (), "scale-in held: cooldown"
-    idle = config.stale_after
+    stale = config.stale_after
     # The budget bounds capacity lost to drains that take a while; an idle node's drain ends
     # in the next round (default preset).
-    busy_draining = [n for n in fleet.draining if seed or not n.idle(idle)]
+    busy_draining = [n for n in fleet.draining if seed or not n.idle(stale)]
     budget = config.max_draining - len(busy_draining)
     # The lower bound counts nodes serving now: a booting one may never come up.
     surplus = min(fleet.capacity - max(need.keep, lower), len(fleet.serving) - lower)
     if surplus <= 0:
         return (), f"scale-in held: lower bound {lower}"
-    # Only nodes Scalelite has enabled: an operator's cordon (no tag) is never turned into a
-    # termination, and an unregistered node is not ours to judge.
-    candidates = sorted(
-        (
-            n
-            for n in fleet.serving
-            if n.fresh(idle) and n.server is not None and n.server.state == "enabled"
-        ),
-        key=_load_key,
-    )
+    candidates = sorted(_enabled(fleet, config), key=_load_key)
     if need.idle_only:
-        candidates = [n for n in candidates if n.idle(idle)]
+        candidates = [n for n in candidates if n.idle(stale)]
     if seed:
         picked = candidates[: max(0, min(budget, surplus))]
     else:
-        empty = [n for n in candidates if n.idle(idle)][:surplus]
-        busy = [n for n in candidates if not n.idle(idle)]
+        empty = [n for n in candidates if n.idle(stale)][:surplus]
+        busy = [n for n in candidates if not n.idle(stale)]
         picked = empty + busy[: max(0, min(budget, surplus - len(empty)))]
     chosen = tuple(n.instance_id for n in picked)
     if not chosen and budget <= 0:

@@ -493,8 +493,7 @@ class FleetSim:
             # Scalelite keeps the stored load until its next poll; only later creates see it.
             node = self.nodes[iid]
             node.multiplier = multiplier
-            node.view = None
-            self.views = None
+            self._changed(node)
         for iid in d.terminate:
             leaving = self.nodes.get(iid)
             if leaving is not None:

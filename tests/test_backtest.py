@@ -242,6 +242,8 @@ def test_cli_polls_scalelite_every_20_s_by_default(
     # helm/scalelite's poller.interval: Scalelite as bbbfleet deploys it.
     assert polls == [20.0, 60.0]
     assert DEFAULT_POLL_INTERVAL == 20.0
+    # The CLI keeps its own constant (a fast --help); the model's default must not drift.
+    assert FleetSettings().poll_interval == DEFAULT_POLL_INTERVAL
 
 
 @pytest.mark.usefixtures("restore_logging")
