@@ -70,6 +70,8 @@ def roles(snapshot: FleetSnapshot, config: PolicyConfig) -> dict[str, int]:
         "booting": len(fleet.booting),
         "draining": len(fleet.draining),
         "blind": len(fleet.blind),
+        "offline": len(fleet.offline),
+        "other_tag": len(fleet.foreign),
     }
 
 

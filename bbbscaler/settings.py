@@ -74,8 +74,22 @@ class ScaleliteSettings(Section):
     """The URL a node registers as (placeholders: instance_id, domain, private_ip)."""
     timeout: float = Field(default=5.0, gt=0)
     """Seconds one Scalelite call may take."""
+    tag: str | None = None
+    """Scalelite server tag the fleet's nodes register with (bbbnode's scalelite.tag): only
+    servers with this tag are counted and steered. Unset: untagged servers."""
 
     _url = field_validator("server_url_template")(template(("instance_id", "domain", "private_ip")))
+
+    @field_validator("tag")
+    @classmethod
+    def _tag(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        # Scalelite splits a create's tag list on ";", reads "none" as untagged and a trailing
+        # "!" as required (app/models/server.rb:291-308): a server tag with those never matches.
+        if ";" in value or value.endswith("!") or value == "none" or value != value.strip():
+            raise ValueError("a Scalelite server tag without ';', a trailing '!', or 'none'")
+        return value
 
 
 class HttpSettings(Section):

@@ -48,19 +48,37 @@ def member(n: Node) -> bool:
     return n.lifecycle not in LEAVING_STATES
 
 
+def offline(n: Node) -> bool:
+    """Scalelite lists its server offline (poll.rake:93-118)."""
+    return n.server is not None and n.server.state != "absent" and not n.server.online
+
+
+def other_tag(n: Node, config: PolicyConfig) -> bool:
+    """Its server has another Scalelite tag than the fleet's (scalelite.tag), not draining."""
+    s = n.server
+    return (
+        n.draining_since is None
+        and s is not None
+        and s.state != "absent"
+        and (s.tag or None) != config.tag
+    )
+
+
 def booting(n: Node, now: float, config: PolicyConfig) -> bool:
-    """docs/scaler.md: Pending*, or InService without metrics yet, not enabled in
-    Scalelite and launched less than boot_grace ago."""
+    """docs/scaler.md: Pending*, or InService, launched less than boot_grace ago, with
+    nothing on it yet: no metrics and not enabled in Scalelite, or enabled but not yet read
+    by Scalelite's poller (offline) and without a meeting."""
     if n.lifecycle in PENDING_STATES:
         return True
-    enabled = n.server is not None and n.server.state == "enabled"
-    return (
-        n.lifecycle == "InService"
-        and n.metrics is None
-        and not enabled
-        and n.launched_at is not None
-        and now - n.launched_at < config.boot_grace
-    )
+    if (
+        n.lifecycle != "InService"
+        or n.launched_at is None
+        or now - n.launched_at >= config.boot_grace
+    ):
+        return False
+    if n.server is not None and n.server.state == "enabled":
+        return offline(n) and (n.metrics is None or not n.metrics.meetings)
+    return n.metrics is None
 
 
 def knows_meetings(n: Node, config: PolicyConfig) -> bool:
@@ -77,11 +95,11 @@ def missing_data(snap: FleetSnapshot, config: PolicyConfig) -> bool:
     """Some node that should be seen is not: stale or missing data, or no Scalelite."""
     if not snap.scalelite_ok:
         return True
-    return any(
-        member(n)
-        and not booting(n, snap.at, config)
-        and (not knows_meetings(n, config) or n.server is None)
-        for n in snap.nodes
+    ours = [n for n in snap.nodes if member(n) and not other_tag(n, config)]
+    # An offline server is read like missing data, booting or not (issue 13).
+    return any(offline(n) for n in ours) or any(
+        not booting(n, snap.at, config) and (not knows_meetings(n, config) or n.server is None)
+        for n in ours
     )
 
 
@@ -96,12 +114,30 @@ def lower_bound(snap: FleetSnapshot, config: PolicyConfig) -> int:
 
 
 def serving_now(snap: FleetSnapshot, config: PolicyConfig) -> list[Node]:
-    """Members taking meetings: not draining, not booting."""
+    """Members taking this fleet's meetings: not draining, not booting, not offline, and
+    with the fleet's tag."""
     return [
         n
         for n in snap.nodes
-        if member(n) and n.draining_since is None and not booting(n, snap.at, config)
+        if member(n)
+        and n.draining_since is None
+        and not other_tag(n, config)
+        and not booting(n, snap.at, config)
+        and not offline(n)
     ]
+
+
+def capacity_of(snap: FleetSnapshot, config: PolicyConfig) -> int:
+    """Serving and booting members, and launches the ASG has yet to make."""
+    members = [n for n in snap.nodes if member(n)]
+    counted = [
+        n
+        for n in members
+        if n.draining_since is None
+        and not other_tag(n, config)
+        and (booting(n, snap.at, config) or not offline(n))
+    ]
+    return len(counted) + max(0, snap.group.desired - len(members))
 
 
 # --- the checks, one a rule ----------------------------------------------------------------
@@ -124,6 +160,7 @@ def check_terminations(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -
         assert n.metrics.participants == 0, f"{iid}: participants"
         s = n.server
         assert s is not None, f"{iid}: Scalelite unknown"
+        assert s.state == "absent" or s.online, f"{iid}: offline in Scalelite"
         assert s.load is None or s.load == 0, f"{iid}: Scalelite load {s.load}"
         assert s.state in ("disabled", "absent") or (s.state == "cordoned" and s.load == 0)
 
@@ -248,10 +285,7 @@ def check_steer(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
     rest = [n for n in steerable if n.instance_id not in hot]
     for n in rest:
         assert math.isclose(after[n.instance_id], 1.0) or math.isclose(after[n.instance_id], high)
-    members = [n for n in snap.nodes if member(n)]
-    capacity = sum(n.draining_since is None for n in members) + max(
-        0, snap.group.desired - len(members)
-    )
+    capacity = capacity_of(snap, config)
     keep = int(d.numbers.get("keep", capacity))
     spare = capacity - len(d.drain) - max(keep, lower_bound(snap, config))
     busy = sorted((n for n in rest if not idle(n, config)), key=load_key)
@@ -285,6 +319,9 @@ AGES = st.sampled_from([0.0, 5.0, 60.0, 60.5, 400.0])
 LOADS = st.sampled_from([0.0, 0.0, 1.0, 2.5, None])
 MULTIPLIERS = st.sampled_from([1.0, 1.0, 1.0, 10.0, 100.0])
 """Scalelite's load_multiplier as an earlier round (or an operator) left it."""
+ONLINE = st.sampled_from([True] * 9 + [False])
+SERVER_TAGS = st.sampled_from([None] * 6 + ["exam"])
+FLEET_TAGS = st.sampled_from([None] * 4 + ["exam"])
 DRAIN_ENDS: st.SearchStrategy[tuple[ServerState, float | None]] = st.sampled_from(
     [
         ("cordoned", 0.0),
@@ -316,13 +353,17 @@ def fleet_nodes(draw: st.DrawFn, iid: str, mode: str, untagged: int) -> Node:
             draw(st.sampled_from([0.0, 10.0, 60.0])),
         )
         state, load = draw(st.tuples(STATES, LOADS) if tag is None else DRAIN_ENDS)
-        server: ServerView | None = ServerView(iid, state, load, True, draw(MULTIPLIERS))
+        server: ServerView | None = ServerView(
+            iid, state, load, draw(ONLINE), draw(MULTIPLIERS), draw(SERVER_TAGS)
+        )
         lifecycle = draw(st.sampled_from(["InService"] * 8 + ["Pending", "Terminating"]))
     else:
         metrics = draw(st.none() | st.builds(NodeMetrics, st.floats(0, 1), COUNTS, COUNTS, AGES))
         server = draw(
             st.none()
-            | st.builds(ServerView, st.just(iid), STATES, LOADS, st.booleans(), MULTIPLIERS)
+            | st.builds(
+                ServerView, st.just(iid), STATES, LOADS, st.booleans(), MULTIPLIERS, SERVER_TAGS
+            )
         )
         lifecycle = draw(LIFECYCLES)
     return Node(
@@ -405,6 +446,7 @@ def configs(draw: st.DrawFn, presets: st.SearchStrategy[Preset] = PRESETS) -> Po
         windows=windows,
         steer_cpu=draw(st.sampled_from([base.steer_cpu, base.steer_cpu, 0.05, 0.9])),
         steer_multiplier=draw(st.sampled_from([base.steer_multiplier] * 3 + [10.0, 1.0])),
+        tag=draw(FLEET_TAGS),
     )
 
 
@@ -532,6 +574,41 @@ def test_one_unseen_node_or_scalelite_blocks_a_due_scale_in(
     faulted = with_fault(snap, fault, index)
     assume(missing_data(faulted, config))
     check_blind_rounds(faulted, config, decide(faulted, history, config, T0))
+
+
+@FAST
+@given(quiet_rounds(), st.integers(0, 20))
+def test_a_node_scalelite_lists_offline_holds_scale_in(data: Round, index: int) -> None:
+    """Issue 13: Scalelite cannot read an offline node (poll.rake:93-118): the round treats
+    it like missing data, so nothing drains and nothing is terminated, that node least."""
+    snap, history, config = data
+    assume(snap.nodes)
+    nodes = list(snap.nodes)
+    n = nodes[index % len(nodes)]
+    assume(member(n) and n.server is not None and n.server.state != "absent")
+    assume(not other_tag(n, config))
+    nodes[index % len(nodes)] = dataclasses.replace(
+        n, server=dataclasses.replace(n.server, online=False)
+    )
+    faulted = dataclasses.replace(snap, nodes=tuple(nodes))
+    d = decide(faulted, history, config, T0)
+    assert d.drain == ()
+    assert d.terminate == ()
+
+
+@FAST
+@given(ROUNDS)
+def test_only_the_fleets_tag_is_counted_and_steered(data: Round) -> None:
+    """Issue 13: with scalelite.tag set, a node whose server has another tag (or none) is not
+    capacity, is never drained, steered or terminated; the same without a tag for tagged ones."""
+    snap, _, config = data
+    d = decided(data)
+    foreign = {n.instance_id for n in snap.nodes if member(n) and other_tag(n, config)}
+    assert not foreign & set(d.drain)
+    assert not foreign & set(d.terminate)
+    assert not foreign & {iid for iid, _ in d.steer}
+    if "capacity" in d.numbers:
+        assert d.numbers["capacity"] == capacity_of(snap, config)
 
 
 @FAST

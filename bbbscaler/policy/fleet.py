@@ -22,6 +22,10 @@ class Fleet:
     """Members whose meeting data is missing or stale."""
     pending_launches: int
     """Desired capacity the ASG has not turned into instances yet."""
+    offline: tuple[Node, ...] = ()
+    """Members Scalelite lists offline (not booting): not serving, never idle."""
+    foreign: tuple[Node, ...] = ()
+    """Members whose Scalelite server has another tag than the fleet's: not counted."""
 
     @property
     def capacity(self) -> int:
@@ -37,6 +41,8 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
     booting: list[Node] = []
     draining: list[Node] = []
     blind: list[Node] = []
+    offline: list[Node] = []
+    foreign: list[Node] = []
     # One pass: membership tests on tuples of dataclasses compare field by field (O(n²)).
     for n in snapshot.nodes:
         if n.leaving:
@@ -44,8 +50,14 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
         members.append(n)
         if n.draining:
             draining.append(n)
+        elif other_tag(n, config):
+            foreign.append(n)
+            continue
         elif n.booting(now, config.boot_grace):
             booting.append(n)
+            continue
+        elif n.offline:
+            offline.append(n)
             continue
         else:
             serving.append(n)
@@ -53,8 +65,22 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
             blind.append(n)
     pending = max(0, snapshot.group.desired - len(members))
     return Fleet(
-        tuple(members), tuple(serving), tuple(booting), tuple(draining), tuple(blind), pending
+        tuple(members),
+        tuple(serving),
+        tuple(booting),
+        tuple(draining),
+        tuple(blind),
+        pending,
+        offline=tuple(offline),
+        foreign=tuple(foreign),
     )
+
+
+def other_tag(node: Node, config: PolicyConfig) -> bool:
+    """Scalelite lists the node's server with another tag than the fleet's (scalelite.tag):
+    Scalelite sends it other meetings (server.rb:305-316), so it is not this fleet's capacity."""
+    s = node.server
+    return s is not None and s.state != "absent" and (s.tag or None) != config.tag
 
 
 def load_key(node: Node) -> tuple[int, int, float, str]:
