@@ -585,10 +585,12 @@ def test_a_node_scalelite_lists_offline_holds_scale_in(data: Round, index: int) 
     assume(snap.nodes)
     nodes = list(snap.nodes)
     n = nodes[index % len(nodes)]
-    assume(member(n) and n.server is not None and n.server.state != "absent")
+    server = n.server
+    assume(member(n) and server is not None and server.state != "absent")
     assume(not other_tag(n, config))
+    assert server is not None
     nodes[index % len(nodes)] = dataclasses.replace(
-        n, server=dataclasses.replace(n.server, online=False)
+        n, server=dataclasses.replace(server, online=False)
     )
     faulted = dataclasses.replace(snap, nodes=tuple(nodes))
     d = decide(faulted, history, config, T0)
