@@ -157,7 +157,7 @@ class PolicySettings(Section):
     """Node CPU where BBB audio degrades; seed scales out above it."""
     low_cpu: float = Field(default=0.06, ge=0, lt=1)
     """seed: scale in while the lowest node CPU is below this."""
-    target_cpu: float = Field(default=0.70, gt=0, le=1)
+    target_cpu: float = Field(default=0.72, gt=0, le=1)
     """default: the node CPU it sizes for, below high_cpu so meetings fit."""
     headroom: float = Field(default=0.15, ge=0)
     """default: room below target_cpu, in nodes' worth of CPU, kept for the next meetings."""
@@ -166,7 +166,7 @@ class PolicySettings(Section):
     lookahead: float = Field(default=300.0, ge=0)
     """default: seconds ahead the trend is projected (boot, registration, Scalelite's first
     poll of a new node)."""
-    steer_cpu: float = Field(default=0.50, gt=0, le=1)
+    steer_cpu: float = Field(default=0.70, gt=0, le=1)
     """default: node CPU from which Scalelite is steered away from the node."""
     steer_multiplier: float = Field(default=100.0, ge=1)
     """default: Scalelite load_multiplier of a steered node (1 turns steering off and leaves

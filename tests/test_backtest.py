@@ -300,7 +300,7 @@ def shipped() -> dict[str, BacktestResult]:
         name: backtest(
             shipped_trace(name),
             BOTH,
-            FleetSettings(poll_interval=DEFAULT_POLL_INTERVAL, verify=name == "exam-flash"),
+            FleetSettings(verify=name == "exam-flash"),
             planned=shipped_schedules(name),
         )
         for name in SHIPPED

@@ -247,7 +247,9 @@ def check_steer(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
     """Steering (default, steer_multiplier > 1): only serving members with an enabled server
     and fresh data, not drained or terminated this round; each value 1 or steer_multiplier,
     never the node's current one. After it, a node at steer_cpu or above is steered, and of
-    the others the emptiest busy ones up to the spare capacity; every other one is at 1."""
+    the others the emptiest busy ones up to the spare capacity; every other one is at 1.
+    But never all of them: then every one is at 1 (Scalelite multiplies a stored load only
+    at its next poll, so the node steered last would take every meeting until then)."""
     high = config.steer_multiplier
     if config.preset == "seed" or high <= 1:
         assert d.steer == ()
@@ -280,6 +282,10 @@ def check_steer(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
         for n in steerable
         if n.metrics is not None and n.metrics.cpu >= config.steer_cpu
     }
+    if steerable and all(math.isclose(v, high) for v in after.values()):
+        raise AssertionError("every serving node steered away")
+    if steerable and all(math.isclose(v, 1.0) for v in after.values()) and hot:
+        return  # all would have been steered: none is
     for iid in hot:
         assert math.isclose(after[iid], high), f"{iid}: hot, not steered"
     rest = [n for n in steerable if n.instance_id not in hot]
@@ -290,6 +296,10 @@ def check_steer(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
     spare = capacity - len(d.drain) - max(keep, lower_bound(snap, config))
     busy = sorted((n for n in rest if not idle(n, config)), key=load_key)
     chosen = {n.instance_id for n in busy[: max(0, spare)]}
+    if steerable and len(hot | chosen) == len(steerable):
+        chosen = set()  # all would have been steered: none is (checked above when hot)
+        assert all(math.isclose(v, 1.0) for v in after.values())
+        return
     for n in rest:
         want = high if n.instance_id in chosen else 1.0
         assert math.isclose(after[n.instance_id], want), (n.instance_id, spare, want)
