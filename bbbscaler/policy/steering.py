@@ -51,4 +51,3 @@ def steering(
         if n.server is not None and not math.isclose(n.server.load_multiplier, want):
             changes.append((n.instance_id, want))
     return tuple(changes)
-
