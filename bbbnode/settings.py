@@ -21,6 +21,7 @@ from bbbcore.config import (
     settings_config,
     template,
 )
+from bbbcore.scalelite import server_tag
 
 
 class BbbSettings(Section):
@@ -176,6 +177,7 @@ class ScaleliteSettings(Section):
     """Scalelite server tag (optional)."""
 
     _url = field_validator("server_url_template")(template(("fqdn", "instance_id")))
+    _tag = field_validator("tag")(server_tag)
 
 
 class ProtectionSettings(Section):

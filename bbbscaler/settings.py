@@ -22,6 +22,7 @@ from bbbcore.config import (
     settings_config,
     template,
 )
+from bbbcore.scalelite import server_tag
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _CLOCK = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
@@ -80,16 +81,7 @@ class ScaleliteSettings(Section):
 
     _url = field_validator("server_url_template")(template(("instance_id", "domain", "private_ip")))
 
-    @field_validator("tag")
-    @classmethod
-    def _tag(cls, value: str | None) -> str | None:
-        if value is None or value == "":
-            return None
-        # Scalelite splits a create's tag list on ";", reads "none" as untagged and a trailing
-        # "!" as required (app/models/server.rb:291-308): a server tag with those never matches.
-        if ";" in value or value.endswith("!") or value == "none" or value != value.strip():
-            raise ValueError("a Scalelite server tag without ';', a trailing '!', or 'none'")
-        return value
+    _tag = field_validator("tag")(server_tag)
 
 
 class HttpSettings(Section):

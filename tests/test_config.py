@@ -164,3 +164,23 @@ def test_cli_version_and_help() -> None:
     assert helped.returncode == 0
     assert "run" in helped.stdout
     assert _cli().returncode == 2
+
+
+@pytest.mark.parametrize("bad", ["a;b", "exam!", "none", " exam"])
+def test_a_scalelite_tag_no_create_can_ask_for_exits_2(
+    bad: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Scalelite splits a create's tag list on ";", reads "none" as untagged and a trailing
+    # "!" as required (app/models/server.rb:291-308): such a server tag would never be used.
+    from bbbscaler.settings import ScalerSettings
+    from tests.scaler_fleets import required_settings
+
+    required_settings(monkeypatch)
+    for prefix, cls in (("BBBNODE", NodeSettings), ("BBBSCALER", ScalerSettings)):
+        monkeypatch.setenv(f"{prefix}_SCALELITE__TAG", bad)
+        with pytest.raises(ConfigError) as err:
+            load_settings(cls, None)
+        assert "scalelite.tag" in str(err.value)
+        monkeypatch.setenv(f"{prefix}_SCALELITE__TAG", "exam")
+        assert load_settings(cls, None).scalelite.tag == "exam"
+        monkeypatch.delenv(f"{prefix}_SCALELITE__TAG")
