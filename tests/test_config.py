@@ -176,11 +176,13 @@ def test_a_scalelite_tag_no_create_can_ask_for_exits_2(
     from tests.scaler_fleets import required_settings
 
     required_settings(monkeypatch)
-    for prefix, cls in (("BBBNODE", NodeSettings), ("BBBSCALER", ScalerSettings)):
-        monkeypatch.setenv(f"{prefix}_SCALELITE__TAG", bad)
+    monkeypatch.setenv("BBBNODE_SCALELITE__TAG", bad)
+    monkeypatch.setenv("BBBSCALER_SCALELITE__TAG", bad)
+    for cls in (NodeSettings, ScalerSettings):
         with pytest.raises(ConfigError) as err:
             load_settings(cls, None)
         assert "scalelite.tag" in str(err.value)
-        monkeypatch.setenv(f"{prefix}_SCALELITE__TAG", "exam")
-        assert load_settings(cls, None).scalelite.tag == "exam"
-        monkeypatch.delenv(f"{prefix}_SCALELITE__TAG")
+    monkeypatch.setenv("BBBNODE_SCALELITE__TAG", "exam")
+    monkeypatch.setenv("BBBSCALER_SCALELITE__TAG", "exam")
+    assert load_settings(NodeSettings, None).scalelite.tag == "exam"
+    assert load_settings(ScalerSettings, None).scalelite.tag == "exam"
