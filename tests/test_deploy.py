@@ -249,8 +249,8 @@ def test_database_and_redis_come_from_secrets(chart: str) -> None:
 
 def test_scalelite_components_and_recordings_volume() -> None:
     objects = _render("scalelite", "example-values.yaml")
-    images = {c["image"].rsplit("-", 1)[-1].rsplit(":", 1)[-1] for _, s in _pod_specs(objects)
-              for c in s["containers"]}  # fmt: skip
+    images = {c["image"].split("@")[0].rsplit("-", 1)[-1].rsplit(":", 1)[-1]
+              for _, s in _pod_specs(objects) for c in s["containers"]}  # fmt: skip
     assert {"api", "poller", "importer", "nginx"} <= images
     (pv,) = [o for o in objects if o["kind"] == "PersistentVolume"]
     assert pv["spec"]["csi"]["driver"] == "efs.csi.aws.com"
