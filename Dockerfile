@@ -6,7 +6,7 @@
 # security support has ended). Pin it by digest through the build argument, with the
 # digest your registry resolves the tag to:
 #   docker build --build-arg PYTHON_IMAGE=python:3.11.14-slim-trixie@sha256:<digest> .
-# versions.yaml holds this tag; tests/test_versions.py keeps the two equal.
+# versions.yaml holds this tag; tests/test_platform.py keeps the two equal.
 ARG PYTHON_IMAGE=python:3.11.14-slim-trixie
 
 FROM ${PYTHON_IMAGE} AS build

@@ -123,13 +123,12 @@ def _secrets(root: Path, server: Server, passwords: dict[str, str]) -> Path:
 def _bootstrap(
     server: Server, secrets: Path, master_password: str
 ) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "MASTER_USERNAME": MASTER,
-        "MASTER_PASSWORD": master_password,
-        "SECRETS_DIR": str(secrets),
-        "PGSSLMODE": "disable",
-    }
+    # The master's secret as the Job mounts it (External Secrets' copy of RDS's secret).
+    master = secrets / "master"
+    master.mkdir(exist_ok=True)
+    (master / "username").write_text(MASTER)
+    (master / "password").write_text(master_password)
+    env = {**os.environ, "SECRETS_DIR": str(secrets), "PGSSLMODE": "disable"}
     return subprocess.run(
         ["sh", str(FILES / "bootstrap.sh"), "scalelite", "greenlight"],
         env=env, capture_output=True, text=True, check=False,
