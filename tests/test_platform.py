@@ -4,6 +4,7 @@ the credentials path (External Secrets, own database users, Reloader)."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from pathlib import Path
@@ -284,3 +285,23 @@ def test_database_users_job_reads_the_master_fresh_and_makes_each_user() -> None
     (config,) = [o for o in objects if o["kind"] == "ConfigMap"]
     shipped = {p.name: p.read_text() for p in (HELM_DIR / "database-users/files").iterdir()}
     assert config["data"] == shipped
+
+
+async def test_install_runs_in_order_and_stops_at_the_first_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A helm that records its arguments and fails for the Loki release.
+    log = tmp_path / "calls"
+    helm = tmp_path / "helm"
+    # $3 is the release: helm upgrade --install RELEASE CHART ...
+    helm.write_text(f'#!/bin/sh\necho "$3" >> {log}\n[ "$3" != loki ] || exit 3\n')
+    helm.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    releases = platform.load_releases(ROOT)
+    argvs = platform.commands(releases, platform.outputs_as_placeholders())
+    out = io.StringIO()
+    code = await platform.run(argvs, ROOT, out)
+    assert code == 3
+    names = [r.release for r in releases]
+    assert log.read_text().split() == names[: names.index("loki") + 1]
+    assert "loki failed (helm exited 3)" in out.getvalue()
