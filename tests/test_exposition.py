@@ -163,3 +163,29 @@ def test_promtool_check_metrics_is_clean(snap: Snapshot | None) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == ""
     assert result.stderr.strip() == ""
+
+
+def test_users_who_left_do_not_make_moderators_outnumber_participants() -> None:
+    """BBB 3.0's getMeetings: participantCount is getNumUsersOnline() (get-meetings.ftlx,
+    bigbluebutton#15993), <attendees> is getUsers() and moderatorCount getNumModerators(),
+    both still holding users who left until usersTimeout (Meeting.java before #21766).
+    The fixture is two such meetings, 20 s after users left."""
+    meetings = parse_meetings((FIXTURES / "meetings_users_left.xml").read_bytes())
+    assert [m.moderator_count for m in meetings] == [1, 1]  # as BBB says
+    snap = Snapshot(
+        taken_at=NOW, api_up=True, meetings=meetings, totals=summarize(meetings), meetings_at=NOW
+    )
+    fams = families(render(snap))
+    # Users online, as participantCount says: what the load and the dashboards are about.
+    assert value(fams, "bbb_meetings_participants") == 2
+    assert value(fams, "bbb_room_participants_bucket", le="0") == 1
+    # moderatorCount clamped to the users online: 0 for the emptied class (BBB says 1),
+    # and never above its meeting's participants.
+    assert value(fams, "bbbnode_meetings_moderators") == 1 + 0
+    # bbb-exporter's definition, kept: attendee entries by client, left ones included
+    # (documented in docs/metrics.md); the sum may exceed participants for a minute.
+    assert value(fams, "bbb_meetings_participant_clients", type="html5") == 5
+    assert value(fams, "bbb_meetings_participant_clients", type="dial-in") == 1
+    # A meeting nobody is in is still a meeting: the host is not idle.
+    assert value(fams, "bbb_meetings") == 2
+    assert snap.has_meeting is True
