@@ -24,9 +24,11 @@ bigbluebutton.properties, the key below ``securitySalt``: all four since BBB 2.5
 def bbb_web_allows(supported: str) -> tuple[Algorithm, ...]:
     """The algorithms bbb-web accepts for a ``supportedChecksumAlgorithms`` value, weakest first.
 
-    bbb-web tests each one with Java's ``String.contains`` on the raw value
-    (bbb-common-web GetChecksumValidator.java:49-76 at 4b5d4e9): case-sensitive, no
-    splitting, so ``"sha256, sha512"`` allows both and ``"SHA512"`` allows nothing.
+    bbb-web picks the algorithm by the checksum's length and tests its name with Java's
+    ``String.contains`` on the raw value (bigbluebutton/bigbluebutton
+    bbb-common-web/src/main/java/org/bigbluebutton/api/model/validator/
+    GetChecksumValidator.java:49-76 at 4b5d4e9): case-sensitive, no splitting, so
+    ``"sha256, sha512"`` allows both and ``"SHA512"`` allows nothing.
     """
     return tuple(name for name in ALGORITHMS if name in supported)
 
