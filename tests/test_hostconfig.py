@@ -529,3 +529,98 @@ def test_resolve_turn_secret(tmp_path: Path) -> None:
     replace(FACTS, turn_secret=generated)  # valid as a HostFacts secret
     conf.write_text(TURNSERVER_CONF)
     assert hostconfig.resolve_turn_secret(None, conf) == "oldsecretfromtheimage"
+
+
+def test_yaml_editor_sets_items_of_block_lists() -> None:
+    set_value = hostconfig.set_yaml_value
+
+    path = ("m", "listenIps", 0, "announcedIp")
+    assert set_value("", path, "1.2.3.4") == "m:\n  listenIps:\n    - announcedIp: 1.2.3.4\n"
+    text = (
+        "m:\n  listenIps:\n    - ip: 0.0.0.0  # all\n      announcedIp: 5.6.7.8\n"
+        "    - ip: x\nz: 1\n"
+    )
+    assert set_value(text, path, "5.6.7.8") == text
+    assert set_value(text, path, "1.2.3.4") == text.replace("5.6.7.8", "1.2.3.4")
+    assert set_value(text, ("m", "listenIps", 0, "ip"), "1.1.1.1") == text.replace(
+        "- ip: 0.0.0.0  # all", "- ip: 1.1.1.1"
+    )
+    assert set_value(text, ("m", "listenIps", 1, "announcedIp"), "9.9.9.9") == text.replace(
+        "    - ip: x\n", "    - ip: x\n      announcedIp: 9.9.9.9\n"
+    )
+    assert set_value(text, ("m", "listenIps", 2, "ip"), "7.7.7.7") == text.replace(
+        "    - ip: x\n", "    - ip: x\n    - ip: 7.7.7.7\n"
+    )
+    # yq also writes a list at its key's own indentation.
+    flush = "listenIps:\n- ip: a\n  announcedIp: b\n"
+    assert set_value(flush, ("listenIps", 0, "announcedIp"), "c") == flush.replace(": b", ": c")
+    with pytest.raises(HostConfigError, match="3 items"):
+        set_value("l:\n  - 1\n  - 2\n  - 3\n", ("l", 5), "x")
+    with pytest.raises(HostConfigError, match="expected a list"):
+        set_value("l:\n  a: 1\n", ("l", 0, "b"), "x")
+
+
+def test_webrtc_sfu_from_nothing_is_bbb_installs_block() -> None:
+    pub = FACTS.public_ip
+    assert hostconfig.render_webrtc_sfu(None, FACTS) == (
+        f"freeswitch:\n  ip: {pub}\n  sip_ip: {pub}\n"
+        f"mediasoup:\n  webrtc:\n    listenIps:\n      - ip: 0.0.0.0\n        announcedIp: {pub}\n"
+        f"  plainRtp:\n    listenIp:\n      ip: 0.0.0.0\n      announcedIp: {pub}\n"
+    )
+
+
+def test_sip_nginx_and_freeswitch_bindings_follow_the_public_address() -> None:
+    sip = "location /ws {\n  proxy_pass https://10.0.9.9:7443;\n  # proxy_pass http://10.0.9.9:1;\n}\n"
+    assert hostconfig.render_sip_nginx(sip, FACTS) == sip.replace(
+        "https://10.0.9.9:7443", f"https://{FACTS.public_ip}:7443"
+    )
+    profile = (
+        "<profile><settings>\n"
+        '  <param name="ws-binding" value=":5066"/>\n'
+        '  <param name="wss-binding" value="203.0.113.9:7443"/>\n'
+        '  <!-- <param name="ws-binding" value="203.0.113.9:5066"/> -->\n'
+        '  <param name="ext-rtp-ip" value="auto-nat"/>\n'
+        "</settings></profile>\n"
+    )
+    text = hostconfig.render_freeswitch_external(profile, FACTS)
+    assert '"ws-binding" value=":5066"' in text
+    assert f'"wss-binding" value="{FACTS.public_ip}:7443"' in text
+    assert '<!-- <param name="ws-binding" value="203.0.113.9:5066"/> -->' in text
+    assert '"ext-rtp-ip" value="$${external_rtp_ip}"' in text
+    assert '"ext-sip-ip" value="$${external_sip_ip}"' in text
+
+
+def test_nginx_site_without_tls_gets_it_where_bbb_is_served() -> None:
+    site = (
+        "server {\n  listen 80;\n  server_name a;\n  return 301 https://$host;\n}\n"
+        "server {\n  listen 127.0.0.1:81 proxy_protocol;\n  server_name a;\n"
+        "  include /etc/bigbluebutton/nginx/*.nginx;\n}\n"
+    )
+    text = hostconfig.render_nginx_site(site, FACTS)
+    first, second = text.split("}\nserver {\n")
+    assert "443" not in first
+    assert second.startswith(
+        "  listen 127.0.0.1:81 proxy_protocol;\n  listen 443 ssl;\n  listen [::]:443 ssl;\n"
+        "  ssl_certificate /etc/bbbfleet/tls/fullchain.pem;\n"
+    )
+    assert hostconfig.render_nginx_site(text, FACTS) == text
+
+
+def test_dummy_nic_unit_and_rules_follow_the_addresses() -> None:
+    unit = hostconfig.render_dummy_nic(FACTS)
+    assert "ExecStart=/sbin/ip addr replace 198.51.100.7/32 dev lo\n" in unit
+    assert "Before=freeswitch.service\n" in unit
+    rules = hostconfig.render_iptables_rules(None, FACTS)
+    assert "-A OUTPUT -s 10.0.3.21/32 -d 198.51.100.7/32 -p udp -j DNAT" in rules
+    assert hostconfig.service_commands("dummy-nic") == (
+        ("systemctl", "daemon-reload"),
+        ("systemctl", "enable", "dummy-nic.service"),
+    )
+
+
+def test_coturn_reads_its_own_copy_of_the_key() -> None:
+    facts = replace(FACTS, turn_key_file=Path("/etc/bbbfleet/tls/turnserver-privkey.pem"))
+    conf = hostconfig.render_coturn_conf(None, facts)
+    assert "pkey=/etc/bbbfleet/tls/turnserver-privkey.pem\n" in conf
+    assert f"cert={FACTS.cert_file}\n" in conf
+    assert "tls-listening-port=5349\n" in conf
