@@ -126,7 +126,10 @@ async def _host_config(settings: NodeSettings, args: argparse.Namespace) -> int:
     except ValidationError as exc:
         for error in exc.errors(include_input=False):
             name = str(error["loc"][0]) if error["loc"] else "request"
-            print(f"{prog}: {_FLAGS.get(name, name)}: {error['msg']}", file=sys.stderr)
+            problem = str(error["msg"]).removeprefix("Value error, ")
+            if error["type"] in ("string_pattern_mismatch", "string_too_long"):
+                problem = "not a lower-case DNS name"
+            print(f"{prog}: {_FLAGS.get(name, name)}: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     if args.root is not None and not args.root.is_dir():
         print(f"{prog}: --root: {args.root} is not a directory", file=sys.stderr)

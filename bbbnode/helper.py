@@ -158,7 +158,8 @@ async def serve(
 ) -> int:
     """Serve until SIGTERM; returns the exit code (2: the socket cannot be set up)."""
     try:
-        sock = _activated(environ) or _own_socket(settings)
+        activated = _activated(environ)
+        sock = activated or _own_socket(settings)
     except (HelperConfigError, OSError) as exc:
         log.error("config_invalid", key="helper.socket", problem=str(exc))
         return EXIT_CONFIG
@@ -177,5 +178,9 @@ async def serve(
     server.close()
     await helper.drain()
     await server.wait_closed()
+    if activated is None:
+        # Our own socket; systemd's stays with systemd.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(settings.socket)
     log.info("helper_stopped")
     return 0

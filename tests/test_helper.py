@@ -263,6 +263,7 @@ async def test_the_program_makes_its_socket_for_the_group_and_stops_on_sigterm(
         _, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 0, err.decode()
     assert b'"event": "helper_stopped"' in err
+    assert not socket_path.exists()
 
 
 async def test_the_program_refuses_an_unknown_group(tmp_path: Path) -> None:

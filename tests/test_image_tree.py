@@ -103,9 +103,9 @@ def test_dry_run_prints_the_same_list_and_changes_nothing(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--public-ip", "198.51.100.300"], "--public-ip"),
+        (["--public-ip", "198.51.100.300"], "--public-ip: not an IPv4 address"),
         (["--private-ip", "fe80::1"], "--private-ip"),
-        (["--fqdn", "Not_A.Name"], "--fqdn"),
+        (["--fqdn", "Not_A.Name"], "--fqdn: not a lower-case DNS name"),
     ],
 )
 def test_bad_input_exits_2_naming_the_flag_and_changes_nothing(
