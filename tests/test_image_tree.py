@@ -14,12 +14,13 @@ import io
 import re
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bbbnode.cli import main
+from bbbnode import cli
 from bbbsim.image_tree import (
     BUILDER_NAME,
     BUILDER_PRIVATE_IP,
@@ -29,6 +30,13 @@ from bbbsim.image_tree import (
 )
 
 FQDN = "i-0abc123def4567890.bbb.example.org"
+
+
+def main(argv: list[str]) -> int:
+    """The CLI in this process, minus its logging set-up: reconfiguring structlog
+    here would detach the loggers other tests capture."""
+    with mock.patch.object(cli.logs, "configure"):
+        return cli.main(argv)
 
 
 def traces(root: Path, *needles: str) -> list[str]:
