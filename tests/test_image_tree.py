@@ -35,7 +35,7 @@ FQDN = "i-0abc123def4567890.bbb.example.org"
 def main(argv: list[str]) -> int:
     """The CLI in this process, minus its logging set-up: reconfiguring structlog
     here would detach the loggers other tests capture."""
-    with mock.patch.object(cli.logs, "configure"):
+    with mock.patch("bbbcore.logs.configure"):
         return cli.main(argv)
 
 
