@@ -21,7 +21,7 @@ from bbbnode.collector import Collector
 from bbbnode.cpu import CpuSampler
 from bbbnode.exposition import NodeMetrics
 from bbbnode.fleet import FleetNode
-from bbbnode.runner import LoggingRunner, Runner, SubprocessRunner
+from bbbnode.runner import Runner, runner_for
 from bbbnode.sdnotify import Notifier, feed_watchdog
 from bbbnode.server import build_app
 from bbbnode.settings import NodeSettings
@@ -40,9 +40,7 @@ def stale_after(settings: NodeSettings) -> float:
 
 def make_runner(settings: NodeSettings) -> Runner:
     """Host commands run for real, or are only written down (bbbsim's hosts)."""
-    if settings.host.commands == "log":
-        return LoggingRunner(settings.host.command_log)
-    return SubprocessRunner()
+    return runner_for(settings.host.commands, settings.host.command_log)
 
 
 async def run(settings: NodeSettings, environ: Mapping[str, str] = os.environ) -> int:
@@ -63,6 +61,22 @@ async def run(settings: NodeSettings, environ: Mapping[str, str] = os.environ) -
             searched=[str(p) for p in settings.bbb.properties_files],
         )
         return EXIT_CONFIG
+    host_algorithms = bbb_secret.discover_algorithms(settings.bbb.properties_files)
+    try:
+        algorithm = bbb_secret.signing_algorithm(settings.bbb.checksum, host_algorithms)
+    except bbb_secret.UnusableAlgorithm as exc:
+        log.error("config_invalid", key="bbb.checksum (BBBNODE_BBB__CHECKSUM)", problem=str(exc))
+        return EXIT_CONFIG
+    log.info(
+        "bbb_api_signing",
+        algorithm=algorithm,
+        allowed=None if host_algorithms is None else list(host_algorithms.allowed),
+        source=None if host_algorithms is None else str(host_algorithms.source),
+    )
+    advice = bbb_secret.scalelite_advice(host_algorithms)
+    if advice and settings.aws.enabled and settings.scalelite.enabled:
+        # bbbnode cannot see Scalelite's environment; it can say what the host demands.
+        log.warning("scalelite_poll_refused_unless", advice=advice)
 
     notifier = Notifier(environ)
     stop = asyncio.Event()
@@ -84,7 +98,7 @@ async def run(settings: NodeSettings, environ: Mapping[str, str] = os.environ) -
             session,
             settings.bbb.url,
             secret,
-            settings.bbb.checksum,
+            algorithm,
             timeout=settings.bbb.timeout,
             max_bytes=settings.bbb.max_response_bytes,
         )

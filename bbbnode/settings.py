@@ -29,8 +29,9 @@ class BbbSettings(Section):
     """bbb-web's own address, so nginx and TLS are not in the path."""
     secret: SecretStr | None = None
     """API secret; when unset, securitySalt from the properties files below."""
-    checksum: Literal["sha1", "sha256", "sha384", "sha512"] = "sha256"
-    """Checksum algorithm of API calls (bbb-web accepts all four)."""
+    checksum: bbb_secret.Choice = "auto"
+    """API checksum: auto (the strongest supportedChecksumAlgorithms in properties_files
+    allows; sha256 if none sets it) or one of sha1, sha256, sha384, sha512 that it allows."""
     poll_interval: float = Field(default=10.0, gt=0)
     """Seconds between two collections (getMeetings, recordings scan, CPU sample)."""
     timeout: float = Field(default=5.0, gt=0)
@@ -38,7 +39,7 @@ class BbbSettings(Section):
     max_response_bytes: int = Field(default=bbb_api.DEFAULT_MAX_BYTES, gt=0)
     """Answers larger than this are refused, so memory stays bounded."""
     properties_files: tuple[Path, ...] = bbb_secret.DEFAULT_PROPERTIES
-    """Where to look for securitySalt, first match wins."""
+    """Where to look for securitySalt and supportedChecksumAlgorithms, first match wins."""
     release_file: Path = Path("/etc/bigbluebutton/bigbluebutton-release")
     """Source of bbb_version."""
 
@@ -116,12 +117,12 @@ class TlsSettings(Section):
     """ACME directory URL (Let's Encrypt production by default)."""
     email: str = ""
     """Contact address for the ACME account (optional)."""
-    cert_dir: Path = Path("/etc/bbbfleet/tls")
-    """Where the account key, private key and certificate chain are kept."""
+    cert_dir: Path = Path("/var/lib/bbbnode/tls")
+    """bbbnode's own ACME account key, key and chain; nginx and coturn read the helper's copy."""
     renew_before_days: int = Field(default=30, gt=0)
     """Renew when the certificate expires within this many days."""
-    post_hook: tuple[str, ...] = ("systemctl", "reload", "nginx")
-    """Command run after a certificate was issued or renewed (argv, no shell)."""
+    post_hook: tuple[str, ...] = ()
+    """Command run, as bbbnode's user, after a new certificate was installed (argv, no shell)."""
     ca_bundle: Path | None = None
     """Extra CA bundle to trust for the ACME server (tests, private ACME)."""
     dns_propagation_timeout: float = Field(default=300.0, gt=0)
@@ -158,6 +159,15 @@ class HostconfigSettings(Section):
     """TURN port advertised to clients and configured in coturn."""
     turns_port: int = Field(default=5349, gt=0, lt=65536)
     """TURN-over-TLS port advertised to clients and configured in coturn."""
+
+
+class HelperSettings(Section):
+    socket: str = "/run/bbbnode-host.sock"
+    """The privileged host helper's unix socket; empty: bbbnode does the host steps itself."""
+    socket_group: str = "bbbnode"
+    """Group allowed to connect when `bbbnode host-helper` creates the socket itself."""
+    timeout: float = Field(default=900.0, gt=0)
+    """Seconds one request may take (host configuration restarts BBB's services)."""
 
 
 class ScaleliteSettings(Section):
@@ -218,6 +228,7 @@ class NodeSettings(BaseSettings):
     tls: TlsSettings = TlsSettings()
     efs: EfsSettings = EfsSettings()
     hostconfig: HostconfigSettings = HostconfigSettings()
+    helper: HelperSettings = HelperSettings()
     scalelite: ScaleliteSettings = ScaleliteSettings()
     protection: ProtectionSettings = ProtectionSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()

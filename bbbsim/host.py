@@ -57,13 +57,18 @@ async def start_host(
     secret: str,
     cores: int = DEFAULT_CORES,
     clock: Callable[[], float] = time.monotonic,
+    properties: Path | None = None,
     recordings: RecordingSpec | None = None,
 ) -> EmulatedHost:
-    """Create the host's directories, serve its BBB API and write its first /proc/stat."""
+    """Create the host's directories, serve its BBB API and write its first /proc/stat.
+
+    With ``properties`` (a bbb-web.properties) the API is keyed by that file's
+    securitySalt and supportedChecksumAlgorithms instead of ``secret``.
+    """
     procfs = root / name / "proc"
     recordings_root = root / name / "bigbluebutton"
     (recordings_root / "recording" / "status").mkdir(parents=True, exist_ok=True)
-    bbb = EmulatedBbb(secret)
+    bbb = EmulatedBbb(secret) if properties is None else EmulatedBbb.from_properties(properties)
     stat = ProcStat(procfs, cores=cores, clock=clock)
     host = EmulatedHost(name, bbb, stat, procfs, recordings_root, cores)
     host.pipeline = RecordingPipeline(recordings_root, recordings or RecordingSpec(), clock)
