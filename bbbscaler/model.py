@@ -137,17 +137,19 @@ class Node:
             return True
         if self.lifecycle != "InService":
             return False
-        young = self.launched_at is not None and now - self.launched_at < boot_grace
         s = self.server
         if s is not None and s.state == "enabled":
+            if s.online:
+                return False
             # Until Scalelite's poller has read it (a new server is offline until its first
             # good poll, poll.rake:72-79) nothing can be placed on it: capacity coming, unless
             # it hosts meetings (then it went offline while serving).
             m = self.metrics
-            return young and not s.online and (m is None or not m.meetings)
-        if self.metrics is not None:
+            if m is not None and m.meetings:
+                return False
+        elif self.metrics is not None:
             return False
-        return young
+        return self.launched_at is not None and now - self.launched_at < boot_grace
 
 
 @dataclass(frozen=True, slots=True)

@@ -521,30 +521,38 @@ class FleetSim:
         """One round of Scalelite's poller; returns how long it took."""
         spec = self.s.poller
         host = self.s.host
-        workers = spec.workers
-        server_work = meeting_work = version_work = 0.0
-        longest = 0.0
+        verify = self.s.verify
+        quiet = spec.quiet_cpu * host.full_units - host.idle_units
+        call, timeout, budget = spec.call_time, spec.response_timeout, spec.cutoff * spec.workers
+        server_work = version_work = 0.0
+        meetings = 0
+        longest = call
         cut = False
         for node in list(self.nodes.values()):
             if not node.up:
                 continue
-            demand = (host.idle_units + self._busy(node)) / host.full_units
-            p = failure_probability(demand, spec)
-            failed = p > 0.0 and self.rng.random() < p
-            call = spec.response_timeout if failed else spec.call_time
-            server_work += call
-            longest = max(longest, call)
-            meeting_work += len(node.meetings) * spec.call_time
-            version_work += spec.call_time
-            if server_work / workers > spec.cutoff:
+            busy = node.units + node.processing
+            failed = False
+            if busy > quiet:
+                # Only a host above 80 % can fail a poll (bbbsim.scalelite_poller).
+                demand = (host.idle_units + busy) / host.full_units
+                failed = self.rng.random() < failure_probability(demand, spec)
+            took = timeout if failed else call
+            server_work += took
+            longest = max(longest, took)
+            meetings += len(node.meetings)
+            version_work += call
+            if server_work > budget:
                 cut = True  # killed with the pool: neither an answer nor a failure
                 continue
-            if self.s.verify:
+            if verify:
                 self._verify_load(node)
             if failed:
                 self._poll_failed(node)
             else:
                 self._poll_answered(node)
+        meeting_work = meetings * call
+        longest = longest if version_work else 0.0
         duration = round_duration(server_work, meeting_work, version_work, longest, spec)
         if cut or duration >= spec.cutoff:
             self.rounds_cut += 1

@@ -47,8 +47,12 @@ def scale_in_blocker(snapshot: FleetSnapshot, fleet: Fleet) -> str:
     if fleet.blind:
         ids = ", ".join(n.instance_id for n in fleet.blind[:3])
         return f"no fresh data from {len(fleet.blind)} node(s) ({ids})"
-    foreign = {n.instance_id for n in fleet.foreign}
-    offline = [n for n in fleet.members if n.offline and n.instance_id not in foreign]
+    # Offline and not booting, or booting (a new server not polled yet), or draining.
+    offline = [
+        *fleet.offline,
+        *(n for n in fleet.booting if n.offline),
+        *(n for n in fleet.draining if n.offline),
+    ]
     if offline:
         # Like missing data: Scalelite's poller cannot read it (a slow host, a dead one, or a
         # new one not polled yet), so what is placed where is not known this round.

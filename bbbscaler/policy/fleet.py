@@ -43,21 +43,23 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
     blind: list[Node] = []
     offline: list[Node] = []
     foreign: list[Node] = []
+    tag, grace = config.tag, config.boot_grace
     # One pass: membership tests on tuples of dataclasses compare field by field (O(n²)).
     for n in snapshot.nodes:
         if n.leaving:
             continue
         members.append(n)
+        s = n.server
         if n.draining:
             draining.append(n)
-        elif other_tag(n, config):
+        elif s is not None and s.tag != tag and other_tag(n, config):
             foreign.append(n)
             continue
-        elif n.booting(now, config.boot_grace):
+        elif n.booting(now, grace):
             booting.append(n)
             continue
-        elif n.offline:
-            offline.append(n)
+        elif s is not None and not s.online and s.state != "absent":
+            offline.append(n)  # Node.offline, inlined: this loop runs every round
             continue
         else:
             serving.append(n)
