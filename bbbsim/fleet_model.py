@@ -534,9 +534,11 @@ class FleetSim:
             busy = node.units + node.processing
             failed = False
             if busy > quiet:
-                # Only a host above 80 % can fail a poll (bbbsim.scalelite_poller).
+                # Only a host above 80 % can fail a poll (bbbsim.scalelite_poller); a draw
+                # only for a chance above 0.
                 demand = (host.idle_units + busy) / host.full_units
-                failed = self.rng.random() < failure_probability(demand, spec)
+                chance = failure_probability(demand, spec)
+                failed = chance > 0.0 and self.rng.random() < chance
             took = timeout if failed else call
             server_work += took
             longest = max(longest, took)
