@@ -69,6 +69,7 @@ def roles(snapshot: FleetSnapshot, config: PolicyConfig) -> dict[str, int]:
         "serving": len(fleet.serving),
         "booting": len(fleet.booting),
         "draining": len(fleet.draining),
+        "operator_drained": len(fleet.operator_drained),
         "blind": len(fleet.blind),
     }
 

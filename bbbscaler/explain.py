@@ -53,6 +53,7 @@ def render(snapshot: FleetSnapshot, decision: Decision, config: PolicyConfig) ->
         ("serving", fleet.serving),
         ("booting", fleet.booting),
         ("draining", fleet.draining),
+        ("operator-drained", fleet.operator_drained),
         ("blind", fleet.blind),
     ):
         roles.update((n.instance_id, role) for n in nodes)

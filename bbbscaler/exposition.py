@@ -51,7 +51,8 @@ class ScalerMetrics:
         self.max_size = Gauge("bbbscaler_max_capacity", "The group's MaxSize.", registry=r)
         self.nodes = Gauge(
             "bbbscaler_nodes",
-            "Group members by role: serving, booting, draining, blind (no fresh data).",
+            "Group members by role: serving, booting, draining, operator_drained (cordoned "
+            "without the scaler's tag: no capacity), blind (no fresh data).",
             ["role"],
             registry=r,
         )

@@ -44,3 +44,11 @@ def test_no_steer_line_without_steering_and_no_multiplier_for_an_unknown_server(
     row = next(line for line in text.splitlines() if line.startswith("i-u"))
     # Scalelite state "?" (unknown), load "-", mult "-".
     assert row.split()[-3:] == ["?", "-", "-"]
+
+
+def test_an_operators_cordon_shows_as_operator_drained() -> None:
+    cordoned = serving("i-o", cpu=0.4, meetings=2, state="cordoned")
+    emptied = serving("i-e", cpu=0.1, meetings=0, state="disabled")
+    text = render(snapshot(serving("i-a"), cordoned, emptied), Decision(Action.NONE, "x"), CONFIG)
+    roles = {line.split()[0]: line.split()[2] for line in text.splitlines()[1:4]}
+    assert roles == {"i-a": "serving", "i-o": "operator-drained", "i-e": "operator-drained"}

@@ -9,7 +9,8 @@ The package is cut the way the Kubernetes cluster-autoscaler cuts scale-down:
 
 - ``config``: PolicyConfig and the presets' values;
 - ``history``: History and Sample, what earlier rounds leave behind;
-- ``fleet``: sort_fleet, the snapshot sorted into serving, booting, draining, blind;
+- ``fleet``: sort_fleet, the snapshot sorted into serving, booting, draining,
+  operator-drained, blind;
 - ``eligibility``: which nodes may drain or be terminated, what holds every scale-in;
 - ``need``, ``seed``, ``default``: how many nodes the load needs, per preset;
 - ``budgets``: bounds, and how many drains may start;
@@ -22,6 +23,8 @@ The safety rules every preset obeys (property-tested in tests/test_policy_proper
   pick a victim); capacity only shrinks by terminating a node it drained.
 - It terminates only a node it is draining whose fresh data says no meeting and
   no participant, and which Scalelite shows with no load (or disabled, or gone).
+- A node someone else cordoned (no drain tag) is no capacity, and the scaler
+  never re-enables, drains, steers or terminates it.
 - Missing or stale data from any node, or an unreadable Scalelite, blocks every
   scale-in step of the round (new drains and terminations); scale-out still runs.
 - Desired never exceeds the upper bound (policy max_nodes, the ASG's MaxSize);
