@@ -639,7 +639,7 @@ def test_a_server_just_added_to_scalelite_is_not_an_operators_drain() -> None:
     )
     assert run(steady(adding)).numbers["operator_drained"] == 0
     # Polled online, or long since launched: that is someone's drain.
-    online = dataclasses.replace(adding, server=dataclasses.replace(adding.server, online=True))
+    online = dataclasses.replace(adding, server=dataclasses.replace(base.server, online=True))
     old = dataclasses.replace(adding, launched_at=T0 - 3600)
     assert run(steady(online)).numbers["operator_drained"] == 1
     assert run(steady(old)).numbers["operator_drained"] == 1

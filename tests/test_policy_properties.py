@@ -689,6 +689,37 @@ def test_default_takes_no_trend_inside_a_planned_window(data: Round) -> None:
         assert d.numbers.get("trend_per_s", 0.0) == 0.0
 
 
+@FAST
+@given(ROUNDS)
+def test_schedule_misses(data: Round) -> None:
+    """A miss names a window in effect (open, or opening within boot_time); a window whose
+    nodes all serve is never missed; one asking for more nodes than the fleet can have (the
+    upper bound, or more where desired or the members already are above it) always is,
+    short by at least the difference; a miss is short, or late by more than one round."""
+    snap, _history, config = data
+    d = decided(data)
+    effective = {
+        w.name: w
+        for w in config.windows
+        if w.min_nodes > 0
+        and any(w.open_at(T0 + s) for s in range(0, int(config.boot_time) + 1, 10))
+    }
+    serving = [n for n in serving_now(snap, config) if n.instance_id not in d.drain]
+    members = sum(member(n) for n in snap.nodes)
+    most = max(upper_bound(snap.group, config), snap.group.desired, members)
+    missed = {m.window: m for m in d.schedule_misses}
+    for m in d.schedule_misses:
+        assert m.window in effective, m
+        assert m.late_s >= 0
+        assert m.short >= 0
+        assert m.short > 0 or m.late_s > config.interval
+    for name, w in effective.items():
+        if len(serving) >= w.min_nodes:
+            assert name not in missed
+        if w.min_nodes > most:
+            assert missed[name].short >= w.min_nodes - most
+
+
 @settings(FAST, max_examples=200)
 @given(
     st.integers(1, 8),
