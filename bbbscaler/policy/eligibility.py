@@ -47,11 +47,13 @@ def scale_in_blocker(snapshot: FleetSnapshot, fleet: Fleet) -> str:
     if fleet.blind:
         ids = ", ".join(n.instance_id for n in fleet.blind[:3])
         return f"no fresh data from {len(fleet.blind)} node(s) ({ids})"
-    # Offline and not booting, or booting (a new server not polled yet), or draining.
+    # Offline and serving otherwise, or booting (a new server not polled yet), draining or
+    # drained by an operator: every member of the fleet's tag.
     offline = [
         *fleet.offline,
         *(n for n in fleet.booting if n.offline),
         *(n for n in fleet.draining if n.offline),
+        *(n for n in fleet.operator_drained if n.offline),
     ]
     if offline:
         # Like missing data: Scalelite's poller cannot read it (a slow host, a dead one, or a
