@@ -9,7 +9,7 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -20,13 +20,17 @@ from bbbcore.config import EXIT_CONFIG, split_listen
 from bbbnode.collector import Collector
 from bbbnode.cpu import CpuSampler
 from bbbnode.exposition import NodeMetrics
-from bbbnode.fleet import FleetNode
 from bbbnode.runner import LoggingRunner, Runner, SubprocessRunner
 from bbbnode.sdnotify import Notifier, feed_watchdog
 from bbbnode.server import build_app
 from bbbnode.settings import NodeSettings
 from bbbnode.snapshot import Snapshot
 from bbbnode.supervisor import supervise
+
+if TYPE_CHECKING:
+    # Imported where it is used: the fleet side (the boto stack, acme) is not
+    # loaded at all in exporter-only mode (aws.enabled = false).
+    from bbbnode.fleet import FleetNode
 
 log = logs.get(__name__)
 
@@ -105,6 +109,8 @@ async def run(settings: NodeSettings, environ: Mapping[str, str] = os.environ) -
         stale = stale_after(settings)
         fleet: FleetNode | None = None
         if settings.aws.enabled:
+            from bbbnode.fleet import FleetNode
+
             fleet = FleetNode(
                 settings, environ, latest, metrics, make_runner(settings), stale, secret
             )

@@ -21,14 +21,14 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from bbbcore import aws, logs, secrets
 from bbbcore.imds import DEFAULT_ENDPOINT, ImdsClient, asg_name_fallback
 from bbbcore.scalelite import ScaleliteClient
-from bbbnode import dns, efs, hostconfig, registration, tls
+from bbbnode import dns, efs, hostconfig, registration
 from bbbnode.drain import (
     AsgLifecycle,
     Drain,
@@ -42,6 +42,11 @@ from bbbnode.protector import AsgProtection, Protector, ProtectorConfig, Protect
 from bbbnode.runner import Runner
 from bbbnode.settings import NodeSettings
 from bbbnode.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    # Imported where used: acme and cryptography are loaded only when this host
+    # gets its own certificate (tls.enabled).
+    from bbbnode import tls
 
 log = logs.get(__name__)
 
@@ -161,7 +166,10 @@ class FleetNode:
             self._session.client("autoscaling", config=aws.client_config())
         )
         self._http = await self._stack.enter_async_context(aiohttp.ClientSession())
-        self._txt = tls.Route53Txt.for_settings(self._records, s.dns.zone_id, s.tls)
+        if s.tls.enabled:
+            from bbbnode import tls
+
+            self._txt = tls.Route53Txt.for_settings(self._records, s.dns.zone_id, s.tls)
         txt = self._txt
 
         async def ensure_dns() -> None:
@@ -176,7 +184,9 @@ class FleetNode:
                 await efs.ensure_efs(target, self._runner, paths=paths)
 
         async def ensure_tls() -> None:
-            if s.tls.enabled:
+            if txt is not None:
+                from bbbnode import tls
+
                 try:
                     await tls.ensure_certificate(s.tls, name, txt, self._runner)
                 except tls.HookFailed as exc:
@@ -271,8 +281,9 @@ class FleetNode:
             self._tasks["drain"] = self.drain.run
         if s.protection.enabled:
             self._tasks["protector"] = self.protector.run
-        if s.tls.enabled:
-            assert self._txt is not None
+        if self._txt is not None:
+            from bbbnode import tls
+
             txt = self._txt
             self._tasks["tls_renewal"] = lambda: tls.renew_forever(
                 s.tls, name, txt, self._runner, sleep=asyncio.sleep
