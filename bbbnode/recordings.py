@@ -304,3 +304,26 @@ def scan(root: Path, *, formats: Iterable[str] | None = None) -> RecordingCounts
     raises :class:`ScanError`. ``formats``: see :func:`count`.
     """
     return count(read_tree(root), formats=formats)
+
+
+@dataclass(frozen=True, slots=True)
+class Scanned:
+    """A scan's names and their counts, kept so the next scan can skip counting."""
+
+    tree: RecordingTree
+    counts: RecordingCounts
+
+
+def rescan(
+    root: Path, previous: Scanned | None, *, formats: Iterable[str] | None = None
+) -> Scanned:
+    """:func:`scan`, but counted only when the names changed since ``previous``.
+
+    Listing is mostly system calls; counting is pure Python and as long again
+    (about 50 ms each at 10,000 recordings), and it holds the GIL the event loop
+    needs to answer scrapes. Recordings change a few times an hour.
+    """
+    tree = read_tree(root)
+    if previous is not None and previous.tree == tree:
+        return previous
+    return Scanned(tree, count(tree, formats=formats))
