@@ -327,13 +327,14 @@ def main(duration: float, summary_json: Path | None, plot_png: Path | None,
     with tempfile.TemporaryDirectory(prefix="bbbsim-demo-") as tmp:
         summary = asyncio.run(run(duration, out, Path(tmp)))
     out.write("\nsummary\n" + summary_table(summary) + "\n")
-    png = plot_png if plot_png is not None else Path("bbbsim-demo.png")
-    plot(summary, png)
-    out.write(f"timeline: {png}\n")
+    # The summary is kept before the picture is drawn: a failing plot loses no result.
     if summary_json is not None:
         doc = asdict(summary)
         doc.pop("samples")
         summary_json.write_text(json.dumps(doc, indent=2) + "\n")
+    png = plot_png if plot_png is not None else Path("bbbsim-demo.png")
+    plot(summary, png)
+    out.write(f"timeline: {png}\n")
     ok = (
         summary.meetings_ended_by_platform == 0
         and summary.meetings_started > 0
