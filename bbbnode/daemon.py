@@ -161,7 +161,8 @@ async def run(settings: NodeSettings, environ: Mapping[str, str] = os.environ) -
             # What start-up made (modules, classes, settings, clients) lives as long
             # as the process: keep it out of the garbage collector's full passes.
             # A busy host's getMeetings leaves enough survivors to start one every
-            # few polls, and walking every object stalled scrapes for 100+ ms.
+            # few polls, and a pass over every object held the loop for tens of
+            # milliseconds (under one with start-up frozen; benchmarks/exporter.py).
             gc.freeze()
             notifier.ready(status="serving")
             tasks.append(asyncio.create_task(feed_watchdog(notifier, alive)))

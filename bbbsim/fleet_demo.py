@@ -18,7 +18,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -124,8 +124,12 @@ class World:
 
 
 @contextlib.asynccontextmanager
-async def world(workdir: Path) -> AsyncIterator[World]:
-    """Everything but the scaler, up and with its first node registered."""
+async def world(workdir: Path, node_env: Mapping[str, str] | None = None) -> AsyncIterator[World]:
+    """Everything but the scaler, up and with its first node registered.
+
+    ``node_env`` is added to every bbbnode's environment (benchmarks/footprint.py
+    points the node at another BBB).
+    """
     moto = MotoServer()
     endpoint = moto.start()
     env_backup = dict(os.environ)
@@ -149,7 +153,10 @@ async def world(workdir: Path) -> AsyncIterator[World]:
     try:
         ids = await create_fleet(aws, FleetSpec(name="bbb-demo", min_size=1, desired=1, max_size=4))
         sl_url = f"http://127.0.0.1:{sl_port}"
-        config = FleetConfig(ids, aws, sl_url, LB_SECRET, BBB_SECRET, workdir / "fleet")
+        config = FleetConfig(
+            ids, aws, sl_url, LB_SECRET, BBB_SECRET, workdir / "fleet",
+            extra_env=tuple((node_env or {}).items()),
+        )  # fmt: skip
         fleet = EmulatedFleet(layer, config, router)
         await fleet.start()
         scaler_env = fleet.scaler_env(

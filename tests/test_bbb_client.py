@@ -1,6 +1,7 @@
 """bbbcore's BBB client against the emulator: signing survives odd characters, limits hold."""
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -84,7 +85,7 @@ async def test_parse_yields_to_the_loop_between_slices(
     assert len(meetings) == 100
     assert len(fed) > 20
     assert all(size <= PARSE_SLICE for size, _ in fed)
-    assert all(later > earlier for (_, earlier), (_, later) in zip(fed, fed[1:], strict=False))
+    assert all(later > earlier for (_, earlier), (_, later) in itertools.pairwise(fed))
 
 
 async def test_timeout_and_refused() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -271,12 +273,50 @@ def test_count_is_pure() -> None:
     assert recordings.count(tree, formats=()) == RecordingCounts(published=1)
 
 
-def test_rescan_counts_only_when_the_names_change(tmp_path: Path) -> None:
+LATER = time.time_ns() + 3600 * 10**9
+"""A clock an hour ahead: every directory made by the test has settled by then."""
+
+
+def test_rescan_skips_a_settled_unchanged_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     add_recording(tmp_path, recording_id(1), "processing")
-    first = recordings.rescan(tmp_path, None)
+    first = recordings.rescan(tmp_path, None, clock_ns=lambda: LATER)
     assert first.counts == RecordingCounts(processing=1, pending=1)
-    assert recordings.rescan(tmp_path, first) is first
-    add_recording(tmp_path, recording_id(1), "published")
-    second = recordings.rescan(tmp_path, first)
-    assert second.counts == RecordingCounts(published=1)
-    assert recordings.rescan(tmp_path, second) is second
+    assert first.settled
+
+    def no_listing(path: str) -> list[str]:
+        raise AssertionError(f"listed {path}")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "listdir", no_listing)
+        assert recordings.rescan(tmp_path, first, clock_ns=lambda: LATER) is first
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda root: add_recording(root, recording_id(1), "published"),  # names move on
+        lambda root: add_recording(root, recording_id(2), "recorded"),  # a stage dir appears
+        lambda root: touch(root / "published" / "video" / recording_id(3) / "metadata.xml"),
+    ],
+)
+def test_rescan_sees_every_change(tmp_path: Path, change: Callable[[Path], None]) -> None:
+    add_recording(tmp_path, recording_id(1), "processing")
+    first = recordings.rescan(tmp_path, None, clock_ns=lambda: LATER)
+    change(tmp_path)
+    second = recordings.rescan(tmp_path, first, clock_ns=lambda: LATER)
+    assert second is not first
+    assert second.counts == recordings.scan(tmp_path)
+    assert second.counts != first.counts
+
+
+def test_rescan_lists_again_until_the_tree_has_settled(tmp_path: Path) -> None:
+    add_recording(tmp_path, recording_id(1), "processing")
+    # Stamped at once: a change in the same timestamp tick could still be missed.
+    fresh = recordings.rescan(tmp_path, None)
+    assert not fresh.settled
+    again = recordings.rescan(tmp_path, fresh, clock_ns=lambda: LATER)
+    assert again is not fresh
+    assert again.settled
+    assert again.counts == fresh.counts
