@@ -1,0 +1,71 @@
+"""decide(): the pure heart of bbbscaler, and the presets it offers.
+
+``decide(snapshot, history, config, now) -> Decision`` does no I/O and keeps no
+state: what it needs from earlier rounds is in History, which the caller
+extends with ``history.record(decision, now, config)``. The backtest calls the
+same two functions on simulated snapshots.
+
+The package is cut the way the Kubernetes cluster-autoscaler cuts scale-down:
+
+- ``config``: PolicyConfig and the presets' values;
+- ``history``: History and Sample, what earlier rounds leave behind;
+- ``fleet``: sort_fleet, the snapshot sorted into serving, booting, draining, blind;
+- ``eligibility``: which nodes may drain or be terminated, what holds every scale-in;
+- ``need``, ``seed``, ``default``: how many nodes the load needs, per preset;
+- ``budgets``: bounds, and how many drains may start;
+- ``capacity``: grow, shrink or reconcile, the steps every preset shares;
+- ``steering``: load_multipliers for Scalelite.
+
+The safety rules every preset obeys (property-tested in tests/test_policy_properties.py):
+
+- It never lowers desired capacity with SetDesiredCapacity (that lets the ASG
+  pick a victim); capacity only shrinks by terminating a node it drained.
+- It terminates only a node it is draining whose fresh data says no meeting and
+  no participant, and which Scalelite shows with no load (or disabled, or gone).
+- Missing or stale data from any node, or an unreadable Scalelite, blocks every
+  scale-in step of the round (new drains and terminations); scale-out still runs.
+- Desired never exceeds the upper bound (policy max_nodes, the ASG's MaxSize);
+  a drain never takes serving capacity below the lower bound (policy
+  min_nodes, the ASG's MinSize, the open schedule windows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from bbbscaler.model import Decision, FleetSnapshot
+from bbbscaler.policy import default, seed
+from bbbscaler.policy.budgets import bounds
+from bbbscaler.policy.capacity import plan_capacity
+from bbbscaler.policy.config import PolicyConfig, Preset
+from bbbscaler.policy.eligibility import drained
+from bbbscaler.policy.fleet import Fleet, sort_fleet
+from bbbscaler.policy.history import IN, OUT, History, Sample
+from bbbscaler.policy.steering import steering
+
+__all__ = [
+    "IN",
+    "OUT",
+    "Fleet",
+    "History",
+    "PolicyConfig",
+    "Preset",
+    "Sample",
+    "bounds",
+    "decide",
+    "drained",
+    "sort_fleet",
+]
+
+
+def decide(snapshot: FleetSnapshot, history: History, config: PolicyConfig, now: float) -> Decision:
+    """One round's decision over ``snapshot``; pure."""
+    fleet = sort_fleet(snapshot, config)
+    lower, upper, window = bounds(snapshot, config, now)
+    if config.preset == "seed":
+        need = seed.need(fleet, config)
+        return plan_capacity(snapshot, history, config, now, fleet, need, lower, upper, window)
+    need = default.need(fleet, history, config, now, planned=window is not None)
+    decision = plan_capacity(snapshot, history, config, now, fleet, need, lower, upper, window)
+    steer = steering(fleet, need.keep, lower, config, decision)
+    return replace(decision, steer=steer) if steer else decision

@@ -1,0 +1,62 @@
+"""Bounds on capacity, and how many nodes may start draining this round."""
+
+from __future__ import annotations
+
+from bbbscaler.model import FleetSnapshot
+from bbbscaler.policy.config import PolicyConfig
+from bbbscaler.policy.eligibility import enabled
+from bbbscaler.policy.fleet import Fleet, load_key
+from bbbscaler.policy.history import History
+from bbbscaler.policy.need import Need
+from bbbscaler.schedule import scheduled_minimum
+
+
+def bounds(
+    snapshot: FleetSnapshot, config: PolicyConfig, now: float
+) -> tuple[int, int, str | None]:
+    """(lower, upper, open schedule window) for serving capacity and desired."""
+    group = snapshot.group
+    upper = min(group.max_size, config.max_nodes) if config.max_nodes else group.max_size
+    scheduled, window = scheduled_minimum(config.windows, now, config.boot_time)
+    lower = min(max(group.min_size, config.min_nodes, scheduled), upper)
+    return lower, upper, window
+
+
+def choose_drains(
+    fleet: Fleet,
+    need: Need,
+    lower: int,
+    config: PolicyConfig,
+    history: History,
+    now: float,
+) -> tuple[tuple[str, ...], str]:
+    """(nodes to start draining, "") — or ((), why none may)."""
+    seed = config.preset == "seed"
+    # seed: the write-up's cooldown after any change. default: only growth cools a scale-in;
+    # each drain waiting out the last would let the fleet shrink one node per cooldown.
+    if history.cooling(now, config.cooldown_in, since_growth=not seed):
+        return (), "scale-in held: cooldown"
+    stale = config.stale_after
+    # The budget bounds capacity lost to drains that take a while; an idle node's drain ends
+    # in the next round (default preset).
+    busy_draining = [n for n in fleet.draining if seed or not n.idle(stale)]
+    budget = config.max_draining - len(busy_draining)
+    # The lower bound counts nodes serving now: a booting one may never come up.
+    surplus = min(fleet.capacity - max(need.keep, lower), len(fleet.serving) - lower)
+    if surplus <= 0:
+        return (), f"scale-in held: lower bound {lower}"
+    candidates = sorted(enabled(fleet, config), key=load_key)
+    if need.idle_only:
+        candidates = [n for n in candidates if n.idle(stale)]
+    if seed:
+        picked = candidates[: max(0, min(budget, surplus))]
+    else:
+        empty = [n for n in candidates if n.idle(stale)][:surplus]
+        busy = [n for n in candidates if not n.idle(stale)]
+        picked = empty + busy[: max(0, min(budget, surplus - len(empty)))]
+    chosen = tuple(n.instance_id for n in picked)
+    if not chosen and budget <= 0:
+        return (), f"scale-in held: {len(fleet.draining)} node(s) already draining"
+    if not chosen:
+        return (), "scale-in held: no idle node"
+    return chosen, ""

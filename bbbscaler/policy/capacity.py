@@ -1,0 +1,158 @@
+"""Grow, shrink or reconcile the group: the steps every preset shares.
+
+The safety rules live here and in eligibility: desired is never lowered with
+SetDesiredCapacity, only a drained node is terminated, anything unseen holds every
+scale-in step, and the bounds hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from bbbscaler.model import Action, Decision, FleetSnapshot
+from bbbscaler.policy import default, seed
+from bbbscaler.policy.budgets import choose_drains
+from bbbscaler.policy.config import PolicyConfig
+from bbbscaler.policy.eligibility import drained, scale_in_blocker
+from bbbscaler.policy.fleet import Fleet, load_key
+from bbbscaler.policy.history import IN, OUT, History
+from bbbscaler.policy.need import Need
+
+
+def plan_capacity(
+    snapshot: FleetSnapshot,
+    history: History,
+    config: PolicyConfig,
+    now: float,
+    fleet: Fleet,
+    need: Need,
+    lower: int,
+    upper: int,
+    window: str | None,
+) -> Decision:
+    """Grow, shrink or reconcile the group (every preset)."""
+    preset = seed if config.preset == "seed" else default
+    group = snapshot.group
+    signals = frozenset(s for s, on in ((OUT, need.out), (IN, need.inward)) if on)
+    held_out = history.held_for(OUT, now, config.gap_limit) if need.out else 0.0
+    held_in = history.held_for(IN, now, config.gap_limit) if need.inward else 0.0
+    base = max(group.desired, len(fleet.members))
+    numbers: dict[str, float] = {
+        "desired": group.desired,
+        "min": group.min_size,
+        "max": group.max_size,
+        "lower": lower,
+        "upper": upper,
+        "members": len(fleet.members),
+        "serving": len(fleet.serving),
+        "booting": len(fleet.booting) + fleet.pending_launches,
+        "draining": len(fleet.draining),
+        "blind": len(fleet.blind),
+        "capacity": fleet.capacity,
+        "held_out_s": held_out,
+        "held_in_s": held_in,
+        **need.numbers,
+    }
+    decision = Decision(
+        Action.NONE,
+        "steady",
+        numbers=numbers,
+        signals=signals,
+        demand=need.demand,
+    )
+    blocked = scale_in_blocker(snapshot, fleet)
+    if window is not None:
+        decision = replace(decision, reason=f"steady (schedule {window!r} holds {lower})")
+
+    # 1. Grow: the preset's condition held long enough, or a bound is not met.
+    wanted = 0
+    why = ""
+    if fleet.capacity < lower:
+        wanted = lower
+        why = f"capacity {fleet.capacity} below lower bound {lower}" + (
+            f" (schedule {window!r})" if window else ""
+        )
+    if need.out and held_out >= config.scale_out_after:
+        if history.cooling(now, config.cooldown_out):
+            decision = replace(decision, action=Action.HOLD, reason="scale-out held: cooldown")
+        elif need.wanted > wanted:
+            wanted = need.wanted
+            why = preset.out_reason(config, need, held_out)
+    if wanted > fleet.capacity:
+        grown = _grow(fleet, base, wanted, upper, why, decision)
+        if grown is not None:
+            return grown
+
+    # 2. Shrink: finish drains, then start new ones.
+    terminate = tuple(n.instance_id for n in fleet.draining if drained(n, config))
+    # Terminating with decrement may not take desired below the ASG's MinSize.
+    terminate = terminate[: max(0, group.desired - group.min_size)]
+    due_in = need.inward and held_in >= config.scale_in_after
+    if blocked and (terminate or due_in):
+        return replace(decision, action=Action.HOLD, reason=f"scale-in held: {blocked}")
+    drain: tuple[str, ...] = ()
+    held_why = ""
+    if due_in and not blocked:
+        drain, held_why = choose_drains(fleet, need, lower, config, history, now)
+    if terminate or drain:
+        action = Action.TERMINATE if terminate else Action.DRAIN
+        parts = []
+        if terminate:
+            parts.append(f"terminate {len(terminate)} drained node(s)")
+        if drain:
+            parts.append(preset.drain_reason(config, need, fleet, len(drain)))
+        return replace(
+            decision,
+            action=action,
+            reason="; ".join(parts),
+            terminate=terminate,
+            drain=drain,
+        )
+    if due_in and held_why:
+        decision = replace(decision, action=Action.HOLD, reason=held_why)
+
+    # 3. Protection kept more instances than desired: own them, so the ASG does not pick.
+    # Only a real raise: a no-op SetDesiredCapacity would restart the cooldown every round.
+    reconciled = min(base, max(upper, group.desired))
+    if reconciled > group.desired and decision.action is Action.NONE:
+        return replace(
+            decision,
+            action=Action.RECONCILE,
+            desired=reconciled,
+            reason=f"{len(fleet.members)} instances but desired {group.desired}: raise desired",
+        )
+    return decision
+
+
+def _grow(
+    fleet: Fleet, base: int, wanted: int, upper: int, why: str, decision: Decision
+) -> Decision | None:
+    """Undrain first (an enabled node serves at once), then launch the rest."""
+    short = wanted - fleet.capacity
+    # Emptiest first: the most room for new meetings.
+    undrain = tuple(n.instance_id for n in sorted(fleet.draining, key=load_key))[:short]
+    launch = max(0, short - len(undrain))
+    desired = min(base + launch, upper)
+    if desired > base:
+        return replace(
+            decision,
+            action=Action.SCALE_OUT,
+            desired=desired,
+            undrain=undrain,
+            reason=f"{why}: +{desired - base} node(s)"
+            + (f", re-enable {len(undrain)} draining" if undrain else ""),
+        )
+    if undrain:
+        return replace(
+            decision,
+            action=Action.UNDRAIN,
+            undrain=undrain,
+            reason=f"{why}: re-enable {len(undrain)} draining node(s)",
+        )
+    if launch:
+        return replace(
+            decision,
+            action=Action.HOLD,
+            reason=f"{why}, but the group is at its upper bound {upper}",
+        )
+    return None

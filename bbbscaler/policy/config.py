@@ -1,0 +1,103 @@
+"""PolicyConfig: the policy's knobs as plain values, and the presets' own timings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from bbbscaler.schedule import Window
+from bbbscaler.settings import ScalerSettings
+
+Preset = Literal["seed", "default"]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """The policy's knobs as plain values (see PolicySettings for their meaning)."""
+
+    preset: Preset = "default"
+    scale_out_after: float = 0.0
+    scale_in_after: float = 600.0
+    cooldown_out: float = 0.0
+    """Seconds after a capacity change before a scale-out may follow."""
+    cooldown_in: float = 300.0
+    """Seconds after a capacity change before a scale-in may follow."""
+    min_nodes: int = 0
+    max_nodes: int = 0
+    high_cpu: float = 0.80
+    low_cpu: float = 0.06
+    target_cpu: float = 0.70
+    headroom: float = 0.15
+    trend_window: float = 300.0
+    lookahead: float = 300.0
+    """Seconds ahead the demand trend is projected."""
+    boot_time: float = 180.0
+    boot_grace: float = 900.0
+    stale_after: float = 60.0
+    max_draining: int = 2
+    windows: tuple[Window, ...] = ()
+    steer_cpu: float = 0.50
+    """Node CPU from which new meetings are steered away from the node."""
+    steer_multiplier: float = 100.0
+    """The load_multiplier of a steered node; 1 turns steering off."""
+    gap_limit: float = 30.0
+    """Samples further apart than this (missed rounds) break a "held for" run."""
+
+    @classmethod
+    def preset_values(cls, preset: Preset) -> PolicyConfig:
+        """The preset's own timings (seed: the write-up's alarms and cooldown)."""
+        if preset == "seed":
+            return cls(
+                preset="seed",
+                scale_out_after=180.0,
+                scale_in_after=900.0,
+                cooldown_out=300.0,
+                cooldown_in=300.0,
+                max_draining=1,
+            )
+        return cls()
+
+    @classmethod
+    def from_settings(cls, s: ScalerSettings) -> PolicyConfig:
+        p = s.policy
+        base = cls.preset_values(p.preset)
+        cooldown_out, cooldown_in = base.cooldown_out, base.cooldown_in
+        if p.cooldown is not None:
+            cooldown_in = p.cooldown
+            # The default preset never waits to add capacity: it counts booting nodes instead.
+            cooldown_out = p.cooldown if p.preset == "seed" else 0.0
+        return replace(
+            base,
+            scale_out_after=(
+                p.scale_out_after if p.scale_out_after is not None else base.scale_out_after
+            ),
+            scale_in_after=p.scale_in_after
+            if p.scale_in_after is not None
+            else base.scale_in_after,
+            cooldown_out=cooldown_out,
+            cooldown_in=cooldown_in,
+            min_nodes=p.min_nodes,
+            max_nodes=p.max_nodes,
+            high_cpu=p.high_cpu,
+            low_cpu=p.low_cpu,
+            target_cpu=p.target_cpu,
+            headroom=p.headroom,
+            trend_window=p.trend_window,
+            lookahead=p.lookahead,
+            boot_time=p.boot_time,
+            boot_grace=p.boot_grace,
+            stale_after=s.metrics.stale_after,
+            max_draining=p.max_draining if p.preset == "default" else 1,
+            windows=tuple(Window.from_settings(w) for w in p.schedules),
+            steer_cpu=p.steer_cpu,
+            steer_multiplier=p.steer_multiplier,
+            gap_limit=3 * s.loop.interval,
+        )
+
+    @property
+    def horizon(self) -> float:
+        """Seconds of history any rule looks back over."""
+        return (
+            max(self.scale_out_after, self.scale_in_after, self.trend_window, self.cooldown_in)
+            + self.gap_limit
+        )

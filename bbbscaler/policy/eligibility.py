@@ -1,0 +1,52 @@
+"""Which nodes may drain or be terminated, and what holds every scale-in.
+
+The rules here are shared by every preset; they are what keeps meetings safe.
+"""
+
+from __future__ import annotations
+
+from bbbscaler.model import FleetSnapshot, Node
+from bbbscaler.policy.config import PolicyConfig
+from bbbscaler.policy.fleet import Fleet
+
+
+def drained(node: Node, config: PolicyConfig) -> bool:
+    """Safe to terminate: fresh data says empty, and Scalelite sends it nothing."""
+    server = node.server
+    if not node.draining or not node.idle(config.stale_after) or server is None:
+        return False
+    if server.load:
+        # Scalelite still counts meetings on it, whatever state it shows (or a NaN load).
+        return False
+    if server.state == "absent" or server.state == "disabled":
+        return True
+    return server.state == "cordoned" and server.load == 0
+
+
+def enabled(fleet: Fleet, config: PolicyConfig) -> list[Node]:
+    """Serving nodes with fresh data that Scalelite has enabled: the ones a drain or a steer
+    may pick. An operator's cordon (no tag) is never turned into a termination, and an
+    unregistered node is not ours to judge."""
+    return [
+        n
+        for n in fleet.serving
+        if n.fresh(config.stale_after) and n.server is not None and n.server.state == "enabled"
+    ]
+
+
+def scale_in_blocker(snapshot: FleetSnapshot, fleet: Fleet) -> str:
+    """Why no scale-in step may run this round, or "" when none holds it."""
+    if not snapshot.scalelite_ok:
+        return "Scalelite could not be read"
+    if snapshot.errors:
+        # E.g. EC2 failed and the last addresses and tags were reused: not this round's truth.
+        return f"observation incomplete ({', '.join(snapshot.errors)})"
+    if fleet.blind:
+        ids = ", ".join(n.instance_id for n in fleet.blind[:3])
+        return f"no fresh data from {len(fleet.blind)} node(s) ({ids})"
+    listed = [n for n in fleet.members if n.server is not None and n.server.state != "absent"]
+    if fleet.members and not listed and not fleet.booting:
+        # Every node "absent" is far likelier a wrong server_url_template than a fleet
+        # that never registered; "absent" must not read as "drained" then.
+        return "no node found in Scalelite (check scalelite.server_url_template)"
+    return ""

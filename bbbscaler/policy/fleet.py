@@ -1,0 +1,65 @@
+"""sort_fleet: the snapshot sorted into what the policy counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bbbscaler.model import FleetSnapshot, Node
+from bbbscaler.policy.config import PolicyConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """The snapshot sorted into what the policy counts."""
+
+    members: tuple[Node, ...]
+    """In the group and staying (not leaving)."""
+    serving: tuple[Node, ...]
+    """Taking new meetings, or about to (not draining, not booting)."""
+    booting: tuple[Node, ...]
+    draining: tuple[Node, ...]
+    blind: tuple[Node, ...]
+    """Members whose meeting data is missing or stale."""
+    pending_launches: int
+    """Desired capacity the ASG has not turned into instances yet."""
+
+    @property
+    def capacity(self) -> int:
+        """Nodes that will take new meetings once booted."""
+        return len(self.serving) + len(self.booting) + self.pending_launches
+
+
+def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
+    """Sort the snapshot's nodes into serving, booting, draining and blind."""
+    now = snapshot.at
+    members: list[Node] = []
+    serving: list[Node] = []
+    booting: list[Node] = []
+    draining: list[Node] = []
+    blind: list[Node] = []
+    # One pass: membership tests on tuples of dataclasses compare field by field (O(n²)).
+    for n in snapshot.nodes:
+        if n.leaving:
+            continue
+        members.append(n)
+        if n.draining:
+            draining.append(n)
+        elif n.booting(now, config.boot_grace):
+            booting.append(n)
+            continue
+        else:
+            serving.append(n)
+        if not n.fresh(config.stale_after) or n.server is None:
+            blind.append(n)
+    pending = max(0, snapshot.group.desired - len(members))
+    return Fleet(
+        tuple(members), tuple(serving), tuple(booting), tuple(draining), tuple(blind), pending
+    )
+
+
+def load_key(node: Node) -> tuple[int, int, float, str]:
+    """Sort key, emptiest node first (an unseen node last)."""
+    m = node.metrics
+    if m is None:
+        return (1 << 30, 1 << 30, 2.0, node.instance_id)
+    return (m.meetings or 0, m.participants or 0, m.cpu, node.instance_id)

@@ -1,0 +1,59 @@
+"""What a preset says the load needs, and the serving nodes' CPU it reads that from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bbbscaler.policy.fleet import Fleet
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
+    """How many serving nodes the preset wants, and what it saw."""
+
+    out: bool
+    """Its scale-out condition holds this round."""
+    inward: bool
+    """Its scale-in condition holds this round."""
+    wanted: int
+    """Serving capacity wanted if it scales out now."""
+    keep: int
+    """Serving capacity it must keep if it scales in now."""
+    numbers: dict[str, float]
+    demand: float | None
+    idle_only: bool
+    """Only idle nodes may be drained (seed: "removing an idle node")."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cpu:
+    """The serving nodes' CPU as far as it is seen."""
+
+    lowest: float | None
+    """Lowest CPU among serving nodes that report one."""
+    demand: float | None
+    """Sum of serving CPU, an unseen node counted at the mean of the seen ones;
+    None when serving nodes exist but none is seen."""
+    unseen: int
+    """Serving nodes without metrics."""
+    room: float | None
+    """Sum of the room below ``target`` on serving nodes, an unseen node counted at the
+    mean of the seen ones; None like ``demand``."""
+
+
+def serving_cpu(fleet: Fleet, target: float) -> Cpu:
+    """The serving nodes' CPU, lowest, sum and room below ``target``."""
+    seen = [n.metrics.cpu for n in fleet.serving if n.metrics is not None]
+    unseen = len(fleet.serving) - len(seen)
+    if not seen:
+        return Cpu(None, None if unseen else 0.0, unseen, None if unseen else 0.0)
+    total = sum(seen)
+    room = sum(max(0.0, target - c) for c in seen)
+    # Not "assume busy": nodes that stay unseen (a metrics outage, a broken exporter on new
+    # instances) would then grow the fleet by a fraction every round, up to its max.
+    return Cpu(
+        min(seen),
+        total + unseen * total / len(seen),
+        unseen,
+        room + unseen * room / len(seen),
+    )

@@ -1,0 +1,47 @@
+"""steering: the load_multipliers that tell Scalelite where new meetings go.
+
+Steering changes only where Scalelite puts new meetings: it sets a serving node's
+``load_multiplier``, never a node's membership, so it cannot end a meeting.
+"""
+
+from __future__ import annotations
+
+import math
+
+from bbbscaler.model import Decision
+from bbbscaler.policy.config import PolicyConfig
+from bbbscaler.policy.eligibility import enabled
+from bbbscaler.policy.fleet import Fleet, load_key
+
+
+def steering(
+    fleet: Fleet, keep: int, lower: int, config: PolicyConfig, decision: Decision
+) -> tuple[tuple[str, float], ...]:
+    """The load_multiplier changes that steer new meetings (default preset).
+
+    Scalelite sends a meeting to the least load and only learns what it sent at its next poll,
+    so between polls one node can take a whole wave. A node past ``steer_cpu`` gets
+    ``steer_multiplier``: its next create, and every poll after, make it look full, yet
+    Scalelite still uses it when every node is steered. The nodes beyond what the load needs
+    (``keep``), the emptiest busy ones first, are steered too: with no new meetings they
+    empty, and an empty node drains at once. The rest get 1.
+    """
+    high = config.steer_multiplier
+    if high <= 1:
+        return ()
+    leaving = set(decision.drain) | set(decision.terminate)
+    steerable = [n for n in enabled(fleet, config) if n.instance_id not in leaving]
+    away = {n.instance_id for n in steerable if n.metrics and n.metrics.cpu >= config.steer_cpu}
+    spare = fleet.capacity - len(decision.drain) - max(keep, lower)
+    if spare > 0:
+        # Idle nodes are left open: an empty node drains, it does not need steering to empty.
+        busy = [
+            n for n in steerable if n.instance_id not in away and not n.idle(config.stale_after)
+        ]
+        away.update(n.instance_id for n in sorted(busy, key=load_key)[:spare])
+    changes = []
+    for n in steerable:
+        want = high if n.instance_id in away else 1.0
+        if n.server is not None and not math.isclose(n.server.load_multiplier, want):
+            changes.append((n.instance_id, want))
+    return tuple(changes)
