@@ -34,7 +34,6 @@ def unit(name: str) -> str:
 
 
 TEXT = r"[^|]+"
-EMPTY_OR = r"(?:{})?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +62,7 @@ class Table:
 
     def row(self, *cells: str) -> str:
         """One row; raises ValueError if a cell does not have its column's form."""
-        line = "| " + " | ".join(cells) + " |"
+        line = "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"
         problems = self._row_problems(line)
         if problems:
             raise ValueError("; ".join(problems))
