@@ -36,8 +36,7 @@ from readme_table import Column, Table, unit
 from bbbcore import logs
 
 if __name__ == "__main__":
-    # Before the modules below bind their loggers: one bound earlier keeps
-    # structlog's default (every level, on stdout, amid the table).
+    # Warnings only, on stderr: the table is stdout.
     logs.configure("warning")
 
 from exporter import SECRET, bbb_url, memory_mb, start_bbb, wait_for_meetings

@@ -41,8 +41,7 @@ from readme_table import TEXT, Column, Table
 from bbbcore import logs
 
 if __name__ == "__main__":
-    # Before the modules below bind their loggers: one bound earlier keeps
-    # structlog's default (every level, on stdout, amid the table).
+    # Warnings only, on stderr: the table is stdout.
     logs.configure("warning")
 
 from bbbscaler.actuate import Actuator
