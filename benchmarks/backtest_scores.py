@@ -243,8 +243,11 @@ def main() -> None:
     table = TABLES["scalelite"]
     print("\n" + table.header())
     for name, poller in POLLERS.items():
-        week = base["university-week"] if poller == PollerSpec() else None
-        week = week or run("university-week", settings=FleetSettings(poller=poller))
+        week = (
+            base["university-week"]
+            if poller == PollerSpec()
+            else run("university-week", settings=FleetSettings(poller=poller))
+        )
         g, sd = goal_figures(week, "default"), goal_figures(week, "seed")
         by = {r.run.name: r.run for r in week.policies}
         print(
@@ -261,8 +264,11 @@ def main() -> None:
     print("\n" + table.header())
     for kind in TRACES:
         for name, spec in RECORDINGS.items():
-            result = base[kind] if spec == RecordingSpec() else None
-            result = result or run(kind, settings=FleetSettings(recordings=spec))
+            result = (
+                base[kind]
+                if spec == RecordingSpec()
+                else run(kind, settings=FleetSettings(recordings=spec))
+            )
             g = goal_figures(result, "default")
             scored = next(s for s in result.policies if s.run.name == "default")
             d = scored.scores()
