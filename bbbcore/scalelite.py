@@ -58,6 +58,7 @@ from tenacity.wait import wait_base
 from yarl import URL
 
 from bbbcore import checksum, logs
+from bbbcore.scalelite_tags import NO_TAG
 
 log = logs.get(__name__)
 
@@ -300,22 +301,6 @@ class TagUnavailable(LookupError):
 
 
 SERVER_TAG_UNAVAILABLE: Final = "serverTagUnavailable"
-NO_TAG: Final = "none"
-"""In a tag list, stands for the untagged servers."""
-
-
-def server_tag(value: str | None) -> str | None:
-    """A server tag as settings take it: None for none; ValueError for one no create can ask
-    for. Scalelite splits a create's tag list on ";", reads "none" as untagged and a trailing
-    "!" as required, and compares names as written (app/models/server.rb:291-308)."""
-    if value is None or value == "":
-        return None
-    if ";" in value or value.endswith("!") or value == NO_TAG or value != value.strip():
-        raise ValueError(
-            "a Scalelite server tag has no ';', no trailing '!', no surrounding blanks and "
-            "is not 'none'"
-        )
-    return value
 
 
 def _presence(text: str | None) -> str | None:

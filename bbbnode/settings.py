@@ -21,7 +21,7 @@ from bbbcore.config import (
     settings_config,
     template,
 )
-from bbbcore.scalelite import server_tag
+from bbbcore.scalelite_tags import server_tag
 
 
 class BbbSettings(Section):

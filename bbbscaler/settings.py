@@ -22,7 +22,7 @@ from bbbcore.config import (
     settings_config,
     template,
 )
-from bbbcore.scalelite import server_tag
+from bbbcore.scalelite_tags import server_tag
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _CLOCK = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
