@@ -9,7 +9,7 @@ Register with ``pytest_plugins = ["tests.pebble_fixtures"]``; needs ``tests.aws_
   pointed at challtestsrv, ``PEBBLE_VA_NOSLEEP=1``; its root CA fetched from
   ``/roots/0`` so tests can verify issued chains.
 * ``pebble_dns``: the fleet's hosted zone in moto and the TXT records seam
-  for ``bbbnode.tls``, bridged so pebble really resolves what the code wrote.
+  for ``bbbcore.acme_dns01``, bridged so pebble really resolves what the code wrote.
 
 The bridge: ``MirroredTxt`` wraps the production ``Route53Txt``. After each upsert
 or delete it reads the zone's TXT records back *from moto* and makes challtestsrv
@@ -56,8 +56,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bbbcore import aws
-from bbbnode import dns
-from bbbnode.tls import Route53Txt
+from bbbcore import route53 as dns
+from bbbcore.acme_dns01 import Route53Txt
 from bbbsim.moto_server import DEFAULT_REGION, FleetSpec
 from bbbsim.node_process import free_port
 
@@ -429,7 +429,7 @@ class ZoneMirror:
 
 @dataclass
 class MirroredTxt:
-    """``bbbnode.tls.TxtRecords`` that writes Route53 and then mirrors the zone to challtestsrv."""
+    """``acme_dns01.TxtRecords`` that writes Route53, then mirrors the zone to challtestsrv."""
 
     inner: Route53Txt
     mirror: ZoneMirror
