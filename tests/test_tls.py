@@ -19,6 +19,7 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from bbbcore import acme_dns01 as acme
@@ -29,6 +30,7 @@ from bbbnode.runner import Completed, ScriptedRunner
 from bbbnode.settings import TlsSettings
 from bbbsim.node_process import free_port
 from tests import certs
+from tests.rate_limited_ca import rate_limited_ca
 
 if TYPE_CHECKING:
     from tests.pebble_fixtures import Pebble, PebbleDns
@@ -427,3 +429,90 @@ async def test_concurrent_callers_share_one_issuance(
     assert [first.issued, second.issued].count(True) == 1
     assert runner.calls == [HOOK]
     assert len(pebble_dns.txt.upserts) == 1
+
+
+@pytest.mark.integration
+async def test_host_mode_waits_out_a_rate_limit_then_issues(
+    pebble: Pebble, pebble_dns: PebbleDns, tmp_path: Path
+) -> None:
+    """A rateLimited answer at start-up: an error with the CA's time, a wait, no crash."""
+    fqdn = pebble_dns.fqdn()
+    runner = ScriptedRunner()
+    registry = CollectorRegistry()
+    metrics = tls.CertificateMetrics(registry)
+    told: list[tuple[dt.datetime, float]] = []
+    waits: list[float] = []
+
+    async with rate_limited_ca(pebble) as ca:
+        settings = settings_for(pebble, tmp_path / "tls", acme_directory=ca.directory_url)
+
+        def rate_limited(until: dt.datetime, wait: float) -> None:
+            told.append((until, wait))
+            metrics.rate_limited(until)
+
+        async def sleep(seconds: float) -> None:
+            # The CA's hour passes: its limit has refilled.
+            waits.append(seconds)
+            assert registry.get_sample_value(
+                "bbbnode_certificate_rate_limited_until_timestamp_seconds"
+            ) == pytest.approx(told[-1][0].timestamp())
+            ca.limited = False
+
+        with capture_logs() as logs:
+            status = await tls.ensure_until_issued(
+                settings, fqdn, pebble_dns.txt, runner, rate_limited=rate_limited,
+                sleep=sleep, acme_sleep=short_sleep, timing=FAST,
+            )  # fmt: skip
+    metrics.installed(status.not_after)
+
+    assert status.issued
+    verify_chain(pebble, status.fullchain.read_bytes(), fqdn)
+    assert ca.orders_refused == 1
+    assert len(waits) == 1
+    assert 3590 <= waits[0] <= 3600
+    limited = [e for e in logs if e["event"] == "tls_rate_limited"]
+    assert len(limited) == 1
+    assert limited[0]["log_level"] == "error"
+    assert limited[0]["error_type"] == "AcmeRateLimited"
+    assert "too many certificates" in limited[0]["error"]
+    # The CA's own time, as the log says it, is when bbbnode was told to wait for.
+    ca_time = dt.datetime.fromisoformat(limited[0]["retry_after"])
+    assert abs((told[0][0] - ca_time).total_seconds()) < 2
+    assert (
+        registry.get_sample_value("bbbnode_certificate_rate_limited_until_timestamp_seconds") == 0
+    )
+    assert (
+        registry.get_sample_value("bbbnode_certificate_expiry_timestamp_seconds")
+        == status.not_after.timestamp()
+    )
+    assert runner.calls == [HOOK]
+
+
+async def test_renewal_after_a_rate_limit_waits_for_the_cas_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = TlsSettings(acme_directory="https://127.0.0.1:1/dir", cert_dir=tmp_path / "tls")
+    schedule = Schedule(NOW, stop=lambda: len(schedule.delays) >= 2)
+    told: list[float] = []
+    answers = [NOW + dt.timedelta(hours=30), None]
+
+    async def limited(*_: object, **__: object) -> tls.CertificateStatus:
+        raise acme.AcmeRateLimited("new_order: rateLimited", answers.pop(0))
+
+    monkeypatch.setattr(tls, "ensure_certificate", limited)
+    with pytest.raises(asyncio.CancelledError):
+        await tls.renew_forever(
+            settings, FQDN, NoTxt(), ScriptedRunner(), sleep=schedule.sleep, now=schedule.now,
+            retry_interval=600.0, rate_limited=lambda _until, wait: told.append(wait),
+        )  # fmt: skip
+    # The CA's 30 hours, then (no time named) the retry interval; never a quick retry.
+    assert schedule.delays == [30 * 3600.0, 600.0]
+    assert told == schedule.delays
+
+
+class NoTxt:
+    async def upsert(self, name: str, values: Sequence[str]) -> None:
+        raise AssertionError("no TXT record while the CA refuses orders")
+
+    async def delete(self, name: str, values: Sequence[str]) -> None:
+        raise AssertionError("nothing to delete")
