@@ -178,6 +178,8 @@ async def fleet(
         env.update(
             {
                 "NOTIFY_SOCKET": str(notify_path),
+                # This host orders its own certificate (the small-fleet setting).
+                "BBBNODE_TLS__MODE": "host",
                 "BBBNODE_TLS__ACME_DIRECTORY": pebble.directory_url,
                 "BBBNODE_TLS__CA_BUNDLE": str(pebble.ca_bundle),
                 "BBBNODE_TLS__CERT_DIR": str(tmp_path / "tls"),
