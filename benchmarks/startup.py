@@ -1,7 +1,7 @@
 """bbbnode start-up in the emulated fleet: its own ACME order (``tls.mode host``) against the
 fleet certificate from Secrets Manager (``tls.mode fleet``).
 
-    .venv/bin/python benchmarks/startup.py [--runs 5]
+    .venv/bin/python benchmarks/startup.py [--runs 5] [--out FILE]
 
 Everything on loopback: moto_server behind the lifecycle layer (AWS), pebble and
 pebble-challtestsrv (the CA and its DNS, fed from moto's Route53 zone as each change
@@ -254,6 +254,9 @@ async def main_async(runs: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per mode (default 5)")
+    parser.add_argument(
+        "--out", type=Path, help="write the result JSON here (stdout also carries the sim's logs)"
+    )
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -263,7 +266,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     result = asyncio.run(main_async(args.runs))
-    print(json.dumps(result, indent=2))
+    text = json.dumps(result, indent=2)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    print(text)
     return 0
 
 
