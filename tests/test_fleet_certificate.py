@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import pytest_asyncio
 from cryptography import x509
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from structlog.testing import capture_logs
 
 from bbbcore import acme_dns01 as acme
@@ -327,7 +327,8 @@ async def test_node_installs_the_fleet_certificate_and_follows_new_versions(
             failed=lambda reason: metrics.update_errors.labels(reason).inc(),
             poll_interval=3600, wait=600, sleep=wait_for_scaler,
         )  # fmt: skip
-        first = await watch.first()
+        with capture_logs() as logs:
+            first = await watch.first()
         assert published == [1.0]
         assert runner.calls == [HOOK]
         assert (cert_dir / tls.FULLCHAIN).read_bytes() == first.fullchain_pem
@@ -362,6 +363,10 @@ async def test_node_installs_the_fleet_certificate_and_follows_new_versions(
             registry.get_sample_value("bbbnode_certificate_expiry_timestamp_seconds")
             == renewed.not_after.timestamp()
         )
+    # The key is in the files nginx reads, nowhere else.
+    assert "PRIVATE KEY" not in generate_latest(registry).decode()
+    for entry in logs:
+        assert "PRIVATE KEY" not in repr(entry)
 
 
 @pytest.mark.integration
