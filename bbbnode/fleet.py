@@ -11,6 +11,11 @@ from AWS, Scalelite and the host before acting), so a restart resumes:
 4. the drain's phase from the truth, then Scalelite registration (enabled
    only when the host is not draining or terminating).
 
+bbbnode itself changes nothing on the host: the EFS mount, installing the
+certificate and the host configuration are requests to the privileged host
+helper (bbbnode/hostops.py, bbbnode/helper.py), or, with ``helper.socket``
+empty, carried out in this process (bbbsim's emulated hosts).
+
 Afterwards the protector, the drain, the certificate's renewal (host mode) or
 new versions of the fleet certificate, and DNS re-assertion run as supervised
 tasks. Nothing here ends a meeting: there is no panic call.
@@ -28,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from pydantic import SecretStr
 
 from bbbcore import aws, logs, route53, secrets
 from bbbcore.acme_dns01 import Route53Txt
@@ -35,7 +41,7 @@ from bbbcore.fleet_certificate import FleetCertificate
 from bbbcore.imds import DEFAULT_ENDPOINT, ImdsClient, asg_name_fallback
 from bbbcore.scalelite import ScaleliteClient
 from bbbcore.secret_versions import VersionedSecret
-from bbbnode import efs, hostconfig, registration, tls
+from bbbnode import registration, tls
 from bbbnode.drain import (
     AsgLifecycle,
     Drain,
@@ -44,7 +50,15 @@ from bbbnode.drain import (
     FleetDrainPort,
 )
 from bbbnode.exposition import NodeMetrics
-from bbbnode.fleet_certificate import FleetCertificateWatch
+from bbbnode.fleet_certificate import FleetCertificateWatch, InstallFailed
+from bbbnode.helper_client import HelperClient
+from bbbnode.hostops import (
+    HostConfigRequest,
+    HostStepInvalid,
+    HostSteps,
+    InstallCertificateRequest,
+    MountEfsRequest,
+)
 from bbbnode.identity import Identity, fqdn, server_url
 from bbbnode.protector import AsgProtection, Protector, ProtectorConfig, ProtectorReport
 from bbbnode.runner import Runner
@@ -53,6 +67,15 @@ from bbbnode.settings import NodeSettings
 from bbbnode.snapshot import Snapshot
 
 log = logs.get(__name__)
+
+
+def host_steps_for(settings: NodeSettings, runner: Runner) -> HostSteps:
+    """The helper behind ``helper.socket``, or this process when it is empty."""
+    if settings.helper.socket:
+        return HelperClient(settings.helper.socket, settings.helper.timeout)
+    from bbbnode.hoststeps import LocalHostSteps
+
+    return LocalHostSteps(settings, runner)
 
 
 class StartupError(RuntimeError):
@@ -85,14 +108,13 @@ class FleetNode:
         runner: Runner,
         stale_after: float,
         bbb_secret: str,
+        host: HostSteps | None = None,
         *,
         notifier: Notifier | None = None,
-        install: tls.Install | None = None,
     ) -> None:
         self._settings = settings
+        self._host = host or host_steps_for(settings, runner)
         self._notifier = notifier
-        # Whatever gives nginx and coturn the PEM chain and key; this process by default.
-        self._install = install or tls.local_installer(settings.tls, runner)
         self._certificate_metrics = tls.CertificateMetrics(metrics.registry)
         self._fleet_certificate: FleetCertificateWatch | None = None
         self._certificate: dict[str, Any] = {}
@@ -192,8 +214,7 @@ class FleetNode:
 
         async def ensure_efs() -> None:
             if s.efs.enabled:
-                target, paths = efs.from_settings(s.efs, ident.region)
-                await efs.ensure_efs(target, self._runner, paths=paths)
+                await self._host.run(MountEfsRequest(region=ident.region))
 
         async def ensure_tls() -> None:
             if not s.tls.enabled:
@@ -205,13 +226,15 @@ class FleetNode:
                     status = await tls.ensure_until_issued(
                         s.tls, name, txt, self._runner, rate_limited=self._rate_limited_at_start,
                         retry_interval=s.tls.rate_limit_retry,
+                        install=self._install_certificate, deliver_always=True,
                     )  # fmt: skip
                     self._host_certificate(status)
-            except tls.HookFailed as exc:
-                # The certificate is in place; the reload will work once the
-                # host configuration below has given nginx its paths.
-                log.warning("tls_post_hook_failed", error=str(exc))
-                if self._fleet_certificate is None:
+            except (tls.HookFailed, InstallFailed) as exc:
+                # The certificate is ours but not yet nginx's: installing it checks
+                # nginx, whose TLS server the host configuration below sets up. The
+                # renewal task (host mode) or the fleet certificate's watch tries again.
+                log.warning("tls_install_deferred", error=str(exc))
+                if isinstance(exc, tls.HookFailed):
                     self._host_certificate(exc.status)
 
         await asyncio.gather(
@@ -221,13 +244,14 @@ class FleetNode:
 
         async def configure() -> None:
             if s.hostconfig.enabled:
-                paths = hostconfig.HostPaths.under(s.hostconfig.root)
-                secret = hostconfig.resolve_turn_secret(turn_secret or None, paths.coturn_conf)
-                facts = hostconfig.facts_for(
-                    ident, name, s.tls.cert_dir, secret,
-                    turn_port=s.hostconfig.turn_port, turns_port=s.hostconfig.turns_port,
+                if not ident.public_ipv4:
+                    raise HostStepInvalid("the instance has no public IPv4 address for media")
+                await self._host.run(
+                    HostConfigRequest(
+                        fqdn=name, public_ip=ident.public_ipv4, private_ip=ident.local_ipv4,
+                        turn_secret=SecretStr(turn_secret) if turn_secret else None,
+                    )
                 )  # fmt: skip
-                await hostconfig.apply_host_config(facts, self._runner, paths=paths)
 
         await self._step("hostconfig", configure)
         self._build_fleet_tasks(ident, name, url)
@@ -244,7 +268,7 @@ class FleetNode:
         return FleetCertificateWatch(
             VersionedSecret(client, s.fleet_secret),
             fqdn,
-            self._install,
+            self._install_certificate,
             installed=self._fleet_certificate_installed,
             failed=lambda reason: self._certificate_metrics.update_errors.labels(reason).inc(),
             poll_interval=s.fleet_poll_interval,
@@ -279,6 +303,11 @@ class FleetNode:
             # TimeoutStartSec and the restart would only ask the CA again.
             self._notifier.send(f"EXTEND_TIMEOUT_USEC={int((wait + 120) * 1_000_000)}")
             self._notifier.status(f"rate-limited by the ACME CA until {until.isoformat()}")
+
+    async def _install_certificate(self, chain: bytes, key: bytes) -> None:
+        await self._host.run(
+            InstallCertificateRequest(fullchain_pem=chain.decode(), key_pem=SecretStr(key.decode()))
+        )
 
     async def _register(self, url: str) -> bool:
         """Resume the drain from the truth, then register; never enable a draining host."""
@@ -354,6 +383,7 @@ class FleetNode:
                 s.tls, name, txt, self._runner, sleep=asyncio.sleep,
                 retry_interval=s.tls.rate_limit_retry, issued=self._host_certificate,
                 rate_limited=self._rate_limited,
+                install=self._install_certificate,
             )  # fmt: skip
         if s.dns.enabled:
             self._tasks["dns_reassert"] = lambda: reassert_dns_forever(

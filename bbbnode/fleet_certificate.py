@@ -43,6 +43,10 @@ class FleetCertificateMissing(CertificateError):
     """The fleet certificate's secret still had no value when start-up stopped waiting."""
 
 
+class InstallFailed(CertificateError):
+    """The installer (the host helper) refused or failed; the version stays uninstalled."""
+
+
 class FleetCertificateWatch:
     """Installs the fleet certificate's current version, at start-up and whenever it changes."""
 
@@ -56,6 +60,7 @@ class FleetCertificateWatch:
         failed: Callable[[str], None],
         poll_interval: float,
         wait: float,
+        retry_interval: float = 60.0,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -66,6 +71,7 @@ class FleetCertificateWatch:
         self._failed = failed
         self._poll_interval = poll_interval
         self._wait = wait
+        self._retry_interval = retry_interval
         self._sleep = sleep
         self._clock = clock
         self.version_id: str | None = None
@@ -74,7 +80,8 @@ class FleetCertificateWatch:
     async def first(self) -> FleetCertificate:
         """Start-up: the current version installed; waits while the secret has no value.
 
-        Raises FleetCertificateMissing after ``wait`` seconds without a value,
+        Raises FleetCertificateMissing after ``wait`` seconds without a value, InstallFailed
+        when the installer failed (the watch tries again),
         FleetCertificateInvalid for a value this host must not serve, and AWS
         errors as they come (all end start-up; systemd starts bbbnode again).
         """
@@ -101,7 +108,12 @@ class FleetCertificateWatch:
             raise FleetCertificateInvalid(
                 f"the fleet certificate names {', '.join(certificate.names)}, not {self._fqdn}"
             )
-        await self._install(certificate.fullchain_pem, certificate.privkey_pem)
+        try:
+            await self._install(certificate.fullchain_pem, certificate.privkey_pem)
+        except Exception as exc:
+            # Whatever the installer raises (the helper's refusals, a failed reload):
+            # this version is not served; the next look tries it again.
+            raise InstallFailed(f"{type(exc).__name__}: {exc}") from exc
         self.version_id, self.certificate = value.version_id, certificate
         self._installed(certificate, value.version_id)
         log.info(
@@ -130,7 +142,7 @@ class FleetCertificateWatch:
             log.error("fleet_certificate_read_failed", secret=self._secret.secret_id,
                       error_code=aws.error_code(exc), error=type(exc).__name__)  # fmt: skip
             self._failed("read")
-        except CertificateError as exc:
+        except InstallFailed as exc:
             self._refused("install", exc)
         else:
             return True
@@ -142,7 +154,12 @@ class FleetCertificateWatch:
         self._failed(reason)
 
     async def run(self) -> NoReturn:
-        """Look for a new version every ``poll_interval`` seconds, for ever."""
+        """Look for a new version every ``poll_interval`` seconds, for ever.
+
+        While no version is installed (start-up could not install it, e.g. before
+        nginx had its TLS server), every ``retry_interval`` seconds instead.
+        """
         while True:
-            await self._sleep(self._poll_interval)
+            pending = self.version_id is None
+            await self._sleep(self._retry_interval if pending else self._poll_interval)
             await self.refresh()

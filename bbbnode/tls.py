@@ -11,10 +11,15 @@ Two ways a host gets its certificate (``tls.mode``):
   the fleet (docs/tls.md has the arithmetic); a ``rateLimited`` answer makes
   bbbnode wait for the time the CA named instead of failing and restarting.
 
-Files in ``cert_dir``: ``account.key`` (ACME account key, 0600, host mode),
-``privkey.pem`` (the certificate's key, 0600), ``fullchain.pem`` (leaf and
-intermediates, 0644), and ``post-hook.pending`` while the post hook (which
-makes nginx and coturn read them) still has to run.
+Either way the daemon cannot give nginx and coturn the certificate itself: it
+hands chain and key to an :data:`Install` (the host helper's
+install_certificate, bbbnode/certificate.py), then runs the optional post hook.
+
+Files in ``cert_dir`` (host mode; the daemon's own state directory):
+``account.key`` (ACME account key, 0600), ``privkey.pem`` (the certificate's
+key, 0600, kept across renewals), ``fullchain.pem`` (leaf and intermediates,
+0644), and ``post-hook.pending`` while the certificate still has to be
+delivered.
 """
 
 from __future__ import annotations
@@ -119,7 +124,7 @@ class CertStoreError(CertificateError):
 
 
 class HookFailed(CertificateError):
-    """The post hook failed; the certificate is in place and the hook is retried."""
+    """Installing the certificate or the post hook failed; both are retried."""
 
     def __init__(self, message: str, status: CertificateStatus) -> None:
         super().__init__(message)
@@ -223,20 +228,6 @@ def _store(paths: CertPaths, chain: bytes) -> None:
     write_atomic(paths.fullchain, chain, mode=0o644)
 
 
-def _store_pair(paths: CertPaths, chain: bytes, key: bytes) -> bool:
-    """Write chain and key unless they are there already; True when something changed."""
-    if _read(paths.fullchain) == chain and _read(paths.privkey) == key:
-        return False
-    paths.cert_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(paths.hook_pending, b"", mode=0o600)
-    # The key first: nginx reloading between the two renames must never pair the new
-    # chain with the old key (a failed reload), only the old chain with the new key,
-    # which the hook that follows replaces.
-    write_atomic(paths.privkey, key, mode=0o600)
-    write_atomic(paths.fullchain, chain, mode=0o644)
-    return True
-
-
 # --------------------------------------------------------------------------- shell
 
 
@@ -245,11 +236,25 @@ def _utc_now() -> dt.datetime:
 
 
 async def _run_hook(
-    settings: TlsSettings, runner: Runner, paths: CertPaths, status: CertificateStatus
+    settings: TlsSettings,
+    runner: Runner,
+    paths: CertPaths,
+    status: CertificateStatus,
+    install: Install | None,
 ) -> CertificateStatus:
+    if install is not None:
+        try:
+            chain, key = await asyncio.to_thread(
+                lambda: (paths.fullchain.read_bytes(), paths.privkey.read_bytes())
+            )
+            await install(chain, key)
+        except Exception as exc:
+            log.error("tls_install_failed", error_type=type(exc).__name__, error=str(exc))
+            raise HookFailed(f"installing the certificate: {exc}", status) from exc
+        log.info("tls_certificate_delivered", not_after=status.not_after.isoformat())
     if not settings.post_hook:
         await asyncio.to_thread(paths.hook_pending.unlink, missing_ok=True)
-        return status
+        return dataclasses.replace(status, hook_ran=install is not None or status.hook_ran)
     result = await runner(settings.post_hook)
     if not result.ok:
         log.error("tls_post_hook_failed", argv=list(settings.post_hook), rc=result.returncode)
@@ -263,40 +268,6 @@ async def _run_hook(
     return dataclasses.replace(status, hook_ran=True)
 
 
-def local_installer(settings: TlsSettings, runner: Runner) -> Install:
-    """An Install that writes ``cert_dir``'s chain and key and runs the post hook.
-
-    The files nginx and coturn are configured with (bbbnode/hostconfig.py) are
-    replaced only when their content differs, and the hook runs after a change
-    (or when an earlier run of it failed), so installing the same certificate
-    again does nothing.
-    """
-    paths = CertPaths(settings.cert_dir)
-
-    async def install(chain: bytes, key: bytes) -> None:
-        try:
-            changed = await asyncio.to_thread(_store_pair, paths, chain, key)
-            pending = changed or await asyncio.to_thread(paths.hook_pending.exists)
-        except OSError as exc:
-            raise CertStoreError(f"writing {paths.cert_dir}: {exc}") from exc
-        info = cert_info(chain)
-        if changed:
-            log.info("tls_certificate_installed", not_after=info.not_after.isoformat())
-        if pending:
-            status = CertificateStatus(
-                fqdn=min(info.names, default=""),
-                issued=False,
-                reason=None,
-                not_after=info.not_after,
-                fullchain=paths.fullchain,
-                privkey=paths.privkey,
-                hook_ran=False,
-            )
-            await _run_hook(settings, runner, paths, status)
-
-    return install
-
-
 async def ensure_certificate(
     settings: TlsSettings,
     fqdn: str,
@@ -306,16 +277,23 @@ async def ensure_certificate(
     now: Clock = _utc_now,
     sleep: Sleep = asyncio.sleep,
     timing: AcmeTiming | None = None,
+    install: Install | None = None,
+    deliver_always: bool = False,
 ) -> CertificateStatus:
     """Issue the certificate for ``fqdn`` if it is missing, wrong or expiring; else nothing.
 
-    The post hook runs only after a new certificate was written (or when an
-    earlier hook run failed), never for a certificate that was already fine.
+    ``install`` and the post hook run only after a new certificate was written
+    (or when an earlier delivery failed), never for a certificate that was
+    already fine, unless ``deliver_always`` (start-up: the helper's copy may be
+    older than ours, and installing is idempotent).
     """
     # Start-up and the renewal loop may both ask at once; one issuance per cert_dir.
     lock = _LOCKS.setdefault(settings.cert_dir.resolve(), asyncio.Lock())
     async with lock:
-        return await _ensure(settings, fqdn, txt, runner, now=now, sleep=sleep, timing=timing)
+        return await _ensure(
+            settings, fqdn, txt, runner, now=now, sleep=sleep, timing=timing,
+            install=install, deliver_always=deliver_always,
+        )  # fmt: skip
 
 
 async def _ensure(
@@ -327,6 +305,8 @@ async def _ensure(
     now: Clock,
     sleep: Sleep,
     timing: AcmeTiming | None,
+    install: Install | None,
+    deliver_always: bool,
 ) -> CertificateStatus:
     fqdn = norm_name(fqdn)
     paths = CertPaths(settings.cert_dir)
@@ -349,8 +329,8 @@ async def _ensure(
             hook_ran=False,
         )
         log.info("tls_certificate_ok", fqdn=fqdn, not_after=status.not_after.isoformat())
-        if stored.hook_pending:
-            return await _run_hook(settings, runner, paths, status)
+        if stored.hook_pending or deliver_always:
+            return await _run_hook(settings, runner, paths, status, install)
         return status
 
     log.info("tls_issue_start", fqdn=fqdn, reason=str(reason))
@@ -378,7 +358,7 @@ async def _ensure(
         privkey=paths.privkey,
         hook_ran=False,
     )
-    return await _run_hook(settings, runner, paths, status)
+    return await _run_hook(settings, runner, paths, status, install)
 
 
 def rate_limit_wait(exc: AcmeRateLimited, now: dt.datetime, fallback: float) -> float:
@@ -400,6 +380,8 @@ async def ensure_until_issued(
     acme_sleep: Sleep = asyncio.sleep,
     retry_interval: float = 3600.0,
     timing: AcmeTiming | None = None,
+    install: Install | None = None,
+    deliver_always: bool = False,
 ) -> CertificateStatus:
     """ensure_certificate at start-up, waiting out a CA's rate limit instead of failing.
 
@@ -410,8 +392,9 @@ async def ensure_until_issued(
     while True:
         try:
             return await ensure_certificate(
-                settings, fqdn, txt, runner, now=now, sleep=acme_sleep, timing=timing
-            )
+                settings, fqdn, txt, runner, now=now, sleep=acme_sleep, timing=timing,
+                install=install, deliver_always=deliver_always,
+            )  # fmt: skip
         except AcmeRateLimited as exc:
             wait = rate_limit_wait(exc, now(), retry_interval)
             until = now() + dt.timedelta(seconds=wait)
@@ -434,6 +417,7 @@ async def renew_forever(
     timing: AcmeTiming | None = None,
     issued: Callable[[CertificateStatus], None] | None = None,
     rate_limited: RateLimited | None = None,
+    install: Install | None = None,
 ) -> NoReturn:
     """Check the certificate now and then every ``interval`` seconds, renewing in the window.
 
@@ -445,8 +429,9 @@ async def renew_forever(
     while True:
         try:
             status = await ensure_certificate(
-                settings, fqdn, txt, runner, now=now, sleep=acme_sleep, timing=timing
-            )
+                settings, fqdn, txt, runner, now=now, sleep=acme_sleep, timing=timing,
+                install=install,
+            )  # fmt: skip
         except AcmeRateLimited as exc:
             delay = max(retry_interval, rate_limit_wait(exc, now(), retry_interval))
             log.error("tls_renewal_failed", wait_s=round(delay), **describe(exc))

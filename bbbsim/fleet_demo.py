@@ -30,6 +30,7 @@ import aiohttp
 from bbbcore.fleet_certificate import decode
 from bbbcore.scalelite import place_meeting
 from bbbcore.secret_versions import VersionedSecret
+from bbbnode.certificate import CertFiles
 from bbbsim.demo import SummaryContract
 from bbbsim.fleet import EmulatedFleet, FleetConfig
 from bbbsim.lifecycle_layer import LifecycleLayer
@@ -258,18 +259,14 @@ async def world(workdir: Path) -> AsyncIterator[World]:
 
 
 async def _serving_fleet_certificate(w: World) -> int:
-    """Launched nodes whose installed chain is the secret's current one."""
+    """Launched nodes whose installed chain (what nginx reads) is the secret's current one."""
     stored = await w.certificate.read()
     if stored is None:
         return 0
     chain = decode(stored.text).fullchain_pem
     root = w.workdir / "fleet"
-    return sum(
-        1
-        for iid in w.fleet.started
-        if (root / iid / "tls" / "fullchain.pem").is_file()
-        and (root / iid / "tls" / "fullchain.pem").read_bytes() == chain
-    )
+    served = [CertFiles().under(root / iid / "hostroot").fullchain for iid in w.fleet.started]
+    return sum(1 for path in served if path.is_file() and path.read_bytes() == chain)
 
 
 async def _status(session: aiohttp.ClientSession, listen: str) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ import pytest
 import pytest_asyncio
 from cryptography import x509
 from prometheus_client import CollectorRegistry, generate_latest
+from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from bbbcore import acme_dns01 as acme
@@ -30,9 +31,12 @@ from bbbcore.certinfo import Reason
 from bbbcore.fleet_certificate import FleetCertificate, FleetCertificateInvalid, decode
 from bbbcore.secret_versions import VersionedSecret
 from bbbnode import tls
+from bbbnode.certificate import CertFiles
 from bbbnode.fleet_certificate import FleetCertificateMissing, FleetCertificateWatch
+from bbbnode.hostops import InstallCertificateRequest
+from bbbnode.hoststeps import LocalHostSteps
 from bbbnode.runner import Completed, ScriptedRunner
-from bbbnode.settings import TlsSettings
+from bbbnode.settings import NodeSettings
 from bbbscaler.certificate import CertificateMetrics, FleetCertificateJob, due, names_for
 from bbbscaler.settings import CertificateSettings
 from bbbsim.node_process import free_port
@@ -46,7 +50,15 @@ if TYPE_CHECKING:
 DOMAIN = "bbb.example.test"
 HOST = f"i-0123456789abcdef0.{DOMAIN}"
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
-HOOK = ("systemctl", "reload", "nginx")
+NGINX_TEST = ("nginx", "-t", "-q")
+# What installing a certificate runs (bbbnode/certificate.py): check and reload nginx, then
+# coturn's SIGUSR2 (it re-reads certificate and key without dropping allocations).
+INSTALL = [
+    NGINX_TEST,
+    ("systemctl", "reload", "nginx"),
+    ("systemctl", "is-active", "--quiet", "coturn.service"),
+    ("systemctl", "kill", "--signal=SIGUSR2", "coturn.service"),
+]
 FAST = acme.AcmeTiming(poll_interval=0.05, max_poll_interval=0.2, poll_timeout=30.0)
 
 
@@ -54,11 +66,23 @@ async def short_sleep(seconds: float) -> None:
     await asyncio.sleep(min(seconds, 0.05))
 
 
-def pair(
-    names: list[str], not_after: dt.datetime = NOW + dt.timedelta(days=80)
-) -> FleetCertificate:
+def pair(names: list[str], not_after: dt.datetime | None = None) -> FleetCertificate:
+    """A self-signed certificate and its key; valid for 80 more days by default."""
+    not_after = not_after or dt.datetime.now(dt.UTC) + dt.timedelta(days=80)
     key = certs.new_key()
     return FleetCertificate.from_pem(certs.self_signed(names, not_after, key), certs.key_pem(key))
+
+
+def installer(runner: ScriptedRunner, root: Path) -> tls.Install:
+    """What FleetNode hands the watch: the host steps' install_certificate, here in-process."""
+    steps = LocalHostSteps(NodeSettings(), runner, root=root)
+
+    async def install(chain: bytes, key: bytes) -> None:
+        await steps.run(
+            InstallCertificateRequest(fullchain_pem=chain.decode(), key_pem=SecretStr(key.decode()))
+        )
+
+    return install
 
 
 def serial(cert: FleetCertificate) -> int:
@@ -114,7 +138,7 @@ def test_due_for_missing_wrong_names_and_the_renewal_window() -> None:
     assert names == (f"*.{DOMAIN}",)
     assert due(None, names, NOW, 30) is Reason.MISSING
     assert due(pair([HOST]), names, NOW, 30) is Reason.WRONG_NAME
-    fine = pair([f"*.{DOMAIN}"], NOW + dt.timedelta(days=31))
+    fine = pair([f"*.{DOMAIN}"], NOW + dt.timedelta(days=31))  # NOW: a fixed date
     assert due(fine, names, NOW, 30) is None
     assert due(fine, names, NOW + dt.timedelta(days=1), 30) is Reason.EXPIRING
 
@@ -276,10 +300,10 @@ async def test_scaler_waits_for_a_rate_limited_cas_time(
 
 
 @asynccontextmanager
-async def tls_server(cert_dir: Path) -> AsyncIterator[int]:
-    """A loopback TLS listener serving cert_dir's chain and key, as nginx would."""
+async def tls_server(files: CertFiles) -> AsyncIterator[int]:
+    """A loopback TLS listener serving the installed chain and key, as nginx would."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_dir / tls.FULLCHAIN, cert_dir / tls.PRIVKEY)
+    context.load_cert_chain(files.fullchain, files.privkey)
 
     async def close(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.close()
@@ -303,7 +327,7 @@ async def test_node_installs_the_fleet_certificate_and_follows_new_versions(
     pebble: Pebble, pebble_dns: PebbleDns, secretsmanager: SecretsManagerClient, tmp_path: Path
 ) -> None:
     fqdn = pebble_dns.fqdn()
-    cert_dir = tmp_path / "node-tls"
+    served = CertFiles().under(tmp_path / "host")
     runner = ScriptedRunner()
     registry = CollectorRegistry()
     metrics = tls.CertificateMetrics(registry)
@@ -322,7 +346,7 @@ async def test_node_installs_the_fleet_certificate_and_follows_new_versions(
             metrics.installed(cert.not_after)
 
         watch = FleetCertificateWatch(
-            f.secret, fqdn, tls.local_installer(TlsSettings(cert_dir=cert_dir), runner),
+            f.secret, fqdn, installer(runner, tmp_path / "host"),
             installed=on_installed,
             failed=lambda reason: metrics.update_errors.labels(reason).inc(),
             poll_interval=3600, wait=600, sleep=wait_for_scaler,
@@ -330,35 +354,36 @@ async def test_node_installs_the_fleet_certificate_and_follows_new_versions(
         with capture_logs() as logs:
             first = await watch.first()
         assert published == [1.0]
-        assert runner.calls == [HOOK]
-        assert (cert_dir / tls.FULLCHAIN).read_bytes() == first.fullchain_pem
-        assert (cert_dir / tls.PRIVKEY).read_bytes() == first.privkey_pem
-        assert stat.S_IMODE((cert_dir / tls.PRIVKEY).stat().st_mode) == 0o600
+        assert runner.calls == INSTALL
+        assert served.fullchain.read_bytes() == first.fullchain_pem
+        assert served.privkey.read_bytes() == first.privkey_pem
+        assert stat.S_IMODE(served.privkey.stat().st_mode) == 0o600
+        assert served.turn_privkey.read_bytes() == first.privkey_pem
         assert (
             registry.get_sample_value("bbbnode_certificate_expiry_timestamp_seconds")
             == first.not_after.timestamp()
         )
-        async with tls_server(cert_dir) as port:
-            served = await served_certificate(pebble, port, fqdn)
-        assert served.serial_number == serial(first)
+        async with tls_server(served) as port:
+            seen = await served_certificate(pebble, port, fqdn)
+        assert seen.serial_number == serial(first)
 
         # Nothing new: no read of the value, no reload.
         assert not await watch.refresh()
-        assert runner.calls == [HOOK]
+        assert runner.calls == INSTALL
 
         # The scaler renews; the host picks the new version up with one reload.
         f.clock[0] += dt.timedelta(days=61)
         assert (await f.job.check()).result == "issued"
         assert await watch.refresh()
-        assert runner.calls == [HOOK, HOOK]
+        assert runner.calls == INSTALL + INSTALL
         assert len(set(installed)) == 2
         assert installed[-1] == watch.version_id
         renewed = watch.certificate
         assert renewed is not None
         assert serial(renewed) != serial(first)
-        async with tls_server(cert_dir) as port:
-            served = await served_certificate(pebble, port, fqdn)
-        assert served.serial_number == serial(renewed)
+        async with tls_server(served) as port:
+            seen = await served_certificate(pebble, port, fqdn)
+        assert seen.serial_number == serial(renewed)
         assert (
             registry.get_sample_value("bbbnode_certificate_expiry_timestamp_seconds")
             == renewed.not_after.timestamp()
@@ -376,11 +401,11 @@ async def test_node_refuses_a_version_it_must_not_serve_and_keeps_its_own(
     secret = VersionedSecret(secretsmanager, await empty_secret(secretsmanager, "fleet/cert"))
     good = pair([f"*.{DOMAIN}"])
     await secret.put(good.encode(), good.request_token())
-    cert_dir = tmp_path / "tls"
+    served = CertFiles().under(tmp_path)
     failures: list[str] = []
     runner = ScriptedRunner()
     watch = FleetCertificateWatch(
-        secret, HOST, tls.local_installer(TlsSettings(cert_dir=cert_dir), runner),
+        secret, HOST, installer(runner, tmp_path),
         installed=lambda *_: None, failed=failures.append, poll_interval=1, wait=1,
     )  # fmt: skip
     await watch.first()
@@ -392,21 +417,22 @@ async def test_node_refuses_a_version_it_must_not_serve_and_keeps_its_own(
         assert not await watch.refresh()
     assert failures == ["invalid"]
     assert watch.version_id == kept
-    assert (cert_dir / tls.FULLCHAIN).read_bytes() == good.fullchain_pem
+    assert served.fullchain.read_bytes() == good.fullchain_pem
     refused = [e for e in logs if e["event"] == "fleet_certificate_not_installed"]
     assert "not " + HOST in refused[0]["problem"]
 
     # A reload that fails: files in place, the version not taken, the hook run again later.
     fixed = pair([f"*.{DOMAIN}"])
     await secret.put(fixed.encode(), fixed.request_token())
-    runner.script[HOOK] = lambda argv: Completed(argv, 1, "", "nginx: [emerg]")
+    runner.script[NGINX_TEST] = lambda argv: Completed(argv, 1, "", "nginx: [emerg]")
     assert not await watch.refresh()
     assert failures == ["invalid", "install"]
     assert watch.version_id == kept
     runner.script.clear()
     assert await watch.refresh()
-    assert (cert_dir / tls.FULLCHAIN).read_bytes() == fixed.fullchain_pem
-    assert runner.calls == [HOOK, HOOK, HOOK]
+    # The refused files were put back; the retry installs and reloads.
+    assert served.fullchain.read_bytes() == fixed.fullchain_pem
+    assert runner.calls == [*INSTALL, NGINX_TEST, *INSTALL]
 
 
 async def test_start_up_gives_up_on_a_secret_that_stays_empty(
@@ -421,11 +447,11 @@ async def test_start_up_gives_up_on_a_secret_that_stays_empty(
         now[0] += seconds
 
     watch = FleetCertificateWatch(
-        secret, HOST, tls.local_installer(TlsSettings(cert_dir=tmp_path), ScriptedRunner()),
+        secret, HOST, installer(ScriptedRunner(), tmp_path),
         installed=lambda *_: None, failed=lambda _: None, poll_interval=60, wait=100,
         sleep=sleep, clock=lambda: now[0],
     )  # fmt: skip
     with pytest.raises(FleetCertificateMissing, match="no certificate after 100 s"):
         await watch.first()
     assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 9.0]
-    assert not (tmp_path / tls.FULLCHAIN).exists()
+    assert not CertFiles().under(tmp_path).fullchain.exists()

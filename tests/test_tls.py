@@ -516,3 +516,45 @@ class NoTxt:
 
     async def delete(self, name: str, values: Sequence[str]) -> None:
         raise AssertionError("nothing to delete")
+
+
+@pytest.mark.integration
+async def test_the_certificate_is_handed_to_install_until_it_takes_it(
+    pebble: Pebble, pebble_dns: PebbleDns, tmp_path: Path
+) -> None:
+    """The daemon cannot serve the certificate itself: the host helper's install gets it."""
+    fqdn = pebble_dns.fqdn()
+    settings = settings_for(pebble, tmp_path / "tls", post_hook=())
+    delivered: list[tuple[bytes, bytes]] = []
+    refuse = True
+
+    async def install(chain: bytes, key: bytes) -> None:
+        if refuse:
+            raise RuntimeError("the helper is not up")
+        delivered.append((chain, key))
+
+    with pytest.raises(tls.HookFailed, match="the helper is not up"):
+        await tls.ensure_certificate(
+            settings, fqdn, pebble_dns.txt, ScriptedRunner(), sleep=short_sleep, timing=FAST,
+            install=install,
+        )  # fmt: skip
+    assert (settings.cert_dir / tls.HOOK_PENDING).exists()
+
+    refuse = False
+    status = await tls.ensure_certificate(
+        settings, fqdn, pebble_dns.txt, ScriptedRunner(), sleep=short_sleep, timing=FAST,
+        install=install,
+    )  # fmt: skip
+    assert not status.issued
+    assert status.hook_ran
+    assert delivered == [(status.fullchain.read_bytes(), status.privkey.read_bytes())]
+    assert not (settings.cert_dir / tls.HOOK_PENDING).exists()
+
+    # Nothing pending: only start-up's deliver_always hands it over again.
+    for always in (False, True):
+        await tls.ensure_certificate(
+            settings, fqdn, pebble_dns.txt, ScriptedRunner(), sleep=short_sleep, timing=FAST,
+            install=install, deliver_always=always,
+        )  # fmt: skip
+    assert len(delivered) == 2
+    assert len(pebble_dns.txt.upserts) == 1
