@@ -12,20 +12,38 @@ The processes and the bridge live in bbbsim/pebble.py (the demo uses them too).
 The bridge: ``MirroredTxt`` wraps the production ``Route53Txt``. After each upsert
 or delete it reads the zone's TXT records back *from moto* and makes challtestsrv
 serve exactly those (bbbsim.pebble.ZoneMirror): what INSYNC means on real Route53.
+
+"Nearly every order gets fresh authorizations": pebble (v2.4.0, the version Debian
+ships, and still v2.9.0) makes a new authorization only when ``rand.Intn(100) >
+authzReusePercent`` (``wfe/wfe.go``, ``makeAuthorizations``, line 1505 at v2.4.0), so
+with ``PEBBLE_AUTHZREUSE=0`` a draw of 0 still hands a new order the account's valid
+authorization for the name: one order in a hundred. A test whose second order of one
+account must answer a challenge again calls ``deactivate_valid_authorizations``
+between the orders: a deactivated authorization is never reused
+(``db/memorystore.go``, ``FindValidAuthorization``, wants status ``valid``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import aiohttp
 import pytest
 import pytest_asyncio
+from acme import client as acme_client
+from acme import messages
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from josepy.jwa import ES256
+from josepy.jwk import JWKEC
 
+from bbbcore import acme_dns01 as acme
 from bbbcore import aws
 from bbbcore import route53 as dns
 from bbbcore.acme_dns01 import Route53Txt
@@ -43,6 +61,8 @@ if TYPE_CHECKING:
     from types_aiobotocore_route53.client import Route53Client
 
 __all__ = ["Challtestsrv", "MirroredTxt", "Pebble", "PebbleDns", "ZoneMirror"]
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +85,66 @@ def pebble(
         yield server
     finally:
         server.process.stop()
+
+
+async def deactivate_valid_authorizations(pebble: Pebble, account_key_pem: bytes) -> list[str]:
+    """Deactivate every valid authorization of the key's account (RFC 8555 7.5.2).
+
+    The account's orders (pebble lists them at the account's ``orders`` URL), their
+    authorizations, and each one still valid deactivated. Returns their URLs. Every
+    call goes through bbbfleet's own retry of transient ACME errors (pebble rejects
+    5 % of nonces, acme retries a bad nonce only once).
+    """
+    key = serialization.load_pem_private_key(account_key_pem, password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    net = acme_client.ClientNetwork(
+        JWKEC(key=key),
+        alg=ES256,
+        verify_ssl=str(pebble.ca_bundle),  # type: ignore[arg-type]
+    )
+    timing = acme.AcmeTiming(retry_attempts=5, retry_max_wait=0.2)
+
+    async def call(what: str, fn: Callable[[], T]) -> T:
+        return await acme.acme_call(what, fn, timing, asyncio.sleep)
+
+    directory = await call(
+        "directory", lambda: acme_client.ClientV2.get_directory(pebble.directory_url, net)
+    )
+    client = acme_client.ClientV2(directory, net)
+    nonce_url = directory["newNonce"]
+
+    def find_account() -> str:
+        # Signed with the key itself (no account yet): onlyReturnExisting answers the account.
+        net.account = None
+        found = net.post(
+            directory["newAccount"],
+            messages.Registration(only_return_existing=True),
+            new_nonce_url=nonce_url,
+        )
+        net.account = messages.RegistrationResource(
+            uri=found.headers["Location"], body=messages.Registration()
+        )
+        return str(found.json()["orders"])
+
+    def read(url: str) -> dict[str, object]:
+        answer: dict[str, object] = net.post(url, None, new_nonce_url=nonce_url).json()
+        return answer
+
+    orders_url = await call("find_account", find_account)
+    listing = await call("list_orders", lambda: read(orders_url))
+    deactivated: list[str] = []
+    for order_url in cast(list[str], listing.get("orders", [])):
+        order = await call("read_order", partial(read, order_url))
+        for authz_url in cast(list[str], order.get("authorizations", [])):
+            authz = await call("read_authorization", partial(read, authz_url))
+            if authz.get("status") != "valid":
+                continue
+            resource = messages.AuthorizationResource(
+                uri=authz_url, body=messages.Authorization.from_json(authz)
+            )
+            await call("deactivate", partial(client.deactivate_authorization, resource))
+            deactivated.append(authz_url)
+    return deactivated
 
 
 # ---------------------------------------------------------------- the DNS bridge

@@ -6,8 +6,9 @@ import dataclasses
 
 from bbbscaler.explain import render
 from bbbscaler.model import Action, Decision, ServerView
-from bbbscaler.policy import PolicyConfig
-from tests.scaler_fleets import booting, serving, snapshot
+from bbbscaler.policy import History, PolicyConfig, decide
+from bbbscaler.schedule import Window
+from tests.scaler_fleets import T0, booting, serving, snapshot
 
 CONFIG = PolicyConfig()
 
@@ -44,3 +45,24 @@ def test_no_steer_line_without_steering_and_no_multiplier_for_an_unknown_server(
     row = next(line for line in text.splitlines() if line.startswith("i-u"))
     # Scalelite state "?" (unknown), load "-", mult "-".
     assert row.split()[-3:] == ["?", "-", "-"]
+
+
+def test_an_operators_cordon_shows_as_operator_drained() -> None:
+    cordoned = serving("i-o", cpu=0.4, meetings=2, state="cordoned")
+    emptied = serving("i-e", cpu=0.1, meetings=0, state="disabled")
+    text = render(snapshot(serving("i-a"), cordoned, emptied), Decision(Action.NONE, "x"), CONFIG)
+    roles = {line.split()[0]: line.split()[2] for line in text.splitlines()[1:4]}
+    assert roles == {"i-a": "serving", "i-o": "operator-drained", "i-e": "operator-drained"}
+
+
+def test_a_missed_window_and_a_window_too_big_are_named() -> None:
+    exam = Window("exam", frozenset({3}), 2, 120, "UTC", 5)
+    huge = Window("huge", frozenset({0}), 600, 660, "UTC", 30)
+    config = dataclasses.replace(CONFIG, windows=(exam, huge))
+    snap = snapshot(*(serving(f"i-{k}", cpu=0.4) for k in range(2)), max_size=4)
+    text = render(snap, decide(snap, History(), config, T0), config)
+    assert (
+        "WARNING: schedule 'exam' (opens 2026-01-01 00:02:00 UTC, 5 nodes) will be missed: "
+        "1 node(s) short: the upper bound holds fewer, 4 node(s) serve 60 s late\n"
+    ) in text
+    assert "WARNING: schedule 'huge' asks for 30 nodes, the upper bound is 4: 26 short" in text

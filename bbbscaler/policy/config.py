@@ -42,6 +42,8 @@ class PolicyConfig:
     """The load_multiplier of a steered node; 1 turns steering off."""
     gap_limit: float = 30.0
     """Samples further apart than this (missed rounds) break a "held for" run."""
+    interval: float = 10.0
+    """Seconds between rounds (loop.interval): how late a round may see anything."""
 
     @classmethod
     def preset_values(cls, preset: Preset) -> PolicyConfig:
@@ -92,6 +94,7 @@ class PolicyConfig:
             steer_cpu=p.steer_cpu,
             steer_multiplier=p.steer_multiplier,
             gap_limit=3 * s.loop.interval,
+            interval=s.loop.interval,
         )
 
     @property
