@@ -56,7 +56,7 @@ from tenacity import (
 
 import bbbcore
 from bbbcore import logs, route53
-from bbbcore.certinfo import cert_info, covers, key_public_der, norm_name
+from bbbcore.certinfo import CertificateError, cert_info, covers, key_public_der, norm_name
 
 log = logs.get(__name__)
 
@@ -77,10 +77,6 @@ _RETRY_AFTER_TEXT = re.compile(
 
 
 # --------------------------------------------------------------------------- errors
-
-
-class CertificateError(Exception):
-    """Base of every error obtaining or keeping a certificate raises."""
 
 
 class AcmeUnavailable(CertificateError):

@@ -21,6 +21,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 
+class CertificateError(Exception):
+    """Base of every error obtaining, checking or keeping a certificate raises."""
+
+
 class Reason(enum.StrEnum):
     """Why a certificate has to be (re)issued."""
 

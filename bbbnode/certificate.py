@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,10 @@ from bbbnode.files import write_atomic
 from bbbnode.runner import CommandFailed, Runner, check
 
 log = logs.get(__name__)
+
+Install = Callable[[bytes, bytes], Awaitable[None]]
+"""Hands a PEM chain and key to whatever makes nginx and coturn serve them (in production
+the helper's install_certificate behind its socket, bbbnode/fleet.py)."""
 
 CERT_DIR = Path("/etc/bbbfleet/tls")
 TURN_GROUP = "turnserver"

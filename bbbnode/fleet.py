@@ -30,18 +30,18 @@ import datetime as dt
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from pydantic import SecretStr
 
 from bbbcore import aws, logs, route53, secrets
-from bbbcore.acme_dns01 import Route53Txt
 from bbbcore.fleet_certificate import FleetCertificate
 from bbbcore.imds import DEFAULT_ENDPOINT, ImdsClient, asg_name_fallback
 from bbbcore.scalelite import ScaleliteClient
 from bbbcore.secret_versions import VersionedSecret
-from bbbnode import registration, tls
+from bbbnode import registration
+from bbbnode.certificate_metrics import CertificateMetrics
 from bbbnode.drain import (
     AsgLifecycle,
     Drain,
@@ -65,6 +65,12 @@ from bbbnode.runner import Runner
 from bbbnode.sdnotify import Notifier
 from bbbnode.settings import NodeSettings
 from bbbnode.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    # Imported where used: acme is loaded only when this host orders its own
+    # certificate (tls.mode host); the fleet certificate needs none of it.
+    from bbbcore.acme_dns01 import Route53Txt
+    from bbbnode import tls
 
 log = logs.get(__name__)
 
@@ -115,7 +121,7 @@ class FleetNode:
         self._settings = settings
         self._host = host or host_steps_for(settings, runner)
         self._notifier = notifier
-        self._certificate_metrics = tls.CertificateMetrics(metrics.registry)
+        self._certificate_metrics = CertificateMetrics(metrics.registry)
         self._fleet_certificate: FleetCertificateWatch | None = None
         self._certificate: dict[str, Any] = {}
         # What Scalelite signs its calls to this host with (getMeetings, create, ...):
@@ -201,10 +207,13 @@ class FleetNode:
             self._session.client("autoscaling", config=aws.client_config())
         )
         self._http = await self._stack.enter_async_context(aiohttp.ClientSession())
-        self._txt = tls.route53_txt(self._records, s.dns.zone_id, s.tls)
-        txt = self._txt
         if s.tls.enabled and s.tls.mode == "fleet":
             self._fleet_certificate = await self._watch_fleet_certificate(name)
+        elif s.tls.enabled:
+            from bbbnode import tls
+
+            self._txt = tls.route53_txt(self._records, s.dns.zone_id, s.tls)
+        txt = self._txt
 
         async def ensure_dns() -> None:
             if s.dns.enabled:
@@ -217,25 +226,27 @@ class FleetNode:
                 await self._host.run(MountEfsRequest(region=ident.region))
 
         async def ensure_tls() -> None:
-            if not s.tls.enabled:
-                return
-            try:
-                if self._fleet_certificate is not None:
+            # A certificate that is ours but not yet nginx's is no failure of start-up:
+            # installing it checks nginx, whose TLS server the host configuration below
+            # sets up; the fleet certificate's watch or the renewal task tries again.
+            if self._fleet_certificate is not None:
+                try:
                     await self._fleet_certificate.first()
-                else:
+                except InstallFailed as exc:
+                    log.warning("tls_install_deferred", error=str(exc))
+            elif txt is not None:
+                from bbbnode import tls
+
+                try:
                     status = await tls.ensure_until_issued(
                         s.tls, name, txt, self._runner, rate_limited=self._rate_limited_at_start,
                         retry_interval=s.tls.rate_limit_retry,
                         install=self._install_certificate, deliver_always=True,
                     )  # fmt: skip
-                    self._host_certificate(status)
-            except (tls.HookFailed, InstallFailed) as exc:
-                # The certificate is ours but not yet nginx's: installing it checks
-                # nginx, whose TLS server the host configuration below sets up. The
-                # renewal task (host mode) or the fleet certificate's watch tries again.
-                log.warning("tls_install_deferred", error=str(exc))
-                if isinstance(exc, tls.HookFailed):
-                    self._host_certificate(exc.status)
+                except tls.HookFailed as exc:
+                    log.warning("tls_install_deferred", error=str(exc))
+                    status = exc.status
+                self._host_certificate(status)
 
         await asyncio.gather(
             self._step("dns", ensure_dns), self._step("efs", ensure_efs),
@@ -374,10 +385,11 @@ class FleetNode:
             self._tasks["drain"] = self.drain.run
         if s.protection.enabled:
             self._tasks["protector"] = self.protector.run
-        if s.tls.enabled and self._fleet_certificate is not None:
+        if self._fleet_certificate is not None:
             self._tasks["fleet_certificate"] = self._fleet_certificate.run
-        elif s.tls.enabled:
-            assert self._txt is not None
+        elif self._txt is not None:
+            from bbbnode import tls
+
             txt = self._txt
             self._tasks["tls_renewal"] = lambda: tls.renew_forever(
                 s.tls, name, txt, self._runner, sleep=asyncio.sleep,

@@ -27,11 +27,10 @@ from typing import NoReturn
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bbbcore import aws, logs
-from bbbcore.acme_dns01 import CertificateError
-from bbbcore.certinfo import covers
+from bbbcore.certinfo import CertificateError, covers
 from bbbcore.fleet_certificate import FleetCertificate, FleetCertificateInvalid, decode
 from bbbcore.secret_versions import SecretValue, VersionedSecret
-from bbbnode.tls import Install
+from bbbnode.certificate import Install
 
 log = logs.get(__name__)
 

@@ -32,14 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-
 from bbbcore import logs
 from bbbcore.acme_dns01 import (
     AcmeAccount,
     AcmeRateLimited,
     AcmeTiming,
-    CertificateError,
     Route53Txt,
     TxtRecords,
     describe,
@@ -47,6 +44,7 @@ from bbbcore.acme_dns01 import (
     trust_bundle,
 )
 from bbbcore.certinfo import (
+    CertificateError,
     Reason,
     cert_info,
     is_ec_key,
@@ -55,6 +53,7 @@ from bbbcore.certinfo import (
     norm_name,
 )
 from bbbcore.route53 import Route53Records
+from bbbnode.certificate import Install
 from bbbnode.files import write_atomic
 from bbbnode.runner import Runner
 from bbbnode.settings import TlsSettings
@@ -63,8 +62,6 @@ log = logs.get(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], dt.datetime]
-Install = Callable[[bytes, bytes], Awaitable[None]]
-"""Hands the PEM chain and key to whatever serves them to nginx and coturn."""
 RateLimited = Callable[[dt.datetime, float], None]
 """Told (retry time, seconds to wait) when the CA rate-limits this host's order."""
 
@@ -78,45 +75,6 @@ DAY = 86_400.0
 USER_AGENT = "bbbfleet-bbbnode"
 
 _LOCKS: dict[Path, asyncio.Lock] = {}
-
-
-UPDATE_ERROR_REASONS = ("read", "invalid", "install")
-
-
-class CertificateMetrics:
-    """The host certificate's series, on bbbnode's registry."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.expiry = Gauge(
-            "bbbnode_certificate_expiry_timestamp_seconds",
-            "When the certificate installed for nginx and coturn expires (epoch seconds; "
-            "NaN until one is installed).",
-            registry=registry,
-        )
-        self.expiry.set(float("nan"))
-        self.rate_limited_until = Gauge(
-            "bbbnode_certificate_rate_limited_until_timestamp_seconds",
-            "tls.mode host: while the CA rate-limits this host's orders, the time bbbnode waits "
-            "for before ordering again (epoch seconds); 0 otherwise.",
-            registry=registry,
-        )
-        self.update_errors = Counter(
-            "bbbnode_certificate_update_errors",
-            "tls.mode fleet: new versions of the fleet certificate not installed, by reason "
-            "(read, invalid, install); the installed certificate stays.",
-            ["reason"],
-            registry=registry,
-        )
-        for reason in UPDATE_ERROR_REASONS:
-            self.update_errors.labels(reason)
-
-    def installed(self, not_after: dt.datetime) -> None:
-        """A certificate valid until ``not_after`` is now the one served."""
-        self.expiry.set(not_after.timestamp())
-        self.rate_limited_until.set(0)
-
-    def rate_limited(self, until: dt.datetime) -> None:
-        self.rate_limited_until.set(until.timestamp())
 
 
 class CertStoreError(CertificateError):

@@ -38,14 +38,13 @@ from bbbcore.acme_dns01 import (
     AcmeAccount,
     AcmeRateLimited,
     AcmeTiming,
-    CertificateError,
     Route53Txt,
     TxtRecords,
     describe,
     obtain,
     trust_bundle,
 )
-from bbbcore.certinfo import Reason, covers, is_ec_key, new_ec_key_pem
+from bbbcore.certinfo import CertificateError, Reason, covers, is_ec_key, new_ec_key_pem
 from bbbcore.fleet_certificate import FleetCertificate, FleetCertificateInvalid, decode
 from bbbcore.secret_versions import VersionedSecret
 from bbbscaler.settings import CertificateSettings, ScalerSettings

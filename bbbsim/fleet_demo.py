@@ -20,7 +20,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -42,6 +42,16 @@ from bbbsim.router import Router
 from bbbsim.scalelite_emulator import ScaleliteEmulator
 from bbbsim.scalelite_emulator import serve as serve_scalelite
 
+# The demo's day is compressed about 300 times; so are the scaler's waits.
+SCALER_PACE = {
+    "BBBSCALER_LOOP__INTERVAL": "1",
+    "BBBSCALER_POLICY__SCALE_IN_AFTER": "4",
+    "BBBSCALER_POLICY__COOLDOWN": "3",
+    "BBBSCALER_POLICY__TREND_WINDOW": "10",
+    "BBBSCALER_POLICY__BOOT_TIME": "3",
+    "BBBSCALER_POLICY__BOOT_GRACE": "60",
+    "BBBSCALER_METRICS__STALE_AFTER": "10",
+}
 BBB_SECRET = "demo-bbb-secret-0123456789abcdef"  # noqa: S105 - throwaway, loopback only
 LB_SECRET = "demo-scalelite-secret-0123456789ab"  # noqa: S105 - throwaway, loopback only
 
@@ -135,11 +145,12 @@ class World:
     router: Router
     scalelite: ScaleliteEmulator
     scaler_env: dict[str, str]
-    scaler: asyncio.subprocess.Process
     asg: str
     workdir: Path
-    pebble: Pebble
-    certificate: VersionedSecret
+    scaler: asyncio.subprocess.Process | None = None
+    """Started by world() only with TLS on (it issues the certificate the nodes wait for)."""
+    pebble: Pebble | None = None
+    certificate: VersionedSecret | None = None
 
 
 def _workdir(path: Path) -> Path:
@@ -148,9 +159,21 @@ def _workdir(path: Path) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def world(workdir: Path) -> AsyncIterator[World]:
-    """Everything up, the scaler running, and the first node registered."""
-    challtestsrv = await asyncio.to_thread(start_challtestsrv, _workdir(workdir / "challtestsrv"))
+async def world(
+    workdir: Path, node_env: Mapping[str, str] | None = None, *, tls: bool = True
+) -> AsyncIterator[World]:
+    """Everything up and the first node registered; with ``tls``, the scaler running too.
+
+    With ``tls`` pebble is the CA and the real bbbscaler issues the fleet certificate
+    every node waits for; without, the nodes run with TLS off and the caller starts a
+    scaler if it wants one. ``node_env`` is added to every bbbnode's environment
+    (benchmarks/footprint.py points the node at another BBB).
+    """
+    challtestsrv = (
+        await asyncio.to_thread(start_challtestsrv, _workdir(workdir / "challtestsrv"))
+        if tls
+        else None
+    )
     pebble: Pebble | None = None
     moto = MotoServer()
     endpoint = moto.start()
@@ -175,8 +198,23 @@ async def world(workdir: Path) -> AsyncIterator[World]:
     scaler: asyncio.subprocess.Process | None = None
     stack = contextlib.AsyncExitStack()
     try:
-        pebble = await asyncio.to_thread(start_pebble, challtestsrv, _workdir(workdir / "pebble"))
         ids = await create_fleet(aws, FleetSpec(name="bbb-demo", min_size=1, desired=1, max_size=4))
+        sl_url = f"http://127.0.0.1:{sl_port}"
+        extra = tuple((node_env or {}).items())
+        if challtestsrv is None:
+            config = FleetConfig(
+                ids, aws, sl_url, LB_SECRET, BBB_SECRET, workdir / "fleet", extra_env=extra
+            )
+            fleet = EmulatedFleet(layer, config, router)
+            await fleet.start()
+            scaler_env = fleet.scaler_env(
+                BBBSCALER_HTTP__LISTEN=f"127.0.0.1:{free_port()}", **SCALER_PACE
+            )
+            w = World(layer, fleet, router, scalelite, scaler_env, ids.asg_name, workdir)
+            await _first_node_registered(w)
+            yield w
+            return
+        pebble = await asyncio.to_thread(start_pebble, challtestsrv, _workdir(workdir / "pebble"))
         session = aws_session()
         # The mirror reads moto itself: through the layer it would observe its own reads.
         direct = await stack.enter_async_context(
@@ -196,22 +234,15 @@ async def world(workdir: Path) -> AsyncIterator[World]:
         # As cfn/secrets.yaml makes them: no value until the scaler's first order.
         cert_arn = (await secrets.create_secret(Name="bbb-demo/fleet-certificate"))["ARN"]
         account_arn = (await secrets.create_secret(Name="bbb-demo/acme-account"))["ARN"]
-        sl_url = f"http://127.0.0.1:{sl_port}"
         config = FleetConfig(
-            ids, aws, sl_url, LB_SECRET, BBB_SECRET, workdir / "fleet", tls_secret=cert_arn
-        )
+            ids, aws, sl_url, LB_SECRET, BBB_SECRET, workdir / "fleet", tls_secret=cert_arn,
+            extra_env=extra,
+        )  # fmt: skip
         fleet = EmulatedFleet(layer, config, router)
         await fleet.start()
         scaler_env = fleet.scaler_env(
             BBBSCALER_HTTP__LISTEN=f"127.0.0.1:{free_port()}",
-            # The demo's day is compressed about 300 times; so are the scaler's waits.
-            BBBSCALER_LOOP__INTERVAL="1",
-            BBBSCALER_POLICY__SCALE_IN_AFTER="4",
-            BBBSCALER_POLICY__COOLDOWN="3",
-            BBBSCALER_POLICY__TREND_WINDOW="10",
-            BBBSCALER_POLICY__BOOT_TIME="3",
-            BBBSCALER_POLICY__BOOT_GRACE="60",
-            BBBSCALER_METRICS__STALE_AFTER="10",
+            **SCALER_PACE,
             BBBSCALER_CERTIFICATE__SECRET=cert_arn,
             BBBSCALER_CERTIFICATE__ACCOUNT_SECRET=account_arn,
             BBBSCALER_CERTIFICATE__DOMAIN=ids.domain,
@@ -226,17 +257,10 @@ async def world(workdir: Path) -> AsyncIterator[World]:
             env=scaler_env, stdout=asyncio.subprocess.DEVNULL, stderr=log,
         )  # fmt: skip
         w = World(
-            layer, fleet, router, scalelite, scaler_env, scaler, ids.asg_name, workdir, pebble,
+            layer, fleet, router, scalelite, scaler_env, ids.asg_name, workdir, scaler, pebble,
             VersionedSecret(secrets, cert_arn),
         )  # fmt: skip
-        for _ in range(900):
-            if any(s.state == "enabled" and s.online for s in scalelite.servers()):
-                break
-            if scaler.returncode is not None:
-                raise RuntimeError(f"bbbscaler exited {scaler.returncode}: see bbbscaler.log")
-            await asyncio.sleep(0.1)
-        else:
-            raise RuntimeError("the first node never registered in Scalelite")
+        await _first_node_registered(w)
         yield w
     finally:
         if scaler is not None and scaler.returncode is None:
@@ -253,13 +277,26 @@ async def world(workdir: Path) -> AsyncIterator[World]:
         moto.stop()
         if pebble is not None:
             pebble.process.stop()
-        challtestsrv.process.stop()
+        if challtestsrv is not None:
+            challtestsrv.process.stop()
         os.environ.clear()
         os.environ.update(env_backup)
 
 
+async def _first_node_registered(w: World) -> None:
+    for _ in range(900):
+        if any(s.state == "enabled" and s.online for s in w.scalelite.servers()):
+            return
+        if w.scaler is not None and w.scaler.returncode is not None:
+            raise RuntimeError(f"bbbscaler exited {w.scaler.returncode}: see bbbscaler.log")
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the first node never registered in Scalelite")
+
+
 async def _serving_fleet_certificate(w: World) -> int:
     """Launched nodes whose installed chain (what nginx reads) is the secret's current one."""
+    if w.certificate is None:
+        return 0
     stored = await w.certificate.read()
     if stored is None:
         return 0
@@ -286,6 +323,7 @@ async def run(duration: float, out: TextIO, workdir: Path) -> DemoSummary:
     async with world(workdir) as w:
         listen = w.scaler_env["BBBSCALER_HTTP__LISTEN"]
         scaler = w.scaler
+        assert scaler is not None, "world(tls=True) starts the scaler"
         out.write(f"bbbsim demo: fleet {w.asg} up; bbbscaler on {listen}; {duration:.0f}s\n")
         started = time.monotonic()
         ramp_at: float | None = None
@@ -361,7 +399,7 @@ async def run(duration: float, out: TextIO, workdir: Path) -> DemoSummary:
             if scaler.returncode is None:
                 scaler.terminate()
             summary.bbbscaler_exit_code = await scaler.wait()
-            summary.certificates_issued = w.pebble.certificates_issued()
+            summary.certificates_issued = 0 if w.pebble is None else w.pebble.certificates_issued()
             summary.nodes_launched = len(w.fleet.started)
             summary.nodes_with_fleet_certificate = await _serving_fleet_certificate(w)
     if summary.samples:
@@ -414,13 +452,14 @@ def main(duration: float, summary_json: Path | None, plot_png: Path | None,
     with tempfile.TemporaryDirectory(prefix="bbbsim-demo-") as tmp:
         summary = asyncio.run(run(duration, out, Path(tmp)))
     out.write("\nsummary\n" + summary_table(summary) + "\n")
-    png = plot_png if plot_png is not None else Path("bbbsim-demo.png")
-    plot(summary, png)
-    out.write(f"timeline: {png}\n")
+    # The summary is kept before the picture is drawn: a failing plot loses no result.
     if summary_json is not None:
         doc = asdict(summary)
         doc.pop("samples")
         summary_json.write_text(json.dumps(doc, indent=2) + "\n")
+    png = plot_png if plot_png is not None else Path("bbbsim-demo.png")
+    plot(summary, png)
+    out.write(f"timeline: {png}\n")
     ok = (
         summary.meetings_ended_by_platform == 0
         and summary.meetings_started > 0

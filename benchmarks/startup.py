@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from readme_table import TEXT, Column, Table, unit
 
 from bbbcore import acme_dns01, logs, route53
 from bbbcore.secret_versions import VersionedSecret
@@ -61,6 +62,22 @@ LB_SECRET = "benchmark-scalelite-secret-0123456789"  # noqa: S105 - loopback onl
 PUBLIC_IP = "203.0.113.10"
 READY_WITHIN = 120.0
 MODES = ("host", "fleet")
+LABELS = {
+    "host": "`host`: its own certificate over ACME DNS-01 against pebble",
+    "fleet": "`fleet`: the fleet certificate from Secrets Manager (moto)",
+}
+TABLES = {
+    "startup": Table(
+        (
+            Column("`tls.mode`", TEXT, numeric=False),
+            Column("start-up to READY p50", unit("s")),
+            Column("max", unit("s")),
+            Column("the TLS step p50", unit("s")),
+            Column("max", unit("s")),
+        ),
+        keys=tuple(LABELS[m] for m in MODES),
+    ),
+}
 
 
 @dataclass
@@ -270,6 +287,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         args.out.write_text(text + "\n")
     print(text)
+    c = result["conditions"]
+    print(f"\n{c['cpus']} CPUs, Python {c['python']}, {args.runs} runs per mode, {result['date']}")
+    table = TABLES["startup"]
+    print(table.header())
+    for mode in MODES:
+        r = result[mode]
+        print(
+            table.row(
+                LABELS[mode],
+                f"{r['ready_p50_s']:.2f} s",
+                f"{r['ready_max_s']:.2f} s",
+                f"{r['tls_p50_s']:.2f} s",
+                f"{r['tls_max_s']:.2f} s",
+            )
+        )
     return 0
 
 

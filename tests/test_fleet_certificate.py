@@ -30,8 +30,8 @@ from bbbcore import acme_dns01 as acme
 from bbbcore.certinfo import Reason
 from bbbcore.fleet_certificate import FleetCertificate, FleetCertificateInvalid, decode
 from bbbcore.secret_versions import VersionedSecret
-from bbbnode import tls
-from bbbnode.certificate import CertFiles
+from bbbnode.certificate import CertFiles, Install
+from bbbnode.certificate_metrics import CertificateMetrics as NodeCertificateMetrics
 from bbbnode.fleet_certificate import FleetCertificateMissing, FleetCertificateWatch
 from bbbnode.hostops import InstallCertificateRequest
 from bbbnode.hoststeps import LocalHostSteps
@@ -73,7 +73,7 @@ def pair(names: list[str], not_after: dt.datetime | None = None) -> FleetCertifi
     return FleetCertificate.from_pem(certs.self_signed(names, not_after, key), certs.key_pem(key))
 
 
-def installer(runner: ScriptedRunner, root: Path) -> tls.Install:
+def installer(runner: ScriptedRunner, root: Path) -> Install:
     """What FleetNode hands the watch: the host steps' install_certificate, here in-process."""
     steps = LocalHostSteps(NodeSettings(), runner, root=root)
 
@@ -330,7 +330,7 @@ async def test_node_installs_the_fleet_certificate_and_follows_new_versions(
     served = CertFiles().under(tmp_path / "host")
     runner = ScriptedRunner()
     registry = CollectorRegistry()
-    metrics = tls.CertificateMetrics(registry)
+    metrics = NodeCertificateMetrics(registry)
     installed: list[str] = []
 
     async with fleet_job(pebble, pebble_dns, secretsmanager, tmp_path) as f:

@@ -25,6 +25,7 @@ from structlog.testing import capture_logs
 from bbbcore import acme_dns01 as acme
 from bbbcore.certinfo import Reason
 from bbbnode import tls
+from bbbnode.certificate_metrics import CertificateMetrics
 from bbbnode.files import write_atomic
 from bbbnode.runner import Completed, ScriptedRunner
 from bbbnode.settings import TlsSettings
@@ -451,7 +452,7 @@ async def test_host_mode_waits_out_a_rate_limit_then_issues(
     fqdn = pebble_dns.fqdn()
     runner = ScriptedRunner()
     registry = CollectorRegistry()
-    metrics = tls.CertificateMetrics(registry)
+    metrics = CertificateMetrics(registry)
     told: list[tuple[dt.datetime, float]] = []
     waits: list[float] = []
 
