@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -45,7 +45,23 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+class _Named:
+    """A logger by name whose every call is assembled from the configuration of that moment."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(structlog.get_logger().bind(logger=self._name), attr)
+
+
 def get(name: str) -> structlog.typing.FilteringBoundLogger:
-    """A bound logger carrying ``logger=name``."""
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger().bind(logger=name)
-    return logger
+    """A logger carrying ``logger=name`` that follows ``configure()`` whenever it was made.
+
+    Modules call this at import, before ``configure()``; ``bind()`` on structlog's
+    proxy would assemble the logger at once from structlog's defaults (every level,
+    on stdout), so the binding happens at each call instead.
+    """
+    return cast(structlog.typing.FilteringBoundLogger, _Named(name))

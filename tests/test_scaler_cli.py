@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from bbbcore import __version__
+from bbbcore import __version__, logs
 from bbbscaler import cli, daemon
 from bbbscaler.settings import ScalerSettings
 
@@ -99,9 +99,13 @@ SCHEDULES = json.dumps(
 )
 
 
-async def check_config(capsys: pytest.CaptureFixture[str]) -> list[MutableMapping[str, Any]]:
+async def check_config(
+    capsys: pytest.CaptureFixture[str], env: pytest.MonkeyPatch
+) -> list[MutableMapping[str, Any]]:
     """``bbbscaler check-config`` in-process: exit 0, its JSON on stdout, and the events it
-    logged (the modules' loggers were bound when this test module imported them)."""
+    logged (its own configure() is held off: loggers follow whatever is configured, and the
+    capture is what must stay configured here)."""
+    env.setattr(logs, "configure", lambda *_args, **_kwargs: None)
     with capture_logs() as logged:
         assert await asyncio.to_thread(cli.main, ["check-config"]) == 0
     out = capsys.readouterr().out
@@ -119,7 +123,7 @@ async def test_check_config_warns_about_windows_above_the_groups_max_size(
 ) -> None:
     await make_fleet(None)  # bbb-fleet, MaxSize 4
     env.setenv("BBBSCALER_POLICY__SCHEDULES", SCHEDULES)
-    logged = await check_config(capsys)
+    logged = await check_config(capsys, env)
     warned = [e for e in logged if e["event"] == "schedule_exceeds_upper_bound"]
     assert [(e["window"], e["min_nodes"], e["upper"], e["short_nodes"]) for e in warned] == [
         ("exam", 6, 4, 2)
@@ -128,7 +132,7 @@ async def test_check_config_warns_about_windows_above_the_groups_max_size(
     assert warned[0]["log_level"] == "warning"
     # policy.max_nodes below MaxSize is the bound then.
     env.setenv("BBBSCALER_POLICY__MAX_NODES", "2")
-    logged = await check_config(capsys)
+    logged = await check_config(capsys, env)
     warned = [e for e in logged if e["event"] == "schedule_exceeds_upper_bound"]
     assert [(e["window"], e["upper"], e["bound"]) for e in warned] == [
         ("exam", 2, "policy.max_nodes"),
@@ -143,7 +147,7 @@ async def test_check_config_says_when_it_cannot_read_the_group(
     env.setenv("BBBSCALER_AWS__ASG_NAME", "no-such-group")
     env.setenv("BBBSCALER_POLICY__SCHEDULES", SCHEDULES)
     env.setenv("BBBSCALER_POLICY__MAX_NODES", "5")
-    logged = await check_config(capsys)
+    logged = await check_config(capsys, env)
     incomplete = [e for e in logged if e["event"] == "schedule_check_incomplete"]
     assert len(incomplete) == 1
     assert "no-such-group" in incomplete[0]["reason"]
