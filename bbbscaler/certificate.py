@@ -274,9 +274,12 @@ class FleetCertificateJob:
 async def open_job(
     settings: ScalerSettings, registry: CollectorRegistry
 ) -> AsyncIterator[FleetCertificateJob | None]:
-    """The job on its own AWS clients, or None when ``certificate.secret`` is empty."""
+    """The job on its own AWS clients; None when ``certificate.secret`` is empty or in a
+    dry run (publishing a certificate is a change like any other)."""
     c = settings.certificate
-    if not c.secret:
+    if not c.secret or settings.dry_run:
+        if c.secret:
+            log.info("fleet_certificate_job_off", reason="dry_run", secret=c.secret)
         yield None
         return
     session = aws.session(settings.aws.region)

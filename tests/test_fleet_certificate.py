@@ -37,8 +37,14 @@ from bbbnode.hostops import InstallCertificateRequest
 from bbbnode.hoststeps import LocalHostSteps
 from bbbnode.runner import Completed, ScriptedRunner
 from bbbnode.settings import NodeSettings
-from bbbscaler.certificate import CertificateMetrics, FleetCertificateJob, due, names_for
-from bbbscaler.settings import CertificateSettings
+from bbbscaler.certificate import (
+    CertificateMetrics,
+    FleetCertificateJob,
+    due,
+    names_for,
+    open_job,
+)
+from bbbscaler.settings import CertificateSettings, ScalerSettings
 from bbbsim.node_process import free_port
 from tests import certs
 
@@ -455,3 +461,17 @@ async def test_start_up_gives_up_on_a_secret_that_stays_empty(
         await watch.first()
     assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 9.0]
     assert not CertFiles().under(tmp_path).fullchain.exists()
+
+
+async def test_no_certificate_job_without_a_secret_or_in_a_dry_run() -> None:
+    base: dict[str, Any] = {
+        "aws": {"asg_name": "a"},
+        "scalelite": {"url": "https://s", "secret": "x", "domain": DOMAIN},
+    }
+    certificate = {"secret": "fleet/cert", "domain": DOMAIN, "zone_id": "Z1"}
+    for settings in (
+        ScalerSettings.model_validate(base),
+        ScalerSettings.model_validate({**base, "certificate": certificate, "dry_run": True}),
+    ):
+        async with open_job(settings, CollectorRegistry()) as job:
+            assert job is None
