@@ -6,11 +6,12 @@ import asyncio
 import json
 from collections.abc import MutableMapping
 from typing import Any
+from unittest import mock
 
 import pytest
 from structlog.testing import capture_logs
 
-from bbbcore import __version__
+from bbbcore import __version__, logs
 from bbbscaler import cli, daemon
 from bbbscaler.settings import ScalerSettings
 
@@ -101,8 +102,8 @@ SCHEDULES = json.dumps(
 
 async def check_config(capsys: pytest.CaptureFixture[str]) -> list[MutableMapping[str, Any]]:
     """``bbbscaler check-config`` in-process: exit 0, its JSON on stdout, and the events it
-    logged (the modules' loggers were bound when this test module imported them)."""
-    with capture_logs() as logged:
+    logged (its own logging set-up is skipped, or it would replace the capture)."""
+    with capture_logs() as logged, mock.patch.object(logs, "configure"):
         assert await asyncio.to_thread(cli.main, ["check-config"]) == 0
     out = capsys.readouterr().out
     # The in-process AWS fixtures print their own log lines on stdout too.
