@@ -53,6 +53,13 @@ class Round:
             "drain": list(d.drain),
             "terminate": list(d.terminate),
             "steer": dict(d.steer),
+            "drift": {
+                "launch": None
+                if self.snapshot.group.launch is None
+                else str(self.snapshot.group.launch),
+                "drifted": list(d.drifted),
+                "replacing": list(d.replacing),
+            },
             "numbers": d.numbers,
             "observe_errors": list(self.snapshot.errors),
             "outcomes": [
@@ -70,6 +77,7 @@ def roles(snapshot: FleetSnapshot, config: PolicyConfig) -> dict[str, int]:
         "booting": len(fleet.booting),
         "draining": len(fleet.draining),
         "blind": len(fleet.blind),
+        "drifted": len(fleet.drifted),
     }
 
 
@@ -164,11 +172,13 @@ class Controller:
         fields: dict[str, Any] = {"action": d.action.value, "reason": d.reason}
         if d.desired is not None:
             fields["desired"] = d.desired
-        for key in ("drain", "undrain", "terminate"):
+        for key in ("drain", "undrain", "terminate", "replacing"):
             if getattr(d, key):
                 fields[key] = list(getattr(d, key))
         if d.steer:
             fields["steer"] = dict(d.steer)
+        if d.drifted:
+            fields["drifted"] = len(d.drifted)
         if d.action is Action.NONE:
             log.debug("decided", **fields)
         else:

@@ -9,11 +9,12 @@ The package is cut the way the Kubernetes cluster-autoscaler cuts scale-down:
 
 - ``config``: PolicyConfig and the presets' values;
 - ``history``: History and Sample, what earlier rounds leave behind;
-- ``fleet``: sort_fleet, the snapshot sorted into serving, booting, draining, blind;
+- ``fleet``: sort_fleet, the snapshot sorted into serving, booting, draining, blind, drifted;
 - ``eligibility``: which nodes may drain or be terminated, what holds every scale-in;
 - ``need``, ``seed``, ``default``: how many nodes the load needs, per preset;
 - ``budgets``: bounds, and how many drains may start;
 - ``capacity``: grow, shrink or reconcile, the steps every preset shares;
+- ``drift``: rollouts, drifted nodes replaced through the drain;
 - ``steering``: load_multipliers for Scalelite.
 
 The safety rules every preset obeys (property-tested in tests/test_policy_properties.py):
@@ -27,6 +28,8 @@ The safety rules every preset obeys (property-tested in tests/test_policy_proper
 - Desired never exceeds the upper bound (policy max_nodes, the ASG's MaxSize);
   a drain never takes serving capacity below the lower bound (policy
   min_nodes, the ASG's MinSize, the open schedule windows).
+- A rollout drains at most its budget of drifted nodes at once, and only once the
+  nodes that serve without them meet the preset's need and the lower bound.
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ from bbbscaler.policy import default, seed
 from bbbscaler.policy.budgets import bounds
 from bbbscaler.policy.capacity import plan_capacity
 from bbbscaler.policy.config import PolicyConfig, Preset
+from bbbscaler.policy.drift import replace_drifted
 from bbbscaler.policy.eligibility import drained
 from bbbscaler.policy.fleet import Fleet, sort_fleet
 from bbbscaler.policy.history import IN, OUT, History, Sample
+from bbbscaler.policy.need import Need
 from bbbscaler.policy.steering import steering
 
 __all__ = [
@@ -62,10 +67,16 @@ def decide(snapshot: FleetSnapshot, history: History, config: PolicyConfig, now:
     """One round's decision over ``snapshot``; pure."""
     fleet = sort_fleet(snapshot, config)
     lower, upper, window = bounds(snapshot, config, now)
-    if config.preset == "seed":
-        need = seed.need(fleet, config)
-        return plan_capacity(snapshot, history, config, now, fleet, need, lower, upper, window)
-    need = default.need(fleet, history, config, now, planned=window is not None)
+
+    def need_of(f: Fleet) -> Need:
+        if config.preset == "seed":
+            return seed.need(f, config)
+        return default.need(f, history, config, now, planned=window is not None)
+
+    need = need_of(fleet)
     decision = plan_capacity(snapshot, history, config, now, fleet, need, lower, upper, window)
+    decision = replace_drifted(snapshot, config, fleet, need, need_of, lower, upper, decision)
+    if config.preset == "seed":
+        return decision
     steer = steering(fleet, need.keep, lower, config, decision)
     return replace(decision, steer=steer) if steer else decision

@@ -45,7 +45,11 @@ def choose_drains(
     surplus = min(fleet.capacity - max(need.keep, lower), len(fleet.serving) - lower)
     if surplus <= 0:
         return (), f"scale-in held: lower bound {lower}"
-    candidates = sorted(enabled(fleet, config), key=load_key)
+    # A drifted node first: its drain is a step of the rollout too.
+    drifted = {n.instance_id for n in fleet.drifted}
+    candidates = sorted(
+        enabled(fleet, config), key=lambda n: (n.instance_id not in drifted, load_key(n))
+    )
     if need.idle_only:
         candidates = [n for n in candidates if n.idle(stale)]
     if seed:

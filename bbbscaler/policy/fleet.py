@@ -1,4 +1,8 @@
-"""sort_fleet: the snapshot sorted into what the policy counts."""
+"""sort_fleet: the snapshot sorted into what the policy counts.
+
+Roles: serving, booting, draining, blind (no fresh data) and, across them, drifted
+(launched from another launch template or version than the group launches from now).
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ class Fleet:
     """Members whose meeting data is missing or stale."""
     pending_launches: int
     """Desired capacity the ASG has not turned into instances yet."""
+    drifted: tuple[Node, ...] = ()
+    """Members launched from something else than the group launches from now."""
 
     @property
     def capacity(self) -> int:
@@ -37,11 +43,16 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
     booting: list[Node] = []
     draining: list[Node] = []
     blind: list[Node] = []
+    drifted: list[Node] = []
+    group = snapshot.group
+    rollout = group.launch is not None
     # One pass: membership tests on tuples of dataclasses compare field by field (O(n²)).
     for n in snapshot.nodes:
         if n.leaving:
             continue
         members.append(n)
+        if rollout and group.drifted(n):
+            drifted.append(n)
         if n.draining:
             draining.append(n)
         elif n.booting(now, config.boot_grace):
@@ -53,7 +64,13 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
             blind.append(n)
     pending = max(0, snapshot.group.desired - len(members))
     return Fleet(
-        tuple(members), tuple(serving), tuple(booting), tuple(draining), tuple(blind), pending
+        tuple(members),
+        tuple(serving),
+        tuple(booting),
+        tuple(draining),
+        tuple(blind),
+        pending,
+        tuple(drifted),
     )
 
 
