@@ -75,7 +75,9 @@ def decide(snapshot: FleetSnapshot, history: History, config: PolicyConfig, now:
 
     need = need_of(fleet)
     decision = plan_capacity(snapshot, history, config, now, fleet, need, lower, upper, window)
-    decision = replace_drifted(snapshot, config, fleet, need, need_of, lower, upper, decision)
+    decision = replace_drifted(
+        snapshot, history, config, now, fleet, need, need_of, lower, upper, decision
+    )
     if config.preset == "seed":
         return decision
     steer = steering(fleet, need.keep, lower, config, decision)

@@ -13,8 +13,9 @@ waiting for scale-in protected instances, fails after one hour: RefreshPreferenc
    candidates (booting nodes and pending launches count, as they do for growth); when it
    (or the lower bound) wants more, desired grows by that much and nothing is cordoned;
 3. once the fleet without them still meets the preset's need and the lower bound with
-   the nodes that *serve* (booting ones do not take meetings yet), the candidates start
-   draining: tagged, cordoned, left until their meetings end;
+   the nodes that *serve* (booting ones do not take meetings yet), and the preset's
+   cooldowns allow, the candidates start draining: tagged, cordoned, left until their
+   meetings end;
 4. a drained node is terminated by the usual step, after the usual re-check.
 
 A rollout never competes with a scale-out, a re-enable or the preset's own drains, and
@@ -31,6 +32,7 @@ from bbbscaler.model import Action, Decision, FleetSnapshot, Node
 from bbbscaler.policy.config import PolicyConfig
 from bbbscaler.policy.eligibility import enabled, scale_in_blocker
 from bbbscaler.policy.fleet import Fleet, load_key
+from bbbscaler.policy.history import History
 from bbbscaler.policy.need import Need
 
 NeedOf = Callable[[Fleet], Need]
@@ -68,7 +70,9 @@ def _short(fleet: Fleet, need_of: NeedOf, lower: int) -> int:
 
 def replace_drifted(
     snapshot: FleetSnapshot,
+    history: History,
     config: PolicyConfig,
+    now: float,
     fleet: Fleet,
     need: Need,
     need_of: NeedOf,
@@ -94,8 +98,12 @@ def replace_drifted(
         and not need.out
         and fleet.capacity >= lower
     )
-    if not quiet or draining >= allowed or scale_in_blocker(snapshot, fleet):
+    if not quiet or draining >= allowed:
         return decision
+    blocked = scale_in_blocker(snapshot, fleet)
+    if blocked:
+        # The preset says it already when a scale-in of its own was due.
+        return decision if blocked in decision.reason else _held(decision, f"drift: {blocked}")
     ids = {n.instance_id for n in fleet.drifted}
     candidates = sorted((n for n in enabled(fleet, config) if n.instance_id in ids), key=load_key)
     candidates = candidates[: allowed - draining]
@@ -108,6 +116,8 @@ def replace_drifted(
     if grow:
         if decision.terminate:
             return decision  # growth waits for the next round; terminations go first
+        if history.cooling(now, config.cooldown_out):
+            return _held(decision, f"drift: {what}: replacement held: cooldown")
         group = snapshot.group
         base = max(group.desired, len(fleet.members))
         desired = min(base + grow, upper)
@@ -120,6 +130,9 @@ def replace_drifted(
                 reason=f"drift: {what}: +{desired - base} node(s) to replace them first",
             )
 
+    # The preset's scale-in cooldown holds these drains too (seed: after any change).
+    if history.cooling(now, config.cooldown_in, since_growth=config.preset != "seed"):
+        return _held(decision, f"drift: {what}: drain held: cooldown")
     # Drain as many as the fleet that serves can do without (removing more never helps).
     low, high = 0, len(candidates)
     while low < high:
@@ -135,10 +148,9 @@ def replace_drifted(
         said = f"drift: {what}: held, the group is at its upper bound {upper}"
     else:
         said = f"drift: {what}: waiting for the replacement capacity to serve"
-    if decision.action is Action.TERMINATE:
-        action = Action.TERMINATE
-    else:
-        action = Action.DRAIN if chosen else Action.HOLD
+    if not chosen:
+        return _held(decision, said)
+    action = Action.TERMINATE if decision.action is Action.TERMINATE else Action.DRAIN
     steady = decision.action is Action.NONE
     return replace(
         decision,
@@ -147,6 +159,13 @@ def replace_drifted(
         replacing=chosen,
         reason=said if steady else f"{decision.reason}; {said}",
     )
+
+
+def _held(decision: Decision, said: str) -> Decision:
+    """``decision``, saying why the rollout did not step (a hold, unless it does more)."""
+    if decision.action is Action.NONE:
+        return replace(decision, action=Action.HOLD, reason=said)
+    return replace(decision, reason=f"{decision.reason}; {said}")
 
 
 def _what(snapshot: FleetSnapshot, candidates: list[Node]) -> str:
