@@ -1298,7 +1298,8 @@ class LifecycleLayer:
             if term.group != group or not term.waiting(now):
                 continue
             for hook in term.hooks:
-                if hook.hook_name != hook_name:
+                # A timed-out action is gone even before the next tick applies its result.
+                if hook.hook_name != hook_name or min(hook.deadline, hook.global_deadline) <= now:
                     continue
                 if (token and hook.token == token) or (
                     not token and instance_id == term.instance_id
