@@ -996,7 +996,10 @@ class LifecycleLayer:
                     "ProtectedFromScaleIn": str(t.protected).lower(),
                 }
             )
-        desired = {g: sp.desired for (sc, g), sp in self._surplus.items() if sc == scope}
+        # Every fake access key lands in moto's one default account: match the region only.
+        desired = {
+            g: sp.desired for (sc, g), sp in self._surplus.items() if sc.region == scope.region
+        }
         response = _rewritten(response, lambda body: rewrite_instances(body, overlay))
         return _rewritten(response, lambda body: rewrite_groups(body, desired))
 
@@ -1264,7 +1267,6 @@ class LifecycleLayer:
         """Scale the group back to its desired capacity once the new instance is in service:
         the unhealthy victim whatever its protection, or by the termination policy."""
         scope, name = surplus.scope, surplus.group
-        self._surplus.pop((scope, name), None)
         view = await self._group(scope, name)
         if surplus.victim is None:
             await self._resize(scope, view, surplus.desired)
@@ -1277,6 +1279,8 @@ class LifecycleLayer:
                 await self._client(scope).autoscaling.terminate_instance_in_auto_scaling_group(
                     InstanceId=victim.instance_id, ShouldDecrementDesiredCapacity=True
                 )
+        # Only now: until moto's desired is back, answers must keep showing the real one.
+        self._surplus.pop((scope, name), None)
         await self._sync(scope)
 
     async def _settle(self, scope: Scope, name: str) -> None:
