@@ -2,9 +2,12 @@
 # file with hadolint. Build from the repository root:
 #   docker build -t bbbscaler:$(python -c 'import bbbcore; print(bbbcore.__version__)') .
 #
-# Base pinned by version; pin by digest in the registry you build from
-# (python:3.11.14-slim-bookworm@sha256:...) once you have resolved it there.
-ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+# Base pinned by Python patch release and Debian release (trixie: bookworm's regular
+# security support has ended). Pin it by digest through the build argument, with the
+# digest your registry resolves the tag to:
+#   docker build --build-arg PYTHON_IMAGE=python:3.11.14-slim-trixie@sha256:<digest> .
+# versions.yaml holds this tag; tests/test_platform.py keeps the two equal.
+ARG PYTHON_IMAGE=python:3.11.14-slim-trixie
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \

@@ -13,7 +13,30 @@ from urllib.parse import urlencode
 
 Algorithm = Literal["sha1", "sha256", "sha384", "sha512"]
 ALGORITHMS: tuple[Algorithm, ...] = ("sha1", "sha256", "sha384", "sha512")
+"""Weakest first, so the last allowed one is the strongest."""
 _HEX_LENGTH = {"sha1": 40, "sha256": 64, "sha384": 96, "sha512": 128}
+
+BBB_WEB_DEFAULT = "sha1,sha256,sha384,sha512"
+"""bbb-web's packaged ``supportedChecksumAlgorithms`` (bigbluebutton-web/grails-app/conf/
+bigbluebutton.properties, the key below ``securitySalt``: all four since BBB 2.5)."""
+
+
+def bbb_web_allows(supported: str) -> tuple[Algorithm, ...]:
+    """The algorithms bbb-web accepts for a ``supportedChecksumAlgorithms`` value, weakest first.
+
+    bbb-web picks the algorithm by the checksum's length and tests its name with Java's
+    ``String.contains`` on the raw value (bigbluebutton/bigbluebutton
+    bbb-common-web/src/main/java/org/bigbluebutton/api/model/validator/
+    GetChecksumValidator.java:49-76 at 4b5d4e9): case-sensitive, no splitting, so
+    ``"sha256, sha512"`` allows both and ``"SHA512"`` allows nothing.
+    """
+    return tuple(name for name in ALGORITHMS if name in supported)
+
+
+def strongest(allowed: tuple[Algorithm, ...]) -> Algorithm | None:
+    """The strongest of ``allowed`` (sha512 > sha384 > sha256 > sha1), None if empty."""
+    ranked = [name for name in ALGORITHMS if name in allowed]
+    return ranked[-1] if ranked else None
 
 
 def encode_query(params: dict[str, str] | list[tuple[str, str]]) -> str:

@@ -72,6 +72,9 @@ class Meeting:
     max_users: int
     is_breakout: bool
     parent_meeting_id: str | None = None
+    sequence: int = 0
+    """A breakout room's number among its parent's rooms (0 for a main meeting)."""
+    free_join: bool = False
     breakout_room_ids: tuple[str, ...] = ()
     attendees: tuple[Attendee, ...] = ()
     """Empty unless the parser was asked for attendees (they cost most of a parse)."""
@@ -157,8 +160,9 @@ def _meeting(elem: ET.Element, with_attendees: bool) -> Meeting:
     if metadata_elem is not None and len(metadata_elem):
         metadata = MappingProxyType({m.tag: (m.text or "").strip() for m in metadata_elem})
     moderators = _get(f, "moderatorCount")
-    breakout = f.get("breakout")
-    parent = None if breakout is None else (_text(breakout, "parentMeetingID") or None)
+    # A breakout room's parentMeetingID, sequence and freeJoin are children of <meeting>
+    # itself (get-meetings.ftlx:65-69 at 21f0493, unchanged through 3.x); a <breakout>
+    # element only ever appears inside <breakoutRooms>, holding a room's id.
     rooms = f.get("breakoutRooms")
     return Meeting(
         meeting_id=_get(f, "meetingID") or "",
@@ -174,7 +178,9 @@ def _meeting(elem: ET.Element, with_attendees: bool) -> Meeting:
         moderator_count=parse_count(moderators) if moderators is not None else counted_moderators,
         max_users=parse_count(_get(f, "maxUsers")),
         is_breakout=_bool(_get(f, "isBreakout")),
-        parent_meeting_id=parent,
+        parent_meeting_id=(_get(f, "parentMeetingID") or "").strip() or None,
+        sequence=parse_count(_get(f, "sequence")),
+        free_join=_bool(_get(f, "freeJoin")),
         breakout_room_ids=()
         if rooms is None
         else tuple((b.text or "").strip() for b in rooms if b.tag == "breakout"),

@@ -51,6 +51,21 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument(
                 "--yes", action="store_true", help="do not ask before changing anything"
             )
+    text = "the controllers and monitoring stack in EKS (versions.yaml platform)"
+    plat = groups.add_parser("platform", help=text, description=text)
+    psub = plat.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    text = (
+        "helm upgrade --install each pinned chart in order, with helm/platform values "
+        "and the stack's outputs"
+    )
+    install = psub.add_parser("install", help=text, description=text)
+    install.add_argument("--config", type=Path, metavar="FILE", help="TOML config file")
+    install.add_argument(
+        "--print",
+        action="store_true",
+        dest="print_only",
+        help="print the commands ($Output placeholders), call nothing",
+    )
     return parser
 
 
@@ -89,6 +104,8 @@ async def _run(ctx: commands.Context, args: argparse.Namespace) -> int:
     from bbbctl import commands
 
     command: str = args.command
+    if args.group == "platform":
+        return await commands.platform_install(ctx, args.print_only)
     if command == "validate":
         return await commands.validate(ctx, args.local)
     if command == "sync":

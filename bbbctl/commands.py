@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal, TextIO
 
 from bbbcore import aws, logs
 from bbbcore.config import ConfigError
-from bbbctl import iam_check, sync
+from bbbctl import iam_check, platform, sync
 from bbbctl.progress import Progress
 from bbbctl.settings import CtlSettings, require_bucket
 from bbbctl.stack import (
@@ -315,4 +315,36 @@ async def delete(ctx: Context, yes: bool) -> int:
     return _report(ctx, outcome, "delete")
 
 
-__all__ = ["Context", "ParameterError", "delete", "deploy", "status", "sync_command", "validate"]
+async def platform_install(ctx: Context, print_only: bool) -> int:
+    """``bbbctl platform install``: the controllers, Prometheus/Grafana, Loki and the
+    fleet's monitoring chart, with the stack's outputs. ``--print`` shows the commands
+    with $Output placeholders and reads nothing from AWS."""
+    root = ctx.settings.sync.root
+    releases = platform.load_releases(root)
+    if print_only:
+        argvs = platform.commands(releases, platform.outputs_as_placeholders())
+        print(platform.render(argvs), end="", file=ctx.out)
+        return 0
+    async with _Aws(ctx) as cloud:
+        state = await cloud.stacks.describe(ctx.settings.stack.name)
+    if state is None:
+        print(f"stack {ctx.settings.stack.name} does not exist", file=ctx.err)
+        return 1
+    try:
+        argvs = platform.commands(releases, {key: value for key, value, _ in state.outputs})
+    except platform.PlatformError as exc:
+        print(f"bbbctl: {exc}", file=ctx.err)
+        return 1
+    return await platform.run(argvs, root, ctx.out)
+
+
+__all__ = [
+    "Context",
+    "ParameterError",
+    "delete",
+    "deploy",
+    "platform_install",
+    "status",
+    "sync_command",
+    "validate",
+]

@@ -1,8 +1,8 @@
-"""python -m bbbdeploy check | dashboards"""
+"""python -m bbbdeploy check | dashboards | checkov PROGRAM"""
 
 import sys
 
-from bbbdeploy import check, dashboards
+from bbbdeploy import check, dashboards, scan
 
 
 def main(argv: list[str]) -> int:
@@ -12,7 +12,9 @@ def main(argv: list[str]) -> int:
         for path in dashboards.write():
             print(path)
         return 0
-    print("usage: python -m bbbdeploy check | dashboards", file=sys.stderr)
+    if len(argv) == 2 and argv[0] == "checkov":
+        return scan.main(argv[1])
+    print("usage: python -m bbbdeploy check | dashboards | checkov PROGRAM", file=sys.stderr)
     return 2
 
 

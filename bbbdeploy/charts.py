@@ -43,11 +43,16 @@ def value_sets(chart: Path) -> list[ValueSet]:
     return sets
 
 
-def render(chart: Path, values: dict[str, Any] | None) -> list[dict[str, Any]]:
+def render(
+    chart: Path,
+    values: dict[str, Any] | None,
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
+) -> list[dict[str, Any]]:
     """The chart's manifests as objects, in template order (NOTES.txt and empty
     documents left out)."""
     with helm_python.Chart.load(chart) as loaded:
-        rendered = loaded.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        rendered = loaded.render(values, name=release, namespace=namespace, is_install=True)
     objects: list[dict[str, Any]] = []
     for template in sorted(rendered):
         if not template.endswith((".yaml", ".yml")):

@@ -9,6 +9,7 @@ kinds this repository uses (ServiceMonitor, PrometheusRule).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import kubernetes_validate
@@ -26,6 +27,38 @@ _SERVICE_MONITOR_ENDPOINT = {
     "honorLabels", "honorTimestamps", "relabelings", "metricRelabelings", "tlsConfig",
     "bearerTokenSecret", "authorization", "basicAuth", "followRedirects",
 }  # fmt: skip
+
+
+# external-secrets.io/v1 (External Secrets' CRDs): the fields the charts use.
+_EXTERNAL_SECRETS_SPEC = {
+    "SecretStore": {"provider", "refreshInterval", "retrySettings", "controller", "conditions"},
+    "ExternalSecret": {
+        "refreshInterval", "refreshPolicy", "secretStoreRef", "target", "data", "dataFrom",
+    },
+}  # fmt: skip
+_EXTERNAL_SECRET_TARGET = {"name", "creationPolicy", "deletionPolicy", "template", "immutable"}
+_DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+
+
+def _external_secrets_errors(kind: str, spec: dict[str, Any]) -> list[str]:
+    problems = [f"spec.{k}: unknown field" for k in set(spec) - _EXTERNAL_SECRETS_SPEC[kind]]
+    if kind == "SecretStore":
+        aws = (spec.get("provider") or {}).get("aws") or {}
+        if aws.get("service") not in ("SecretsManager", "ParameterStore") or not aws.get("region"):
+            problems.append("spec.provider.aws: service and region are required")
+        return problems
+    if "refreshInterval" in spec and not _DURATION.match(str(spec["refreshInterval"])):
+        problems.append(f"spec.refreshInterval: {spec['refreshInterval']!r} is not a duration")
+    store = spec.get("secretStoreRef") or {}
+    if not store.get("name") or store.get("kind") not in ("SecretStore", "ClusterSecretStore"):
+        problems.append("spec.secretStoreRef: name and kind (SecretStore) are required")
+    target = spec.get("target") or {}
+    problems += [f"spec.target.{k}: unknown field" for k in set(target) - _EXTERNAL_SECRET_TARGET]
+    if not target.get("name"):
+        problems.append("spec.target.name: required")
+    if not spec.get("data") and not spec.get("dataFrom"):
+        problems.append("spec: data or dataFrom is required")
+    return problems
 
 
 def _schema_errors(obj: dict[str, Any], version: str) -> list[str]:
@@ -69,6 +102,8 @@ def _custom_resource_errors(obj: dict[str, Any], version: str) -> list[str]:
         if set(spec) != {"groups"} or not isinstance(groups, list) or not groups:
             problems.append("spec: must hold exactly a non-empty groups list")
         # The rules themselves are promtool's to check (bbbdeploy.rules).
+    elif obj["kind"] in _EXTERNAL_SECRETS_SPEC:
+        problems += _external_secrets_errors(obj["kind"], spec)
     else:
         problems.append(f"{obj['kind']}: no checks written for this custom resource")
     return problems
@@ -76,8 +111,9 @@ def _custom_resource_errors(obj: dict[str, Any], version: str) -> list[str]:
 
 def validate(obj: dict[str, Any], version: str) -> list[str]:
     """Problems of one manifest against Kubernetes `version`; empty when valid."""
-    if "/" in obj.get("apiVersion", "") and obj["apiVersion"].split("/")[0].endswith(
-        "monitoring.coreos.com"
+    if "/" in obj.get("apiVersion", "") and obj["apiVersion"].split("/")[0] in (
+        "monitoring.coreos.com",
+        "external-secrets.io",
     ):
         return _custom_resource_errors(obj, version)
     return _schema_errors(obj, version)

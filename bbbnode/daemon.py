@@ -63,6 +63,22 @@ async def run(settings: NodeSettings, environ: Mapping[str, str] = os.environ) -
             searched=[str(p) for p in settings.bbb.properties_files],
         )
         return EXIT_CONFIG
+    host_algorithms = bbb_secret.discover_algorithms(settings.bbb.properties_files)
+    try:
+        algorithm = bbb_secret.signing_algorithm(settings.bbb.checksum, host_algorithms)
+    except bbb_secret.UnusableAlgorithm as exc:
+        log.error("config_invalid", key="bbb.checksum (BBBNODE_BBB__CHECKSUM)", problem=str(exc))
+        return EXIT_CONFIG
+    log.info(
+        "bbb_api_signing",
+        algorithm=algorithm,
+        allowed=None if host_algorithms is None else list(host_algorithms.allowed),
+        source=None if host_algorithms is None else str(host_algorithms.source),
+    )
+    advice = bbb_secret.scalelite_advice(host_algorithms)
+    if advice and settings.aws.enabled and settings.scalelite.enabled:
+        # bbbnode cannot see Scalelite's environment; it can say what the host demands.
+        log.warning("scalelite_poll_refused_unless", advice=advice)
 
     notifier = Notifier(environ)
     stop = asyncio.Event()
@@ -84,7 +100,7 @@ async def run(settings: NodeSettings, environ: Mapping[str, str] = os.environ) -
             session,
             settings.bbb.url,
             secret,
-            settings.bbb.checksum,
+            algorithm,
             timeout=settings.bbb.timeout,
             max_bytes=settings.bbb.max_response_bytes,
         )

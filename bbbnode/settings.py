@@ -28,8 +28,9 @@ class BbbSettings(Section):
     """bbb-web's own address, so nginx and TLS are not in the path."""
     secret: SecretStr | None = None
     """API secret; when unset, securitySalt from the properties files below."""
-    checksum: Literal["sha1", "sha256", "sha384", "sha512"] = "sha256"
-    """Checksum algorithm of API calls (bbb-web accepts all four)."""
+    checksum: bbb_secret.Choice = "auto"
+    """API checksum: auto (the strongest supportedChecksumAlgorithms in properties_files
+    allows; sha256 if none sets it) or one of sha1, sha256, sha384, sha512 that it allows."""
     poll_interval: float = Field(default=10.0, gt=0)
     """Seconds between two collections (getMeetings, recordings scan, CPU sample)."""
     timeout: float = Field(default=5.0, gt=0)
@@ -37,7 +38,7 @@ class BbbSettings(Section):
     max_response_bytes: int = Field(default=bbb_api.DEFAULT_MAX_BYTES, gt=0)
     """Answers larger than this are refused, so memory stays bounded."""
     properties_files: tuple[Path, ...] = bbb_secret.DEFAULT_PROPERTIES
-    """Where to look for securitySalt, first match wins."""
+    """Where to look for securitySalt and supportedChecksumAlgorithms, first match wins."""
     release_file: Path = Path("/etc/bigbluebutton/bigbluebutton-release")
     """Source of bbb_version."""
 

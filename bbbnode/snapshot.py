@@ -72,6 +72,20 @@ class MeetingTotals:
     room_video_participants: GaugeHistogram
 
 
+def online_moderators(meeting: Meeting) -> int:
+    """``moderatorCount``, never more than the meeting's users online.
+
+    BBB 3.0's getMeetings counts participantCount over users online only
+    (get-meetings.ftlx: ``meeting.getNumUsersOnline()``, bigbluebutton#15993) but
+    moderatorCount over every user still in bbb-web's memory, left ones included,
+    for ``usersTimeout`` (60 s) after they leave (Meeting.java ``getNumModerators``,
+    fixed only by bigbluebutton#21766, Nov 2024). Clamped, the number is exact on a
+    fixed bbb-web, 0 for a meeting nobody is in, and otherwise an upper bound for
+    at most a minute.
+    """
+    return min(meeting.moderator_count, meeting.participant_count)
+
+
 def summarize(meetings: Sequence[Meeting]) -> MeetingTotals:
     """Aggregate meetings the way bbb-exporter's metrics define them."""
     clients: dict[str, int] = dict.fromkeys(KNOWN_CLIENTS, 0)
@@ -97,7 +111,7 @@ def summarize(meetings: Sequence[Meeting]) -> MeetingTotals:
         listeners=sum(listeners),
         voice_participants=sum(voice),
         video_participants=sum(video),
-        moderators=sum(m.moderator_count for m in meetings),
+        moderators=sum(online_moderators(m) for m in meetings),
         breakout_rooms=sum(1 for m in meetings if m.is_breakout),
         by_client=MappingProxyType(clients),
         by_origin=MappingProxyType(origins),

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from typing import Any
 
 from bbbcore import __version__
-from bbbnode.snapshot import Snapshot
+from bbbnode.snapshot import Snapshot, online_moderators
 
 
 def render(
@@ -59,7 +59,7 @@ def render(
                     "listeners": m.listener_count,
                     "voice_participants": m.voice_participant_count,
                     "video_participants": m.video_count,
-                    "moderators": m.moderator_count,
+                    "moderators": online_moderators(m),
                 }
                 for m in snapshot.meetings
             ],

@@ -2,11 +2,13 @@
 
 ``EmulatedBbb`` holds one host's meetings and answers ``/bigbluebutton/api/``
 calls the way bbb-web does: checksum ``H(call + query + secret)`` checked by
-length against the allowed algorithms, errors as ``returncode`` FAILED with
-HTTP 200, ``noMeetings`` for an empty server. Tests and the simulator change
-its state synchronously (meetings, participants, faults) while aiohttp serves
-it. Counts in the XML are always derived from the attendee list, so they are
-consistent with each other the way a real server's are.
+length against ``supportedChecksumAlgorithms``, errors as ``returncode`` FAILED
+with HTTP 200, ``noMeetings`` for an empty server. Tests and the simulator
+change its state synchronously (meetings, participants, faults) while aiohttp
+serves it. Counts in the XML are derived from the attendee list the way
+bbb-web derives them from its users, including the unkind part: a user who
+left stays in the attendee list and in ``moderatorCount`` until bbb-web forgets
+him, while ``participantCount`` counts only users online.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from bbbcore import checksum, logs
+from bbbcore import bbb_secret, checksum, logs
 from bbbsim.host_model import DEFAULT_CORES, HostLoad, cpu_utilization, meeting_load, total_load
 
 log = logs.get(__name__)
@@ -39,6 +43,9 @@ _EMPTY: Mapping[str, str] = MappingProxyType({})
 _XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]*$")
 _DIAL_NUMBER = "613-555-1234"
 _NO_MEETINGS = "no meetings were found on this server"
+USERS_TIMEOUT_S = 60.0
+"""bbb-web's ``usersTimeout`` (60000 ms in bigbluebutton.properties): how long a user who
+left stays in its memory, hence in getMeetings' attendees, for a possible rejoin."""
 
 
 class FaultMode(enum.StrEnum):
@@ -82,6 +89,12 @@ class AttendeeState:
     has_video: bool = False
     client_type: str = "HTML5"
     customdata: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    left_at_ms: int | None = None
+    """When the user left; bbb-web keeps him listed until ``usersTimeout`` after that."""
+
+    @property
+    def online(self) -> bool:
+        return self.left_at_ms is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +119,8 @@ class MeetingState:
     attendees: tuple[AttendeeState, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     parent_meeting_id: str | None = None
+    """A breakout room's parent, by the parent's *internal* id as bbb-web has it
+    (bbb-common-web CreateBreakoutRoom.java: "The main meeting internal id")."""
     sequence: int = 0
     free_join: bool = False
     breakout_room_ids: tuple[str, ...] = ()
@@ -116,7 +131,10 @@ class MeetingState:
 
     @property
     def participant_count(self) -> int:
-        return len(self.attendees)
+        # get-meetings.ftlx: <participantCount>${meeting.getNumUsersOnline()}</participantCount>
+        # (online users only since BBB 2.6, bigbluebutton/bigbluebutton#15993), while the
+        # attendee list is meeting.getUsers(): everyone still in bbb-web's memory.
+        return sum(1 for a in self.attendees if a.online)
 
     @property
     def listener_count(self) -> int:
@@ -132,11 +150,13 @@ class MeetingState:
 
     @property
     def moderator_count(self) -> int:
+        # Meeting.getNumModerators() counts every user in memory, left or not: BBB 3.0
+        # until the port of bigbluebutton/bigbluebutton#21750 (#21766, Nov 2024).
         return sum(1 for a in self.attendees if a.role == "MODERATOR")
 
     @property
     def dial_in_count(self) -> int:
-        return sum(1 for a in self.attendees if a.client_type == "DIAL-IN")
+        return sum(1 for a in self.attendees if a.online and a.client_type == "DIAL-IN")
 
     @property
     def load(self) -> HostLoad:
@@ -283,10 +303,11 @@ def meeting_fields(parent: ET.Element, m: MeetingState, thousands: bool = False)
         _sub(metadata, key, value)
     _sub(parent, "isBreakout", _bool(m.is_breakout))
     if m.parent_meeting_id is not None:
-        breakout = _sub(parent, "breakout")
-        _sub(breakout, "parentMeetingID", m.parent_meeting_id)
-        _sub(breakout, "sequence", str(m.sequence))
-        _sub(breakout, "freeJoin", _bool(m.free_join))
+        # Straight under <meeting>, no wrapper (get-meetings.ftlx:65-69 at 21f0493,
+        # get-meeting-info.ftlx likewise); <breakout> exists only inside <breakoutRooms>.
+        _sub(parent, "parentMeetingID", m.parent_meeting_id)
+        _sub(parent, "sequence", str(m.sequence))
+        _sub(parent, "freeJoin", _bool(m.free_join))
     if m.breakout_room_ids:
         rooms = _sub(parent, "breakoutRooms")
         for room in m.breakout_room_ids:
@@ -393,20 +414,23 @@ class EmulatedBbb:
         self,
         secret: str,
         *,
-        algorithms: tuple[checksum.Algorithm, ...] = checksum.ALGORITHMS,
+        supported_checksum_algorithms: str = checksum.BBB_WEB_DEFAULT,
         clock: Callable[[], float] = time.time,
         thousands_separators: bool = False,
         omit_empty_meetings: bool = False,
         keep_ended: bool = False,
         bbb_version: str = "3.0.0",
+        users_timeout: float = USERS_TIMEOUT_S,
     ) -> None:
         self._secret = secret
-        self.algorithms = algorithms
+        self.supported_checksum_algorithms = supported_checksum_algorithms
+        """bbb-web's property as written; matched as bbb-web matches it."""
         self._clock = clock
         self.thousands_separators = thousands_separators
         self.omit_empty_meetings = omit_empty_meetings
         self.keep_ended = keep_ended
         self.bbb_version = bbb_version
+        self.users_timeout = users_timeout
         self._meetings: dict[str, MeetingState] = {}
         self._fault = Fault()
         self._counts: Counter[str] = Counter()
@@ -414,10 +438,34 @@ class EmulatedBbb:
         self._held_watchers: list[tuple[int, asyncio.Future[None]]] = []
         self.joins: list[JoinRecord] = []
 
+    @classmethod
+    def from_properties(cls, path: Path, **kwargs: Any) -> EmulatedBbb:
+        """An emulator keyed as bbb-web would be by this ``bbb-web.properties``.
+
+        ``securitySalt`` and ``supportedChecksumAlgorithms`` come from the file, the
+        latter defaulting to bbb-web's packaged value when the file does not set it.
+        """
+        secret = bbb_secret.read_property(path, "securitySalt")
+        if secret is None:
+            raise ValueError(f"no securitySalt in {path}")
+        host = bbb_secret.discover_algorithms([path])
+        supported = checksum.BBB_WEB_DEFAULT if host is None else host.value
+        return cls(secret, supported_checksum_algorithms=supported, **kwargs)
+
     # --- state --------------------------------------------------------------
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
+
+    def _forget_left_users(self) -> None:
+        """Drop users who left more than ``users_timeout`` ago, as bbb-web's sweep does."""
+        cutoff = self._now_ms() - int(self.users_timeout * 1000)
+        for meeting_id, meeting in list(self._meetings.items()):
+            kept = tuple(
+                a for a in meeting.attendees if a.left_at_ms is None or a.left_at_ms > cutoff
+            )
+            if len(kept) != len(meeting.attendees):
+                self._meetings[meeting_id] = replace(meeting, attendees=kept)
 
     def _new_meeting(
         self,
@@ -508,7 +556,7 @@ class EmulatedBbb:
             raise ValueError(f"meeting {room_id!r} exists")
         room = replace(
             self._new_meeting(room_id, f"{parent.name} (Room {sequence})", None),
-            parent_meeting_id=parent_id,
+            parent_meeting_id=parent.internal_meeting_id,
             sequence=sequence,
             free_join=free_join,
         )
@@ -559,6 +607,37 @@ class EmulatedBbb:
         self._meetings[meeting_id] = updated
         return updated
 
+    def leave(self, meeting_id: str, *user_ids: str) -> MeetingState:
+        """These users leave: offline at once, listed until ``users_timeout`` has passed.
+
+        Their microphones and cameras go with their clients, so they no longer
+        count as listeners, voice or video; they still count in the attendee list
+        and in ``moderatorCount`` (see MeetingState).
+        """
+        meeting = self._get(meeting_id)
+        wanted = set(user_ids)
+        known = {a.user_id for a in meeting.attendees if a.online}
+        if not wanted or not wanted <= known:
+            raise KeyError(f"not online in {meeting_id!r}: {sorted(wanted - known) or 'nobody'}")
+        now = self._now_ms()
+        attendees = tuple(
+            replace(
+                a,
+                left_at_ms=now,
+                is_presenter=False,
+                is_listening_only=False,
+                has_joined_voice=False,
+                has_video=False,
+            )
+            if a.user_id in wanted
+            else a
+            for a in meeting.attendees
+        )
+        updated = replace(meeting, attendees=attendees)
+        self._meetings[meeting_id] = updated
+        log.info("bbb_users_left", meeting_id=meeting_id, users=len(wanted))
+        return updated
+
     def end_meeting(self, meeting_id: str, *, keep: bool | None = None) -> bool:
         """End a meeting and its breakout rooms; False if there is no such meeting.
 
@@ -590,7 +669,14 @@ class EmulatedBbb:
             return
         for room in meeting.breakout_room_ids:
             self.remove_meeting(room)
-        parent = self._meetings.get(meeting.parent_meeting_id or "")
+        parent = next(
+            (
+                m
+                for m in self._meetings.values()
+                if m.internal_meeting_id == meeting.parent_meeting_id
+            ),
+            None,
+        )
         if parent is not None:
             self._meetings[parent.meeting_id] = replace(
                 parent,
@@ -609,10 +695,12 @@ class EmulatedBbb:
 
     def meeting(self, meeting_id: str) -> MeetingState | None:
         """The meeting with this external id, if any."""
+        self._forget_left_users()
         return self._meetings.get(meeting_id)
 
     def meetings(self) -> tuple[MeetingState, ...]:
         """All meetings, breakout rooms included, in creation order."""
+        self._forget_left_users()
         return tuple(self._meetings.values())
 
     def total_participants(self) -> int:
@@ -766,8 +854,13 @@ class EmulatedBbb:
             return _ok(
                 render_failed("checksumError", "You did not pass the checksum security check")
             )
-        if not checksum.verify(call, signed, self._secret, sent, self.algorithms):
+        # bbb-web picks the algorithm by the checksum's length and refuses one that
+        # supportedChecksumAlgorithms does not name (GetChecksumValidator.java:49-80 at
+        # 4b5d4e9) with the GetChecksum constraint's message (GetChecksum.java:8).
+        allowed = checksum.bbb_web_allows(self.supported_checksum_algorithms)
+        if not checksum.verify(call, signed, self._secret, sent, allowed):
             return _ok(render_failed("checksumError", "Checksums do not match"))
+        self._forget_left_users()
         params = dict(parse_qsl(signed, keep_blank_values=True))
         if call == "getMeetings":
             return _ok(

@@ -50,12 +50,17 @@ async def start_host(
     secret: str,
     cores: int = DEFAULT_CORES,
     clock: Callable[[], float] = time.monotonic,
+    properties: Path | None = None,
 ) -> EmulatedHost:
-    """Create the host's directories, serve its BBB API and write its first /proc/stat."""
+    """Create the host's directories, serve its BBB API and write its first /proc/stat.
+
+    With ``properties`` (a bbb-web.properties) the API is keyed by that file's
+    securitySalt and supportedChecksumAlgorithms instead of ``secret``.
+    """
     procfs = root / name / "proc"
     recordings = root / name / "bigbluebutton"
     (recordings / "recording" / "status").mkdir(parents=True, exist_ok=True)
-    bbb = EmulatedBbb(secret)
+    bbb = EmulatedBbb(secret) if properties is None else EmulatedBbb.from_properties(properties)
     stat = ProcStat(procfs, cores=cores, clock=clock)
     host = EmulatedHost(name, bbb, stat, procfs, recordings, cores)
     host.runner, host.port = await serve(bbb)

@@ -1,5 +1,5 @@
 # The BBB host image: Ubuntu 22.04, BigBlueButton 3.0, amazon-efs-utils, node
-# exporter, Promtail, Scalelite's post-publish scripts and bbbnode in its own
+# exporter, Grafana Alloy, Scalelite's post-publish scripts and bbbnode in its own
 # venv, with the units enabled. Nothing is left to fetch at boot.
 #
 #   packer build -var-file=my.pkrvars.hcl packer/
@@ -72,8 +72,8 @@ build {
   }
 
   provisioner "file" {
-    source      = "${path.root}/../helm/monitoring/promtail/bbb-host.yaml"
-    destination = "/tmp/bbbfleet/promtail.yaml"
+    source      = "${path.root}/../helm/monitoring/alloy/bbb-host.alloy"
+    destination = "/tmp/bbbfleet/config.alloy"
   }
 
   provisioner "file" {
@@ -91,8 +91,8 @@ build {
       "SCALELITE_SHA256=${var.scalelite_sha256}",
       "EFS_UTILS_VERSION=${var.efs_utils_version}",
       "EFS_UTILS_SHA256=${var.efs_utils_sha256}",
-      "PROMTAIL_VERSION=${var.promtail_version}",
-      "PROMTAIL_SHA256=${var.promtail_sha256}",
+      "ALLOY_VERSION=${var.alloy_version}",
+      "ALLOY_SHA256=${var.alloy_sha256}",
     ]
     scripts = [
       "${path.root}/scripts/base.sh",

@@ -40,13 +40,13 @@ variable "bbb_install_sha256" {
 
 variable "bbb_install_args" {
   type        = string
-  default     = "-v jammy-300"
-  description = "Arguments of bbb-install.sh: the BBB 3.0 release line; no hostname (set per host at boot by bbbnode)."
+  default     = "-v jammy-300-3.0.21"
+  description = "Arguments of bbb-install.sh: one BBB 3.0 release (jammy-300-<release>, versions.yaml bbb; plain jammy-300 follows the newest); no hostname (set per host at boot by bbbnode)."
 }
 
 variable "scalelite_version" {
   type        = string
-  description = "Scalelite release tag whose bigbluebutton/ post-publish scripts are installed."
+  description = "Scalelite release tag whose bigbluebutton/ post-publish scripts are installed (versions.yaml scalelite, e.g. v1.8.5)."
 }
 
 variable "scalelite_sha256" {
@@ -64,14 +64,14 @@ variable "efs_utils_sha256" {
   description = "SHA-256 of efs-utils' source tarball of that tag."
 }
 
-variable "promtail_version" {
+variable "alloy_version" {
   type        = string
-  description = "Promtail release (Grafana Loki), e.g. 3.4.2."
+  description = "Grafana Alloy release without the v (versions.yaml alloy, e.g. 1.21.2)."
 }
 
-variable "promtail_sha256" {
+variable "alloy_sha256" {
   type        = string
-  description = "SHA-256 of promtail-linux-amd64.zip of that release."
+  description = "SHA-256 of alloy-linux-amd64.zip of that release (its SHA256SUMS)."
 }
 
 variable "bbbnode_wheel" {

@@ -43,3 +43,22 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "$want" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
+
+checkov_venv() {
+    # checkov in a venv of its own (.venv-checkov) from checkov/requirements.txt: it pins
+    # a boto3 older than the botocore 1.40 line aioboto3 needs, so it cannot share .venv.
+    # Prints the path of the checkov program.
+    local venv="$ROOT/.venv-checkov" lock="$ROOT/checkov/requirements.txt"
+    local want have
+    want=$(sha256sum "$lock" | cut -d' ' -f1)
+    have=$(cat "$venv/.bbbfleet-lock" 2>/dev/null || true)
+    if [ "$have" != "$want" ]; then
+        echo "bootstrap: installing checkov into .venv-checkov" >&2
+        rm -rf "$venv"
+        "$PY" -m venv "$venv"
+        "$venv/bin/python" -m pip -q --disable-pip-version-check install -r "$lock" \
+            2> >(grep -v '^WARNING: Location' >&2) >&2
+        echo "$want" > "$venv/.bbbfleet-lock"
+    fi
+    echo "$venv/bin/checkov"
+}

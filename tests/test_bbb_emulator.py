@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -118,12 +119,54 @@ async def test_missing_checksum_and_wrong_call_name_rejected(served: Served) -> 
         parse_response(body)
 
 
-async def test_disallowed_algorithm_rejected() -> None:
-    bbb = EmulatedBbb(SECRET, algorithms=("sha512",))
+@pytest.mark.parametrize(
+    ("supported", "accepted"),
+    [
+        # bigbluebutton.properties' packaged value: all four.
+        ("sha1,sha256,sha384,sha512", {"sha1", "sha256", "sha384", "sha512"}),
+        # The docs' sha512-only example (docs.bigbluebutton.org/development/api).
+        ("sha512", {"sha512"}),
+        # GetChecksumValidator.java:51-69 (4b5d4e9) tests String.contains: spaces do
+        # not matter, case does, and there is no list parsing at all.
+        ("sha256, sha512", {"sha256", "sha512"}),
+        ("SHA512", set()),
+        ("", set()),
+    ],
+)
+async def test_only_supported_checksum_algorithms_accepted(
+    supported: str, accepted: set[str]
+) -> None:
+    bbb = EmulatedBbb(SECRET, supported_checksum_algorithms=supported)
     async for s in _serve(bbb):
-        with pytest.raises(FailedResponse, match="checksumError"):
-            await s.client("sha256").get_meetings()
-        assert await s.client("sha512").get_meetings() == ()
+        for algorithm in checksum.ALGORITHMS:
+            if algorithm in accepted:
+                assert await s.client(algorithm).get_meetings() == ()
+                continue
+            # A refused algorithm is answered as a wrong checksum, with HTTP 200
+            # (GetChecksum.java:8's message under the checksumError key).
+            _, body = await s.get(
+                f"getMeetings?checksum={_hand_checksum(algorithm, 'getMeetings', '')}"
+            )
+            with pytest.raises(FailedResponse) as info:
+                parse_response(body)
+            assert (info.value.message_key, info.value.message) == (
+                "checksumError",
+                "Checksums do not match",
+            )
+
+
+def test_from_properties_reads_salt_and_algorithms(tmp_path: Path) -> None:
+    props = tmp_path / "bbb-web.properties"
+    props.write_text("securitySalt=abc\nsupportedChecksumAlgorithms=sha384\n")
+    bbb = EmulatedBbb.from_properties(props)
+    assert bbb.supported_checksum_algorithms == "sha384"
+    props.write_text("securitySalt=abc\n")
+    assert EmulatedBbb.from_properties(props).supported_checksum_algorithms == (
+        "sha1,sha256,sha384,sha512"
+    )
+    props.write_text("supportedChecksumAlgorithms=sha512\n")
+    with pytest.raises(ValueError, match="securitySalt"):
+        EmulatedBbb.from_properties(props)
 
 
 def test_strip_checksum() -> None:
@@ -201,7 +244,8 @@ async def test_meetings_round_trip_through_the_parser(served: Served) -> None:
 
     r = meetings[room.meeting_id]
     assert r.is_breakout
-    assert r.parent_meeting_id == "class-a"
+    assert r.parent_meeting_id == a.internal_meeting_id
+    assert (r.sequence, r.free_join) == (1, False)
     assert (r.participant_count, r.voice_participant_count, r.video_count) == (4, 2, 1)
 
     assert bbb.total_participants() == 74
@@ -222,13 +266,13 @@ async def test_every_documented_element_is_present(served: Served) -> None:
         *("maxUsers", "moderatorCount", "attendees", "metadata", "isBreakout"),
     ]
     assert [child.tag for child in parent] == [*expected, "breakoutRooms"]
-    assert [child.tag for child in room] == [*expected, "breakout"]
-    assert [c.tag for c in room.findall("breakout/*")] == [
-        "parentMeetingID",
-        "sequence",
-        "freeJoin",
-    ]
-    assert room.findtext("breakout/freeJoin") == "true"
+    # BBB 3.0: the breakout fields are children of <meeting> (get-meetings.ftlx:63-69 at
+    # 21f0493); <breakout> appears only inside the parent's <breakoutRooms>.
+    assert [child.tag for child in room] == [*expected, "parentMeetingID", "sequence", "freeJoin"]
+    assert room.findtext("freeJoin") == "true"
+    assert room.findtext("sequence") == "1"
+    assert room.findtext("parentMeetingID") == parent.findtext("internalMeetingID")
+    assert parent.findtext("breakoutRooms/breakout") == room.findtext("meetingID")
     attendee = parent.find("attendees/attendee")
     assert attendee is not None
     assert [c.tag for c in attendee] == [
@@ -344,6 +388,40 @@ def test_host_load_counts_video_to_web_viewers_only() -> None:
     # 9 browser users: each of the 2 cameras reaches the 8 other browsers.
     assert bbb.host_load() == HostLoad(participants=10, voice=3, cameras=2, video_downstreams=16)
     assert 0 < bbb.cpu_utilization() < 1
+
+
+async def test_users_who_left_stay_listed_but_not_counted_online() -> None:
+    """participantCount counts users online (get-meetings.ftlx: getNumUsersOnline(),
+    bigbluebutton#15993) while <attendees> is getUsers() and moderatorCount is
+    getNumModerators(), both over every user bbb-web still holds (Meeting.java before
+    bigbluebutton#21766), until usersTimeout (60000 ms, bigbluebutton.properties)."""
+    clock = [NOW]
+    bbb = EmulatedBbb(SECRET, clock=lambda: clock[0])
+    bbb.add_meeting("class", 5, moderators=2, voice=3, cameras=1)
+    teacher, co_teacher, *students = (a.user_id for a in bbb.meetings()[0].attendees)
+    bbb.leave("class", teacher, students[0])
+    async for s in _serve(bbb):
+        (m,) = await s.client().get_meetings(attendees=True)
+        assert m.participant_count == 3
+        assert len(m.attendees) == 5
+        assert m.moderator_count == 2  # the teacher who left still counts
+        # Their media went with their clients.
+        assert (m.voice_participant_count, m.video_count) == (1, 0)
+        assert bbb.host_load().participants == 3
+
+        clock[0] += 59.0
+        (m,) = await s.client().get_meetings(attendees=True)
+        assert len(m.attendees) == 5
+        clock[0] += 1.0
+        (m,) = await s.client().get_meetings(attendees=True)
+        assert [a.user_id for a in m.attendees] == [co_teacher, *students[1:]]
+        assert (m.participant_count, m.moderator_count) == (3, 1)
+
+    bbb.leave("class", co_teacher, *students[1:])
+    (gone,) = bbb.meetings()
+    assert (gone.participant_count, gone.moderator_count, len(gone.attendees)) == (0, 1, 3)
+    with pytest.raises(KeyError, match="not online"):
+        bbb.leave("class", co_teacher)
 
 
 # --- faults and request counts ----------------------------------------------------

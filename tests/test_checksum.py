@@ -42,3 +42,30 @@ def test_verify_rejects() -> None:
     assert not checksum.verify("getMeetings", QUERY, SECRET, good[:-1])
     assert not checksum.verify("getMeetings", QUERY, SECRET, good, allowed=("sha1",))
     assert checksum.verify("getMeetings", QUERY, SECRET, good.upper())
+
+
+@pytest.mark.parametrize(
+    ("supported", "allowed"),
+    [
+        # The packaged default (bigbluebutton.properties, below securitySalt).
+        ("sha1,sha256,sha384,sha512", ("sha1", "sha256", "sha384", "sha512")),
+        ("sha512", ("sha512",)),
+        # GetChecksumValidator.java:51-69 (4b5d4e9): String.contains on the raw value.
+        (" sha512 , sha256 ", ("sha256", "sha512")),
+        ("sha384;sha1", ("sha1", "sha384")),
+        ("SHA512", ()),
+        ("md5", ()),
+        ("", ()),
+    ],
+)
+def test_bbb_web_allows_by_substring(
+    supported: str, allowed: tuple[checksum.Algorithm, ...]
+) -> None:
+    assert checksum.bbb_web_allows(supported) == allowed
+
+
+def test_strongest() -> None:
+    assert checksum.strongest(checksum.ALGORITHMS) == "sha512"
+    assert checksum.strongest(("sha256", "sha1")) == "sha256"
+    assert checksum.strongest(("sha384",)) == "sha384"
+    assert checksum.strongest(()) is None

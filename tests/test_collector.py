@@ -99,7 +99,7 @@ async def test_failures_are_unknown_not_zero(rig: Rig, fault: FaultMode, reason:
 
 
 async def test_wrong_checksum_is_api_down(rig: Rig) -> None:
-    rig.bbb.algorithms = ("sha1",)  # the node signs with sha256: checksumError
+    rig.bbb.supported_checksum_algorithms = "sha1"  # the node signs with sha256: refused
     snap = await rig.collector.collect_once()
     assert not snap.api_up
     assert snap.api_error is not None

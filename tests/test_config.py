@@ -68,7 +68,7 @@ def test_every_contract_key_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults() -> None:
     s = load_settings(NodeSettings)
     assert s.bbb.url == "http://127.0.0.1:8090/bigbluebutton/"
-    assert s.bbb.checksum == "sha256"
+    assert s.bbb.checksum == "auto"  # the strongest the host allows, read at start
     assert s.bbb.poll_interval == 10
     assert s.metrics.listen == "0.0.0.0:9688"
     assert s.host.procfs == Path("/proc")

@@ -3,6 +3,7 @@
 import math
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bbbcore.meetings import parse_meetings
 from bbbnode.exposition import NodeMetrics
+from bbbnode.recordings import RecordingCounts
 from bbbnode.snapshot import Snapshot, UniqueCounter, summarize
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bbb"
@@ -163,3 +165,86 @@ def test_promtool_check_metrics_is_clean(snap: Snapshot | None) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == ""
     assert result.stderr.strip() == ""
+
+
+def test_users_who_left_do_not_make_moderators_outnumber_participants() -> None:
+    """BBB 3.0's getMeetings: participantCount is getNumUsersOnline() (get-meetings.ftlx,
+    bigbluebutton#15993), <attendees> is getUsers() and moderatorCount getNumModerators(),
+    both still holding users who left until usersTimeout (Meeting.java before #21766).
+    The fixture is two such meetings, 20 s after users left."""
+    meetings = parse_meetings((FIXTURES / "meetings_users_left.xml").read_bytes())
+    assert [m.moderator_count for m in meetings] == [1, 1]  # as BBB says
+    snap = Snapshot(
+        taken_at=NOW, api_up=True, meetings=meetings, totals=summarize(meetings), meetings_at=NOW
+    )
+    fams = families(render(snap))
+    # Users online, as participantCount says: what the load and the dashboards are about.
+    assert value(fams, "bbb_meetings_participants") == 2
+    assert value(fams, "bbb_room_participants_bucket", le="0") == 1
+    # moderatorCount clamped to the users online: 0 for the emptied class (BBB says 1),
+    # and never above its meeting's participants.
+    assert value(fams, "bbbnode_meetings_moderators") == 1 + 0
+    # bbb-exporter's definition, kept: attendee entries by client, left ones included
+    # (documented in docs/metrics.md); the sum may exceed participants for a minute.
+    assert value(fams, "bbb_meetings_participant_clients", type="html5") == 5
+    assert value(fams, "bbb_meetings_participant_clients", type="dial-in") == 1
+    # A meeting nobody is in is still a meeting: the host is not idle.
+    assert value(fams, "bbb_meetings") == 2
+    assert snap.has_meeting is True
+
+
+# Every series greenstatic/bigbluebutton-exporter's Grafana dashboards query
+# (extras/dashboards/*.json at bbb24ab), beside one place each is queried.
+_GREENSTATIC = "greenstatic/bigbluebutton-exporter extras/dashboards/"
+DASHBOARD_SERIES: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {
+    ("bbb_api_up", ()): "all_servers.json:115",
+    ("bbb_exporter", ()): "all_servers.json:283 (and every dashboard's $job variable)",
+    ("bbb_meetings_participants", ()): "all_servers.json:200",
+    ("bbb_meetings_listeners", ()): "server_instance_node_exporter.json:361",
+    ("bbb_meetings_voice_participants", ()): "all_servers.json:435",
+    ("bbb_meetings_video_participants", ()): "all_servers.json:531",
+    ("bbb_meetings_participant_clients", ()): "all_servers.json:862",
+    ("bbb_meetings_participants_origin", ()): "all_servers.json:1029",
+    ("bbb_room_participants_gcount", ()): "all_servers.json:633",
+    ("bbb_room_participants_bucket", ()): "all_servers.json:2005",
+    ("bbb_room_listeners_bucket", ()): "all_servers.json:2079",
+    ("bbb_room_voice_participants_bucket", ()): "all_servers.json:2153",
+    ("bbb_room_video_participants_bucket", ()): "all_servers.json:2227",
+    ("bbb_recordings_processing", ()): "all_servers.json:1537",
+    ("bbb_recordings_unprocessed", ()): "all_servers.json:1607",
+    ("bbb_recordings_published", ()): "all_servers.json:1677",
+    ("bbb_recordings_deleted", ()): "all_servers.json:1747",
+    ("bbb_recordings_unpublished", ()): "all_servers.json:1817",
+    ("bbb_unique_meetings_total", ()): "server_instance_node_exporter.json:1031",
+    ("bbb_unique_breakout_rooms_total", ()): "server_instance_node_exporter.json:1086",
+    ("bbb_api_latency_bucket", ()): "all_servers.json:2325 (p95 summed over endpoints)",
+    ("bbb_api_latency_bucket", (("endpoint", "getMeetings"),)): "all_servers.json:2441",
+}
+# bbbnode counts recordings from disk and never calls getRecordings, so these lines of
+# the dashboards' "API latency" panels stay empty, as docs/metrics.md and the README
+# say (all_servers.json:2449-2474). bbb-exporter reading recordings from disk leaves
+# processing, published and deleted empty too (bbb-exporter/collector.py:83-102, only
+# unpublished is still asked of the API), and never exports state=processed at all.
+NOT_SERVED = {
+    ("bbb_api_latency_bucket", (("endpoint", "getRecordings"), ("parameters", f"state={s}")))
+    for s in ("processing", "processed", "published", "unpublished", "deleted")
+}
+
+
+def test_greenstatic_dashboards_find_every_series_but_get_recordings_latency() -> None:
+    snap = replace(good_snapshot(), recordings=RecordingCounts(published=2, pending=1))
+    samples = [s for _, (_, ss) in families(render(snap)).items() for s in ss]
+
+    def served(name: str, labels: tuple[tuple[str, str], ...]) -> bool:
+        return any(n == name and set(labels) <= set(ls.items()) for n, ls, _ in samples)
+
+    missing = {
+        f"{name}{dict(labels)} ({_GREENSTATIC}{where})"
+        for (name, labels), where in DASHBOARD_SERIES.items()
+        if not served(name, labels)
+    }
+    assert not missing
+    assert not any(served(name, labels) for name, labels in NOT_SERVED)
+    metrics_doc = (Path(__file__).parent.parent / "docs" / "metrics.md").read_text()
+    compatibility = metrics_doc.split("## bbbnode's own")[0]
+    assert 'bbb_api_latency{endpoint="getRecordings", parameters="state=…"}' in compatibility

@@ -69,8 +69,12 @@ def test_full_shape() -> None:
     assert physics.attendees[0].has_video
     assert not physics.is_breakout
 
+    # BBB 3.0 puts parentMeetingID, sequence and freeJoin straight under <meeting>
+    # (get-meetings.ftlx:65-69 at 21f0493; CreateBreakoutRoom.java: the parent's internal id).
     assert breakout.is_breakout
     assert breakout.parent_meeting_id == physics.internal_meeting_id
+    assert (breakout.sequence, breakout.free_join) == (1, True)
+    assert (physics.parent_meeting_id, physics.sequence, physics.free_join) == (None, 0, False)
     assert breakout.attendees == ()
     assert dict(breakout.metadata) == {}
 

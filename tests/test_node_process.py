@@ -113,6 +113,49 @@ async def test_secret_from_properties_file(host: EmulatedHost, tmp_path: Path) -
         assert await node.stop() == 0
 
 
+async def test_sha512_only_host_is_read_with_sha512(tmp_path: Path) -> None:
+    """A host restricted to sha512 in bbb-web.properties (the docs' own example,
+    docs.bigbluebutton.org/development/api) refuses sha256 (GetChecksumValidator.java:68-80
+    at 4b5d4e9); bbbnode reads the list beside securitySalt and is not blind."""
+    props = tmp_path / "bbb-web.properties"
+    props.write_text(f"securitySalt={SECRET}\nsupportedChecksumAlgorithms=sha512\n")
+    host = await start_host("i-0node0000000512", tmp_path, "unused", properties=props)
+    host.bbb.add_meeting("lecture", 4)
+    port = free_port()
+    env = node_env(host, SECRET, port, poll=0.2)
+    del env["BBBNODE_BBB__SECRET"]
+    env["BBBNODE_BBB__PROPERTIES_FILES"] = json.dumps([str(props)])
+    try:
+        node = await start_node(env, port, tmp_path / "sha512.log")
+        try:
+
+            async def up() -> bool:
+                assert node.process.returncode is None, node.log_path.read_text()
+                status, text = await http_text(node.metrics_url)
+                return status == 200 and "bbb_api_up 1.0" in text
+
+            await wait_for(up, what="bbb_api_up 1 on a sha512-only host")
+            _, text = await http_text(node.metrics_url)
+            assert "bbb_meetings_participants 4.0" in text
+        finally:
+            assert await node.stop() == 0
+        signing = [
+            line
+            for line in map(json.loads, node.log_path.read_text().splitlines())
+            if line["event"] == "bbb_api_signing"
+        ]
+        assert signing == [signing[0]]
+        assert (signing[0]["algorithm"], signing[0]["allowed"]) == ("sha512", ["sha512"])
+
+        # An explicit algorithm the host refuses would leave the node blind: refused at start.
+        env["BBBNODE_BBB__CHECKSUM"] = "sha256"
+        node = await start_node(env, port, tmp_path / "sha256.log")
+        assert await node.process.wait() == 2
+        assert "BBBNODE_BBB__CHECKSUM" in node.log_path.read_text()
+    finally:
+        await host.stop()
+
+
 @pytest.mark.skipif(not prometheus_available(), reason="Debian prometheus not installed")
 async def test_real_prometheus_scrapes_bbbnode(host: EmulatedHost, tmp_path: Path) -> None:
     host.bbb.add_meeting("a", 12, voice=3, listeners=9)

@@ -1,6 +1,6 @@
 #!/bin/bash
 # amazon-efs-utils (built from its pinned release), node exporter (Ubuntu's
-# package), Promtail (pinned release binary).
+# package), Grafana Alloy (pinned release binary) for the logs.
 set -euxo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -24,12 +24,12 @@ apt-get -y -q install prometheus-node-exporter
 systemctl enable prometheus-node-exporter
 
 /opt/bbbfleet/bin/fetch-pinned \
-    "https://github.com/grafana/loki/releases/download/v${PROMTAIL_VERSION}/promtail-linux-amd64.zip" \
-    "$PROMTAIL_SHA256" /opt/bbbfleet/src/promtail.zip
-unzip -o -q /opt/bbbfleet/src/promtail.zip -d /opt/bbbfleet/src
-install -m 0755 /opt/bbbfleet/src/promtail-linux-amd64 /usr/local/bin/promtail
-id promtail >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin promtail
-install -d -m 0755 /etc/promtail
-install -m 0644 /tmp/bbbfleet/promtail.yaml /etc/promtail/config.yml
-install -m 0644 /tmp/bbbfleet/files/promtail.service /etc/systemd/system/promtail.service
-systemctl enable promtail
+    "https://github.com/grafana/alloy/releases/download/v${ALLOY_VERSION}/alloy-linux-amd64.zip" \
+    "$ALLOY_SHA256" /opt/bbbfleet/src/alloy.zip
+unzip -o -q /opt/bbbfleet/src/alloy.zip -d /opt/bbbfleet/src
+install -m 0755 /opt/bbbfleet/src/alloy-linux-amd64 /usr/local/bin/alloy
+id alloy >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin alloy
+install -d -m 0755 /etc/alloy
+install -m 0644 /tmp/bbbfleet/config.alloy /etc/alloy/config.alloy
+install -m 0644 /tmp/bbbfleet/files/alloy.service /etc/systemd/system/alloy.service
+systemctl enable alloy

@@ -50,3 +50,42 @@ program's default applies.
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/* ref@digest, after checking the digest's shape (an image pinned by its content). */}}
+{{- define "bbbfleet.pinnedImage" -}}
+{{- if .digest -}}
+{{- if not (regexMatch "^sha256:[0-9a-f]{64}$" .digest) -}}
+{{- fail (printf "image digest %q is not sha256:<64 hex digits>" .digest) -}}
+{{- end -}}
+{{ printf "%s@%s" .ref .digest }}
+{{- else -}}
+{{ .ref }}
+{{- end -}}
+{{- end -}}
+
+{{/* Egress to the cluster's DNS (CoreDNS in kube-system, as EKS deploys it). */}}
+{{- define "bbbfleet.dnsEgress" -}}
+- to:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: kube-system
+      podSelector:
+        matchLabels:
+          k8s-app: kube-dns
+  ports:
+    - {protocol: UDP, port: 53}
+    - {protocol: TCP, port: 53}
+{{- end -}}
+
+{{/* Egress to CIDRs on TCP ports: .cidrs, .ports. */}}
+{{- define "bbbfleet.cidrEgress" -}}
+- to:
+    {{- range .cidrs }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+  ports:
+    {{- range .ports }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
+{{- end -}}

@@ -14,8 +14,24 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/* <repository>:<tag>-<component>, and @<digest> when image.digests names one. */}}
 {{- define "scalelite.image" -}}
-{{ printf "%s:%s-%s" .root.Values.image.repository (.root.Values.image.tag | default .root.Chart.AppVersion) .component | quote }}
+{{- $image := .root.Values.image -}}
+{{- $ref := printf "%s:%s-%s" $image.repository ($image.tag | default .root.Chart.AppVersion) .component -}}
+{{- $digest := get ($image.digests | default dict) .component -}}
+{{ include "bbbfleet.pinnedImage" (dict "ref" $ref "digest" $digest) | quote }}
+{{- end -}}
+
+{{/* ref@digest, after checking the digest's shape (an image pinned by its content). */}}
+{{- define "bbbfleet.pinnedImage" -}}
+{{- if .digest -}}
+{{- if not (regexMatch "^sha256:[0-9a-f]{64}$" .digest) -}}
+{{- fail (printf "image digest %q is not sha256:<64 hex digits>" .digest) -}}
+{{- end -}}
+{{ printf "%s@%s" .ref .digest }}
+{{- else -}}
+{{ .ref }}
+{{- end -}}
 {{- end -}}
 
 {{/* Pod-level settings every component shares. */}}
@@ -112,4 +128,31 @@ securityContext:
 - name: recordings
   persistentVolumeClaim:
     claimName: {{ .Release.Name }}-scalelite-recordings
+{{- end -}}
+
+{{/* Egress to the cluster's DNS (CoreDNS in kube-system, as EKS deploys it). */}}
+{{- define "bbbfleet.dnsEgress" -}}
+- to:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: kube-system
+      podSelector:
+        matchLabels:
+          k8s-app: kube-dns
+  ports:
+    - {protocol: UDP, port: 53}
+    - {protocol: TCP, port: 53}
+{{- end -}}
+
+{{/* Egress to CIDRs on TCP ports: .cidrs, .ports. */}}
+{{- define "bbbfleet.cidrEgress" -}}
+- to:
+    {{- range .cidrs }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+  ports:
+    {{- range .ports }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
 {{- end -}}
