@@ -79,10 +79,11 @@ async def test_heartbeats_do_not_outlast_the_global_timeout(
         InstanceId=victim, ShouldDecrementDesiredCapacity=True
     )
     # A heartbeat every 25 s keeps the 30 s timeout from ever passing, up to 3000 s.
-    for _ in range(119):
+    for beat in range(119):
         fake_clock.advance(25)
         await heartbeat(asg, fleet.asg_name, victim)
-        await lifecycle_layer.tick()
+        if beat % 20 == 0:
+            await lifecycle_layer.tick()
     assert (await members(asg, fleet.asg_name))[victim]["LifecycleState"] == "Terminating:Wait"
     fake_clock.advance(25)  # 3000 s after the wait began: DefaultResult, heartbeats or not
     with pytest.raises(ClientError):
