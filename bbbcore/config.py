@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
@@ -205,13 +205,18 @@ def keys(cls: type[BaseSettings]) -> list[tuple[str, str, str, str]]:
 
 
 def settings_for_command(
-    cls: type[S], command: str, config_file: Path | None, prog: str
+    cls: type[S],
+    command: str,
+    config_file: Path | None,
+    prog: str,
+    check: Callable[[S], int] | None = None,
 ) -> S | int:
     """The settings for a CLI command, or the exit code when the command is done.
 
     Shared by every program's CLI: ``config-reference`` prints the key table,
     invalid configuration prints the problems and gives EXIT_CONFIG, and
-    ``check-config`` prints the settings (secrets hidden) as JSON.
+    ``check-config`` prints the settings (secrets hidden) as JSON, then runs the
+    program's own ``check`` of them (its exit code is the command's).
     """
     if command == "config-reference":
         print(reference(cls), end="")
@@ -223,5 +228,5 @@ def settings_for_command(
         return EXIT_CONFIG
     if command == "check-config":
         print(json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True))
-        return 0
+        return 0 if check is None else check(settings)
     return settings

@@ -139,6 +139,26 @@ def normalize_url(url: str) -> str:
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}{path}{query}"
 
 
+def server_url(template: str, instance_id: str, domain: str, private_ip: str | None) -> str | None:
+    """The URL an instance registers in Scalelite as (placeholders instance_id, domain,
+    private_ip); None when the template needs an address the instance lacks."""
+    if private_ip is None and "{private_ip" in template:
+        return None
+    return template.format(instance_id=instance_id, domain=domain, private_ip=private_ip or "")
+
+
+def servers_by_url(servers: Iterable[ScaleliteServer]) -> dict[str, ScaleliteServer]:
+    """Servers by normalised URL; of several with one URL the smallest id, as bbbnode picks."""
+    by_url: dict[str, ScaleliteServer] = {}
+    for server in sorted(servers, key=lambda s: s.id):
+        key = normalize_url(server.url)
+        if key in by_url:
+            log.warning("scalelite_duplicate_url", url=server.url, ids=[by_url[key].id, server.id])
+            continue
+        by_url[key] = server
+    return by_url
+
+
 def _number(value: Any, what: str) -> float | None:
     if value is None or value == "" or value == "unavailable":
         return None

@@ -23,7 +23,11 @@ _COMMANDS = (
     ("sync", "upload templates, scripts and the wheel to the bucket (only what changed)"),
     ("create", "create the stack through a change set and wait for it"),
     ("update", "update the stack through a change set and wait for it"),
-    ("delete", "empty the buckets the stack made and its synced files, then delete it"),
+    (
+        "delete",
+        "refuse while the fleet runs meetings; else empty the buckets the stack made and "
+        "its synced files, then delete it",
+    ),
     ("status", "show the stack's state and outputs"),
 )
 
@@ -50,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
         if name in ("create", "update", "delete"):
             cmd.add_argument(
                 "--yes", action="store_true", help="do not ask before changing anything"
+            )
+        if name in ("update", "delete"):
+            cmd.add_argument(
+                "--force",
+                action="store_true",
+                help="go ahead even while the fleet's hosts run meetings, or cannot be read: "
+                "ENDS THOSE MEETINGS (checked when the update removes or replaces the group)",
             )
     text = "the controllers and monitoring stack in EKS (versions.yaml platform)"
     plat = groups.add_parser("platform", help=text, description=text)
@@ -113,9 +124,9 @@ async def _run(ctx: commands.Context, args: argparse.Namespace) -> int:
     if command == "create":
         return await commands.deploy(ctx, "create", args.yes)
     if command == "update":
-        return await commands.deploy(ctx, "update", args.yes)
+        return await commands.deploy(ctx, "update", args.yes, args.force)
     if command == "delete":
-        return await commands.delete(ctx, args.yes)
+        return await commands.delete(ctx, args.yes, args.force)
     return await commands.status(ctx)
 
 

@@ -12,18 +12,24 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
-from bbbcore import aws, logs
+import aiohttp
+from botocore.exceptions import BotoCoreError, ClientError
+
+from bbbcore import aws, logs, secrets
 from bbbcore.config import ConfigError
-from bbbctl import iam_check, platform, sync
+from bbbctl import fleet, iam_check, platform, sync
 from bbbctl.progress import Progress
 from bbbctl.settings import CtlSettings, require_bucket
 from bbbctl.stack import (
+    GROUP_TYPE,
+    ChangeSet,
     Outcome,
     ParameterError,
     Stacks,
     StackState,
+    fleet_changes,
     parameter_list,
     parse_parameters,
     render_changes,
@@ -31,7 +37,9 @@ from bbbctl.stack import (
 )
 
 if TYPE_CHECKING:
+    from types_aiobotocore_autoscaling.client import AutoScalingClient
     from types_aiobotocore_cloudformation.client import CloudFormationClient
+    from types_aiobotocore_ec2.client import EC2Client
     from types_aiobotocore_s3.client import S3Client
 
 log = logs.get(__name__)
@@ -77,7 +85,14 @@ class _Aws:
         self._stack = AsyncExitStack()
         self.s3: S3Client
         self.cfn: CloudFormationClient
+        self.autoscaling: AutoScalingClient
+        self.ec2: EC2Client
         self.stacks: Stacks
+
+    @property
+    def session(self) -> Any:
+        """The aioboto3 session the clients come from (for Secrets Manager)."""
+        return self._session
 
     @property
     def region(self) -> str:
@@ -95,6 +110,11 @@ class _Aws:
         self.cfn = await self._stack.enter_async_context(
             self._session.client("cloudformation", config=config)
         )
+        # Only the fleet check before a delete or an update calls these.
+        self.autoscaling = await self._stack.enter_async_context(
+            self._session.client("autoscaling", config=config)
+        )
+        self.ec2 = await self._stack.enter_async_context(self._session.client("ec2", config=config))
         wait = self._ctx.settings.wait
         self.stacks = Stacks(
             self.cfn, Progress(self._ctx.err), wait.poll_interval, wait.timeout, self._ctx.sleep
@@ -191,8 +211,14 @@ def _read_parameters(ctx: Context) -> dict[str, str]:
     return parse_parameters(text, str(path))
 
 
-async def deploy(ctx: Context, kind: Literal["create", "update"], yes: bool) -> int:
-    """``bbbctl stack create|update``: sync, change set, show it, execute, wait."""
+async def deploy(
+    ctx: Context, kind: Literal["create", "update"], yes: bool, force: bool = False
+) -> int:
+    """``bbbctl stack create|update``: sync, change set, show it, execute, wait.
+
+    An update that removes or replaces the fleet's group is refused while its hosts run
+    meetings, or cannot be read, unless ``force``.
+    """
     settings = ctx.settings
     name = settings.stack.name
     given = _read_parameters(ctx)
@@ -231,7 +257,17 @@ async def deploy(ctx: Context, kind: Literal["create", "update"], yes: bool) -> 
             return 0
         for text in warnings(change_set.changes):
             print(f"WARNING: {text}", file=ctx.err)
-        if not yes and not ctx.confirm(f"execute these changes on stack {name}?"):
+        found = await _replaced_groups(cloud, change_set) if kind == "update" else NOTHING
+        replaced = ", ".join(found.groups) or "the fleet's group"
+        action = f"update stack {name} (it removes or replaces {replaced})"
+        allowed = await _fleet_allows(ctx, cloud, found, action, force)
+        asked = allowed and not yes
+        if asked and not ctx.confirm(f"execute these changes on stack {name}?"):
+            allowed = False
+        if allowed and asked and not force:
+            # Meetings may have started while the question waited.
+            allowed = await _fleet_allows(ctx, cloud, found, action, force, quiet=True)
+        if not allowed:
             await cloud.stacks.discard_change_set(change_set.change_set_id)
             if kind == "create":
                 # A CREATE change set leaves an empty stack in REVIEW_IN_PROGRESS.
@@ -281,16 +317,31 @@ async def status(ctx: Context) -> int:
     return 0
 
 
-async def delete(ctx: Context, yes: bool) -> int:
-    """``bbbctl stack delete``: empty what the stack made and the synced prefix, then delete."""
+async def delete(ctx: Context, yes: bool, force: bool = False) -> int:
+    """``bbbctl stack delete``: empty what the stack made and the synced prefix, then delete.
+
+    Refused while the fleet's hosts run meetings, or cannot be read, unless ``force``;
+    checked before asking, and again after the answer.
+    """
     settings = ctx.settings
     name = settings.stack.name
     async with _Aws(ctx) as cloud:
         state = await cloud.stacks.describe(name)
+        action = f"delete stack {name}"
+        found = NOTHING if state is None else await _stack_groups(cloud, state.stack_id)
+        if not await _fleet_allows(ctx, cloud, found, action, force):
+            print("not deleted", file=ctx.err)
+            return 1
         what = f"stack {name} ({_status(state)})"
         if settings.bucket.name:
             what += f" and s3://{settings.bucket.name}/{settings.bucket.prefix}"
         if not yes and not ctx.confirm(f"delete {what}?"):
+            print("not deleted", file=ctx.err)
+            return 1
+        # Meetings may have started while the question waited.
+        if not (yes or force) and not await _fleet_allows(
+            ctx, cloud, found, action, force, quiet=True
+        ):
             print("not deleted", file=ctx.err)
             return 1
         if state is not None:
@@ -313,6 +364,112 @@ async def delete(ctx: Context, yes: bool) -> int:
         print(f"stack {name} deleted", file=ctx.out)
         return 0
     return _report(ctx, outcome, "delete")
+
+
+# ------------------------------------------------------------------ the fleet check
+
+
+@dataclass(frozen=True, slots=True)
+class Groups:
+    """The groups an operation would end, or why they could not be found."""
+
+    groups: tuple[str, ...] = ()
+    problem: str = ""
+
+
+NOTHING = Groups()
+
+
+async def _stack_groups(cloud: _Aws, stack: str) -> Groups:
+    """The stack's Auto Scaling Groups, nested stacks included."""
+    try:
+        return Groups(tuple(await cloud.stacks.resources(stack, GROUP_TYPE)))
+    except (ClientError, BotoCoreError) as exc:
+        return Groups(problem=f"the stack's groups: {exc}")
+
+
+async def _replaced_groups(cloud: _Aws, change_set: ChangeSet) -> Groups:
+    """The groups the change set removes or replaces, directly or with their nested stack."""
+    direct, nested = fleet_changes(change_set.changes)
+    if not direct and not nested:
+        return NOTHING
+    if not all(c.physical_id for c in (*direct, *nested)):
+        # CloudFormation did not name them: any group of the stack may be the one.
+        return await _stack_groups(cloud, change_set.stack_id)
+    found = [c.physical_id for c in direct]
+    for change in nested:
+        inside = await _stack_groups(cloud, change.physical_id)
+        if inside.problem:
+            return inside
+        found += inside.groups
+    return Groups(tuple(sorted(set(found))))
+
+
+async def _fleet_allows(
+    ctx: Context, cloud: _Aws, found: Groups, action: str, force: bool, quiet: bool = False
+) -> bool:
+    """Read the fleet of ``found`` and say whether ``action`` may end it (see bbbctl.fleet).
+
+    ``quiet``: print nothing when it may (a second look right before acting).
+    """
+    if found.problem:
+        view = fleet.FleetView((), (), (found.problem,))
+    elif not found.groups:
+        return True
+    else:
+        async with aiohttp.ClientSession() as http:
+            access = await _scalelite_access(ctx, cloud, http)
+            view = await fleet.read(
+                cloud.autoscaling, cloud.ec2, http, found.groups, ctx.settings.fleet, access
+            )
+    allowed, lines = fleet.judge(view, action, force)
+    if not (quiet and allowed):
+        for line in lines:
+            print(line, file=ctx.err)
+    log.info(
+        "fleet_checked",
+        action=action,
+        allowed=allowed,
+        forced=force and bool(view.busy or view.unknown or view.problems),
+        busy=[h.instance_id for h in view.busy],
+        unknown=[h.instance_id for h in view.unknown],
+    )
+    return allowed
+
+
+async def _scalelite_access(
+    ctx: Context, cloud: _Aws, http: aiohttp.ClientSession
+) -> fleet.ScaleliteAccess:
+    """Scalelite from the settings, else from the stack's outputs and Domain parameter."""
+    f = ctx.settings.fleet
+    state = await cloud.stacks.describe(ctx.settings.stack.name)
+    url = f.scalelite_url or (state.output("ScaleliteUrl") if state else "")
+    configured = f.scalelite_secret.get_secret_value() if f.scalelite_secret else ""
+    secret_ref = configured or (state.output("ScaleliteSecretArn") if state else "")
+    domain = f.domain or (state.parameter("Domain") if state else "")
+    template = f.server_url_template
+
+    def without(why: str) -> fleet.ScaleliteAccess:
+        return fleet.ScaleliteAccess(None, template, domain, why)
+
+    if not url:
+        return without("no URL (fleet.scalelite_url, or the stack's ScaleliteUrl output)")
+    if not secret_ref:
+        return without(
+            "no secret (fleet.scalelite_secret, or the stack's ScaleliteSecretArn output)"
+        )
+    if "{domain" in template and not domain:
+        return without("no domain for fleet.server_url_template (fleet.domain, or Domain)")
+    try:
+        secret = await secrets.resolve(
+            secret_ref,
+            setting="fleet.scalelite_secret",
+            session_factory=lambda _region: cloud.session,
+            give_up_after=f.timeout * 4,
+        )
+    except secrets.SecretError as exc:
+        return without(f"its secret: {exc}")
+    return fleet.ScaleliteAccess(fleet.scalelite_client(http, url, secret, f), template, domain)
 
 
 async def platform_install(ctx: Context, print_only: bool) -> int:

@@ -10,10 +10,10 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings
 
-from bbbcore.config import ConfigError, Section, settings_config
+from bbbcore.config import ConfigError, Section, settings_config, template
 
 _STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -84,6 +84,33 @@ class WaitSettings(Section):
     """Seconds to wait for a change set or a stack operation before giving up."""
 
 
+class FleetSettings(Section):
+    metrics_url_template: str = "http://{private_ip}:9688/metrics"
+    """A host's bbbnode metrics, read before the fleet is deleted or replaced (placeholders:
+    instance_id, private_ip). Port 9688 is open to the VPC only: from outside it, Scalelite
+    answers for the hosts."""
+    scalelite_url: str = ""
+    """Scalelite's base URL; empty: the stack's ScaleliteUrl output."""
+    scalelite_secret: SecretStr | None = None
+    """Scalelite's LOADBALANCER_SECRET (also file:PATH or a Secrets Manager ARN); unset: the
+    stack's ScaleliteSecretArn output."""
+    scalelite_checksum: Literal["sha1", "sha256", "sha512"] = "sha256"
+    """Checksum algorithm for Scalelite's API."""
+    server_url_template: str = "https://{instance_id}.{domain}/bigbluebutton/api/"
+    """The URL a host registers in Scalelite as (placeholders: instance_id, domain, private_ip)."""
+    domain: str = ""
+    """The fleet's DNS domain for {domain}; empty: the stack's Domain parameter."""
+    timeout: float = Field(default=5.0, gt=0)
+    """Seconds one read of a host or of Scalelite may take."""
+    stale_after: float = Field(default=60.0, gt=0)
+    """Seconds after which a host's meeting data is too old to say it has no meeting."""
+
+    _metrics = field_validator("metrics_url_template")(template(("instance_id", "private_ip")))
+    _servers = field_validator("server_url_template")(
+        template(("instance_id", "domain", "private_ip"))
+    )
+
+
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "warning"
     """Log level (JSON lines on stderr; progress and results are printed separately)."""
@@ -99,6 +126,7 @@ class CtlSettings(BaseSettings):
     sync: SyncSettings = SyncSettings()
     aws: AwsSettings = AwsSettings()
     wait: WaitSettings = WaitSettings()
+    fleet: FleetSettings = FleetSettings()
     log: LogSettings = LogSettings()
 
 

@@ -22,6 +22,7 @@ from bbbctl.progress import Progress
 if TYPE_CHECKING:
     from types_aiobotocore_cloudformation.client import CloudFormationClient
     from types_aiobotocore_cloudformation.type_defs import (
+        DescribeChangeSetOutputTypeDef,
         ParameterTypeDef,
         ResourceChangeTypeDef,
         StackEventTypeDef,
@@ -38,9 +39,11 @@ _SUCCESS: Mapping[str, str] = {
 }
 # Consequences of a cancelled sibling, never the cause.
 _CANCELLED = ("Resource creation cancelled", "Resource update cancelled")
+GROUP_TYPE = "AWS::AutoScaling::AutoScalingGroup"
+STACK_TYPE = "AWS::CloudFormation::Stack"
 # Resources whose replacement or removal loses meetings or data.
 _PRECIOUS = {
-    "AWS::AutoScaling::AutoScalingGroup": "terminates every BBB host, ending their meetings",
+    GROUP_TYPE: "terminates every BBB host, ending their meetings",
     "AWS::EFS::FileSystem": "loses the recordings on it",
     "AWS::RDS::DBCluster": "loses Scalelite's and Greenlight's database",
     "AWS::SecretsManager::Secret": "changes a secret every host and Scalelite use",
@@ -75,6 +78,16 @@ class StackState:
     reason: str = ""
     outputs: tuple[tuple[str, str, str], ...] = ()
     parameters: frozenset[str] = frozenset()
+    parameter_values: tuple[tuple[str, str], ...] = ()
+    """(key, value) as CloudFormation reports them (NoEcho values come back masked)."""
+
+    def output(self, key: str) -> str:
+        """The output's value, or "" when the stack has no such output."""
+        return next((value for k, value, _ in self.outputs if k == key), "")
+
+    def parameter(self, key: str) -> str:
+        """The parameter's value, or "" when the stack has no such parameter."""
+        return next((value for k, value in self.parameter_values if k == key), "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +96,12 @@ class Change:
 
     action: str
     logical_id: str
+    """Nested stacks' changes carry their path: ``FleetStack/Fleet``."""
     resource_type: str
     replacement: str = ""
     scope: tuple[str, ...] = ()
+    physical_id: str = ""
+    """The resource's physical id (a group's name), when CloudFormation gives it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,14 +189,15 @@ def describe_failure(event: StackEvent | None, status: str) -> str:
     return f"{event.logical_id} ({event.resource_type}) {event.status}: {event.reason}"
 
 
-def parse_change(raw: ResourceChangeTypeDef) -> Change:
-    """An API resource change as a Change."""
+def parse_change(raw: ResourceChangeTypeDef, path: str = "") -> Change:
+    """An API resource change as a Change; ``path`` prefixes a nested stack's logical id."""
     return Change(
         action=str(raw.get("Action", "")),
-        logical_id=raw.get("LogicalResourceId", ""),
+        logical_id=path + raw.get("LogicalResourceId", ""),
         resource_type=raw.get("ResourceType", ""),
         replacement=str(raw.get("Replacement", "")),
         scope=tuple(str(s) for s in raw.get("Scope", [])),
+        physical_id=raw.get("PhysicalResourceId", ""),
     )
 
 
@@ -200,6 +217,11 @@ def render_changes(changes: Sequence[Change]) -> str:
     )
 
 
+def destroys(change: Change) -> bool:
+    """The change removes the resource, or may replace it (the old one is deleted)."""
+    return change.action == "Remove" or change.replacement in ("True", "Conditional")
+
+
 def warnings(changes: Sequence[Change]) -> list[str]:
     """Plain words for changes that lose meetings or data."""
     out = []
@@ -207,10 +229,21 @@ def warnings(changes: Sequence[Change]) -> list[str]:
         harm = _PRECIOUS.get(change.resource_type)
         if harm is None:
             continue
-        if change.action == "Remove" or change.replacement in ("True", "Conditional"):
+        if destroys(change):
             verb = "removing" if change.action == "Remove" else "replacing"
             out.append(f"{verb} {change.logical_id} {harm}")
     return out
+
+
+def fleet_changes(changes: Sequence[Change]) -> tuple[list[Change], list[Change]]:
+    """(group changes, nested stack changes) that would end the fleet's hosts.
+
+    A removed or replaced Auto Scaling Group terminates its instances; so does a removed
+    or replaced nested stack, when the group is inside it.
+    """
+    groups = [c for c in changes if c.resource_type == GROUP_TYPE and destroys(c)]
+    nested = [c for c in changes if c.resource_type == STACK_TYPE and destroys(c)]
+    return groups, nested
 
 
 def parse_parameters(text: str, source: str) -> dict[str, str]:
@@ -316,6 +349,10 @@ class Stacks:
                 for o in raw.get("Outputs", [])
             ),
             parameters=frozenset(p.get("ParameterKey", "") for p in raw.get("Parameters", [])),
+            parameter_values=tuple(
+                (p.get("ParameterKey", ""), p.get("ParameterValue", ""))
+                for p in raw.get("Parameters", [])
+            ),
         )
 
     async def declared_parameters(self, template_url: str) -> dict[str, bool]:
@@ -348,13 +385,15 @@ class Stacks:
             Parameters=list(parameters),
             Capabilities=list(CAPABILITIES),  # type: ignore[arg-type]
             Description="bbbctl",
+            # The fleet, the file system and the secrets live in nested stacks: without
+            # this the root's change set shows only "Modify FleetStack", never what
+            # happens to the group inside it.
+            IncludeNestedStacks=True,
         )
         change_set_id, stack_id = created["Id"], created.get("StackId", stack)
         deadline = self._monotonic() + self._timeout
         while True:
-            async for attempt in aws.retrying(sleep=self._sleep):
-                with attempt:
-                    described = await self._cfn.describe_change_set(ChangeSetName=change_set_id)
+            described = await self._describe_change_set(change_set_id)
             status = str(described.get("Status", ""))
             if status == "CREATE_COMPLETE":
                 break
@@ -368,21 +407,50 @@ class Stacks:
                 raise TimeoutError(f"change set still {status} after {self._timeout:.0f} s")
             self._progress.status(f"change set {status}")
             await self._sleep(self._poll)
-        changes: list[Change] = []
-        while True:
-            changes.extend(
-                parse_change(c["ResourceChange"])
-                for c in described.get("Changes", [])
-                if "ResourceChange" in c
-            )
-            token = described.get("NextToken")
-            if not token:
-                break
-            described = await self._cfn.describe_change_set(
-                ChangeSetName=change_set_id, NextToken=token
-            )
+        changes = await self._changes(change_set_id, described)
         self._progress.done()
         return ChangeSet(change_set_id, stack_id, tuple(changes))
+
+    async def _changes(
+        self,
+        change_set_id: str,
+        described: DescribeChangeSetOutputTypeDef | None = None,
+        path: str = "",
+        depth: int = 0,
+    ) -> list[Change]:
+        """Every change of the change set, a nested stack's after the nested stack's own
+        (each resource change of a nested stack names its nested change set,
+        API ResourceChange.ChangeSetId), three levels deep."""
+        changes: list[Change] = []
+        page = described or await self._describe_change_set(change_set_id)
+        while True:
+            for item in page.get("Changes", []):
+                raw = item.get("ResourceChange")
+                if raw is None:
+                    continue
+                change = parse_change(raw, path)
+                changes.append(change)
+                nested = raw.get("ChangeSetId")
+                if nested and change.resource_type == STACK_TYPE and depth < 3:
+                    changes += await self._changes(
+                        nested, path=change.logical_id + "/", depth=depth + 1
+                    )
+            token = page.get("NextToken")
+            if not token:
+                return changes
+            page = await self._describe_change_set(change_set_id, token)
+
+    async def _describe_change_set(
+        self, change_set_id: str, token: str | None = None
+    ) -> DescribeChangeSetOutputTypeDef:
+        async for attempt in aws.retrying(sleep=self._sleep):
+            with attempt:
+                if token:
+                    return await self._cfn.describe_change_set(
+                        ChangeSetName=change_set_id, NextToken=token
+                    )
+                return await self._cfn.describe_change_set(ChangeSetName=change_set_id)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
 
     async def discard_change_set(self, change_set_id: str) -> None:
         """Delete a change set that will not be executed."""

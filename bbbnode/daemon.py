@@ -21,7 +21,7 @@ from bbbnode.collector import Collector
 from bbbnode.cpu import CpuSampler
 from bbbnode.exposition import NodeMetrics
 from bbbnode.fleet import FleetNode
-from bbbnode.runner import LoggingRunner, Runner, SubprocessRunner
+from bbbnode.runner import Runner, runner_for
 from bbbnode.sdnotify import Notifier, feed_watchdog
 from bbbnode.server import build_app
 from bbbnode.settings import NodeSettings
@@ -40,9 +40,7 @@ def stale_after(settings: NodeSettings) -> float:
 
 def make_runner(settings: NodeSettings) -> Runner:
     """Host commands run for real, or are only written down (bbbsim's hosts)."""
-    if settings.host.commands == "log":
-        return LoggingRunner(settings.host.command_log)
-    return SubprocessRunner()
+    return runner_for(settings.host.commands, settings.host.command_log)
 
 
 async def run(settings: NodeSettings, environ: Mapping[str, str] = os.environ) -> int:

@@ -1,9 +1,17 @@
 """The shared recordings file system (EFS) and Scalelite's hand-over directory.
 
 Pure core: mountinfo parsing, deciding whether the mount point already holds
-our file system, the mount command, the fstab line and Scalelite's
+our file system, the fstab line, its mount unit's name and Scalelite's
 ``scalelite.yml``. Imperative shell: ``ensure_efs`` reads the host's state,
 runs the commands through the injected runner and writes files atomically.
+
+The mount itself is systemd's: the fstab line is written first, then
+``systemctl daemon-reload`` and ``systemctl start <mount unit>`` have PID 1
+mount it. The host helper runs in its own mount namespace (ProtectSystem=
+and friends), where a ``mount`` of its own would stay invisible to the rest of
+the host; a mount PID 1 makes is everyone's, the helper sees it through mount
+propagation, and it is the same mount unit every later boot starts from fstab
+(with efs-utils' TLS tunnel in that unit's cgroup).
 
 Facts this relies on (amazon-efs-utils, Scalelite's shared-volume guide):
 
@@ -304,28 +312,28 @@ def classify(
     return MountState.FOREIGN, f"nfs from {entry.source} is mounted there"
 
 
-def mount_command(target: EfsTarget, method: Method) -> tuple[str, ...]:
-    """The mount(8) command for ``method``."""
-    mount_point = str(target.mount_point)
-    if method is Method.EFS:
-        return (
-            "mount",
-            "-t",
-            "efs",
-            "-o",
-            _efs_options(target),
-            f"{target.file_system_id}:/",
-            mount_point,
-        )
-    return (
-        "mount",
-        "-t",
-        "nfs4",
-        "-o",
-        NFS_OPTIONS,
-        f"{target.dns_name()}:{target.nfs_export}",
-        mount_point,
-    )
+_UNIT_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_.")
+
+
+def mount_unit(mount_point: Path) -> str:
+    """The mount unit systemd makes for ``mount_point`` (systemd-escape --path --suffix=mount)."""
+    parts = [part for part in str(mount_point).split("/") if part]
+    if not parts:
+        return "-.mount"
+    out: list[str] = []
+    for i, ch in enumerate("/".join(parts)):
+        if ch == "/":
+            out.append("-")
+        elif ch in _UNIT_PLAIN and not (i == 0 and ch == "."):
+            out.append(ch)
+        else:
+            out.extend(f"\\x{byte:02x}" for byte in ch.encode())
+    return "".join(out) + ".mount"
+
+
+def mount_commands(target: EfsTarget) -> tuple[tuple[str, ...], ...]:
+    """What has PID 1 mount the fstab entry for ``target``."""
+    return (("systemctl", "daemon-reload"), ("systemctl", "start", mount_unit(target.mount_point)))
 
 
 def _efs_options(target: EfsTarget) -> str:
@@ -384,7 +392,7 @@ def plan_mount(
     method = Method.EFS if helper_available else Method.NFS4
     commands: tuple[tuple[str, ...], ...] = ()
     if state is MountState.ABSENT:
-        commands = (("mkdir", "-p", str(target.mount_point)), mount_command(target, method))
+        commands = mount_commands(target)
     new_fstab = update_fstab(fstab_text, target.mount_point, fstab_line(target, method))
     return MountPlan(
         state=state,
@@ -506,10 +514,6 @@ def _state_files(directory: Path) -> tuple[str, ...] | None:
         return None
 
 
-def _helper_missing(stderr: str) -> bool:
-    return "unknown filesystem type" in stderr or ("mount.efs" in stderr and "not found" in stderr)
-
-
 async def ensure_efs(
     target: EfsTarget,
     runner: Runner,
@@ -534,17 +538,19 @@ async def ensure_efs(
     )
     method: Method | None = None
     reason = plan.reason
+    if plan.fstab is not None:
+        # First: the mount unit systemd starts below is made from this line.
+        write_atomic(paths.fstab, plan.fstab, mode_if_new=0o644)
+        log.info("fstab_updated", path=str(paths.fstab), mount_point=str(target.mount_point))
     if plan.commands:
-        method = await _mount(target, runner, plan)
-        if method is not plan.method:
-            plan = plan_mount(target, None, fstab_text, helper_available=False)
+        for command in plan.commands:
+            check(await runner(command))
+        method = plan.method
         after = find_mount(parse_mountinfo(_read(paths.mountinfo) or ""), target.mount_point)
         state, reason = classify(after, target, _state_files(paths.efs_state_dir))
         if state is not MountState.OURS:
             raise EfsError(f"{target.mount_point} still not mounted after mount: {reason}")
-    if plan.fstab is not None:
-        write_atomic(paths.fstab, plan.fstab, mode_if_new=0o644)
-        log.info("fstab_updated", path=str(paths.fstab), mount_point=str(target.mount_point))
+        log.info("efs_mounted", method=method.value, mount_point=str(target.mount_point))
 
     config_changed = False
     current_config = _read(paths.scalelite_config)
@@ -594,20 +600,3 @@ async def _prepare_spool(
     if fixes:
         log.info("spool_dir_prepared", path=str(spool_dir))
     return bool(fixes)
-
-
-async def _mount(target: EfsTarget, runner: Runner, plan: MountPlan) -> Method:
-    mkdir, mount = plan.commands
-    check(await runner(mkdir))
-    result = await runner(mount)
-    if result.ok:
-        log.info("efs_mounted", method=plan.method.value, mount_point=str(target.mount_point))
-        return plan.method
-    if plan.method is Method.EFS and _helper_missing(result.stderr):
-        # The image should ship amazon-efs-utils; without it, plain NFS still
-        # gets recordings to Scalelite (no TLS, no IAM, no access point).
-        log.warning("efs_helper_missing", mount_point=str(target.mount_point))
-        check(await runner(mount_command(target, Method.NFS4)))
-        log.info("efs_mounted", method=Method.NFS4.value, mount_point=str(target.mount_point))
-        return Method.NFS4
-    raise CommandFailed(result)

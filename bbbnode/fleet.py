@@ -9,6 +9,11 @@ from AWS, Scalelite and the host before acting), so a restart resumes:
 4. the drain's phase from the truth, then Scalelite registration (enabled
    only when the host is not draining or terminating).
 
+bbbnode itself changes nothing on the host: the EFS mount, installing the
+certificate and the host configuration are requests to the privileged host
+helper (bbbnode/hostops.py, bbbnode/helper.py), or, with ``helper.socket``
+empty, carried out in this process (bbbsim's emulated hosts).
+
 Afterwards the protector, the drain, TLS renewal and DNS re-assertion run as
 supervised tasks. Nothing here ends a meeting: there is no panic call.
 """
@@ -24,11 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from pydantic import SecretStr
 
 from bbbcore import aws, logs, secrets
 from bbbcore.imds import DEFAULT_ENDPOINT, ImdsClient, asg_name_fallback
 from bbbcore.scalelite import ScaleliteClient
-from bbbnode import dns, efs, hostconfig, registration, tls
+from bbbnode import dns, registration, tls
 from bbbnode.drain import (
     AsgLifecycle,
     Drain,
@@ -37,6 +43,14 @@ from bbbnode.drain import (
     FleetDrainPort,
 )
 from bbbnode.exposition import NodeMetrics
+from bbbnode.helper_client import HelperClient
+from bbbnode.hostops import (
+    HostConfigRequest,
+    HostStepInvalid,
+    HostSteps,
+    InstallCertificateRequest,
+    MountEfsRequest,
+)
 from bbbnode.identity import Identity, fqdn, server_url
 from bbbnode.protector import AsgProtection, Protector, ProtectorConfig, ProtectorReport
 from bbbnode.runner import Runner
@@ -44,6 +58,15 @@ from bbbnode.settings import NodeSettings
 from bbbnode.snapshot import Snapshot
 
 log = logs.get(__name__)
+
+
+def host_steps_for(settings: NodeSettings, runner: Runner) -> HostSteps:
+    """The helper behind ``helper.socket``, or this process when it is empty."""
+    if settings.helper.socket:
+        return HelperClient(settings.helper.socket, settings.helper.timeout)
+    from bbbnode.hoststeps import LocalHostSteps
+
+    return LocalHostSteps(settings, runner)
 
 
 class StartupError(RuntimeError):
@@ -76,8 +99,10 @@ class FleetNode:
         runner: Runner,
         stale_after: float,
         bbb_secret: str,
+        host: HostSteps | None = None,
     ) -> None:
         self._settings = settings
+        self._host = host or host_steps_for(settings, runner)
         # What Scalelite signs its calls to this host with (getMeetings, create, ...):
         # BBB's own securitySalt, never Scalelite's LOADBALANCER_SECRET.
         self._bbb_secret = bbb_secret
@@ -172,13 +197,15 @@ class FleetNode:
 
         async def ensure_efs() -> None:
             if s.efs.enabled:
-                target, paths = efs.from_settings(s.efs, ident.region)
-                await efs.ensure_efs(target, self._runner, paths=paths)
+                await self._host.run(MountEfsRequest(region=ident.region))
 
         async def ensure_tls() -> None:
             if s.tls.enabled:
                 try:
-                    await tls.ensure_certificate(s.tls, name, txt, self._runner)
+                    await tls.ensure_certificate(
+                        s.tls, name, txt, self._runner,
+                        install=self._install_certificate, deliver_always=True,
+                    )  # fmt: skip
                 except tls.HookFailed as exc:
                     # The certificate is in place; the reload will work once the
                     # host configuration below has given nginx its paths.
@@ -191,13 +218,14 @@ class FleetNode:
 
         async def configure() -> None:
             if s.hostconfig.enabled:
-                paths = hostconfig.HostPaths.under(s.hostconfig.root)
-                secret = hostconfig.resolve_turn_secret(turn_secret or None, paths.coturn_conf)
-                facts = hostconfig.facts_for(
-                    ident, name, s.tls.cert_dir, secret,
-                    turn_port=s.hostconfig.turn_port, turns_port=s.hostconfig.turns_port,
+                if not ident.public_ipv4:
+                    raise HostStepInvalid("the instance has no public IPv4 address for media")
+                await self._host.run(
+                    HostConfigRequest(
+                        fqdn=name, public_ip=ident.public_ipv4, private_ip=ident.local_ipv4,
+                        turn_secret=SecretStr(turn_secret) if turn_secret else None,
+                    )
                 )  # fmt: skip
-                await hostconfig.apply_host_config(facts, self._runner, paths=paths)
 
         await self._step("hostconfig", configure)
         self._build_fleet_tasks(ident, name, url)
@@ -205,6 +233,11 @@ class FleetNode:
         self.membership = Membership(ident, name, url, registered)
         log.info("joined_fleet", fqdn=name, server_url=url, registered=registered)
         return self.membership
+
+    async def _install_certificate(self, chain: bytes, key: bytes) -> None:
+        await self._host.run(
+            InstallCertificateRequest(fullchain_pem=chain.decode(), key_pem=SecretStr(key.decode()))
+        )
 
     async def _register(self, url: str) -> bool:
         """Resume the drain from the truth, then register; never enable a draining host."""
@@ -276,8 +309,9 @@ class FleetNode:
             assert self._txt is not None
             txt = self._txt
             self._tasks["tls_renewal"] = lambda: tls.renew_forever(
-                s.tls, name, txt, self._runner, sleep=asyncio.sleep
-            )
+                s.tls, name, txt, self._runner, sleep=asyncio.sleep,
+                install=self._install_certificate,
+            )  # fmt: skip
         if s.dns.enabled:
             self._tasks["dns_reassert"] = lambda: reassert_dns_forever(
                 imds.metadata, records.ensure_a_record, s.dns.zone_id, name, s.dns.ttl

@@ -1,10 +1,26 @@
 """Host configuration for this instance once its DNS name and certificate exist.
 
-What ``bbb-conf --setip <fqdn>`` would set (bbb-web's serverURL, the HTML5
-client's URLs, bbb-apps-akka's bbbWebAPI, the recording scripts' playback
-host, nginx's server_name), nginx's certificate paths, FreeSWITCH's external
-SIP/RTP address, coturn's addresses, realm, certificate and secret, and BBB's
-TURN server list pointing at this host's coturn.
+An image is a copy of the instance that built it: every file bbb-install
+(bigbluebutton/bbb-install, branch v3.0.x-release, ``bbb-install.sh``) wrote
+with an address or a name holds the builder's, and each must follow the
+instance's own. The list, each rule citing its bbb-install lines beside it:
+
+- ``bbb-conf --setip`` (bbb-install.sh lines 385-389): bbb-web's serverURL,
+  bbb-apps-akka's bbbWebAPI, the recording scripts' playback host (and
+  playback_protocol https, line 1650), the HTML5 client's URLs, nginx's
+  server_name and server-name hash bucket;
+- ``check_nat()`` (lines 672-709): FreeSWITCH's external SIP/RTP address
+  (vars.xml, external.xml), sip.nginx, the public address on lo and its
+  ``dummy-nic.service`` (the kernel side is bbbnode.netstate);
+- ``install_ssl()`` (lines 1421-1697): FreeSWITCH's ws/wss bindings,
+  sip.nginx's proxy_pass, sipjsHackViaWs, bbb-webrtc-sfu's production.yml
+  (FreeSWITCH and mediasoup addresses), nginx's TLS server and certificate;
+- ``install_coturn()`` and ``configure_coturn()`` (lines 1699-1841):
+  turnserver.conf and BBB's TURN list;
+- ``main()`` (lines 366-373): coturn's DNAT rule, persisted in rules.v4.
+
+``install_haproxy()`` (lines 729-830) also names the private address; the image
+removes haproxy, because nginx terminates TLS here (packer/scripts/bbb.sh).
 
 Pure core: each target file's wanted content from its current content. In
 files that others edit too, only the keys bbbfleet owns change and every other
@@ -32,8 +48,9 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 from bbbcore import logs
+from bbbnode import netstate
 from bbbnode.files import write_atomic
-from bbbnode.identity import Identity
+from bbbnode.netstate import NatRule
 from bbbnode.runner import CommandFailed, Runner, check
 
 log = logs.get(__name__)
@@ -64,13 +81,15 @@ class HostFacts:
     public_ip: str
     local_ip: str
     cert_file: Path
-    """Full chain (the TLS step's cert_dir/fullchain.pem)."""
+    """Full chain, as installed for nginx and coturn (bbbnode/certificate.py)."""
     key_file: Path
-    """Private key (the TLS step's cert_dir/privkey.pem)."""
+    """Private key nginx reads (root only)."""
     turn_secret: str = field(repr=False)
     """coturn's static-auth-secret, shared with bbb-web's TURN list."""
     turn_port: int = 3478
     turns_port: int = 5349
+    turn_key_file: Path | None = None
+    """The copy of the key coturn (user turnserver) can read; None: key_file."""
 
     def __post_init__(self) -> None:
         if not _FQDN.match(self.fqdn):
@@ -78,10 +97,12 @@ class HostFacts:
         for name in ("public_ip", "local_ip"):
             value = getattr(self, name)
             try:
-                ipaddress.ip_address(value)
+                ipaddress.IPv4Address(value)
             except ValueError:
-                raise HostConfigError(f"{name} {value!r} is not an IP address") from None
-        for name in ("cert_file", "key_file"):
+                raise HostConfigError(f"{name} {value!r} is not an IPv4 address") from None
+        for name in ("cert_file", "key_file", "turn_key_file"):
+            if getattr(self, name) is None:
+                continue
             if not _SAFE_PATH.match(str(getattr(self, name))):
                 raise HostConfigError(f"{name} must be an absolute path without spaces or quotes")
         if not _SECRET.match(self.turn_secret):
@@ -94,6 +115,14 @@ class HostFacts:
     @property
     def server_url(self) -> str:
         return f"https://{self.fqdn}"
+
+    @property
+    def coturn_key_file(self) -> Path:
+        return self.turn_key_file or self.key_file
+
+    @property
+    def nat_rule(self) -> NatRule:
+        return NatRule(self.local_ip, self.public_ip)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +141,12 @@ class HostPaths:
         "/opt/freeswitch/etc/freeswitch/sip_profiles/external.xml"
     )
     coturn_conf: Path | None = Path("/etc/turnserver.conf")
+    webrtc_sfu: Path | None = Path("/etc/bigbluebutton/bbb-webrtc-sfu/production.yml")
+    sip_nginx: Path | None = Path("/usr/share/bigbluebutton/nginx/sip.nginx")
+    dummy_nic: Path | None = Path("/lib/systemd/system/dummy-nic.service")
+    """Where bbb-install's check_nat() writes it (bbb-install.sh line 689)."""
+    iptables_rules: Path | None = Path("/etc/iptables/rules.v4")
+    """What netfilter-persistent restores at boot (bbb-install.sh lines 371-373)."""
 
     def targets(self) -> tuple[Path, ...]:
         """The managed paths."""
@@ -141,6 +176,11 @@ class Services:
     nginx: str = "nginx"
     freeswitch: str = "freeswitch"
     coturn: str = "coturn"
+    webrtc_sfu: str = "bbb-webrtc-sfu"
+    dummy_nic: str = "dummy-nic"
+    units: tuple[str, ...] = ("dummy-nic",)
+    """Units whose own unit file is written: daemon-reload and enable, no restart (the
+    address it sets is put on lo at once by bbbnode.netstate)."""
     reload: tuple[str, ...] = ("nginx",)
     """Units that take a reload rather than a restart."""
     checks: tuple[tuple[str, tuple[str, ...]], ...] = (("nginx", ("nginx", "-t", "-q")),)
@@ -293,9 +333,15 @@ def _last_content(lines: Sequence[str], start: int, end: int) -> int | None:
     return None
 
 
+PathItem = str | int
+"""A mapping key, or the index of an item in a block sequence."""
+
+
 def _yaml_set(
-    lines: list[str], start: int, end: int, parent: int, path: Sequence[str], value: str
+    lines: list[str], start: int, end: int, parent: int, path: Sequence[PathItem], value: str
 ) -> list[str]:
+    if isinstance(path[0], int):
+        return _yaml_set_item(lines, start, end, parent, path, value)
     child: int | None = None
     first = next((i for i in range(start, end) if _is_content(lines[i])), None)
     if first is not None:
@@ -326,13 +372,80 @@ def _yaml_set(
     indent = child if child is not None else (0 if parent < 0 else parent + 2)
     last = _last_content(lines, start, end)
     at = last + 1 if last is not None else start
-    chain = [f"{' ' * (indent + 2 * n)}{key}:" for n, key in enumerate(path[:-1])]
-    chain.append(f"{' ' * (indent + 2 * (len(path) - 1))}{path[-1]}: {_yaml_scalar(value)}")
-    return [*lines[:at], *chain, *lines[at:]]
+    return [*lines[:at], *_yaml_chain(indent, path, value), *lines[at:]]
 
 
-def set_yaml_value(text: str, path: Sequence[str], value: str) -> str:
-    """``text`` with the scalar at mapping ``path`` set to ``value``; the rest as it was."""
+def _yaml_chain(indent: int, path: Sequence[PathItem], value: str) -> list[str]:
+    """New block YAML lines holding ``value`` at ``path`` (sequence indexes must be 0)."""
+    out: list[str] = []
+    dash = False
+    for n, item in enumerate(path):
+        last = n == len(path) - 1
+        if isinstance(item, int):
+            if item != 0:
+                raise HostConfigError(f"YAML: cannot create item {item} of a missing list")
+            if last:
+                out.append(f"{' ' * indent}- {_yaml_scalar(value)}")
+            dash = True
+            continue
+        prefix = " " * indent + ("- " if dash else "")
+        indent += 2 if dash else 0
+        dash = False
+        out.append(f"{prefix}{item}: {_yaml_scalar(value)}" if last else f"{prefix}{item}:")
+        indent += 2
+    return out
+
+
+def _yaml_set_item(
+    lines: list[str], start: int, end: int, parent: int, path: Sequence[PathItem], value: str
+) -> list[str]:
+    """Set ``path[1:]`` inside item ``path[0]`` of the block sequence in ``lines[start:end]``."""
+    index = path[0]
+    assert isinstance(index, int)
+    items: list[int] = []
+    dash_indent: int | None = None
+    for i in range(start, end):
+        line = lines[i]
+        if not _is_content(line):
+            continue
+        if dash_indent is None:
+            if _indent(line) < parent or not line.lstrip().startswith("-"):
+                raise HostConfigError("YAML: expected a list")
+            dash_indent = _indent(line)
+        if _indent(line) == dash_indent and line.lstrip().startswith("-"):
+            items.append(i)
+    if index < len(items):
+        dash = dash_indent or 0
+        at = items[index]
+        stop = items[index + 1] if index + 1 < len(items) else end
+        body = lines[at][dash:]
+        rest = body[1:].lstrip(" ")
+        if len(path) == 1:
+            if rest and _yaml_value(rest) == value:
+                return lines
+            return [*lines[:at], f"{' ' * dash}- {_yaml_scalar(value)}", *lines[at + 1 :]]
+        if not rest or rest.startswith("#"):
+            return _yaml_set(lines, at + 1, stop, dash, path[1:], value)
+        # The item's first key shares the dash's line: edit it as a mapping
+        # indented past the dash, then put the dash back on its first line.
+        inner = dash + len(body) - len(rest)
+        spaced = [*lines[:at], " " * inner + rest, *lines[at + 1 :]]
+        new = _yaml_set(spaced, at, stop, dash, path[1:], value)
+        new[at] = " " * dash + body[: inner - dash] + new[at][inner:]
+        return new
+    if index != len(items):
+        raise HostConfigError(f"YAML: the list has {len(items)} items, not {index}")
+    indent = dash_indent if dash_indent is not None else parent + 2
+    last = _last_content(lines, start, end)
+    at = last + 1 if last is not None else start
+    return [*lines[:at], *_yaml_chain(indent, (0, *path[1:]), value), *lines[at:]]
+
+
+def set_yaml_value(text: str, path: Sequence[PathItem], value: str) -> str:
+    """``text`` with the scalar at ``path`` set to ``value``; the rest as it was.
+
+    A path item is a mapping key or the index of an item in a block sequence.
+    """
     lines = text.splitlines()
     new = _yaml_set(lines, 0, len(lines), -1, path, value)
     if new == lines:
@@ -374,7 +487,12 @@ def _set_xml_value(
 
 
 def render_bbb_web_properties(current: str | None, facts: HostFacts) -> str:
-    """bbb-web's override with serverURL for this host (what --setip sets)."""
+    """bbb-web's override with serverURL for this host.
+
+    bbb-install runs ``bbb-conf --setip`` with the host name, or with the
+    builder's public address when it has none (bbb-install.sh lines 385-389);
+    --setip writes serverURL here.
+    """
     return _set_entries(
         current or "",
         [("bigbluebutton.web.serverURL", (facts.server_url,))],
@@ -384,12 +502,95 @@ def render_bbb_web_properties(current: str | None, facts: HostFacts) -> str:
 
 
 def render_html5_settings(current: str | None, facts: HostFacts) -> str:
-    """The client-settings override with this host's media and pad URLs."""
+    """The client-settings override with this host's media and pad URLs.
+
+    ``sipjsHackViaWs``: the client reaches FreeSWITCH's plain WebSocket through
+    nginx (sip.nginx), as bbb-install sets it (bbb-install.sh line 1640).
+    """
     text = current or ""
     text = set_yaml_value(
         text, ("public", "kurento", "wsUrl"), f"wss://{facts.fqdn}/bbb-webrtc-sfu"
     )
+    text = set_yaml_value(text, ("public", "media", "sipjsHackViaWs"), "true")
     return set_yaml_value(text, ("public", "pads", "url"), f"https://{facts.fqdn}/pad")
+
+
+def render_webrtc_sfu(current: str | None, facts: HostFacts) -> str:
+    """bbb-webrtc-sfu's override with the addresses it gives FreeSWITCH and announces to clients.
+
+    Exactly bbb-install's block (bbb-install.sh lines 1669-1694): FreeSWITCH's
+    ``ip`` and ``sip_ip`` are the public address (on lo, see netstate), and
+    mediasoup listens on every address while announcing the public one, for
+    WebRTC (browsers) and plain RTP (FreeSWITCH).
+    """
+    text = current or ""
+    for path, value in (
+        (("freeswitch", "ip"), facts.public_ip),
+        (("freeswitch", "sip_ip"), facts.public_ip),
+        (("mediasoup", "webrtc", "listenIps", 0, "ip"), "0.0.0.0"),  # noqa: S104
+        (("mediasoup", "webrtc", "listenIps", 0, "announcedIp"), facts.public_ip),
+        (("mediasoup", "plainRtp", "listenIp", "ip"), "0.0.0.0"),  # noqa: S104
+        (("mediasoup", "plainRtp", "listenIp", "announcedIp"), facts.public_ip),
+    ):
+        text = set_yaml_value(text, path, value)
+    return text
+
+
+_PROXY_PASS = re.compile(
+    r"^(?P<head>\s*proxy_pass\s+https?://)(?P<host>[^:/;\s]+)(?P<tail>:\d+[^;]*;.*)$"
+)
+
+
+def render_sip_nginx(current: str, facts: HostFacts) -> str:
+    """sip.nginx proxying the client's SIP WebSocket to FreeSWITCH on the public address.
+
+    bbb-install writes ``proxy_pass http://$IP:5066;`` (bbb-install.sh line 1641,
+    after check_nat() swapped the private for the public address, line 680);
+    FreeSWITCH's ws-binding is that address (``render_freeswitch_external``).
+    """
+    lines = current.splitlines()
+    out = []
+    for line in lines:
+        match = _PROXY_PASS.match(line)
+        if match is None or line.lstrip().startswith("#"):
+            out.append(line)
+            continue
+        out.append(f"{match.group('head')}{facts.public_ip}{match.group('tail')}")
+    if out == lines:
+        return current
+    return "\n".join(out) + "\n"
+
+
+DUMMY_NIC_TEMPLATE = """\
+# Written by bbbfleet for this instance's public address: EC2 never puts it on
+# an interface, so it goes on lo for FreeSWITCH (bbb-install's check_nat()).
+[Unit]
+Description=Configure dummy NIC for FreeSWITCH
+Before=freeswitch.service
+After=network.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/sbin/ip addr replace {public_ip}/32 dev lo
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def render_dummy_nic(facts: HostFacts) -> str:
+    """The unit that puts the public address on lo at boot, owned entirely.
+
+    bbb-install writes it with ``ExecStart=/sbin/ip addr add $IP dev lo``
+    (bbb-install.sh lines 689-701); ``replace`` is the same, but idempotent.
+    """
+    return DUMMY_NIC_TEMPLATE.format(public_ip=facts.public_ip)
+
+
+def render_iptables_rules(current: str | None, facts: HostFacts) -> str:
+    """The persisted rules with coturn's DNAT rule for this host's addresses (netstate)."""
+    return netstate.render_rules_v4(current, facts.nat_rule)
 
 
 _AKKA_API = re.compile(r'(?m)^([ \t]*(?:services\.)?bbbWebAPI[ \t]*[=:][ \t]*")([^"\n]*)(")')
@@ -447,7 +648,12 @@ TURN_STUN_TEMPLATE = """\
 
 
 def render_turn_stun_servers(facts: HostFacts) -> str:
-    """BBB's TURN list, owned entirely: this host's coturn over UDP/TCP and TLS."""
+    """BBB's TURN list, owned entirely: this host's coturn over UDP/TCP and TLS.
+
+    bbb-install's configure_coturn() writes the whole file too (bbb-install.sh
+    lines 1699-1753), naming the host; TLS goes to coturn's own port here, not
+    through haproxy on 443 (the image removes haproxy: packer/scripts/bbb.sh).
+    """
     return TURN_STUN_TEMPLATE.format(
         fqdn=facts.fqdn,
         secret=quoteattr(facts.turn_secret),
@@ -464,8 +670,45 @@ _NGINX_DIRECTIVE = re.compile(
 _NGINX_SSL_LISTEN = re.compile(r"^(?P<indent>\s*)listen\s+[^;#]*\bssl\b[^;#]*;")
 
 
+def _commented(line: str) -> bool:
+    return line.lstrip().startswith("#")
+
+
+_BBB_INCLUDE = re.compile(r"^\s*include\s+/etc/bigbluebutton/nginx/")
+_NGINX_LISTEN = re.compile(r"^(?P<indent>\s*)listen\s")
+
+
+def _with_tls_listener(lines: list[str]) -> list[str]:
+    """``lines`` with TLS on 443 added to the server that serves BigBlueButton.
+
+    Without a host name bbb-install never writes a TLS server (install_ssl()
+    runs only with -s, bbb-install.sh lines 350-354), and with its built-in TURN
+    server it leaves TLS to haproxy (lines 1505-1520); on this image nginx
+    terminates TLS itself, in the server block that includes BBB's locations.
+    """
+    include = next(
+        (i for i, line in enumerate(lines) if _BBB_INCLUDE.match(line) and not _commented(line)),
+        None,
+    )
+    listen = None
+    for i in range(include or 0):
+        if _NGINX_LISTEN.match(lines[i]) and not _commented(lines[i]):
+            listen = i
+        elif lines[i].strip().startswith("server") and "{" in lines[i]:
+            listen = None
+    if include is None or listen is None:
+        raise HostConfigError(
+            "nginx site has no TLS listener (listen ... ssl) and no server with BBB's locations"
+        )
+    match = _NGINX_LISTEN.match(lines[listen])
+    assert match is not None
+    indent = match.group("indent")
+    added = [f"{indent}listen 443 ssl;", f"{indent}listen [::]:443 ssl;"]
+    return [*lines[: listen + 1], *added, *lines[listen + 1 :]]
+
+
 def render_nginx_site(current: str, facts: HostFacts) -> str:
-    """BBB's nginx site with this host's name and certificate paths."""
+    """BBB's nginx site with this host's name, a TLS listener and the certificate paths."""
     wanted = {
         "server_name": facts.fqdn,
         "ssl_certificate": str(facts.cert_file),
@@ -487,12 +730,16 @@ def render_nginx_site(current: str, facts: HostFacts) -> str:
             out.append(f"{match.group('indent')}{name} {wanted[name]};{match.group('tail')}")
     if "server_name" not in seen:
         raise HostConfigError("nginx site has no server_name directive")
+    if not any(_NGINX_SSL_LISTEN.match(line) and not _commented(line) for line in out):
+        out = _with_tls_listener(out)
     missing = [name for name in ("ssl_certificate", "ssl_certificate_key") if name not in seen]
     if missing:
         for i, line in enumerate(out):
             listen = _NGINX_SSL_LISTEN.match(line)
             if listen is not None and not line.lstrip().startswith("#"):
                 indent = listen.group("indent")
+                while i + 1 < len(out) and _NGINX_LISTEN.match(out[i + 1]):
+                    i += 1
                 out[i + 1 : i + 1] = [f"{indent}{name} {wanted[name]};" for name in missing]
                 break
         else:
@@ -549,6 +796,9 @@ def _fs_var(name: str) -> re.Pattern[str]:
 def render_freeswitch_vars(current: str, facts: HostFacts) -> str:
     """vars.xml with the public address FreeSWITCH advertises in SIP and SDP.
 
+    bbb-install's check_nat() sets external_rtp_ip and external_sip_ip to the
+    public address (bbb-install.sh lines 673-674).
+
     ``local_ip_v4`` is only kept in step when the image pinned it: unset,
     FreeSWITCH detects it, which is right on every instance.
     """
@@ -571,9 +821,25 @@ def _fs_param(name: str) -> re.Pattern[str]:
     return re.compile(r'(<param\s+name="' + re.escape(name) + r'"\s+value=")([^"]*)("\s*/>)')
 
 
-def render_freeswitch_external(current: str) -> str:
-    """The external SIP profile advertising the addresses set in vars.xml."""
-    text = current
+_BINDING = re.compile(r'(<param\s+name="(?:ws|wss)-binding"\s+value=")([^"]*?)(:\d+"\s*/>)')
+
+
+def render_freeswitch_external(current: str, facts: HostFacts) -> str:
+    """The external SIP profile advertising the addresses set in vars.xml.
+
+    ext-rtp-ip and ext-sip-ip refer to vars.xml (bbb-install.sh lines 677-678);
+    a ws-binding or wss-binding that names an address gets the public one
+    (lines 1632 and 1642), one that names none (``:5066``) binds every address
+    and stays.
+    """
+    active = _active(current)
+
+    def bind(match: re.Match[str]) -> str:
+        if not active(match.start()) or not match.group(2):
+            return match.group(0)
+        return f"{match.group(1)}{facts.public_ip}{match.group(3)}"
+
+    text = _BINDING.sub(bind, current)
     for param, var in (("ext-rtp-ip", "external_rtp_ip"), ("ext-sip-ip", "external_sip_ip")):
         reference = f"$${{{var}}}"
         text = _set_xml_value(
@@ -607,7 +873,14 @@ denied-peer-ip=::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff
 
 
 def render_coturn_conf(current: str | None, facts: HostFacts) -> str:
-    """turnserver.conf with this host's addresses, realm, certificate and secret."""
+    """turnserver.conf with this host's addresses, realm, certificate and secret.
+
+    bbb-install's install_coturn() (bbb-install.sh lines 1766-1805) listens and
+    relays on the private address, allows peers on both addresses and names the
+    realm after the host; external-ip adds the public address coturn must tell
+    clients about behind the NAT, and TLS on turns_port uses the key copy coturn
+    can read (bbbnode/certificate.py).
+    """
     external = (
         facts.public_ip
         if facts.public_ip == facts.local_ip
@@ -623,7 +896,7 @@ def render_coturn_conf(current: str | None, facts: HostFacts) -> str:
         ("use-auth-secret", (None,)),
         ("static-auth-secret", (facts.turn_secret,)),
         ("cert", (str(facts.cert_file),)),
-        ("pkey", (str(facts.key_file),)),
+        ("pkey", (str(facts.coturn_key_file),)),
         ("allowed-peer-ip", tuple(dict.fromkeys((facts.local_ip, facts.public_ip)))),
     ]
     return _set_entries(
@@ -638,23 +911,6 @@ def existing_turn_secret(turnserver_conf: str | None) -> str | None:
         if entry is not None and entry[0] == "static-auth-secret" and entry[1]:
             return entry[1]
     return None
-
-
-def facts_for(
-    identity: Identity, fqdn: str, cert_dir: Path, turn_secret: str, **ports: int
-) -> HostFacts:
-    """HostFacts from the instance identity, its FQDN and the TLS step's cert_dir."""
-    if not identity.public_ipv4:
-        raise HostConfigError("the instance has no public IPv4 address; media needs one")
-    return HostFacts(
-        fqdn=fqdn,
-        public_ip=identity.public_ipv4,
-        local_ip=identity.local_ipv4,
-        cert_file=cert_dir / "fullchain.pem",
-        key_file=cert_dir / "privkey.pem",
-        turn_secret=turn_secret,
-        **ports,
-    )
 
 
 def resolve_turn_secret(configured: str | None, coturn_conf: Path | None) -> str:
@@ -750,8 +1006,24 @@ def plan_host_config(
     )
     want(
         paths.freeswitch_external,
-        required("FreeSWITCH external profile", render_freeswitch_external),
+        required("FreeSWITCH external profile", lambda old: render_freeswitch_external(old, facts)),
         services.freeswitch,
+    )
+    want(
+        paths.webrtc_sfu,
+        lambda old: render_webrtc_sfu(old, facts),
+        services.webrtc_sfu,
+        # bbb-conf --setip keeps FreeSWITCH's ESL password in this file.
+        mode_if_new=0o640,
+        group_if_new="bigbluebutton",
+    )
+    want(paths.sip_nginx, optional(lambda old: render_sip_nginx(old, facts)), services.nginx)
+    want(paths.dummy_nic, lambda _old: render_dummy_nic(facts), services.dummy_nic)
+    want(
+        paths.iptables_rules,
+        lambda old: render_iptables_rules(old, facts),
+        None,
+        mode_if_new=0o640,
     )
     want(
         paths.coturn_conf,
@@ -765,6 +1037,8 @@ def plan_host_config(
 
 def service_commands(service: str, services: Services = Services()) -> tuple[tuple[str, ...], ...]:
     """Checks, then the reload or restart, that make ``service`` take its new files."""
+    if service in services.units:
+        return (("systemctl", "daemon-reload"), ("systemctl", "enable", f"{service}.service"))
     checks = tuple(command for name, command in services.checks if name == service)
     action = "reload" if service in services.reload else "restart"
     return (*checks, ("systemctl", action, service))
@@ -795,6 +1069,18 @@ def read_current(paths: HostPaths = HostPaths()) -> dict[Path, str | None]:
     return current
 
 
+def _write(change: FileChange) -> None:
+    if change.old_content is None:
+        # bbb-install makes these directories too (mkdir -p, e.g. line 1668).
+        change.path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(
+        change.path,
+        change.new_content,
+        mode_if_new=change.mode_if_new,
+        group_if_new=change.group_if_new,
+    )
+
+
 def _rollback(written: Sequence[FileChange]) -> None:
     for change in reversed(written):
         if change.old_content is None:
@@ -811,14 +1097,33 @@ async def apply_host_config(
     *,
     paths: HostPaths = HostPaths(),
     services: Services = Services(),
+    network: bool = False,
+    commands: bool = True,
 ) -> HostConfigResult:
     """Bring the files in line with ``facts``; restart each affected service once.
 
     Nothing is written and no command runs when every file is already right.
     When a service's check or restart fails, its files get their old content
     back (so the next run tries again) and HostConfigFailed is raised.
+
+    ``network``: also bring lo's address and coturn's DNAT rule to ``facts``
+    (bbbnode.netstate), before any service restarts, so FreeSWITCH comes up
+    with its new address already on lo. It reads the kernel's state on every
+    run, and changes it only where it differs.
+
+    ``commands`` False writes the files and runs nothing: no restart, no
+    kernel state (a tree prepared for another machine, ``host-config --root``).
     """
     changes = plan_host_config(facts, read_current(paths), paths=paths, services=services)
+    if not commands:
+        for change in changes:
+            _write(change)
+        return HostConfigResult(tuple(c.path for c in changes), ())
+    if network:
+        try:
+            await netstate.converge(runner, facts.nat_rule)
+        except CommandFailed as exc:
+            raise HostConfigFailed(f"network: {exc}") from exc
     if not changes:
         log.info("host_config_unchanged", fqdn=facts.fqdn)
         return HostConfigResult((), ())
@@ -827,12 +1132,7 @@ async def apply_host_config(
         written: list[FileChange] = []
         try:
             for change in group:
-                write_atomic(
-                    change.path,
-                    change.new_content,
-                    mode_if_new=change.mode_if_new,
-                    group_if_new=change.group_if_new,
-                )
+                _write(change)
                 written.append(change)
                 log.info("host_file_written", path=str(change.path), service=service)
             if service is not None:

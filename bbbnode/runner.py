@@ -46,6 +46,13 @@ class Runner(Protocol):
     ) -> Completed: ...
 
 
+def runner_for(commands: str, command_log: Path) -> Runner:
+    """Host commands run for real, or only written down (``host.commands = log``: bbbsim)."""
+    if commands == "log":
+        return LoggingRunner(command_log)
+    return SubprocessRunner()
+
+
 def check(result: Completed) -> Completed:
     """``result`` if it succeeded, else CommandFailed."""
     if not result.ok:

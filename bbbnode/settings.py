@@ -116,12 +116,12 @@ class TlsSettings(Section):
     """ACME directory URL (Let's Encrypt production by default)."""
     email: str = ""
     """Contact address for the ACME account (optional)."""
-    cert_dir: Path = Path("/etc/bbbfleet/tls")
-    """Where the account key, private key and certificate chain are kept."""
+    cert_dir: Path = Path("/var/lib/bbbnode/tls")
+    """bbbnode's own ACME account key, key and chain; nginx and coturn read the helper's copy."""
     renew_before_days: int = Field(default=30, gt=0)
     """Renew when the certificate expires within this many days."""
-    post_hook: tuple[str, ...] = ("systemctl", "reload", "nginx")
-    """Command run after a certificate was issued or renewed (argv, no shell)."""
+    post_hook: tuple[str, ...] = ()
+    """Command run, as bbbnode's user, after a new certificate was installed (argv, no shell)."""
     ca_bundle: Path | None = None
     """Extra CA bundle to trust for the ACME server (tests, private ACME)."""
     dns_propagation_timeout: float = Field(default=300.0, gt=0)
@@ -158,6 +158,15 @@ class HostconfigSettings(Section):
     """TURN port advertised to clients and configured in coturn."""
     turns_port: int = Field(default=5349, gt=0, lt=65536)
     """TURN-over-TLS port advertised to clients and configured in coturn."""
+
+
+class HelperSettings(Section):
+    socket: str = "/run/bbbnode-host.sock"
+    """The privileged host helper's unix socket; empty: bbbnode does the host steps itself."""
+    socket_group: str = "bbbnode"
+    """Group allowed to connect when `bbbnode host-helper` creates the socket itself."""
+    timeout: float = Field(default=900.0, gt=0)
+    """Seconds one request may take (host configuration restarts BBB's services)."""
 
 
 class ScaleliteSettings(Section):
@@ -217,6 +226,7 @@ class NodeSettings(BaseSettings):
     tls: TlsSettings = TlsSettings()
     efs: EfsSettings = EfsSettings()
     hostconfig: HostconfigSettings = HostconfigSettings()
+    helper: HelperSettings = HelperSettings()
     scalelite: ScaleliteSettings = ScaleliteSettings()
     protection: ProtectionSettings = ProtectionSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()

@@ -11,9 +11,13 @@ typed errors and JSON logs. The library is synchronous (requests); each call
 runs in a worker thread (``asyncio.to_thread``), which fits an asyncio daemon
 that makes a handful of ACME calls a few times a year.
 
-Files in ``cert_dir``: ``account.key`` (ACME account key, 0600), ``privkey.pem``
-(the certificate's key, 0600, kept across renewals), ``fullchain.pem`` (leaf and
-intermediates, 0644), and ``post-hook.pending`` while a hook still has to run.
+Files in ``cert_dir`` (the daemon's own state directory): ``account.key``
+(ACME account key, 0600), ``privkey.pem`` (the certificate's key, 0600, kept
+across renewals), ``fullchain.pem`` (leaf and intermediates, 0644), and
+``post-hook.pending`` while the certificate still has to be delivered. The
+daemon cannot give nginx and coturn the certificate itself: it hands chain and
+key to ``install`` (the host helper's install_certificate), then runs the
+optional post hook.
 """
 
 from __future__ import annotations
@@ -34,10 +38,8 @@ import requests
 from acme import challenges, crypto_util, messages
 from acme import client as acme_client
 from acme import errors as acme_errors
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from josepy.jwa import ES256
 from josepy.jwk import JWKEC
 from tenacity import (
@@ -52,6 +54,8 @@ from tenacity import (
 import bbbcore
 from bbbcore import logs
 from bbbnode import dns
+from bbbnode.certificate import cert_info, key_public_der
+from bbbnode.certificate import norm_name as _norm
 from bbbnode.files import write_atomic
 from bbbnode.runner import Runner
 from bbbnode.settings import TlsSettings
@@ -61,6 +65,8 @@ log = logs.get(__name__)
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], dt.datetime]
+Install = Callable[[bytes, bytes], Awaitable[None]]
+"""Hands the PEM chain and key to whatever serves them (the host helper's install_certificate)."""
 
 ACCOUNT_KEY = "account.key"
 PRIVKEY = "privkey.pem"
@@ -114,7 +120,7 @@ class CertStoreError(TlsError):
 
 
 class HookFailed(TlsError):
-    """The post-issue hook failed; the certificate is in place and the hook is retried."""
+    """Installing the certificate or the post hook failed; both are retried."""
 
     def __init__(self, message: str, status: CertificateStatus) -> None:
         super().__init__(message)
@@ -132,48 +138,6 @@ class Reason(enum.StrEnum):
     WRONG_NAME = "wrong_name"
     EXPIRING = "expiring"
     KEY_MISMATCH = "key_mismatch"
-
-
-@dataclass(frozen=True, slots=True)
-class CertInfo:
-    """What the decisions need from a leaf certificate."""
-
-    names: frozenset[str]
-    not_before: dt.datetime
-    not_after: dt.datetime
-    public_key_der: bytes
-
-
-def _norm(name: str) -> str:
-    return name.rstrip(".").lower()
-
-
-def _public_der(key: PublicKeyTypes) -> bytes:
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def cert_info(cert_pem: bytes) -> CertInfo:
-    """The leaf (first certificate) of a PEM chain; ValueError if there is none."""
-    leaf = x509.load_pem_x509_certificates(cert_pem)[0]
-    try:
-        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = frozenset(_norm(n) for n in san.get_values_for_type(x509.DNSName))
-    except x509.ExtensionNotFound:
-        names = frozenset()
-    return CertInfo(
-        names=names,
-        not_before=leaf.not_valid_before_utc,
-        not_after=leaf.not_valid_after_utc,
-        public_key_der=_public_der(leaf.public_key()),
-    )
-
-
-def key_public_der(key_pem: bytes) -> bytes:
-    """The public half of a PEM private key (DER SubjectPublicKeyInfo); ValueError if unreadable."""
-    key = serialization.load_pem_private_key(key_pem, password=None)
-    return _public_der(key.public_key())
 
 
 def needs_issue(
@@ -736,11 +700,25 @@ def _utc_now() -> dt.datetime:
 
 
 async def _run_hook(
-    settings: TlsSettings, runner: Runner, paths: CertPaths, status: CertificateStatus
+    settings: TlsSettings,
+    runner: Runner,
+    paths: CertPaths,
+    status: CertificateStatus,
+    install: Install | None,
 ) -> CertificateStatus:
+    if install is not None:
+        try:
+            chain, key = await asyncio.to_thread(
+                lambda: (paths.fullchain.read_bytes(), paths.privkey.read_bytes())
+            )
+            await install(chain, key)
+        except Exception as exc:
+            log.error("tls_install_failed", error_type=type(exc).__name__, error=str(exc))
+            raise HookFailed(f"installing the certificate: {exc}", status) from exc
+        log.info("tls_certificate_delivered", not_after=status.not_after.isoformat())
     if not settings.post_hook:
         await asyncio.to_thread(paths.hook_pending.unlink, missing_ok=True)
-        return status
+        return dataclasses.replace(status, hook_ran=install is not None or status.hook_ran)
     result = await runner(settings.post_hook)
     if not result.ok:
         log.error("tls_post_hook_failed", argv=list(settings.post_hook), rc=result.returncode)
@@ -780,16 +758,23 @@ async def ensure_certificate(
     now: Clock = _utc_now,
     sleep: Sleep = asyncio.sleep,
     timing: AcmeTiming | None = None,
+    install: Install | None = None,
+    deliver_always: bool = False,
 ) -> CertificateStatus:
     """Issue the certificate for ``fqdn`` if it is missing, wrong or expiring; else nothing.
 
-    The post hook runs only after a new certificate was written (or when an
-    earlier hook run failed), never for a certificate that was already fine.
+    ``install`` and the post hook run only after a new certificate was written
+    (or when an earlier delivery failed), never for a certificate that was
+    already fine, unless ``deliver_always`` (start-up: the helper's copy may be
+    older than ours, and installing is idempotent).
     """
     # Start-up and the renewal loop may both ask at once; one issuance per cert_dir.
     lock = _LOCKS.setdefault(settings.cert_dir.resolve(), asyncio.Lock())
     async with lock:
-        return await _ensure(settings, fqdn, txt, runner, now=now, sleep=sleep, timing=timing)
+        return await _ensure(
+            settings, fqdn, txt, runner, now=now, sleep=sleep, timing=timing,
+            install=install, deliver_always=deliver_always,
+        )  # fmt: skip
 
 
 async def _ensure(
@@ -801,6 +786,8 @@ async def _ensure(
     now: Clock,
     sleep: Sleep,
     timing: AcmeTiming | None,
+    install: Install | None,
+    deliver_always: bool,
 ) -> CertificateStatus:
     timing = timing or AcmeTiming()
     fqdn = _norm(fqdn)
@@ -824,8 +811,8 @@ async def _ensure(
             hook_ran=False,
         )
         log.info("tls_certificate_ok", fqdn=fqdn, not_after=status.not_after.isoformat())
-        if stored.hook_pending:
-            return await _run_hook(settings, runner, paths, status)
+        if stored.hook_pending or deliver_always:
+            return await _run_hook(settings, runner, paths, status, install)
         return status
 
     log.info("tls_issue_start", fqdn=fqdn, reason=str(reason))
@@ -857,7 +844,7 @@ async def _ensure(
         privkey=paths.privkey,
         hook_ran=False,
     )
-    return await _run_hook(settings, runner, paths, status)
+    return await _run_hook(settings, runner, paths, status, install)
 
 
 async def renew_forever(
@@ -872,6 +859,7 @@ async def renew_forever(
     retry_interval: float = 3600.0,
     acme_sleep: Sleep = asyncio.sleep,
     timing: AcmeTiming | None = None,
+    install: Install | None = None,
 ) -> NoReturn:
     """Check the certificate now and then every ``interval`` seconds, renewing in the window.
 
@@ -882,8 +870,9 @@ async def renew_forever(
     while True:
         try:
             await ensure_certificate(
-                settings, fqdn, txt, runner, now=now, sleep=acme_sleep, timing=timing
-            )
+                settings, fqdn, txt, runner, now=now, sleep=acme_sleep, timing=timing,
+                install=install,
+            )  # fmt: skip
         except TlsError as exc:
             log.error("tls_renewal_failed", error_type=type(exc).__name__, error=str(exc))
             delay = retry_interval

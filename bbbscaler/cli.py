@@ -25,7 +25,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = (
         ("run", "run the control loop until SIGTERM (or one round with --once)"),
         ("explain", "observe and decide once, change nothing; print the fleet and the decision"),
-        ("check-config", "validate the configuration and print it (secrets hidden) as JSON"),
+        (
+            "check-config",
+            "validate the configuration and print it (secrets hidden) as JSON; warn about "
+            "schedule windows above the group's MaxSize or policy.max_nodes",
+        ),
     )
     for name, text in commands:
         cmd = sub.add_parser(name, help=text, description=text)
@@ -50,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bbbscaler`` console script."""
     args = _parser().parse_args(argv)
     settings = settings_for_command(
-        ScalerSettings, args.command, getattr(args, "config", None), "bbbscaler"
+        ScalerSettings, args.command, getattr(args, "config", None), "bbbscaler", _check
     )
     if isinstance(settings, int):
         return settings
@@ -64,6 +68,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.once:
         return asyncio.run(daemon.once(settings))
     return asyncio.run(daemon.run(settings))
+
+
+def _check(settings: ScalerSettings) -> int:
+    """check-config's look beyond the keys: windows against the group's MaxSize."""
+    logs.configure(settings.log.level)
+    from bbbscaler import daemon
+
+    return asyncio.run(daemon.check_schedules(settings))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,8 +18,9 @@ from typing import Any, Protocol
 from bbbcore import logs
 from bbbscaler.actuate import Actuator, Outcome
 from bbbscaler.exposition import ScalerMetrics
-from bbbscaler.model import Action, Decision, FleetSnapshot, Node
+from bbbscaler.model import Action, Decision, FleetSnapshot, Node, WindowMiss
 from bbbscaler.policy import History, PolicyConfig, decide, sort_fleet
+from bbbscaler.policy.windows import oversized
 
 log = logs.get(__name__)
 
@@ -61,6 +63,16 @@ class Round:
                 "replacing": list(d.replacing),
             },
             "numbers": d.numbers,
+            "schedule_misses": [
+                {
+                    "window": m.window,
+                    "start": round(m.start, 3),
+                    "min_nodes": m.min_nodes,
+                    "late_s": round(m.late_s, 1),
+                    "short_nodes": m.short,
+                }
+                for m in d.schedule_misses
+            ],
             "observe_errors": list(self.snapshot.errors),
             "outcomes": [
                 {"action": o.action, "target": o.target, "result": o.result, "detail": o.detail}
@@ -76,6 +88,7 @@ def roles(snapshot: FleetSnapshot, config: PolicyConfig) -> dict[str, int]:
         "serving": len(fleet.serving),
         "booting": len(fleet.booting),
         "draining": len(fleet.draining),
+        "operator_drained": len(fleet.operator_drained),
         "blind": len(fleet.blind),
         "drifted": len(fleet.drifted),
     }
@@ -104,6 +117,8 @@ class Controller:
         self.last_finished: float | None = None
         """Monotonic time the last round ended, successful or not."""
         self._az_warned: bool | None = None
+        self._misses: dict[tuple[str, float], WindowMiss] = {}
+        self._oversized: tuple[tuple[str, int], ...] = ()
 
     async def round(self) -> Round | None:
         """Observe, decide, act once; None when the group could not be observed."""
@@ -121,6 +136,7 @@ class Controller:
         decision = decide(snapshot, self.history, self._config, now)
         self.history = self.history.record(decision, now, self._config)
         self._log(decision)
+        self._warn_schedules(decision)
         outcomes = await self._actuator.apply(decision, snapshot)
         self._metrics.record_round(snapshot, decision, roles(snapshot, self._config), now)
         self._metrics.loop_duration.observe(time.monotonic() - started)
@@ -167,6 +183,38 @@ class Controller:
             )
         else:
             log.info("az_rebalance_suspended", asg=snapshot.group.name)
+
+    def _warn_schedules(self, d: Decision) -> None:
+        """Say once when a window will be missed (again when its shortfall changes), and when
+        a window asks for more than the upper bound allows."""
+        upper = int(d.numbers.get("upper", 0))
+        too_big = oversized(self._config.windows, upper)
+        if too_big != self._oversized:
+            self._oversized = too_big
+            for name, wanted in too_big:
+                log.warning(
+                    "schedule_exceeds_upper_bound",
+                    window=name,
+                    min_nodes=wanted,
+                    upper=upper,
+                    short_nodes=wanted - upper,
+                    fix="raise the group's MaxSize (FleetMaxSize) or policy.max_nodes, "
+                    "or lower the window's min_nodes",
+                )
+        current = {(m.window, m.start): m for m in d.schedule_misses}
+        for key, m in current.items():
+            before = self._misses.get(key)
+            if before is None or before.short != m.short:
+                log.warning(
+                    "schedule_window_missed",
+                    window=m.window,
+                    starts_at=dt.datetime.fromtimestamp(m.start, dt.UTC).isoformat(),
+                    min_nodes=m.min_nodes,
+                    late_s=round(m.late_s),
+                    short_nodes=m.short,
+                    upper=upper,
+                )
+        self._misses = current
 
     def _log(self, d: Decision) -> None:
         fields: dict[str, Any] = {"action": d.action.value, "reason": d.reason}

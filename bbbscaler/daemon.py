@@ -12,14 +12,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiohttp import web
+from botocore.exceptions import BotoCoreError, ClientError
 
-from bbbcore import __version__, logs, secrets
+from bbbcore import __version__, aws, logs, secrets
 from bbbcore.config import EXIT_CONFIG, split_listen
 from bbbscaler.actuate import Actuator
+from bbbscaler.asg import AsgAdapter, GroupNotFound
 from bbbscaler.controller import Controller
 from bbbscaler.explain import render
 from bbbscaler.exposition import ScalerMetrics
-from bbbscaler.observe import build_observer
+from bbbscaler.observe import SessionFactory, build_observer
 from bbbscaler.policy import PolicyConfig
 from bbbscaler.server import build_app
 from bbbscaler.settings import ScalerSettings
@@ -40,7 +42,9 @@ class Wired:
 async def wire(settings: ScalerSettings) -> AsyncIterator[Wired]:
     """Open every client and build the controller on them; closes everything on exit."""
     config = PolicyConfig.from_settings(settings)
-    metrics = ScalerMetrics(settings.policy.preset, settings.dry_run)
+    metrics = ScalerMetrics(
+        settings.policy.preset, settings.dry_run, [w.name for w in settings.policy.schedules]
+    )
 
     def failed(source: str) -> None:
         metrics.observe_errors.labels(source).inc()
@@ -121,6 +125,65 @@ async def run(settings: ScalerSettings) -> int:
     except secrets.SecretError as exc:
         return _secret_error(exc)
     return 0
+
+
+async def check_schedules(
+    settings: ScalerSettings, *, session_factory: SessionFactory = aws.session
+) -> int:
+    """Warn about schedule windows that ask for more nodes than the upper bound allows.
+
+    The bound is ``policy.max_nodes`` when set, and the group's MaxSize, read with one
+    DescribeAutoScalingGroups (only when there are windows). A group that cannot be read
+    is said so, and the check goes on with what the configuration alone says. Warnings
+    only: the configuration is valid, so the exit code is 0.
+    """
+    windows = [w for w in settings.policy.schedules if w.min_nodes > 0]
+    if not windows:
+        return 0
+    limits: list[tuple[int, str]] = []
+    if settings.policy.max_nodes:
+        limits.append((settings.policy.max_nodes, "policy.max_nodes"))
+    try:
+        max_size = await _group_max_size(settings, session_factory)
+    except (GroupNotFound, ClientError, BotoCoreError, TimeoutError) as exc:
+        log.warning(
+            "schedule_check_incomplete",
+            asg=settings.aws.asg_name,
+            reason=f"the group's MaxSize could not be read: {type(exc).__name__}: {exc}"[:300],
+            checked_against=[name for _, name in limits],
+        )
+    else:
+        limits.append((max_size, f"MaxSize of {settings.aws.asg_name}"))
+    if not limits:
+        return 0
+    upper, bound = min(limits)
+    for w in windows:
+        if w.min_nodes > upper:
+            log.warning(
+                "schedule_exceeds_upper_bound",
+                window=w.name,
+                min_nodes=w.min_nodes,
+                upper=upper,
+                bound=bound,
+                short_nodes=w.min_nodes - upper,
+                fix="raise the group's MaxSize (FleetMaxSize) or policy.max_nodes, "
+                "or lower the window's min_nodes",
+            )
+    return 0
+
+
+async def _group_max_size(settings: ScalerSettings, session_factory: SessionFactory) -> int:
+    session = session_factory(settings.aws.region)
+    config = aws.client_config(max_attempts=2, timeout=settings.aws.timeout)
+    async with (
+        session.client("autoscaling", config=config) as autoscaling,
+        session.client("ec2", config=config) as ec2,
+    ):
+        adapter = AsgAdapter(
+            autoscaling, ec2, settings.aws.asg_name, give_up_after=settings.aws.timeout
+        )
+        group, _members = await adapter.describe_group()
+    return group.max_size
 
 
 def _secret_error(exc: secrets.SecretError) -> int:

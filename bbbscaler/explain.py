@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from bbbscaler.model import Decision, FleetSnapshot, Node
 from bbbscaler.policy import PolicyConfig, drained, sort_fleet
+from bbbscaler.policy.windows import oversized
 
 COLUMNS = (
     "instance",
@@ -54,6 +57,7 @@ def render(snapshot: FleetSnapshot, decision: Decision, config: PolicyConfig) ->
         ("serving", fleet.serving),
         ("booting", fleet.booting),
         ("draining", fleet.draining),
+        ("operator-drained", fleet.operator_drained),
         ("blind", fleet.blind),
     ):
         roles.update((n.instance_id, role) for n in nodes)
@@ -92,9 +96,37 @@ def render(snapshot: FleetSnapshot, decision: Decision, config: PolicyConfig) ->
     ):
         if ids:
             lines.append(f"  {label}: {', '.join(ids)}")
+    lines.extend(schedule_lines(decision, config))
     numbers = ", ".join(f"{k}={_num(v)}" for k, v in decision.numbers.items())
     lines.append(f"numbers: {numbers}")
     return "\n".join(lines) + "\n"
+
+
+def schedule_lines(decision: Decision, config: PolicyConfig) -> list[str]:
+    """A line for each window in effect the fleet will miss, and each window too big to meet."""
+    lines = []
+    for m in decision.schedule_misses:
+        opens = dt.datetime.fromtimestamp(m.start, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        parts = []
+        if m.short:
+            parts.append(f"{m.short} node(s) short: the upper bound holds fewer")
+        if m.late_s > 0:
+            served = m.min_nodes - m.short
+            parts.append(f"{served} node(s) serve {m.late_s:.0f} s late")
+        lines.append(
+            f"WARNING: schedule {m.window!r} (opens {opens}, {m.min_nodes} nodes) will be "
+            "missed: " + ", ".join(parts)
+        )
+    if "upper" in decision.numbers:
+        upper = int(decision.numbers["upper"])
+        missed = {m.window for m in decision.schedule_misses}
+        for name, wanted in oversized(config.windows, upper):
+            if name not in missed:
+                lines.append(
+                    f"WARNING: schedule {name!r} asks for {wanted} nodes, the upper bound is "
+                    f"{upper}: {wanted - upper} short whenever it opens"
+                )
+    return lines
 
 
 def _num(value: float) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -29,7 +30,7 @@ ACT_RESULTS = ("ok", "skipped", "failed", "dry_run")
 class ScalerMetrics:
     """The registry bbbscaler serves, and the instruments the loop updates."""
 
-    def __init__(self, preset: str, dry_run: bool) -> None:
+    def __init__(self, preset: str, dry_run: bool, windows: Sequence[str] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         info = Gauge(
@@ -51,8 +52,9 @@ class ScalerMetrics:
         self.max_size = Gauge("bbbscaler_max_capacity", "The group's MaxSize.", registry=r)
         self.nodes = Gauge(
             "bbbscaler_nodes",
-            "Group members by role: serving, booting, draining, blind (no fresh data), "
-            "drifted (launched from an older launch template or version).",
+            "Group members by role: serving, booting, draining, operator_drained (cordoned "
+            "without the scaler's tag: no capacity), blind (no fresh data), drifted "
+            "(launched from an older launch template or version).",
             ["role"],
             registry=r,
         )
@@ -81,6 +83,24 @@ class ScalerMetrics:
             "Sum of the serving nodes' CPU, in nodes (NaN when unknown).",
             registry=r,
         )
+        self.windows = tuple(dict.fromkeys(windows))
+        self.schedule_late = Gauge(
+            "bbbscaler_schedule_late_seconds",
+            "Seconds after a schedule window opens until its nodes serve, for a window in "
+            "effect that will be late by more than one round (0: on time or not in effect).",
+            ["window"],
+            registry=r,
+        )
+        self.schedule_short = Gauge(
+            "bbbscaler_schedule_short_nodes",
+            "Nodes of a schedule window in effect the fleet will not have at all: the upper "
+            "bound (MaxSize, policy.max_nodes) holds fewer (0: none short, or not in effect).",
+            ["window"],
+            registry=r,
+        )
+        for name in self.windows:
+            self.schedule_late.labels(name)
+            self.schedule_short.labels(name)
         self.az_rebalance = Gauge(
             "bbbscaler_az_rebalance_suspended",
             "1 when the group's AZRebalance process is suspended, as it must be.",
@@ -145,6 +165,15 @@ class ScalerMetrics:
         self.lowest_cpu.set(lowest if lowest >= 0 else math.nan)
         self.demand.set(decision.demand if decision.demand is not None else math.nan)
         self.az_rebalance.set(int("AZRebalance" in group.suspended))
+        late = dict.fromkeys(self.windows, 0.0)
+        short = dict.fromkeys(self.windows, 0)
+        for m in decision.schedule_misses:
+            late[m.window] = max(late.get(m.window, 0.0), m.late_s)
+            short[m.window] = max(short.get(m.window, 0), m.short)
+        for name, seconds in late.items():
+            self.schedule_late.labels(name).set(seconds)
+        for name, count in short.items():
+            self.schedule_short.labels(name).set(count)
         self.decisions.labels(decision.action.value).inc()
         self.last_success.set(at)
 

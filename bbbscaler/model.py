@@ -202,6 +202,22 @@ class Action(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class WindowMiss:
+    """A schedule window in effect that the fleet will not meet: late, short, or both."""
+
+    window: str
+    start: float
+    """Epoch seconds the window opens (or opened)."""
+    min_nodes: int
+    late_s: float
+    """Seconds after ``start`` until as many of its nodes serve as the fleet will have
+    (0: on time)."""
+    short: int
+    """Nodes of ``min_nodes`` the fleet will not have at all: the upper bound (MaxSize,
+    policy.max_nodes) holds fewer (0: none)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """What one round decided, why, and the numbers it used."""
 
@@ -226,3 +242,5 @@ class Decision:
     """Conditions that held this round; History keeps them to time "held for N s"."""
     demand: float | None = None
     """Fleet CPU demand in nodes (sum of node CPU), for the trend; None if unknown."""
+    schedule_misses: tuple[WindowMiss, ...] = ()
+    """Schedule windows in effect this round that the fleet will be late for or short of."""

@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 
 from bbbcore import logs
-from bbbscaler.fetch import TooLarge, read_body
+from bbbcore.http_body import TooLarge, read_body
 from bbbscaler.model import Node
 from bbbscaler.readings import NAMES, SNAPSHOT_AGE, Reading, reading_from
 

@@ -10,16 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Protocol
 
+from bbbcore.node_metrics import CPU, MEETINGS, NAMES, PARTICIPANTS, SNAPSHOT_AGE
 from bbbscaler.model import Node, NodeMetrics
 
-CPU: Final = "bbbnode_cpu_utilization_ratio"
-MEETINGS: Final = "bbb_meetings"
-PARTICIPANTS: Final = "bbb_meetings_participants"
-SNAPSHOT_AGE: Final = "bbbnode_snapshot_age_seconds"
-NAMES: Final = (CPU, MEETINGS, PARTICIPANTS, SNAPSHOT_AGE)
-"""The only metrics bbbscaler reads from a node."""
+__all__ = ["CPU", "MEETINGS", "NAMES", "PARTICIPANTS", "SNAPSHOT_AGE", "MetricsSource", "Reading"]
 
 
 @dataclass(frozen=True, slots=True)

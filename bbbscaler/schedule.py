@@ -6,7 +6,7 @@ import datetime as dt
 import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 from bbbscaler.settings import DAYS, ScheduleSettings
 
@@ -57,14 +57,67 @@ def _zone(name: str) -> zoneinfo.ZoneInfo:
     return zoneinfo.ZoneInfo(name)
 
 
+# open_at changes only where the local wall clock passes a whole minute (starts and ends are
+# HH:MM), and every zone's offset from UTC is whole minutes, so the window is open or closed
+# for the whole of each epoch minute [60 k, 60 k + 60).
+_MINUTE = 60
+
+
+@lru_cache(maxsize=1 << 16)
+def _open_in_minute(window: Window, minute: int) -> bool:
+    return window.open_at(float(minute * _MINUTE))
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """A window in effect: open now, or opening within the lead time."""
+
+    window: Window
+    start: float
+    """Epoch seconds it opened (or opens)."""
+
+
+def opening(window: Window, at: float, lead: float) -> Opening | None:
+    """The window's opening in effect at ``at``: open at ``at``, or opening by ``at + lead``.
+
+    Every instant of ``[at, at + lead]`` counts, not only its ends: a window shorter than
+    the lead (08:00-08:02 with 180 s of boot time) would otherwise slip between the two.
+    """
+    first, last = int(at // _MINUTE), int((at + lead) // _MINUTE)
+    if _open_in_minute(window, first):
+        return Opening(window, min(at, _started(window, at)))
+    for minute in range(first + 1, last + 1):
+        if _open_in_minute(window, minute):
+            return Opening(window, float(minute * _MINUTE))
+    return None
+
+
+def _started(window: Window, at: float) -> float:
+    """When the opening that is open at ``at`` began, by the wall clock (today's start, or
+    yesterday's for the part of a window past midnight)."""
+    zone = _zone(window.timezone)
+    local = dt.datetime.fromtimestamp(at, zone)
+    minute = local.hour * 60 + local.minute
+    day = local.date()
+    if window.start_min >= window.end_min and minute < window.start_min:
+        day -= dt.timedelta(days=1)
+    start = dt.time(window.start_min // 60, window.start_min % 60)
+    return dt.datetime.combine(day, start, tzinfo=zone).timestamp()
+
+
+def in_effect(windows: Iterable[Window], at: float, lead: float) -> tuple[Opening, ...]:
+    """The windows that hold capacity at ``at``: open, or opening within ``lead`` seconds."""
+    return tuple(o for w in windows if (o := opening(w, at, lead)) is not None)
+
+
 def scheduled_minimum(windows: Iterable[Window], at: float, lead: float) -> tuple[int, str | None]:
-    """The largest ``min_nodes`` of the windows open at ``at + lead``, or at ``at``.
+    """The largest ``min_nodes`` of the windows in effect at ``at`` (see ``opening``).
 
     Looking ``lead`` seconds ahead opens a window early by the boot time, so its
     nodes are serving when it starts; looking at ``at`` too keeps them until it ends.
     """
     best, name = 0, None
-    for w in windows:
-        if (w.open_at(at) or w.open_at(at + lead)) and w.min_nodes > best:
-            best, name = w.min_nodes, w.name
+    for o in in_effect(windows, at, lead):
+        if o.window.min_nodes > best:
+            best, name = o.window.min_nodes, o.window.name
     return best, name

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from bbbcore import logs
+from bbbcore import scalelite
 from bbbcore.scalelite import ScaleliteClient, ScaleliteServer, normalize_url
 from bbbscaler.model import Node, ServerView
-
-log = logs.get(__name__)
 
 ABSENT_ID = ""
 """The ServerView id of a node Scalelite does not list."""
@@ -21,11 +19,7 @@ ABSENT_ID = ""
 
 def server_url(template: str, node: Node, domain: str) -> str | None:
     """The node's Scalelite server URL; None when the template needs an address it lacks."""
-    if node.private_ip is None and "{private_ip" in template:
-        return None
-    return template.format(
-        instance_id=node.instance_id, domain=domain, private_ip=node.private_ip or ""
-    )
+    return scalelite.server_url(template, node.instance_id, domain, node.private_ip)
 
 
 def view_of(server: ScaleliteServer | None) -> ServerView:
@@ -39,18 +33,6 @@ def view_of(server: ScaleliteServer | None) -> ServerView:
         online=server.online,
         load_multiplier=server.load_multiplier,
     )
-
-
-def index(servers: Iterable[ScaleliteServer]) -> dict[str, ScaleliteServer]:
-    """Servers by normalised URL; of several with one URL the smallest id, as bbbnode picks."""
-    by_url: dict[str, ScaleliteServer] = {}
-    for server in sorted(servers, key=lambda s: s.id):
-        key = normalize_url(server.url)
-        if key in by_url:
-            log.warning("scalelite_duplicate_url", url=server.url, ids=[by_url[key].id, server.id])
-            continue
-        by_url[key] = server
-    return by_url
 
 
 class ScaleliteServers:
@@ -68,7 +50,7 @@ class ScaleliteServers:
         self, nodes: Sequence[Node], servers: Iterable[ScaleliteServer]
     ) -> dict[str, ServerView | None]:
         """Each node's ServerView; None for a node whose URL cannot be formed."""
-        by_url = index(servers)
+        by_url = scalelite.servers_by_url(servers)
         views: dict[str, ServerView | None] = {}
         for node in nodes:
             url = self.url_of(node)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import signal
 import socket
+import subprocess
 import sys
+import sysconfig
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bbbsim.host import EmulatedHost
@@ -82,8 +85,9 @@ def fleet_node_env(
 ) -> dict[str, str]:
     """bbbnode's environment for ``host`` as a fleet member: AWS on, every peer on loopback.
 
-    EFS is off and host commands are only written down (``root/commands.jsonl``);
-    TLS, timings and the like are the caller's to add.
+    EFS is off, bbbnode does the host steps itself (no helper) with host
+    commands only written down (``root/commands.jsonl``); TLS, timings and the
+    like are the caller's to add.
     """
     env = node_env(host, secret, port, poll)
     env.update(
@@ -98,6 +102,7 @@ def fleet_node_env(
             "BBBNODE_HOSTCONFIG__TURN_SECRET": "emulated-turn-secret-0123456789",
             "BBBNODE_HOST__COMMANDS": "log",
             "BBBNODE_HOST__COMMAND_LOG": str(root / "commands.jsonl"),
+            "BBBNODE_HELPER__SOCKET": "",
             "BBBNODE_SCALELITE__URL": scalelite_url,
             "BBBNODE_SCALELITE__SECRET": scalelite_secret,
             "BBBNODE_SCALELITE__SERVER_URL_TEMPLATE": server_url,
@@ -108,13 +113,118 @@ def fleet_node_env(
     return env
 
 
-async def start_node(env: Mapping[str, str], port: int, log_path: Path) -> NodeProcess:
-    """Run ``python -m bbbnode run`` with ``env`` added to a clean BBBNODE_-free environment."""
+def _can_run(python: str, uid: int, gid: int, env: Mapping[str, str]) -> bool:
+    check = "import sys, bbbnode; assert sys.version_info[:2] == (3, 11)"
+    try:
+        result = subprocess.run(  # noqa: S603 (our own interpreter, fixed arguments)
+            [python, "-c", check], user=uid, group=gid, extra_groups=[],
+            env={**os.environ, **env}, capture_output=True, timeout=30, check=False, cwd="/",
+        )  # fmt: skip
+    except OSError:
+        return False
+    return result.returncode == 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunAs:
+    """An unprivileged identity for a child process (the daemon, as on a real host)."""
+
+    uid: int
+    gid: int
+    python: str = sys.executable
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Added to the child's environment (PYTHONPATH for another interpreter)."""
+
+    @classmethod
+    def user(cls, name: str) -> RunAs:
+        """``name``'s identity and a Python 3.11 it can run with this environment's packages.
+
+        This interpreter may live where the user cannot reach (pyenv under
+        root's home); another 3.11 then runs with our packages on PYTHONPATH.
+        """
+        entry = pwd.getpwnam(name)
+        uid, gid = entry.pw_uid, entry.pw_gid
+        if _can_run(sys.executable, uid, gid, {}):
+            return cls(uid, gid)
+        paths = sysconfig.get_paths()
+        repo = str(Path(__file__).resolve().parents[1])
+        path = dict.fromkeys((repo, paths["purelib"], paths["platlib"]))
+        env = {"PYTHONPATH": os.pathsep.join(path)}
+        for candidate in ("/usr/bin/python3.11", "/usr/local/bin/python3.11"):
+            if Path(candidate).exists() and _can_run(candidate, uid, gid, env):
+                return cls(uid, gid, candidate, env)
+        raise RuntimeError(f"no Python 3.11 that user {name} can run")
+
+
+async def _spawn(
+    command: str, env: Mapping[str, str], log_path: Path, run_as: RunAs | None
+) -> asyncio.subprocess.Process:
     full = {k: v for k, v in os.environ.items() if not k.startswith("BBBNODE_")}
     full.update(env)
+    if run_as is None:
+        with log_path.open("wb") as log:
+            return await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bbbnode", command,
+                env=full, stdout=asyncio.subprocess.DEVNULL, stderr=log,
+            )  # fmt: skip
+    full.update(run_as.env)
     with log_path.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bbbnode", "run",
+        return await asyncio.create_subprocess_exec(
+            run_as.python, "-m", "bbbnode", command,
             env=full, stdout=asyncio.subprocess.DEVNULL, stderr=log,
+            user=run_as.uid, group=run_as.gid, extra_groups=[], cwd="/",
         )  # fmt: skip
-    return NodeProcess(process, port, log_path)
+
+
+async def start_node(
+    env: Mapping[str, str], port: int, log_path: Path, *, run_as: RunAs | None = None
+) -> NodeProcess:
+    """Run ``python -m bbbnode run`` with ``env`` added to a clean BBBNODE_-free environment."""
+    return NodeProcess(await _spawn("run", env, log_path, run_as), port, log_path)
+
+
+def helper_env(root: Path, socket_path: Path, group: str, command_log: Path) -> dict[str, str]:
+    """The host helper's environment: the tree at ``root`` as /, host commands written down."""
+    return {
+        "BBBNODE_HOSTCONFIG__ROOT": str(root),
+        "BBBNODE_HOST__COMMANDS": "log",
+        "BBBNODE_HOST__COMMAND_LOG": str(command_log),
+        "BBBNODE_HELPER__SOCKET": str(socket_path),
+        "BBBNODE_HELPER__SOCKET_GROUP": group,
+        "BBBNODE_EFS__ENABLED": "false",
+    }
+
+
+@dataclass
+class HelperProcess:
+    """A running ``bbbnode host-helper`` and its socket."""
+
+    process: asyncio.subprocess.Process
+    socket_path: Path
+    log_path: Path
+
+    async def stop(self, grace: float = 15.0) -> int:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; returns the exit code."""
+        return await NodeProcess(self.process, 0, self.log_path).stop(grace)
+
+
+async def start_helper(env: Mapping[str, str], log_path: Path) -> HelperProcess:
+    """Run ``python -m bbbnode host-helper``; returns once its socket accepts connections."""
+    socket_path = Path(env["BBBNODE_HELPER__SOCKET"])
+    process = await _spawn("host-helper", env, log_path, None)
+    helper = HelperProcess(process, socket_path, log_path)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while loop.time() < deadline:
+        if process.returncode is not None:
+            raise RuntimeError(f"host-helper exited {process.returncode}, log in {log_path}")
+        try:
+            _, writer = await asyncio.open_unix_connection(str(socket_path))
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return helper
+    await helper.stop()
+    raise TimeoutError(f"host-helper did not listen on {socket_path}")

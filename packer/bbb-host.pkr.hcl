@@ -72,6 +72,16 @@ build {
   }
 
   provisioner "file" {
+    source      = "${path.root}/../systemd/bbbnode-host.service"
+    destination = "/tmp/bbbfleet/bbbnode-host.service"
+  }
+
+  provisioner "file" {
+    source      = "${path.root}/../systemd/bbbnode-host.socket"
+    destination = "/tmp/bbbfleet/bbbnode-host.socket"
+  }
+
+  provisioner "file" {
     source      = "${path.root}/../helm/monitoring/alloy/bbb-host.alloy"
     destination = "/tmp/bbbfleet/config.alloy"
   }

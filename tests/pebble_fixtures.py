@@ -20,16 +20,26 @@ under the wrong name or with the wrong value is what pebble sees. A background
 poller was the other option, but pebble with ``PEBBLE_VA_NOSLEEP`` validates the
 moment the challenge is answered, so a poller would race it.
 
-Other pebble settings, for deterministic tests: ``PEBBLE_AUTHZREUSE=0`` (every
-order gets fresh authorizations, so every issuance writes a TXT record; the
-reuse branch is covered by pure tests) and 90-day certificates (Let's Encrypt's
-lifetime, so the 30-day renewal window means what it does in production). Nonce
-rejection stays at pebble's default 5 %: acme retries a bad nonce and so does
-bbbnode, and the tests should see that work.
+Other pebble settings, for deterministic tests: ``PEBBLE_AUTHZREUSE=0`` (fresh
+authorizations for nearly every order, so nearly every issuance writes a TXT
+record; the reuse branch is covered by pure tests) and 90-day certificates (Let's
+Encrypt's lifetime, so the 30-day renewal window means what it does in
+production). Nonce rejection stays at pebble's default 5 %: acme retries a bad
+nonce and so does bbbnode, and the tests should see that work.
+
+"Nearly": pebble (v2.4.0, the version Debian ships, and still v2.9.0) makes a new
+authorization only when ``rand.Intn(100) > authzReusePercent`` (``wfe/wfe.go``,
+``makeAuthorizations``, line 1505 at v2.4.0), so with ``PEBBLE_AUTHZREUSE=0`` a
+draw of 0 still hands a new order the account's valid authorization for the
+name: one order in a hundred. A test whose second order of one account must
+answer a challenge again calls ``deactivate_valid_authorizations`` between the
+orders: a deactivated authorization is never reused (``db/memorystore.go``,
+``FindValidAuthorization``, wants status ``valid``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import ipaddress
@@ -44,25 +54,32 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import aiohttp
 import pytest
 import pytest_asyncio
+from acme import client as acme_client
+from acme import messages
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from josepy.jwa import ES256
+from josepy.jwk import JWKEC
 
 from bbbcore import aws
-from bbbnode import dns
+from bbbnode import dns, tls
 from bbbnode.tls import Route53Txt
 from bbbsim.moto_server import DEFAULT_REGION, FleetSpec
 from bbbsim.node_process import free_port
 
 if TYPE_CHECKING:
     from types_aiobotocore_route53.client import Route53Client
+
+T = TypeVar("T")
 
 PEBBLE = "/usr/bin/pebble"
 CHALLTESTSRV = "/usr/bin/pebble-challtestsrv"
@@ -384,6 +401,66 @@ def pebble(
         yield Pebble(process, port, management_port, server_cert, root_pem, root_path)
     finally:
         process.stop()
+
+
+async def deactivate_valid_authorizations(pebble: Pebble, account_key_pem: bytes) -> list[str]:
+    """Deactivate every valid authorization of the key's account (RFC 8555 7.5.2).
+
+    The account's orders (pebble lists them at the account's ``orders`` URL), their
+    authorizations, and each one still valid deactivated. Returns their URLs. Every
+    call goes through bbbnode's own retry of transient ACME errors (pebble rejects
+    5 % of nonces, acme retries a bad nonce only once).
+    """
+    key = serialization.load_pem_private_key(account_key_pem, password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    net = acme_client.ClientNetwork(
+        JWKEC(key=key),
+        alg=ES256,
+        verify_ssl=str(pebble.ca_bundle),  # type: ignore[arg-type]
+    )
+    timing = tls.AcmeTiming(retry_attempts=5, retry_max_wait=0.2)
+
+    async def call(what: str, fn: Callable[[], T]) -> T:
+        return await tls.acme_call(what, fn, timing, asyncio.sleep)
+
+    directory = await call(
+        "directory", lambda: acme_client.ClientV2.get_directory(pebble.directory_url, net)
+    )
+    client = acme_client.ClientV2(directory, net)
+    nonce_url = directory["newNonce"]
+
+    def find_account() -> str:
+        # Signed with the key itself (no account yet): onlyReturnExisting answers the account.
+        net.account = None
+        found = net.post(
+            directory["newAccount"],
+            messages.Registration(only_return_existing=True),
+            new_nonce_url=nonce_url,
+        )
+        net.account = messages.RegistrationResource(
+            uri=found.headers["Location"], body=messages.Registration()
+        )
+        return str(found.json()["orders"])
+
+    def read(url: str) -> dict[str, object]:
+        answer: dict[str, object] = net.post(url, None, new_nonce_url=nonce_url).json()
+        return answer
+
+    orders_url = await call("find_account", find_account)
+    listing = await call("list_orders", lambda: read(orders_url))
+    deactivated: list[str] = []
+    for order_url in cast(list[str], listing.get("orders", [])):
+        order = await call("read_order", partial(read, order_url))
+        for authz_url in cast(list[str], order.get("authorizations", [])):
+            authz = await call("read_authorization", partial(read, authz_url))
+            if authz.get("status") != "valid":
+                continue
+            resource = messages.AuthorizationResource(
+                uri=authz_url, body=messages.Authorization.from_json(authz)
+            )
+            await call("deactivate", partial(client.deactivate_authorization, resource))
+            deactivated.append(authz_url)
+    return deactivated
 
 
 # ---------------------------------------------------------------- the DNS bridge

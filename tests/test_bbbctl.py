@@ -11,7 +11,9 @@ from typing import Any, cast
 import pytest
 
 from bbbcore.config import ConfigError, load_settings
-from bbbctl import cli, commands, sync
+from bbbcore.node_metrics import CPU, MEETINGS, PARTICIPANTS, SNAPSHOT_AGE
+from bbbcore.scalelite import ScaleliteServer
+from bbbctl import cli, commands, fleet, sync
 from bbbctl.progress import Progress, format_event
 from bbbctl.settings import CtlSettings
 from bbbctl.stack import (
@@ -20,6 +22,7 @@ from bbbctl.stack import (
     StackEvent,
     Stacks,
     describe_failure,
+    fleet_changes,
     is_terminal,
     parameter_list,
     parse_parameters,
@@ -298,6 +301,13 @@ def test_version_help_and_reference(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for command in ("validate", "sync", "create", "update", "delete", "status"):
         assert command in out
+    for command in ("delete", "update"):
+        with pytest.raises(SystemExit):
+            cli.main(["stack", command, "--help"])
+        assert "--force" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["stack", "create", "--force"])
+    assert "unrecognized arguments: --force" in capsys.readouterr().err
     assert cli.main(["config-reference"]) == 0
     assert "`BBBCTL_BUCKET__NAME`" in capsys.readouterr().out
 
@@ -308,3 +318,169 @@ def test_validate_local_passes_on_the_shipped_templates(
     monkeypatch.setenv("BBBCTL_SYNC__ROOT", str(Path(__file__).resolve().parent.parent))
     assert cli.main(["stack", "validate", "--local"]) == 0
     assert "(cfn-lint, IAM check): 0 errors" in capsys.readouterr().out
+
+
+# --- the fleet check before delete and update ------------------------------------------
+
+
+class _NestedChangeSets:
+    """describe_change_set of a root change set whose FleetStack replaces its group."""
+
+    def __init__(self) -> None:
+        self.sets: dict[str, list[dict[str, Any]]] = {
+            "root": [
+                {
+                    "Action": "Modify",
+                    "LogicalResourceId": "Topic",
+                    "ResourceType": "AWS::SNS::Topic",
+                },
+                {
+                    "Action": "Modify",
+                    "LogicalResourceId": "FleetStack",
+                    "ResourceType": "AWS::CloudFormation::Stack",
+                    "PhysicalResourceId": "arn:aws:cloudformation:eu-central-1:1:stack/r-Fleet/x",
+                    "Replacement": "False",
+                    "ChangeSetId": "nested",
+                },
+            ],
+            "nested": [
+                {
+                    "Action": "Modify",
+                    "LogicalResourceId": "Fleet",
+                    "ResourceType": "AWS::AutoScaling::AutoScalingGroup",
+                    "PhysicalResourceId": "prod-bbb",
+                    "Replacement": "True",
+                }
+            ],
+        }
+
+    async def create_change_set(self, **_: Any) -> dict[str, Any]:
+        return {"Id": "root", "StackId": "stack-id"}
+
+    async def describe_change_set(self, ChangeSetName: str, **_: Any) -> dict[str, Any]:
+        return {
+            "Status": "CREATE_COMPLETE",
+            "Changes": [{"ResourceChange": raw} for raw in self.sets[ChangeSetName]],
+        }
+
+
+async def test_a_change_set_shows_the_nested_stacks_changes() -> None:
+    async def no_sleep(_: float) -> None:
+        return None
+
+    stacks = Stacks(cast(Any, _NestedChangeSets()), Progress(io.StringIO()), 1.0, 10.0, no_sleep)
+    change_set = await stacks.create_change_set("s", "url", [], "UPDATE", "c")
+    assert [(c.logical_id, c.physical_id) for c in change_set.changes] == [
+        ("Topic", ""),
+        ("FleetStack", "arn:aws:cloudformation:eu-central-1:1:stack/r-Fleet/x"),
+        ("FleetStack/Fleet", "prod-bbb"),
+    ]
+    assert warnings(change_set.changes) == [
+        "replacing FleetStack/Fleet terminates every BBB host, ending their meetings"
+    ]
+    groups, nested = fleet_changes(change_set.changes)
+    assert ([c.physical_id for c in groups], nested) == (["prod-bbb"], [])
+
+
+def test_fleet_changes_are_removals_and_replacements_of_groups_and_nested_stacks() -> None:
+    group, stack = "AWS::AutoScaling::AutoScalingGroup", "AWS::CloudFormation::Stack"
+    changes = [
+        Change("Modify", "A", group, "False"),
+        Change("Modify", "B", group, "Conditional"),
+        Change("Remove", "C", group),
+        Change("Add", "D", group),
+        Change("Remove", "S", stack),
+        Change("Modify", "T", stack, "False"),
+    ]
+    groups, nested = fleet_changes(changes)
+    assert [c.logical_id for c in groups] == ["B", "C"]
+    assert [c.logical_id for c in nested] == ["S"]
+
+
+MEMBER = fleet.Member("i-1", "bbb", "InService", "10.0.0.1")
+FRESH = {MEETINGS: 2.0, PARTICIPANTS: 9.0, SNAPSHOT_AGE: 3.0, CPU: 0.4}
+
+
+def server(load: float | None, state: Any = "enabled", online: bool = True) -> ScaleliteServer:
+    return ScaleliteServer("s1", "https://i-1.x/bigbluebutton/api/", state, online, load)
+
+
+def test_a_host_is_busy_when_either_source_says_so() -> None:
+    host = fleet.host_from(MEMBER, FRESH, server(20.0), 60.0)
+    assert (host.busy, host.meetings, host.participants, host.load) == (True, 2, 9, 20.0)
+    assert host.describe() == "2 meeting(s), 9 participant(s), Scalelite load 20"
+    idle = FRESH | {MEETINGS: 0.0, PARTICIPANTS: 0.0}
+    # bbbnode says empty, Scalelite has just placed a meeting: busy.
+    assert fleet.host_from(MEMBER, idle, server(15.0), 60.0).busy
+    quiet = fleet.host_from(MEMBER, idle, server(0.0), 60.0)
+    assert (quiet.busy, quiet.unknown) == (False, "")
+    # Unreadable bbbnode: Scalelite's load alone decides.
+    assert fleet.host_from(MEMBER, "timeout", server(3.0), 60.0).describe() == "Scalelite load 3"
+    assert not fleet.host_from(MEMBER, "timeout", server(0.0), 60.0).busy
+
+
+@pytest.mark.parametrize(
+    ("metrics", "srv", "why"),
+    [
+        ("timeout", "getServers failed: x", "bbbnode: timeout; Scalelite: getServers failed: x"),
+        (
+            {MEETINGS: 0.0, PARTICIPANTS: 0.0, SNAPSHOT_AGE: 300.0},
+            None,
+            "bbbnode: meeting data 300 s old; Scalelite: no server registered as u",
+        ),
+        (
+            {SNAPSHOT_AGE: 1.0, CPU: 0.1},
+            server(None, "disabled", online=True),
+            "bbbnode: no meeting gauges (bbbnode cannot read BBB); "
+            "Scalelite: no load for its server (disabled, online)",
+        ),
+        ("HTTP 500", server(None, "enabled", online=False), "no load for its server (enabled"),
+    ],
+)
+def test_a_host_nothing_can_vouch_for_is_unknown(metrics: Any, srv: Any, why: str) -> None:
+    host = fleet.host_from(MEMBER, metrics, srv, 60.0, "u")
+    assert not host.busy
+    assert why in host.unknown
+
+
+def test_a_launching_host_has_no_meeting() -> None:
+    pending = fleet.Member("i-2", "bbb", "Pending", None)
+    host = fleet.host_from(pending, "no private address", None, 60.0)
+    assert (host.busy, host.unknown, host.describe()) == (False, "", "launching")
+
+
+def test_judge_refuses_names_the_hosts_and_yields_to_force() -> None:
+    busy = fleet.host_from(MEMBER, FRESH, server(20.0), 60.0)
+    quiet = fleet.host_from(
+        fleet.Member("i-2", "bbb", "InService"),
+        FRESH | {MEETINGS: 0.0, PARTICIPANTS: 0.0},
+        server(0.0),
+        60.0,
+    )
+    lost = fleet.host_from(fleet.Member("i-3", "bbb", "InService"), "timeout", "down", 60.0)
+    view = fleet.FleetView(("bbb",), (busy, quiet, lost))
+    allowed, lines = fleet.judge(view, "delete stack s", force=False)
+    assert not allowed
+    assert lines[0] == "fleet: 3 host(s) in bbb"
+    assert lines[1].split()[:3] == ["i-1", "InService", "2"]
+    assert lines[2].startswith("  i-3  InService  unknown: bbbnode: timeout")
+    assert not any("i-2" in line for line in lines)
+    assert lines[-1].startswith("refusing to delete stack s: 1 host(s) run meetings (2 meeting(s)")
+    assert "the fleet could not be read (1 host(s) unknown)" in lines[-1]
+    assert "--force" in lines[-1]
+    allowed, lines = fleet.judge(view, "delete stack s", force=True)
+    assert allowed
+    assert lines[-1].startswith("WARNING: --force: delete stack s terminates every host and ENDS")
+    # Nothing running: allowed, and said.
+    assert fleet.judge(fleet.FleetView(("bbb",), (quiet,)), "x", False) == (
+        True,
+        ["fleet: 1 host(s) in bbb", "  no meeting running"],
+    )
+    # A stack without a group: nothing to say.
+    assert fleet.judge(fleet.FleetView((), ()), "x", False) == (True, [])
+    # A fleet that could not be listed at all.
+    allowed, lines = fleet.judge(
+        fleet.FleetView((), (), ("the stack's groups: denied",)), "x", False
+    )
+    assert not allowed
+    assert "  cannot read: the stack's groups: denied" in lines

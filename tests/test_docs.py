@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from bbbcore.config import keys, reference
+from bbbctl.settings import CtlSettings
 from bbbnode.settings import NodeSettings
 from bbbscaler.settings import ScalerSettings
 
@@ -19,8 +20,13 @@ def test_bbbscaler_configuration_reference_is_current() -> None:
     assert reference(ScalerSettings) in doc, "run: bbbscaler config-reference"
 
 
+def test_bbbctl_configuration_reference_is_current() -> None:
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    assert reference(CtlSettings) in doc, "run: bbbctl config-reference"
+
+
 def test_every_key_has_a_meaning() -> None:
-    for settings in (NodeSettings, ScalerSettings):
+    for settings in (NodeSettings, ScalerSettings, CtlSettings):
         missing = [key for key, _, _, meaning in keys(settings) if not meaning]
         assert missing == []
 

@@ -1,7 +1,8 @@
 """bbbnode.efs: mountinfo parsing, mount planning, fstab, scalelite.yml and the ensure_efs adapter.
 
-This kernel has no NFS: the adapter tests script the runner so that a
-``mount`` appends the line the kernel would show to a fake mountinfo file.
+This kernel has no NFS and no systemd as PID 1: the adapter tests script the
+runner so that ``systemctl start <mount unit>`` mounts what fstab says for it,
+appending the line the kernel would show to a fake mountinfo file.
 """
 
 from __future__ import annotations
@@ -152,23 +153,23 @@ def test_plan_not_mounted_mounts_with_the_efs_helper() -> None:
     assert plan.state is MountState.ABSENT
     assert plan.method is Method.EFS
     assert plan.commands == (
-        ("mkdir", "-p", str(MP)),
-        (
-            "mount",
-            "-t",
-            "efs",
-            "-o",
-            f"tls,iam,accesspoint={AP}",
-            f"{FS}:/",
-            str(MP),
-        ),
+        ("systemctl", "daemon-reload"),
+        ("systemctl", "start", "mnt-scalelite\\x2drecordings.mount"),
     )
     assert plan.fstab == FSTAB + (f"{FS}:/ {MP} efs _netdev,nofail,tls,iam,accesspoint={AP} 0 0\n")
 
 
 def test_plan_without_access_point_omits_the_option() -> None:
     plan = efs.plan_mount(target(access_point_id=""), None, "", helper_available=True)
-    assert plan.commands[1][4] == "tls,iam"
+    assert plan.fstab == f"{FS}:/ {MP} efs _netdev,nofail,tls,iam 0 0\n"
+
+
+def test_mount_unit_names_match_systemd_escape() -> None:
+    # Expected values from systemd-escape --path --suffix=mount (systemd 252).
+    assert efs.mount_unit(MP) == "mnt-scalelite\\x2drecordings.mount"
+    assert efs.mount_unit(Path("/mnt/a b")) == "mnt-a\\x20b.mount"
+    assert efs.mount_unit(Path("//var/.x/")) == "var-.x.mount"
+    assert efs.mount_unit(Path("/")) == "-.mount"
 
 
 def test_plan_mounted_right_does_nothing() -> None:
@@ -207,15 +208,6 @@ def test_plan_helper_missing_falls_back_to_nfs4() -> None:
 
     dns = f"{FS}.efs.eu-central-1.amazonaws.com"
     assert plan.method is Method.NFS4
-    assert plan.commands[1] == (
-        "mount",
-        "-t",
-        "nfs4",
-        "-o",
-        "nfsvers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noresvport",
-        f"{dns}:/",
-        str(MP),
-    )
     assert plan.fstab is not None
     assert plan.fstab.endswith(
         f"{dns}:/ {MP} nfs4 _netdev,nofail,nfsvers=4.1,rsize=1048576,wsize=1048576,"
@@ -351,18 +343,24 @@ class Host:
         )
         self.runner = ScriptedRunner(
             script={
-                ("mkdir",): self._mkdir,
-                ("mount", "-t", "efs"): self._mount_efs,
-                ("mount", "-t", "nfs4"): self._mount_nfs,
+                ("systemctl", "start"): self._start,
                 ("install",): self._install,
             }
         )
+        self.unit = efs.mount_unit(self.mount_point)
         self.target = target(mount_point=self.mount_point)
         self.owner = SpoolOwner(uid=os.getuid(), gid=os.getgid(), mode=0o775)
 
-    def _mkdir(self, argv: tuple[str, ...]) -> Completed:
-        Path(argv[-1]).mkdir(parents=True, exist_ok=True)
-        return Completed(argv, 0)
+    def _start(self, argv: tuple[str, ...]) -> Completed:
+        """systemd: the unit made from fstab's line for the mount point, mount point created."""
+        assert argv[-1] == self.unit
+        for line in self.paths.fstab.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and fields[1] == str(self.mount_point):
+                self.mount_point.mkdir(parents=True, exist_ok=True)
+                mount = self._mount_efs if fields[2] == "efs" else self._mount_nfs
+                return mount((*argv, fields[0]))
+        return Completed(argv, 5, "", f"Unit {self.unit} not found.")
 
     def _mount_efs(self, argv: tuple[str, ...]) -> Completed:
         with self.paths.mountinfo.open("a") as handle:
@@ -373,7 +371,7 @@ class Host:
     def _mount_nfs(self, argv: tuple[str, ...]) -> Completed:
         with self.paths.mountinfo.open("a") as handle:
             handle.write(
-                f"141 22 0:71 / {self.mount_point} rw - nfs4 {argv[-2]} rw,addr=10.0.1.23\n"
+                f"141 22 0:71 / {self.mount_point} rw - nfs4 {argv[-1]} rw,addr=10.0.1.23\n"
             )
         return Completed(argv, 0)
 
@@ -404,8 +402,8 @@ async def test_ensure_efs_first_run_then_idempotent(tmp_path: Path) -> None:
 
     spool = host.mount_point / "var/bigbluebutton/spool"
     assert host.runner.calls == [
-        ("mkdir", "-p", str(host.mount_point)),
-        ("mount", "-t", "efs", "-o", f"tls,iam,accesspoint={AP}", f"{FS}:/", str(host.mount_point)),
+        ("systemctl", "daemon-reload"),
+        ("systemctl", "start", host.unit),
         ("install", "-d", "-o", str(os.getuid()), "-g", str(os.getgid()), "-m", "0775", str(spool)),
     ]
     assert first.mounted_now
@@ -454,28 +452,11 @@ async def test_ensure_efs_without_helper_mounts_nfs4(tmp_path: Path) -> None:
     status = await host.ensure(helper=False)
 
     assert status.method is Method.NFS4
-    assert host.runner.calls[1][:3] == ("mount", "-t", "nfs4")
+    assert host.runner.calls[1] == ("systemctl", "start", host.unit)
     assert " nfs4 _netdev,nofail,nfsvers=4.1," in host.paths.fstab.read_text()
     calls = len(host.runner.calls)
     assert not (await host.ensure(helper=False)).mounted_now
     assert len(host.runner.calls) == calls
-
-
-async def test_ensure_efs_falls_back_when_mount_does_not_know_efs(tmp_path: Path) -> None:
-    host = Host(tmp_path)
-    unknown = "mount: /mnt/scalelite-recordings: unknown filesystem type 'efs'.\n"
-    host.runner.script[("mount", "-t", "efs")] = lambda argv: Completed(argv, 32, "", unknown)
-
-    status = await host.ensure(helper=True)
-
-    assert status.method is Method.NFS4
-    assert [c[:3] for c in host.runner.calls if c[0] == "mount"] == [
-        ("mount", "-t", "efs"),
-        ("mount", "-t", "nfs4"),
-    ]
-    fstab = host.paths.fstab.read_text()
-    assert " nfs4 " in fstab
-    assert " efs " not in fstab
 
 
 async def test_ensure_efs_refuses_a_foreign_mount(tmp_path: Path) -> None:
@@ -493,19 +474,22 @@ async def test_ensure_efs_refuses_a_foreign_mount(tmp_path: Path) -> None:
 
 async def test_ensure_efs_mount_failure_is_raised(tmp_path: Path) -> None:
     host = Host(tmp_path)
-    denied = "mount.nfs4: access denied by server while mounting 127.0.0.1:/"
-    host.runner.script[("mount", "-t", "efs")] = lambda argv: Completed(argv, 32, "", denied)
+    failed = "Job for mnt-scalelite\\x2drecordings.mount failed."
+    host.runner.script[("systemctl", "start")] = lambda argv: Completed(argv, 1, "", failed)
 
-    with pytest.raises(CommandFailed, match="access denied"):
+    with pytest.raises(CommandFailed, match="failed"):
         await host.ensure()
 
-    assert host.paths.fstab.read_text() == FSTAB
+    # The line stays (nofail: it never holds up a boot); the next run starts the unit again.
+    assert host.paths.fstab.read_text().startswith(FSTAB + f"{FS}:/ ")
+    host.runner.script[("systemctl", "start")] = host._start
+    assert (await host.ensure()).mounted_now
 
 
 async def test_ensure_efs_mount_that_does_not_show_up(tmp_path: Path) -> None:
     host = Host(tmp_path)
     silent: Callable[[tuple[str, ...]], Completed] = lambda argv: Completed(argv, 0)  # noqa: E731
-    host.runner.script[("mount", "-t", "efs")] = silent
+    host.runner.script[("systemctl", "start")] = silent
 
     with pytest.raises(EfsError, match="still not mounted"):
         await host.ensure()

@@ -25,7 +25,6 @@ from bbbnode.hostconfig import (
     HostFacts,
     HostPaths,
 )
-from bbbnode.identity import Identity
 from bbbnode.runner import Completed, ScriptedRunner
 from bbbsim.image_tree import (
     AKKA_CONF,
@@ -35,7 +34,9 @@ from bbbsim.image_tree import (
     NGINX_CONF,
     NGINX_SITE,
     RECORDING_YML,
+    SIP_NGINX,
     TURNSERVER_CONF,
+    WEBRTC_SFU_YML,
     make_host,
 )
 
@@ -69,6 +70,9 @@ FIRST_RUN_COMMANDS = [
     ("nginx", "-t", "-q"),
     ("systemctl", "reload", "nginx"),
     ("systemctl", "restart", "freeswitch"),
+    ("systemctl", "restart", "bbb-webrtc-sfu"),
+    ("systemctl", "daemon-reload"),
+    ("systemctl", "enable", "dummy-nic.service"),
     ("systemctl", "restart", "coturn"),
 ]
 
@@ -84,7 +88,9 @@ async def test_first_run_writes_every_file_and_restarts_each_service_once(tmp_pa
 
     assert set(result.changed) == set(paths.targets())
     assert runner.calls == FIRST_RUN_COMMANDS
-    assert result.restarted == ("bbb-web", "bbb-apps-akka", "nginx", "freeswitch", "coturn")
+    assert result.restarted == (
+        "bbb-web", "bbb-apps-akka", "nginx", "freeswitch", "bbb-webrtc-sfu", "dummy-nic", "coturn",
+    )  # fmt: skip
 
 
 async def test_second_run_with_the_same_facts_changes_nothing(tmp_path: Path) -> None:
@@ -100,7 +106,7 @@ async def test_second_run_with_the_same_facts_changes_nothing(tmp_path: Path) ->
     assert snapshot(paths) == before
 
 
-async def test_new_public_ip_touches_only_freeswitch_and_coturn(tmp_path: Path) -> None:
+async def test_new_public_ip_touches_only_what_names_it(tmp_path: Path) -> None:
     paths = make_host(tmp_path)
     await hostconfig.apply_host_config(FACTS, ScriptedRunner(), paths=paths)
     runner = ScriptedRunner()
@@ -109,13 +115,26 @@ async def test_new_public_ip_touches_only_freeswitch_and_coturn(tmp_path: Path) 
         replace(FACTS, public_ip="192.0.2.200"), runner, paths=paths
     )
 
-    assert set(result.changed) == {paths.freeswitch_vars, paths.coturn_conf}
+    assert set(result.changed) == {
+        paths.freeswitch_vars, paths.freeswitch_external, paths.webrtc_sfu, paths.sip_nginx,
+        paths.dummy_nic, paths.iptables_rules, paths.coturn_conf,
+    }  # fmt: skip
     assert runner.calls == [
         ("systemctl", "restart", "freeswitch"),
+        ("systemctl", "restart", "bbb-webrtc-sfu"),
+        ("nginx", "-t", "-q"),
+        ("systemctl", "reload", "nginx"),
+        ("systemctl", "daemon-reload"),
+        ("systemctl", "enable", "dummy-nic.service"),
         ("systemctl", "restart", "coturn"),
     ]
     assert 'data="external_rtp_ip=192.0.2.200"' in read(paths.freeswitch_vars)
     assert "external-ip=192.0.2.200/10.0.3.21\n" in read(paths.coturn_conf)
+    assert "ExecStart=/sbin/ip addr replace 192.0.2.200/32 dev lo\n" in read(paths.dummy_nic)
+    rules = [line for line in read(paths.iptables_rules).splitlines() if "DNAT" in line]
+    assert rules == [
+        "-A OUTPUT -s 10.0.3.21/32 -d 192.0.2.200/32 -p udp -j DNAT --to-destination 10.0.3.21"
+    ]
 
 
 async def test_unrelated_keys_and_comments_are_preserved(tmp_path: Path) -> None:
@@ -131,9 +150,15 @@ async def test_unrelated_keys_and_comments_are_preserved(tmp_path: Path) -> None
     )
     assert read(paths.recording_config) == RECORDING_YML.replace("builder.example.org", FACTS.fqdn)
     site = read(paths.nginx_site)
-    assert site == NGINX_SITE.replace(
-        "/etc/letsencrypt/live/builder.example.org/", "/etc/bbbfleet/tls/"
-    ).replace("builder.example.org", FACTS.fqdn)
+    # bbb-install left TLS to haproxy; nginx gets it in the server with BBB's locations.
+    assert site == NGINX_SITE.replace("builder.example.org", FACTS.fqdn).replace(
+        "  listen [::1]:81;\n",
+        "  listen [::1]:81;\n"
+        "  listen 443 ssl;\n"
+        "  listen [::]:443 ssl;\n"
+        "  ssl_certificate /etc/bbbfleet/tls/fullchain.pem;\n"
+        "  ssl_certificate_key /etc/bbbfleet/tls/privkey.pem;\n",
+    )
     conf = read(paths.nginx_conf)
     assert conf == NGINX_CONF.replace("http {\n", "http {\n    server_names_hash_bucket_size 64;\n")
     fs_vars = read(paths.freeswitch_vars)
@@ -144,9 +169,10 @@ async def test_unrelated_keys_and_comments_are_preserved(tmp_path: Path) -> None
     )
     assert '<!-- <X-PRE-PROCESS cmd="set" data="external_rtp_ip=192.0.2.1"/> -->' in fs_vars
     external = read(paths.freeswitch_external)
-    assert external == FS_EXTERNAL.replace(
-        '"ext-rtp-ip" value="auto-nat"', '"ext-rtp-ip" value="$${external_rtp_ip}"'
-    ).replace('"ext-sip-ip" value="auto-nat"', '"ext-sip-ip" value="$${external_sip_ip}"')
+    assert external == FS_EXTERNAL.replace("203.0.113.9:", "198.51.100.7:")
+    sfu = read(paths.webrtc_sfu)
+    assert sfu == WEBRTC_SFU_YML.replace("203.0.113.9", "198.51.100.7")
+    assert read(paths.sip_nginx) == SIP_NGINX.replace("203.0.113.9", "198.51.100.7")
 
 
 async def test_html5_settings_keep_the_admins_settings(tmp_path: Path) -> None:
@@ -161,7 +187,7 @@ async def test_html5_settings_keep_the_admins_settings(tmp_path: Path) -> None:
         "public": {
             "app": {"appName": "Fleet BBB", "helpLink": "https://help.example.org/"},
             "kurento": {"wsUrl": f"wss://{FACTS.fqdn}/bbb-webrtc-sfu"},
-            "media": {"audio": {"defaultFullAudioBridge": "fullaudio"}},
+            "media": {"audio": {"defaultFullAudioBridge": "fullaudio"}, "sipjsHackViaWs": True},
             "clientLog": {"server": [{"enabled": True, "level": "info"}]},
             "pads": {"url": f"https://{FACTS.fqdn}/pad"},
         },
@@ -192,11 +218,16 @@ async def test_coturn_and_turn_list_share_the_secret(tmp_path: Path) -> None:
         f"realm={FACTS.fqdn}",
         "",
         "keep-address-family",
+        "",
         "no-cli",
         "no-tlsv1",
         "no-tlsv1_1",
         "",
+        "no-loopback-peers",
+        "no-multicast-peers",
+        "",
         "denied-peer-ip=0.0.0.0-255.255.255.255",
+        "denied-peer-ip=::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
         "allowed-peer-ip=10.0.3.21",
         "allowed-peer-ip=198.51.100.7",
         "tls-listening-port=5349",
@@ -247,11 +278,16 @@ async def test_a_failed_restart_rolls_back_that_service_and_retries_next_run(
     result = await hostconfig.apply_host_config(FACTS, retry, paths=paths)
     assert retry.calls == [
         ("systemctl", "restart", "freeswitch"),
+        ("systemctl", "restart", "bbb-webrtc-sfu"),
+        ("systemctl", "daemon-reload"),
+        ("systemctl", "enable", "dummy-nic.service"),
         ("systemctl", "restart", "coturn"),
     ]
     assert set(result.changed) == {
         paths.freeswitch_vars,
         paths.freeswitch_external,
+        paths.webrtc_sfu,
+        paths.dummy_nic,
         paths.coturn_conf,
     }
 
@@ -272,6 +308,8 @@ async def test_nginx_is_not_reloaded_when_its_config_test_fails(tmp_path: Path) 
 
 async def test_a_new_file_that_fails_is_removed_again(tmp_path: Path) -> None:
     paths = make_host(tmp_path)
+    assert paths.turn_stun_servers is not None
+    paths.turn_stun_servers.unlink()
     runner = ScriptedRunner(
         script={("systemctl", "restart", "bbb-web"): lambda argv: Completed(argv, 1)}
     )
@@ -303,6 +341,8 @@ async def test_missing_image_files(tmp_path: Path) -> None:
         "public:\n"
         "  kurento:\n"
         f"    wsUrl: wss://{FACTS.fqdn}/bbb-webrtc-sfu\n"
+        "  media:\n"
+        "    sipjsHackViaWs: true\n"
         "  pads:\n"
         f"    url: https://{FACTS.fqdn}/pad\n"
     )
@@ -374,6 +414,10 @@ def test_plan_lists_only_files_that_differ() -> None:
         freeswitch_vars=None,
         freeswitch_external=None,
         coturn_conf=None,
+        webrtc_sfu=None,
+        sip_nginx=None,
+        dummy_nic=None,
+        iptables_rules=None,
     )
     assert hostconfig.plan_host_config(FACTS, current, paths=paths) == ()
 
@@ -475,30 +519,6 @@ def test_write_atomic_keeps_mode(tmp_path: Path) -> None:
     assert os.stat(tmp_path / "g").st_uid == os.geteuid()
 
 
-def test_facts_for_an_instance() -> None:
-    identity = Identity(
-        instance_id="i-0abc123def4567890",
-        region="eu-central-1",
-        availability_zone="eu-central-1a",
-        local_ipv4="10.0.3.21",
-        public_ipv4="198.51.100.7",
-    )
-
-    facts = hostconfig.facts_for(identity, FACTS.fqdn, Path("/etc/bbbfleet/tls"), SECRET)
-
-    assert facts == FACTS
-    assert (
-        hostconfig.facts_for(
-            identity, FACTS.fqdn, Path("/etc/bbbfleet/tls"), SECRET, turns_port=443
-        ).turns_port
-        == 443
-    )
-    with pytest.raises(HostConfigError, match="public IPv4"):
-        hostconfig.facts_for(
-            replace(identity, public_ipv4=None), FACTS.fqdn, Path("/etc/t"), SECRET
-        )
-
-
 def test_resolve_turn_secret(tmp_path: Path) -> None:
     conf = tmp_path / "turnserver.conf"
 
@@ -509,3 +529,98 @@ def test_resolve_turn_secret(tmp_path: Path) -> None:
     replace(FACTS, turn_secret=generated)  # valid as a HostFacts secret
     conf.write_text(TURNSERVER_CONF)
     assert hostconfig.resolve_turn_secret(None, conf) == "oldsecretfromtheimage"
+
+
+def test_yaml_editor_sets_items_of_block_lists() -> None:
+    set_value = hostconfig.set_yaml_value
+
+    path = ("m", "listenIps", 0, "announcedIp")
+    assert set_value("", path, "1.2.3.4") == "m:\n  listenIps:\n    - announcedIp: 1.2.3.4\n"
+    text = (
+        "m:\n  listenIps:\n    - ip: 0.0.0.0  # all\n      announcedIp: 5.6.7.8\n"
+        "    - ip: x\nz: 1\n"
+    )
+    assert set_value(text, path, "5.6.7.8") == text
+    assert set_value(text, path, "1.2.3.4") == text.replace("5.6.7.8", "1.2.3.4")
+    assert set_value(text, ("m", "listenIps", 0, "ip"), "1.1.1.1") == text.replace(
+        "- ip: 0.0.0.0  # all", "- ip: 1.1.1.1"
+    )
+    assert set_value(text, ("m", "listenIps", 1, "announcedIp"), "9.9.9.9") == text.replace(
+        "    - ip: x\n", "    - ip: x\n      announcedIp: 9.9.9.9\n"
+    )
+    assert set_value(text, ("m", "listenIps", 2, "ip"), "7.7.7.7") == text.replace(
+        "    - ip: x\n", "    - ip: x\n    - ip: 7.7.7.7\n"
+    )
+    # yq also writes a list at its key's own indentation.
+    flush = "listenIps:\n- ip: a\n  announcedIp: b\n"
+    assert set_value(flush, ("listenIps", 0, "announcedIp"), "c") == flush.replace(": b", ": c")
+    with pytest.raises(HostConfigError, match="3 items"):
+        set_value("l:\n  - 1\n  - 2\n  - 3\n", ("l", 5), "x")
+    with pytest.raises(HostConfigError, match="expected a list"):
+        set_value("l:\n  a: 1\n", ("l", 0, "b"), "x")
+
+
+def test_webrtc_sfu_from_nothing_is_bbb_installs_block() -> None:
+    pub = FACTS.public_ip
+    assert hostconfig.render_webrtc_sfu(None, FACTS) == (
+        f"freeswitch:\n  ip: {pub}\n  sip_ip: {pub}\n"
+        f"mediasoup:\n  webrtc:\n    listenIps:\n      - ip: 0.0.0.0\n        announcedIp: {pub}\n"
+        f"  plainRtp:\n    listenIp:\n      ip: 0.0.0.0\n      announcedIp: {pub}\n"
+    )
+
+
+def test_sip_nginx_and_freeswitch_bindings_follow_the_public_address() -> None:
+    sip = "location /ws {\n  proxy_pass https://10.0.9.9:7443;\n  # proxy_pass http://10.0.9.9:1;\n}\n"
+    assert hostconfig.render_sip_nginx(sip, FACTS) == sip.replace(
+        "https://10.0.9.9:7443", f"https://{FACTS.public_ip}:7443"
+    )
+    profile = (
+        "<profile><settings>\n"
+        '  <param name="ws-binding" value=":5066"/>\n'
+        '  <param name="wss-binding" value="203.0.113.9:7443"/>\n'
+        '  <!-- <param name="ws-binding" value="203.0.113.9:5066"/> -->\n'
+        '  <param name="ext-rtp-ip" value="auto-nat"/>\n'
+        "</settings></profile>\n"
+    )
+    text = hostconfig.render_freeswitch_external(profile, FACTS)
+    assert '"ws-binding" value=":5066"' in text
+    assert f'"wss-binding" value="{FACTS.public_ip}:7443"' in text
+    assert '<!-- <param name="ws-binding" value="203.0.113.9:5066"/> -->' in text
+    assert '"ext-rtp-ip" value="$${external_rtp_ip}"' in text
+    assert '"ext-sip-ip" value="$${external_sip_ip}"' in text
+
+
+def test_nginx_site_without_tls_gets_it_where_bbb_is_served() -> None:
+    site = (
+        "server {\n  listen 80;\n  server_name a;\n  return 301 https://$host;\n}\n"
+        "server {\n  listen 127.0.0.1:81 proxy_protocol;\n  server_name a;\n"
+        "  include /etc/bigbluebutton/nginx/*.nginx;\n}\n"
+    )
+    text = hostconfig.render_nginx_site(site, FACTS)
+    first, second = text.split("}\nserver {\n")
+    assert "443" not in first
+    assert second.startswith(
+        "  listen 127.0.0.1:81 proxy_protocol;\n  listen 443 ssl;\n  listen [::]:443 ssl;\n"
+        "  ssl_certificate /etc/bbbfleet/tls/fullchain.pem;\n"
+    )
+    assert hostconfig.render_nginx_site(text, FACTS) == text
+
+
+def test_dummy_nic_unit_and_rules_follow_the_addresses() -> None:
+    unit = hostconfig.render_dummy_nic(FACTS)
+    assert "ExecStart=/sbin/ip addr replace 198.51.100.7/32 dev lo\n" in unit
+    assert "Before=freeswitch.service\n" in unit
+    rules = hostconfig.render_iptables_rules(None, FACTS)
+    assert "-A OUTPUT -s 10.0.3.21/32 -d 198.51.100.7/32 -p udp -j DNAT" in rules
+    assert hostconfig.service_commands("dummy-nic") == (
+        ("systemctl", "daemon-reload"),
+        ("systemctl", "enable", "dummy-nic.service"),
+    )
+
+
+def test_coturn_reads_its_own_copy_of_the_key() -> None:
+    facts = replace(FACTS, turn_key_file=Path("/etc/bbbfleet/tls/turnserver-privkey.pem"))
+    conf = hostconfig.render_coturn_conf(None, facts)
+    assert "pkey=/etc/bbbfleet/tls/turnserver-privkey.pem\n" in conf
+    assert f"cert={FACTS.cert_file}\n" in conf
+    assert "tls-listening-port=5349\n" in conf

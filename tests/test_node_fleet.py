@@ -1,25 +1,37 @@
-"""The whole node lifecycle, end to end, with a real bbbnode process on loopback.
+"""The whole node lifecycle, end to end, with a real bbbnode and a real host helper.
 
-AWS is moto_server behind the lifecycle layer (Terminating:Wait, heartbeats,
-CompleteLifecycleAction), the host's metadata an IMDSv2 emulator, the
-certificate comes from pebble over DNS-01 (the zone's TXT records mirrored
-into pebble's DNS server as each Route53 change is made), Scalelite and BBB
-are emulators. Host commands are written to a log instead of run (this
-machine has no nginx, FreeSWITCH or coturn).
+As on a real host, bbbnode runs unprivileged (as ``nobody`` here) and every
+host step goes through the privileged ``bbbnode host-helper`` (root) over its
+socket; the helper treats an image tree (bbbsim/image_tree.py, the builder's
+name and addresses in every file bbb-install wrote) as /, and writes its host
+commands (systemctl, ip, iptables) to a log instead of running them: this
+machine has no nginx, FreeSWITCH or coturn. AWS is moto_server behind the
+lifecycle layer (Terminating:Wait, heartbeats, CompleteLifecycleAction), the
+host's metadata an IMDSv2 emulator, the certificate comes from pebble over
+DNS-01 (the zone's TXT records mirrored into pebble's DNS server as each
+Route53 change is made), Scalelite and BBB are emulators.
 
-boot → A record + certificate + host configured + registered + READY;
-a meeting → protected; terminate while it runs → cordoned, heartbeats,
-nothing ended; bbbnode killed and restarted mid-drain → it resumes, still
-cordoned; the meeting ends → removed from Scalelite, record deleted,
-lifecycle completed.
+boot → A record + certificate installed by the helper + host configured (no
+builder address left anywhere in the tree) + registered + READY; the
+instance comes back with a new public address (a stopped instance started
+again) → the same request converges everything to it; a meeting →
+protected; terminate while it runs → cordoned, heartbeats, nothing ended;
+bbbnode killed and restarted mid-drain → it resumes, still cordoned; the
+meeting ends → removed from Scalelite, record deleted, lifecycle completed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import grp
 import json
+import os
+import pwd
+import re
+import shutil
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,23 +41,36 @@ import pytest
 from cryptography import x509
 
 from bbbsim.host import EmulatedHost, start_host
-from bbbsim.image_tree import make_host
+from bbbsim.image_tree import BUILDER_NAME, BUILDER_PRIVATE_IP, BUILDER_PUBLIC_IP, make_host
 from bbbsim.imds import ImdsEmulator, identity_from
 from bbbsim.imds import serve as serve_imds
 from bbbsim.lifecycle_layer import LifecycleLayer
 from bbbsim.moto_server import FleetIds, FleetSpec
-from bbbsim.node_process import NodeProcess, fleet_node_env, free_port, start_node
+from bbbsim.node_process import (
+    NodeProcess,
+    RunAs,
+    fleet_node_env,
+    free_port,
+    helper_env,
+    start_helper,
+    start_node,
+)
 from bbbsim.scalelite_emulator import ScaleliteEmulator
 from bbbsim.scalelite_emulator import serve as serve_scalelite
 from tests.aws_fixtures import FakeClock
 from tests.pebble_fixtures import Challtestsrv, Pebble, ZoneMirror
 from tests.processes import http_text, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the host helper runs as root, bbbnode as nobody"),
+]
 
 BBB_SECRET = "fleet-e2e-bbb-secret-0123456789"
 LB_SECRET = "fleet-e2e-scalelite-secret-0123456789"
 PUBLIC_IP = "203.0.113.10"
+NEW_PUBLIC_IP = "198.51.100.77"
+NOBODY = pwd.getpwnam("nobody")
 
 
 @dataclass
@@ -60,6 +85,10 @@ class Fleet:
     autoscaling: Any
     route53: Any
     notify: socket.socket
+    imds: ImdsEmulator
+    hostroot: Path
+    helper_commands: Path
+    run_as: RunAs
 
     @property
     def server_url(self) -> str:
@@ -71,7 +100,11 @@ class Fleet:
 
     async def start_node(self, name: str) -> NodeProcess:
         port = int(self.env["BBBNODE_METRICS__LISTEN"].rsplit(":", 1)[1])
-        return await start_node(self.env, port, self.tmp / f"{name}.log")
+        return await start_node(self.env, port, self.tmp / f"{name}.log", run_as=self.run_as)
+
+    def helper_ran(self) -> list[list[str]]:
+        lines = self.helper_commands.read_text().splitlines()
+        return [json.loads(line)["argv"] for line in lines]
 
     async def a_record(self) -> str | None:
         answer = await self.route53.list_resource_record_sets(
@@ -141,7 +174,17 @@ async def fleet(
     ids = await make_fleet(FleetSpec(min_size=0, desired=1, max_size=2))
     (info,) = lifecycle_layer.instances()
     instance_id = info.instance_id
-    host = await start_host(instance_id, tmp_path, BBB_SECRET)
+    # What the unprivileged daemon must reach lives here: pytest's own tmp_path
+    # is root's alone. The daemon may pass through, not list; its state
+    # directory (the certificate) is its own, as systemd's StateDirectory= is.
+    shared = Path(tempfile.mkdtemp(prefix="bbbfleet-node-"))
+    os.chmod(shared, 0o711)  # noqa: S103 (traverse only, nothing listed or written)
+    (shared / "tls").mkdir(mode=0o700)
+    os.chown(shared / "tls", NOBODY.pw_uid, NOBODY.pw_gid)
+    ca_bundle = shared / "pebble-ca.pem"
+    shutil.copyfile(pebble.ca_bundle, ca_bundle)
+    ca_bundle.chmod(0o644)
+    host = await start_host(instance_id, shared, BBB_SECRET)
     # moto's instances have no public address; a BBB host needs one for media.
     # 203.0.113.0/24 is a documentation range: nothing ever connects to it.
     identity = dataclasses.replace(identity_from(info), public_ipv4=PUBLIC_IP)
@@ -152,9 +195,17 @@ async def fleet(
     scalelite = ScaleliteEmulator(LB_SECRET)
     sl_runner, sl_port = await serve_scalelite(scalelite)
     make_host(tmp_path / "hostroot")
-    notify_path = tmp_path / "notify.sock"
+    helper = await start_helper(
+        helper_env(
+            tmp_path / "hostroot", shared / "helper.sock", grp.getgrgid(NOBODY.pw_gid).gr_name,
+            tmp_path / "helper-commands.jsonl",
+        ),
+        tmp_path / "helper.log",
+    )  # fmt: skip
+    notify_path = shared / "notify.sock"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(notify_path))
+    notify_path.chmod(0o666)
     notify.setblocking(False)
 
     async with aws_session.client("route53", endpoint_url=moto_endpoint) as direct, \
@@ -178,9 +229,10 @@ async def fleet(
         env.update(
             {
                 "NOTIFY_SOCKET": str(notify_path),
+                "BBBNODE_HELPER__SOCKET": str(helper.socket_path),
                 "BBBNODE_TLS__ACME_DIRECTORY": pebble.directory_url,
-                "BBBNODE_TLS__CA_BUNDLE": str(pebble.ca_bundle),
-                "BBBNODE_TLS__CERT_DIR": str(tmp_path / "tls"),
+                "BBBNODE_TLS__CA_BUNDLE": str(ca_bundle),
+                "BBBNODE_TLS__CERT_DIR": str(shared / "tls"),
                 "BBBNODE_LIFECYCLE__POLL_INTERVAL": "0.2",
                 "BBBNODE_LIFECYCLE__HEARTBEAT_INTERVAL": "0.5",
                 "BBBNODE_PROTECTION__IDLE_GRACE": "1",
@@ -189,14 +241,53 @@ async def fleet(
         )
         try:
             yield Fleet(ids, instance_id, host, scalelite, sl_port, env, tmp_path,
-                        autoscaling, route53, notify)  # fmt: skip
+                        autoscaling, route53, notify, imds, tmp_path / "hostroot",
+                        tmp_path / "helper-commands.jsonl", RunAs.user("nobody"))  # fmt: skip
         finally:
             remove()
             notify.close()
+            assert await helper.stop() == 0, (tmp_path / "helper.log").read_text()
             await scalelite.close()
             await sl_runner.cleanup()
             await imds_runner.cleanup()
             await host.stop()
+            shutil.rmtree(shared, ignore_errors=True)
+
+
+def _traces(root: Path, *needles: str) -> list[str]:
+    """Every file under ``root`` that still names one of ``needles`` (an address or a name)."""
+    patterns = [re.compile(r"(?<![\d.])" + re.escape(n) + r"(?![\d])") for n in needles]
+    found = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        text = path.read_text(errors="replace")
+        found += [f"{path.relative_to(root)}: {p.pattern}" for p in patterns if p.search(text)]
+    return found
+
+
+def _hairpin_rules(root: Path) -> list[str]:
+    return [
+        line
+        for line in (root / "etc/iptables/rules.v4").read_text().splitlines()
+        if line.startswith("-A OUTPUT") and "-j DNAT" in line
+    ]
+
+
+def _check_host_configured(fleet: Fleet, public_ip: str, *gone: str) -> None:
+    """The tree follows ``public_ip`` and the instance's private address; ``gone`` is nowhere."""
+    private_ip = fleet.imds.identity.local_ipv4
+    assert _traces(fleet.hostroot, *gone) == []
+    dummy_nic = (fleet.hostroot / "lib/systemd/system/dummy-nic.service").read_text()
+    assert f"ExecStart=/sbin/ip addr replace {public_ip}/32 dev lo\n" in dummy_nic
+    rule = f"-s {private_ip}/32 -d {public_ip}/32 -p udp -j DNAT --to-destination {private_ip}"
+    assert _hairpin_rules(fleet.hostroot) == [f"-A OUTPUT {rule}"]
+    sfu = (fleet.hostroot / "etc/bigbluebutton/bbb-webrtc-sfu/production.yml").read_text()
+    assert sfu.count(public_ip) == 4
+    ran = fleet.helper_ran()
+    assert ["ip", "addr", "add", f"{public_ip}/32", "dev", "lo"] in ran
+    assert [
+        "iptables", "-w", "-t", "nat", "-A", "OUTPUT", "-s", f"{private_ip}/32",
+        "-d", f"{public_ip}/32", "-p", "udp", "-j", "DNAT", "--to-destination", private_ip,
+    ] in ran  # fmt: skip
 
 
 async def test_boot_protect_drain_restart_complete(
@@ -207,15 +298,32 @@ async def test_boot_protect_drain_restart_complete(
         # --- boot ---------------------------------------------------------------
         await _ready(fleet.notify, node)
         assert await fleet.a_record() == PUBLIC_IP
-        chain = x509.load_pem_x509_certificates((fleet.tmp / "tls" / "fullchain.pem").read_bytes())
+        # bbbnode runs unprivileged: as nobody, with no capability.
+        proc = await asyncio.to_thread(Path(f"/proc/{node.process.pid}/status").read_text)
+        assert re.search(rf"^Uid:\s+{NOBODY.pw_uid}\s", proc, re.M), proc
+        assert re.search(r"^CapEff:\s+0+$", proc, re.M), proc
+        own = Path(fleet.env["BBBNODE_TLS__CERT_DIR"])
+        chain = x509.load_pem_x509_certificates((own / "fullchain.pem").read_bytes())
         names = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert names.get_values_for_type(x509.DNSName) == [fleet.fqdn]
-        site = (fleet.tmp / "hostroot" / "etc/nginx/sites-available/bigbluebutton").read_text()
+        # The helper installed it for nginx and coturn: coturn's copy is not world-readable.
+        served = fleet.hostroot / "etc/bbbfleet/tls"
+        assert (served / "fullchain.pem").read_bytes() == (own / "fullchain.pem").read_bytes()
+        assert (served / "privkey.pem").read_bytes() == (own / "privkey.pem").read_bytes()
+        assert (served / "privkey.pem").stat().st_mode & 0o777 == 0o600
+        assert (served / "turnserver-privkey.pem").stat().st_mode & 0o777 == 0o640
+        site = (fleet.hostroot / "etc/nginx/sites-available/bigbluebutton").read_text()
         assert f"server_name {fleet.fqdn};" in site
-        assert str(fleet.tmp / "tls" / "fullchain.pem") in site
-        commands = [json.loads(line)["argv"] for line in
-                    (fleet.tmp / "commands.jsonl").read_text().splitlines()]  # fmt: skip
-        assert ["systemctl", "restart", "freeswitch"] in commands
+        assert "ssl_certificate /etc/bbbfleet/tls/fullchain.pem;" in site
+        coturn = (fleet.hostroot / "etc/turnserver.conf").read_text()
+        assert "pkey=/etc/bbbfleet/tls/turnserver-privkey.pem\n" in coturn
+        _check_host_configured(
+            fleet, PUBLIC_IP, BUILDER_NAME, BUILDER_PUBLIC_IP, BUILDER_PRIVATE_IP
+        )
+        ran = fleet.helper_ran()
+        assert ["systemctl", "restart", "freeswitch"] in ran
+        assert ["systemctl", "restart", "bbb-webrtc-sfu"] in ran
+        assert ["systemctl", "reload", "nginx"] in ran
         assert fleet.scalelite_state() == "enabled"
         # Scalelite signs its calls to the host with the secret the host registered:
         # it must be BBB's own, or the poller never sees the server online.
@@ -228,6 +336,19 @@ async def test_boot_protect_drain_restart_complete(
         assert doc["drain_phase"] == "serving"
         assert LB_SECRET not in text
         assert BBB_SECRET not in text
+
+        # --- the instance comes back with a new public address ----------------------
+        # A stopped instance (a warm pool's) starts again: bbbnode boots anew and
+        # one host_config request with the new address converges everything.
+        assert await node.stop() == 0
+        fleet.imds.identity = dataclasses.replace(fleet.imds.identity, public_ipv4=NEW_PUBLIC_IP)
+        node = await fleet.start_node("node-1-new-address")
+        await _ready(fleet.notify, node)
+        assert await fleet.a_record() == NEW_PUBLIC_IP
+        _check_host_configured(
+            fleet, NEW_PUBLIC_IP, PUBLIC_IP, BUILDER_NAME, BUILDER_PUBLIC_IP, BUILDER_PRIVATE_IP
+        )
+        assert fleet.scalelite_state() == "enabled"
 
         # --- a meeting → protected ----------------------------------------------
         fleet.host.bbb.add_meeting("lecture", 25, voice=5, listeners=20)

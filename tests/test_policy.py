@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 
 from bbbcore.config import load_settings
-from bbbscaler.model import Action, Decision, FleetSnapshot, Node, NodeMetrics, ServerView
+from bbbscaler.model import (
+    Action,
+    Decision,
+    FleetSnapshot,
+    Node,
+    NodeMetrics,
+    ServerState,
+    ServerView,
+)
 from bbbscaler.policy import IN, OUT, History, PolicyConfig, Sample, decide, drained
 from bbbscaler.schedule import Window
 from bbbscaler.settings import ScalerSettings
@@ -610,6 +618,65 @@ def test_no_reconcile_that_would_not_raise_desired() -> None:
     # change nothing and restart the cooldown every round.
     d = run(snapshot(*busy(5, 0.5), desired=4, max_size=4))
     assert (d.action, d.desired) == (Action.NONE, None)
+
+
+def operator_drained(iid: str, meetings: int = 2, state: ServerState = "cordoned") -> Node:
+    """``bbbnode drain`` on a busy node: cordoned in Scalelite, no drain tag."""
+    return serving(iid, cpu=0.6, meetings=meetings, state=state)
+
+
+def test_an_operators_drain_is_no_capacity() -> None:
+    # Three steady nodes carry the load; the fourth, cordoned by an operator, takes no
+    # meetings: MinSize 4 needs one more node, and the cordoned one is never re-enabled.
+    d = run(steady(operator_drained("o"), min_size=4))
+    assert (d.action, d.desired, d.undrain) == (Action.SCALE_OUT, 5, ())
+    numbers = d.numbers
+    assert (numbers["serving"], numbers["operator_drained"], numbers["capacity"]) == (3, 1, 3)
+    assert numbers["members"] == 4
+    # Its CPU is no room and no demand of the serving nodes: the same decision as without
+    # its load, and no steer for it.
+    busy_fleet = [*busy(3, 0.9), operator_drained("o")]
+    d = run(snapshot(*busy_fleet), config=HUNGRY)
+    assert d.numbers["room"] == 0.0
+    assert "o" not in dict(d.steer)
+
+
+def test_an_emptied_operators_drain_is_still_the_operators() -> None:
+    # Scalelite disabled it once it emptied: still no capacity, never drained, terminated,
+    # re-enabled or steered by the scaler, whatever the load.
+    emptied = operator_drained("o", meetings=0, state="disabled")
+    d = run(snapshot(*quiet_fleet(), emptied), held(IN, 600))
+    assert d.numbers["operator_drained"] == 1
+    assert "o" not in d.drain + d.terminate + d.undrain
+    assert "o" not in dict(d.steer)
+    d = run(snapshot(*busy(3, 0.95), emptied), config=HUNGRY)
+    assert d.action is Action.SCALE_OUT
+    assert d.undrain == ()
+
+
+def test_a_server_just_added_to_scalelite_is_not_an_operators_drain() -> None:
+    # addServer answers disabled and offline until bbbnode enables it a moment later.
+    base = serving("new", cpu=0.1, meetings=0, state="disabled")
+    assert base.server is not None
+    adding = dataclasses.replace(
+        base, launched_at=T0 - 120, server=dataclasses.replace(base.server, online=False)
+    )
+    assert run(steady(adding)).numbers["operator_drained"] == 0
+    # Polled online, or long since launched: that is someone's drain.
+    online = dataclasses.replace(adding, server=dataclasses.replace(base.server, online=True))
+    old = dataclasses.replace(adding, launched_at=T0 - 3600)
+    assert run(steady(online)).numbers["operator_drained"] == 1
+    assert run(steady(old)).numbers["operator_drained"] == 1
+
+
+def test_an_unseen_operators_drain_holds_scale_in() -> None:
+    # Out of capacity, not out of sight: its meetings are still ours to protect.
+    stale = dataclasses.replace(
+        operator_drained("o"), metrics=NodeMetrics(0.6, 2, 8, DEFAULT.stale_after + 1)
+    )
+    d = run(snapshot(*quiet_fleet(), stale), held(IN, 600))
+    assert (d.action, d.drain) == (Action.HOLD, ())
+    assert "no fresh data from 1 node(s) (o)" in d.reason
 
 
 def test_leaving_nodes_are_not_members() -> None:

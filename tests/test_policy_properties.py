@@ -114,12 +114,41 @@ def drift_budget(snap: FleetSnapshot, config: PolicyConfig) -> int:
     return max(1, math.floor(config.drift_budget * sum(member(n) for n in snap.nodes) + 1e-9))
 
 
-def serving_now(snap: FleetSnapshot, config: PolicyConfig) -> list[Node]:
-    """Members taking meetings: not draining, not booting."""
+def cordoned_by_operator(n: Node, now: float, config: PolicyConfig) -> bool:
+    """docs/scaler.md: no drain tag, Scalelite shows it cordoned, or disabled unless it is a
+    registration in progress (never polled online, launched less than boot_grace ago)."""
+    s = n.server
+    if s is None or n.draining_since is not None or s.state not in ("cordoned", "disabled"):
+        return False
+    registering = (
+        s.state == "disabled"
+        and not s.online
+        and n.launched_at is not None
+        and now - n.launched_at < config.boot_grace
+    )
+    return not registering
+
+
+def operator_drained(snap: FleetSnapshot, config: PolicyConfig) -> list[Node]:
+    """Members someone else cordoned (not booting): meetings, but no capacity."""
     return [
         n
         for n in snap.nodes
-        if member(n) and n.draining_since is None and not booting(n, snap.at, config)
+        if member(n)
+        and not booting(n, snap.at, config)
+        and cordoned_by_operator(n, snap.at, config)
+    ]
+
+
+def serving_now(snap: FleetSnapshot, config: PolicyConfig) -> list[Node]:
+    """Members taking meetings: not draining, not booting, not cordoned by an operator."""
+    return [
+        n
+        for n in snap.nodes
+        if member(n)
+        and n.draining_since is None
+        and not booting(n, snap.at, config)
+        and not cordoned_by_operator(n, snap.at, config)
     ]
 
 
@@ -253,6 +282,31 @@ def load_key(n: Node) -> tuple[int, int, float, str]:
     return (n.metrics.meetings, n.metrics.participants, n.metrics.cpu, n.instance_id)
 
 
+def capacity_by_text(snap: FleetSnapshot, config: PolicyConfig) -> int:
+    """Serving and booting members, and launches the ASG has not made yet."""
+    members = [n for n in snap.nodes if member(n)]
+    booted = [n for n in members if booting(n, snap.at, config)]
+    return (
+        len(serving_now(snap, config))
+        + sum(n.draining_since is None for n in booted)
+        + max(0, snap.group.desired - len(members))
+    )
+
+
+def check_operator_drains(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
+    """A node an operator cordoned is never re-enabled, drained, steered nor terminated by
+    the scaler, and is no capacity."""
+    for n in operator_drained(snap, config):
+        iid = n.instance_id
+        assert iid not in d.undrain, f"{iid}: operator's drain re-enabled"
+        assert iid not in d.drain, f"{iid}: operator's drain taken over"
+        assert iid not in d.terminate, f"{iid}: operator's drain terminated"
+        assert iid not in dict(d.steer), f"{iid}: operator's drain steered"
+    assert d.numbers["capacity"] == capacity_by_text(snap, config)
+    assert d.numbers["serving"] == len(serving_now(snap, config))
+    assert d.numbers["operator_drained"] == len(operator_drained(snap, config))
+
+
 def check_steer(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
     """Steering (default, steer_multiplier > 1): only serving members with an enabled server
     and fresh data, not drained or terminated this round; each value 1 or steer_multiplier,
@@ -295,10 +349,7 @@ def check_steer(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
     rest = [n for n in steerable if n.instance_id not in hot]
     for n in rest:
         assert math.isclose(after[n.instance_id], 1.0) or math.isclose(after[n.instance_id], high)
-    members = [n for n in snap.nodes if member(n)]
-    capacity = sum(n.draining_since is None for n in members) + max(
-        0, snap.group.desired - len(members)
-    )
+    capacity = capacity_by_text(snap, config)
     keep = int(d.numbers.get("keep", capacity))
     spare = capacity - len(d.drain) - max(keep, lower_bound(snap, config))
     busy = sorted((n for n in rest if not idle(n, config)), key=load_key)
@@ -317,6 +368,7 @@ CHECKS: tuple[Check, ...] = (
     check_undrain,
     check_steer,
     check_drift,
+    check_operator_drains,
 )
 
 # --- arbitrary fleets ----------------------------------------------------------------------
@@ -600,6 +652,27 @@ def test_one_unseen_node_or_scalelite_blocks_a_due_scale_in(
 
 
 @FAST
+@given(quiet_rounds(), st.sampled_from(FAULTS[:-1]), st.integers(0, 20))
+def test_an_unseen_operator_drain_blocks_a_due_scale_in(
+    data: Round, fault: str, index: int
+) -> None:
+    """An operator's cordon takes a node out of capacity, not out of sight: its missing or
+    stale data holds every scale-in step like any member's."""
+    snap, history, config = data
+    nodes = list(snap.nodes)
+    k = index % len(nodes)
+    n = nodes[k]
+    assume(n.server is not None)
+    assert n.server is not None
+    server = dataclasses.replace(n.server, state="cordoned")
+    nodes[k] = dataclasses.replace(n, draining_since=None, server=server)
+    faulted = with_fault(dataclasses.replace(snap, nodes=tuple(nodes)), fault, k)
+    assume(any(m.instance_id == n.instance_id for m in operator_drained(faulted, config)))
+    assert missing_data(faulted, config)
+    check_blind_rounds(faulted, config, decide(faulted, history, config, T0))
+
+
+@FAST
 @given(ROUNDS)
 def test_decide_is_deterministic_and_pure(data: Round) -> None:
     before = copy.deepcopy(data)
@@ -682,6 +755,37 @@ def test_default_takes_no_trend_inside_a_planned_window(data: Round) -> None:
     d = decided(data)
     if planned:
         assert d.numbers.get("trend_per_s", 0.0) == 0.0
+
+
+@FAST
+@given(ROUNDS)
+def test_schedule_misses(data: Round) -> None:
+    """A miss names a window in effect (open, or opening within boot_time); a window whose
+    nodes all serve is never missed; one asking for more nodes than the fleet can have (the
+    upper bound, or more where desired or the members already are above it) always is,
+    short by at least the difference; a miss is short, or late by more than one round."""
+    snap, _history, config = data
+    d = decided(data)
+    effective = {
+        w.name: w
+        for w in config.windows
+        if w.min_nodes > 0
+        and any(w.open_at(T0 + s) for s in range(0, int(config.boot_time) + 1, 10))
+    }
+    serving = [n for n in serving_now(snap, config) if n.instance_id not in d.drain]
+    members = sum(member(n) for n in snap.nodes)
+    most = max(upper_bound(snap.group, config), snap.group.desired, members)
+    missed = {m.window: m for m in d.schedule_misses}
+    for m in d.schedule_misses:
+        assert m.window in effective, m
+        assert m.late_s >= 0
+        assert m.short >= 0
+        assert m.short > 0 or m.late_s > config.interval
+    for name, w in effective.items():
+        if len(serving) >= w.min_nodes:
+            assert name not in missed
+        if w.min_nodes > most:
+            assert missed[name].short >= w.min_nodes - most
 
 
 @settings(FAST, max_examples=200)
@@ -899,16 +1003,32 @@ class DrainToTermination(RuleBasedStateMachine):
         for n in self.fleet.nodes.values():
             n.stalled, n.exporter_up = False, True
 
-    @rule(index=NODE_INDEX, act=st.sampled_from(["cordon", "deregister", "lower"]))
+    @rule(
+        index=NODE_INDEX,
+        act=st.sampled_from(["cordon", "cordon-busy", "uncordon", "deregister", "lower"]),
+    )
     def operator(self, index: int, act: str) -> None:
-        """An operator's own cordon, removing an idle server from Scalelite, or desired
-        lowered behind the scaler's back (protection keeps the instances)."""
+        """An operator's own cordon (``bbbnode drain``) of an idle or a busy node, and its
+        ``bbbnode undrain``; removing an idle server from Scalelite; or desired lowered
+        behind the scaler's back (protection keeps the instances)."""
         if act == "lower":
             if self.fleet.desired > self.fleet.min_size:
                 self.fleet.desired -= 1
             return
-        n = self.pick(index, lambda n: n.registered and n.tagged_at is None and n.meetings == 0)
-        if n is not None and act == "cordon":
+        if act == "uncordon":
+            n = self.pick(
+                index,
+                lambda n: n.registered and n.tagged_at is None and n.state != "enabled",
+            )
+            if n is not None:
+                n.state = "enabled"
+            return
+        busy = act == "cordon-busy"
+        n = self.pick(
+            index,
+            lambda n: n.registered and n.tagged_at is None and (busy or n.meetings == 0),
+        )
+        if n is not None and act.startswith("cordon"):
             n.state = "cordoned"
         elif n is not None:
             n.registered = False

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from structlog.testing import capture_logs
 
 from bbbscaler.actuate import Actuator, Outcome
 from bbbscaler.controller import Controller, Round
 from bbbscaler.exposition import ScalerMetrics
 from bbbscaler.model import Action, Decision, FleetSnapshot, Node, NodeMetrics, ServerView
 from bbbscaler.policy import PolicyConfig
+from bbbscaler.schedule import Window
 from tests.scaler_fleets import T0, draining, serving, snapshot
 
 CONFIG = PolicyConfig()
@@ -283,3 +285,34 @@ async def test_az_rebalance_is_reported(suspended: frozenset[str]) -> None:
     await controller.round()
     expected = "1.0" if suspended else "0.0"
     assert f"bbbscaler_az_rebalance_suspended {expected}" in metrics.render().decode()
+
+
+async def test_a_missed_schedule_window_is_a_warning_a_metric_and_json() -> None:
+    # 2026-01-01 (T0) is a Thursday; "exam" opens at 00:02, two minutes after the first
+    # round: three new nodes serve at 00:03, 60 s late. "huge" asks for more than MaxSize.
+    exam = Window("exam", frozenset({3}), 2, 120, "UTC", 5)
+    huge = Window("huge", frozenset({0}), 600, 660, "UTC", 30)
+    config = dataclasses.replace(CONFIG, windows=(exam, huge))
+    metrics = ScalerMetrics("default", dry_run=False, windows=["exam", "huge"])
+    fleet = snapshot(*(serving(f"i-{k}", cpu=0.4) for k in range(2)), max_size=10)
+    observer = Observer([fleet, dataclasses.replace(fleet, at=T0 + 10)])
+    controller = Controller(observer, actuator(Calls()), config, metrics, clock=lambda: T0)
+    with capture_logs() as logs:
+        first = await controller.round()
+        await controller.round()
+    assert first is not None
+    assert first.as_json()["schedule_misses"] == [
+        {"window": "exam", "start": T0 + 120, "min_nodes": 5, "late_s": 60.0, "short_nodes": 0}
+    ]
+    missed = [e for e in logs if e["event"] == "schedule_window_missed"]
+    # Once, not every round while it lasts.
+    assert len(missed) == 1
+    assert missed[0]["log_level"] == "warning"
+    assert (missed[0]["window"], missed[0]["late_s"], missed[0]["short_nodes"]) == ("exam", 60, 0)
+    assert missed[0]["starts_at"] == "2026-01-01T00:02:00+00:00"
+    too_big = [e for e in logs if e["event"] == "schedule_exceeds_upper_bound"]
+    assert [(e["window"], e["min_nodes"], e["upper"]) for e in too_big] == [("huge", 30, 10)]
+    text = metrics.render().decode()
+    assert 'bbbscaler_schedule_late_seconds{window="exam"} 60.0' in text
+    assert 'bbbscaler_schedule_late_seconds{window="huge"} 0.0' in text
+    assert 'bbbscaler_schedule_short_nodes{window="exam"} 0.0' in text

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from bbbcore import __version__
 from bbbscaler import cli, daemon
@@ -86,3 +89,64 @@ async def test_once_without_the_group_exits_1_with_a_json_line(
     assert await daemon.once(settings) == daemon.EXIT_ROUND_FAILED
     last: dict[str, Any] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["action"] == "error"
+
+
+SCHEDULES = json.dumps(
+    [
+        {"name": "exam", "start": "08:00", "end": "10:00", "min_nodes": 6},
+        {"name": "lecture", "start": "10:00", "end": "12:00", "min_nodes": 3},
+    ]
+)
+
+
+async def check_config(capsys: pytest.CaptureFixture[str]) -> list[MutableMapping[str, Any]]:
+    """``bbbscaler check-config`` in-process: exit 0, its JSON on stdout, and the events it
+    logged (the modules' loggers were bound when this test module imported them)."""
+    with capture_logs() as logged:
+        assert await asyncio.to_thread(cli.main, ["check-config"]) == 0
+    out = capsys.readouterr().out
+    # The in-process AWS fixtures print their own log lines on stdout too.
+    doc = json.loads(out[out.index("{\n") :])
+    assert doc["policy"]["schedules"][0]["name"] == "exam"
+    return logged
+
+
+@pytest.mark.integration
+async def test_check_config_warns_about_windows_above_the_groups_max_size(
+    env: pytest.MonkeyPatch,
+    make_fleet: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await make_fleet(None)  # bbb-fleet, MaxSize 4
+    env.setenv("BBBSCALER_POLICY__SCHEDULES", SCHEDULES)
+    logged = await check_config(capsys)
+    warned = [e for e in logged if e["event"] == "schedule_exceeds_upper_bound"]
+    assert [(e["window"], e["min_nodes"], e["upper"], e["short_nodes"]) for e in warned] == [
+        ("exam", 6, 4, 2)
+    ]
+    assert warned[0]["bound"] == "MaxSize of bbb-fleet"
+    assert warned[0]["log_level"] == "warning"
+    # policy.max_nodes below MaxSize is the bound then.
+    env.setenv("BBBSCALER_POLICY__MAX_NODES", "2")
+    logged = await check_config(capsys)
+    warned = [e for e in logged if e["event"] == "schedule_exceeds_upper_bound"]
+    assert [(e["window"], e["upper"], e["bound"]) for e in warned] == [
+        ("exam", 2, "policy.max_nodes"),
+        ("lecture", 2, "policy.max_nodes"),
+    ]
+
+
+@pytest.mark.integration
+async def test_check_config_says_when_it_cannot_read_the_group(
+    env: pytest.MonkeyPatch, aws_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.setenv("BBBSCALER_AWS__ASG_NAME", "no-such-group")
+    env.setenv("BBBSCALER_POLICY__SCHEDULES", SCHEDULES)
+    env.setenv("BBBSCALER_POLICY__MAX_NODES", "5")
+    logged = await check_config(capsys)
+    incomplete = [e for e in logged if e["event"] == "schedule_check_incomplete"]
+    assert len(incomplete) == 1
+    assert "no-such-group" in incomplete[0]["reason"]
+    assert incomplete[0]["checked_against"] == ["policy.max_nodes"]
+    warned = [e for e in logged if e["event"] == "schedule_exceeds_upper_bound"]
+    assert [(e["window"], e["upper"]) for e in warned] == [("exam", 5)]

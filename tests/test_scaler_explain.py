@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from bbbscaler.explain import render
 from bbbscaler.model import Action, Decision, Launch, ServerView
 from bbbscaler.policy import History, PolicyConfig, decide
-from tests.scaler_fleets import booting, serving, snapshot
+from bbbscaler.schedule import Window
+from tests.scaler_fleets import T0, booting, serving, snapshot
 
 CONFIG = PolicyConfig()
 
@@ -65,3 +67,25 @@ def test_a_rollout_shows_the_groups_launch_and_the_drifted_nodes() -> None:
     # the drifted one drains now, no replacement needed first.
     assert "decision: drain: drift: 1 node(s) launched from lt-0a:3, not lt-0a:4" in text
     assert "  replacing (drift): i-a" in text
+
+
+def test_an_operators_cordon_shows_as_operator_drained() -> None:
+    cordoned = serving("i-o", cpu=0.4, meetings=2, state="cordoned")
+    emptied = serving("i-e", cpu=0.1, meetings=0, state="disabled")
+    text = render(snapshot(serving("i-a"), cordoned, emptied), Decision(Action.NONE, "x"), CONFIG)
+    # The lifecycle column may say "InService (protected)": the role is the next cell.
+    roles = {line.split()[0]: re.split(r" {2,}", line)[2] for line in text.splitlines()[1:4]}
+    assert roles == {"i-a": "serving", "i-o": "operator-drained", "i-e": "operator-drained"}
+
+
+def test_a_missed_window_and_a_window_too_big_are_named() -> None:
+    exam = Window("exam", frozenset({3}), 2, 120, "UTC", 5)
+    huge = Window("huge", frozenset({0}), 600, 660, "UTC", 30)
+    config = dataclasses.replace(CONFIG, windows=(exam, huge))
+    snap = snapshot(*(serving(f"i-{k}", cpu=0.4) for k in range(2)), max_size=4)
+    text = render(snap, decide(snap, History(), config, T0), config)
+    assert (
+        "WARNING: schedule 'exam' (opens 2026-01-01 00:02:00 UTC, 5 nodes) will be missed: "
+        "1 node(s) short: the upper bound holds fewer, 4 node(s) serve 60 s late\n"
+    ) in text
+    assert "WARNING: schedule 'huge' asks for 30 nodes, the upper bound is 4: 26 short" in text

@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from bbbcore.node_metrics import parse_values, select_lines
 from bbbscaler.model import Node
 from bbbscaler.readings import Reading, reading_from
-from bbbscaler.scrape import Scraper, metrics_url, parse_values, select_lines
+from bbbscaler.scrape import Scraper, metrics_url
 from tests.scaler_nodes import NodeRouter, exposition, node_router
 
 pytestmark = pytest.mark.integration

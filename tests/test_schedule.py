@@ -10,11 +10,11 @@ import pytest
 from pydantic import ValidationError
 
 from bbbcore.config import ConfigError, load_settings
-from bbbscaler.model import Action
+from bbbscaler.model import Action, FleetSnapshot, Node, WindowMiss
 from bbbscaler.policy import History, PolicyConfig, bounds, decide
-from bbbscaler.schedule import Window, scheduled_minimum
+from bbbscaler.schedule import Window, in_effect, scheduled_minimum
 from bbbscaler.settings import ScalerSettings, ScheduleSettings
-from tests.scaler_fleets import required_settings, serving, snapshot
+from tests.scaler_fleets import booting, required_settings, serving, snapshot
 
 BERLIN = "Europe/Berlin"
 
@@ -189,3 +189,106 @@ def test_a_bad_window_in_the_environment_names_the_key(monkeypatch: pytest.Monke
     )
     with pytest.raises(ConfigError, match=r"policy\.schedules\.0\.end"):
         load_settings(ScalerSettings)
+
+
+# --- windows the fleet cannot meet ---------------------------------------------------------
+
+
+def test_a_window_shorter_than_the_lead_is_in_effect_all_the_way() -> None:
+    # 08:00-08:02 with 180 s of boot time: at 07:59 neither now nor now + 180 s (08:02, the
+    # end) is inside it; every instant in between counts.
+    w = window("08:00", "08:02", name="flash", days=["mon"])
+    monday = utc(2026, 1, 5, 0, 0)
+    for at in range(int(monday + 7 * 3600 + 57 * 60), int(monday + 8 * 3600 + 2 * 60), 10):
+        assert scheduled_minimum([w], at, 180) == (3, "flash"), at
+    assert scheduled_minimum([w], utc(2026, 1, 5, 7, 56, 59), 180) == (0, None)
+    assert scheduled_minimum([w], utc(2026, 1, 5, 8, 2), 180) == (0, None)
+
+
+def test_an_opening_knows_when_the_window_starts() -> None:
+    office = window("09:00", "17:00", days=["mon"])
+    start = utc(2026, 1, 5, 9, 0)
+    opening = in_effect([office], utc(2026, 1, 5, 8, 58), 180)
+    assert [o.start for o in opening] == [start]
+    assert [o.start for o in in_effect([office], utc(2026, 1, 5, 12, 0), 180)] == [start]
+    # Past midnight: the part after midnight opened the day before.
+    night = window("22:00", "02:00", days=["fri"], timezone=BERLIN)
+    at = utc(2026, 1, 10, 0, 30)  # Saturday 01:30 CET
+    assert [o.start for o in in_effect([night], at, 0)] == [utc(2026, 1, 9, 21, 0)]
+    assert in_effect([night], utc(2026, 1, 10, 1, 0), 0) == ()
+
+
+EXAM_MONDAY = utc(2026, 1, 5, 8, 0)
+
+
+def exam(min_nodes: int = 6, **fields: Any) -> PolicyConfig:
+    w = window("08:00", "10:00", name="exam", days=["mon"], min_nodes=min_nodes, **fields)
+    return dataclasses.replace(PolicyConfig(), windows=(w,))
+
+
+def launched(iid: str, at: float) -> Node:
+    """Booting since ``at``."""
+    return dataclasses.replace(booting(iid), launched_at=at)
+
+
+def three_serving(at: float, **fields: Any) -> FleetSnapshot:
+    return snapshot(*(serving(f"i-{k}", cpu=0.4) for k in range(3)), at=at, **fields)
+
+
+def test_a_window_known_in_time_is_no_miss() -> None:
+    # Seen 180 s ahead (and up to one round later): launched now, serving by the start.
+    for ahead in (180, 175):
+        at = EXAM_MONDAY - ahead
+        d = decide(three_serving(at), History(), exam(), at)
+        assert (d.action, d.desired) == (Action.SCALE_OUT, 6)
+        assert d.schedule_misses == ()
+
+
+def test_a_window_known_too_late_says_by_how_much() -> None:
+    # Schedule changed at 07:58 for 08:00: the three new nodes serve at 08:01.
+    at = EXAM_MONDAY - 120
+    d = decide(three_serving(at), History(), exam(), at)
+    assert d.desired == 6
+    assert d.schedule_misses == (WindowMiss("exam", EXAM_MONDAY, 6, 60.0, 0),)
+    # A round later they are booting (launched at 07:58): still 60 s late.
+    later = at + 10
+    booted = [launched(f"n-{k}", at) for k in range(3)]
+    snap = snapshot(*(serving(f"i-{k}", cpu=0.4) for k in range(3)), *booted, at=later)
+    d = decide(snap, History(), exam(), later)
+    assert d.desired is None
+    assert d.schedule_misses == (WindowMiss("exam", EXAM_MONDAY, 6, 60.0, 0),)
+
+
+def test_nodes_booting_slower_than_boot_time_make_the_window_late() -> None:
+    # Launched at 07:57 as planned, still not serving at 08:00:30.
+    at = EXAM_MONDAY + 30
+    booted = [launched(f"n-{k}", EXAM_MONDAY - 180) for k in range(3)]
+    snap = snapshot(*(serving(f"i-{k}", cpu=0.4) for k in range(3)), *booted, at=at)
+    d = decide(snap, History(), exam(), at)
+    assert d.schedule_misses == (WindowMiss("exam", EXAM_MONDAY, 6, 30.0, 0),)
+    # Once they serve, nothing is missed any more.
+    serving_all = snapshot(*(serving(f"i-{k}", cpu=0.4) for k in range(6)), at=at)
+    assert decide(serving_all, History(), exam(), at).schedule_misses == ()
+
+
+def test_a_window_the_upper_bound_cannot_hold_is_short() -> None:
+    at = EXAM_MONDAY - 180
+    d = decide(three_serving(at, max_size=4), History(), exam(min_nodes=6), at)
+    assert d.desired == 4
+    assert d.schedule_misses == (WindowMiss("exam", EXAM_MONDAY, 6, 0.0, 2),)
+    # policy.max_nodes is an upper bound too; so are members that serve no more.
+    capped = dataclasses.replace(exam(min_nodes=6), max_nodes=5)
+    assert decide(three_serving(at), History(), capped, at).schedule_misses[0].short == 1
+    cordoned = serving("o", cpu=0.4, state="cordoned")
+    snap = snapshot(*(serving(f"i-{k}", cpu=0.4) for k in range(3)), cordoned, max_size=6, at=at)
+    assert decide(snap, History(), exam(min_nodes=6), at).schedule_misses[0].short == 1
+
+
+def test_a_window_with_all_its_nodes_serving_is_no_miss() -> None:
+    at = EXAM_MONDAY + 60
+    snap = snapshot(*(serving(f"i-{k}", cpu=0.4) for k in range(6)), at=at)
+    assert decide(snap, History(), exam(), at).schedule_misses == ()
+    # Outside any window: nothing to miss.
+    assert (
+        decide(three_serving(at + 3 * 3600), History(), exam(), at + 3 * 3600).schedule_misses == ()
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -171,3 +172,100 @@ def test_check_systemd_fails_on_a_verify_warning(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "typo.service: systemd-analyze verify failed" in result.stderr
     assert "ProtectSytem" in result.stderr
+
+
+# --- the privileged host helper and its socket ------------------------------------------
+
+HELPER = ROOT / "systemd" / "bbbnode-host.service"
+SOCKET = ROOT / "systemd" / "bbbnode-host.socket"
+
+
+@pytest.fixture(scope="module")
+def helper_unit() -> dict[str, dict[str, list[str]]]:
+    return _parse_unit(HELPER.read_text())
+
+
+def test_helper_holds_only_the_capabilities_it_names(
+    helper_unit: dict[str, dict[str, list[str]]],
+) -> None:
+    service = helper_unit["Service"]
+    assert set(_last(helper_unit, "Service", "CapabilityBoundingSet").split()) == {
+        "CAP_CHOWN", "CAP_FOWNER", "CAP_DAC_OVERRIDE", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    }  # fmt: skip
+    assert _last(helper_unit, "Service", "AmbientCapabilities") == ""
+    for key, value in (
+        ("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("PrivateMounts", "yes"),
+        ("IPAddressDeny", "any"), ("IPAddressAllow", "localhost"),
+        ("RestartPreventExitStatus", "2"),
+    ):  # fmt: skip
+        assert _last(helper_unit, "Service", key) == value, key
+    assert "AF_PACKET" not in " ".join(service["RestrictAddressFamilies"])
+    # Mounts are PID 1's (systemctl start <mount unit>): the helper may not mount.
+    assert "@mount" in " ".join(service["SystemCallFilter"])
+    assert _last(helper_unit, "Service", "ExecStart").split() == [
+        "/opt/bbbfleet/venv/bin/bbbnode", "host-helper", "--config", "/etc/bbbfleet/bbbnode.toml",
+    ]  # fmt: skip
+    assert "bbbnode-host.socket" in _last(helper_unit, "Unit", "Requires")
+
+
+def test_helper_may_write_every_path_it_writes_and_nothing_at_the_root(
+    helper_unit: dict[str, dict[str, list[str]]],
+) -> None:
+    from bbbnode.certificate import CertFiles
+    from bbbnode.hostconfig import HostPaths
+    from bbbnode.settings import EfsSettings
+
+    writable = [
+        Path(entry.lstrip("-"))
+        for line in helper_unit["Service"]["ReadWritePaths"]
+        for entry in line.split()
+    ]
+    assert Path("/") not in writable
+    efs = EfsSettings()
+    written = [
+        *HostPaths().targets(), CertFiles().fullchain, efs.fstab, efs.scalelite_config,
+        efs.mount_point / efs.spool_subdir,
+    ]  # fmt: skip
+    for path in written:
+        # Ubuntu 22.04 merges /lib into /usr/lib, where systemd applies the entry.
+        real = Path("/usr") / path.relative_to("/") if path.parts[1] == "lib" else path
+        assert any(real.is_relative_to(w) for w in writable), path
+
+
+def test_only_root_and_the_bbbnode_group_reach_the_helper() -> None:
+    from bbbnode.settings import HelperSettings
+
+    socket = _parse_unit(SOCKET.read_text())["Socket"]
+    defaults = HelperSettings()
+    assert socket["ListenStream"] == [defaults.socket]
+    assert socket["SocketUser"] == ["root"]
+    assert socket["SocketGroup"] == [defaults.socket_group]
+    assert socket["SocketMode"] == ["0660"]
+
+
+def test_daemon_keeps_its_certificate_in_its_own_state_directory(
+    unit: dict[str, dict[str, list[str]]],
+) -> None:
+    from bbbnode.settings import TlsSettings
+
+    assert _last(unit, "Service", "StateDirectory") == "bbbnode"
+    assert _last(unit, "Service", "StateDirectoryMode") == "0700"
+    assert TlsSettings().cert_dir.is_relative_to("/var/lib/bbbnode")
+    assert TlsSettings().post_hook == ()
+    assert "bbbnode-host.socket" in _last(unit, "Unit", "Wants")
+    assert "ReadWritePaths" not in unit["Service"]
+
+
+@needs_systemd_analyze
+def test_check_systemd_holds_the_helper_to_its_own_limit() -> None:
+    result = subprocess.run(
+        ["bash", str(CHECK)], capture_output=True, text=True, check=False, timeout=120
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "bbbnode-host.service: verify ok" in result.stdout
+    assert "bbbnode-host.socket: verify ok" in result.stdout
+    limit = re.search(r"max-exposure=([0-9.]+)", HELPER.read_text())
+    assert limit is not None
+    assert "bbbnode-host.service: exposure" in result.stdout
+    assert f"(max {limit.group(1)})" in result.stdout

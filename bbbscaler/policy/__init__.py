@@ -9,13 +9,15 @@ The package is cut the way the Kubernetes cluster-autoscaler cuts scale-down:
 
 - ``config``: PolicyConfig and the presets' values;
 - ``history``: History and Sample, what earlier rounds leave behind;
-- ``fleet``: sort_fleet, the snapshot sorted into serving, booting, draining, blind, drifted;
+- ``fleet``: sort_fleet, the snapshot sorted into serving, booting, draining,
+  operator-drained, blind, drifted;
 - ``eligibility``: which nodes may drain or be terminated, what holds every scale-in;
 - ``need``, ``seed``, ``default``: how many nodes the load needs, per preset;
 - ``budgets``: bounds, and how many drains may start;
 - ``capacity``: grow, shrink or reconcile, the steps every preset shares;
 - ``drift``: rollouts, drifted nodes replaced through the drain;
-- ``steering``: load_multipliers for Scalelite.
+- ``steering``: load_multipliers for Scalelite;
+- ``windows``: the schedule windows in effect the fleet will be late for or short of.
 
 The safety rules every preset obeys (property-tested in tests/test_policy_properties.py):
 
@@ -23,6 +25,8 @@ The safety rules every preset obeys (property-tested in tests/test_policy_proper
   pick a victim); capacity only shrinks by terminating a node it drained.
 - It terminates only a node it is draining whose fresh data says no meeting and
   no participant, and which Scalelite shows with no load (or disabled, or gone).
+- A node someone else cordoned (no drain tag) is no capacity, and the scaler
+  never re-enables, drains, steers or terminates it.
 - Missing or stale data from any node, or an unreadable Scalelite, blocks every
   scale-in step of the round (new drains and terminations); scale-out still runs.
 - Desired never exceeds the upper bound (policy max_nodes, the ASG's MaxSize);
@@ -37,7 +41,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bbbscaler.model import Decision, FleetSnapshot
-from bbbscaler.policy import default, seed
+from bbbscaler.policy import default, seed, windows
 from bbbscaler.policy.budgets import bounds
 from bbbscaler.policy.capacity import plan_capacity
 from bbbscaler.policy.config import PolicyConfig, Preset
@@ -78,7 +82,8 @@ def decide(snapshot: FleetSnapshot, history: History, config: PolicyConfig, now:
     decision = replace_drifted(
         snapshot, history, config, now, fleet, need, need_of, lower, upper, decision
     )
-    if config.preset == "seed":
-        return decision
-    steer = steering(fleet, need.keep, lower, config, decision)
-    return replace(decision, steer=steer) if steer else decision
+    if config.preset != "seed":
+        steer = steering(fleet, need.keep, lower, config, decision)
+        decision = replace(decision, steer=steer) if steer else decision
+    late = windows.misses(snapshot, fleet, decision, config, now)
+    return replace(decision, schedule_misses=late) if late else decision

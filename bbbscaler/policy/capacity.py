@@ -47,6 +47,7 @@ def plan_capacity(
         "serving": len(fleet.serving),
         "booting": len(fleet.booting) + fleet.pending_launches,
         "draining": len(fleet.draining),
+        "operator_drained": len(fleet.operator_drained),
         "blind": len(fleet.blind),
         "capacity": fleet.capacity,
         "held_out_s": held_out,

@@ -45,6 +45,8 @@ class PolicyConfig:
     drift_budget: float = 0.10
     """Share of the members that may drain at once to replace drifted nodes (at least one);
     0 turns rollouts off."""
+    interval: float = 10.0
+    """Seconds between rounds (loop.interval): how late a round may see anything."""
 
     @classmethod
     def preset_values(cls, preset: Preset) -> PolicyConfig:
@@ -96,6 +98,7 @@ class PolicyConfig:
             steer_multiplier=p.steer_multiplier,
             gap_limit=3 * s.loop.interval,
             drift_budget=p.drift_budget,
+            interval=s.loop.interval,
         )
 
     @property

@@ -1,7 +1,8 @@
 """sort_fleet: the snapshot sorted into what the policy counts.
 
-Roles: serving, booting, draining, blind (no fresh data) and, across them, drifted
-(launched from another launch template or version than the group launches from now).
+Roles: serving, booting, draining, operator-drained, blind (no fresh data) and,
+across them, drifted (launched from another launch template or version than the group
+launches from now).
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ class Fleet:
     members: tuple[Node, ...]
     """In the group and staying (not leaving)."""
     serving: tuple[Node, ...]
-    """Taking new meetings, or about to (not draining, not booting)."""
+    """Taking new meetings, or about to (not draining, not booting, not operator-drained)."""
     booting: tuple[Node, ...]
     draining: tuple[Node, ...]
+    """The scaler's own drains (the drain tag)."""
+    operator_drained: tuple[Node, ...]
+    """Cordoned in Scalelite by someone else (``bbbnode drain``, no tag): members with
+    meetings, but no capacity. The scaler never re-enables, drains or terminates them."""
     blind: tuple[Node, ...]
     """Members whose meeting data is missing or stale."""
     pending_launches: int
@@ -35,13 +40,38 @@ class Fleet:
         return len(self.serving) + len(self.booting) + self.pending_launches
 
 
+def operator_drained(node: Node, now: float, boot_grace: float) -> bool:
+    """Cordoned or disabled in Scalelite without the scaler's drain tag.
+
+    bbbnode treats such a server as an operator's drain too (bbbnode/drain.py
+    ``resume``). Scalelite (v1.8.5) disables a cordoned server once its polled
+    load is 0 (lib/tasks/poll.rake line 82), so an emptied operator drain reads
+    ``disabled``. But a server ``addServer`` just created reads ``disabled`` and
+    ``offline`` too (app/controllers/api/servers_controller.rb line 83 creates it
+    without a state, line 174 renders that as disabled; app/models/server.rb
+    line 76 starts it offline) until bbbnode enables it a moment later: a young
+    server that is disabled and was never polled online is a registration in
+    progress, not a drain.
+    """
+    server = node.server
+    if server is None or node.draining_since is not None:
+        return False
+    if server.state == "cordoned":
+        return True
+    if server.state != "disabled":
+        return False
+    young = node.launched_at is not None and now - node.launched_at < boot_grace
+    return server.online or not young
+
+
 def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
-    """Sort the snapshot's nodes into serving, booting, draining and blind."""
+    """Sort the snapshot's nodes into serving, booting, draining, operator-drained and blind."""
     now = snapshot.at
     members: list[Node] = []
     serving: list[Node] = []
     booting: list[Node] = []
     draining: list[Node] = []
+    cordoned: list[Node] = []
     blind: list[Node] = []
     drifted: list[Node] = []
     group = snapshot.group
@@ -58,6 +88,9 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
         elif n.booting(now, config.boot_grace):
             booting.append(n)
             continue
+        elif operator_drained(n, now, config.boot_grace):
+            # Its meetings still count: unseen, it holds scale-in like any member.
+            cordoned.append(n)
         else:
             serving.append(n)
         if not n.fresh(config.stale_after) or n.server is None:
@@ -68,6 +101,7 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
         tuple(serving),
         tuple(booting),
         tuple(draining),
+        tuple(cordoned),
         tuple(blind),
         pending,
         tuple(drifted),

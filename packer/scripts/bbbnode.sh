@@ -1,7 +1,8 @@
 #!/bin/bash
 # bbbnode from the project's wheel in its own venv at /opt/bbbfleet/venv, its
 # dependencies at the versions the project tests (requirements.lock), and the
-# units enabled. Configuration comes at boot: /etc/default/bbbnode from the
+# units enabled: bbbnode.service (unprivileged) and bbbnode-host.socket, which
+# starts the privileged host helper when bbbnode first asks for a host step. Configuration comes at boot: /etc/default/bbbnode from the
 # launch template's user data.
 set -euxo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -18,10 +19,16 @@ python3.11 -m venv /opt/bbbfleet/venv
 install -d -m 0750 -g bbbnode /etc/bbbfleet
 install -m 0640 -g bbbnode /dev/null /etc/bbbfleet/bbbnode.toml
 install -m 0644 /tmp/bbbfleet/bbbnode.service /etc/systemd/system/bbbnode.service
+# The privileged host helper, started on demand through its socket (root:bbbnode 0660).
+install -m 0644 /tmp/bbbfleet/bbbnode-host.service /etc/systemd/system/bbbnode-host.service
+install -m 0644 /tmp/bbbfleet/bbbnode-host.socket /etc/systemd/system/bbbnode-host.socket
+# The recordings mount point exists before the helper starts, so its
+# ReadWritePaths= entry binds it (the mount itself is PID 1's, at boot or on request).
+install -d -m 0755 /mnt/scalelite-recordings
 install -D -m 0644 /tmp/bbbfleet/files/bbbnode-image.conf \
     /etc/systemd/system/bbbnode.service.d/bbbfleet-image.conf
 install -m 0755 /tmp/bbbfleet/files/bbbfleet-bbb-secret /opt/bbbfleet/bin/bbbfleet-bbb-secret
 install -m 0644 /tmp/bbbfleet/files/bbbfleet-bbb-secret.service \
     /etc/systemd/system/bbbfleet-bbb-secret.service
 systemctl daemon-reload
-systemctl enable bbbfleet-bbb-secret.service bbbnode.service
+systemctl enable bbbfleet-bbb-secret.service bbbnode-host.socket bbbnode.service
