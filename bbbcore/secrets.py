@@ -9,6 +9,9 @@
 
 Resolved values are never logged, and no error carries one: errors name the
 setting and where the value was looked for (path or ARN), nothing else.
+
+The boto stack is imported only when an ARN is resolved: bbbnode in
+exporter-only mode reads its BBB secret through here and must not load it.
 """
 
 from __future__ import annotations
@@ -20,9 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from botocore.exceptions import ClientError
-
-from bbbcore import aws, logs
+from bbbcore import logs
 
 if TYPE_CHECKING:
     from botocore.config import Config
@@ -116,17 +117,21 @@ async def _fetch(
     ref: SecretRef,
     *,
     setting: str,
-    session_factory: SessionFactory,
+    session_factory: SessionFactory | None,
     config: Config | None,
     give_up_after: float,
     sleep: Sleep,
 ) -> str:
+    from botocore.exceptions import ClientError
+
+    from bbbcore import aws
+
     def on_retry(exc: BaseException) -> None:
         log.info("secret_fetch_retry", setting=setting, error_code=aws.error_code(exc))
 
     client: SecretsManagerClient
     try:
-        async with session_factory(ref.region).client(
+        async with (session_factory or aws.session)(ref.region).client(
             "secretsmanager", region_name=ref.region, config=config or aws.client_config()
         ) as client:
             retrying = aws.retrying(give_up_after=give_up_after, on_retry=on_retry).copy(
@@ -154,14 +159,15 @@ async def resolve(
     value: str,
     *,
     setting: str,
-    session_factory: SessionFactory = aws.session,
+    session_factory: SessionFactory | None = None,
     config: Config | None = None,
     give_up_after: float = 300.0,
     sleep: Sleep = asyncio.sleep,
 ) -> str:
     """The secret a configured ``value`` stands for; raises SecretError naming ``setting``.
 
-    ``session_factory(region)`` gives the aioboto3 session for a Secrets Manager ARN.
+    ``session_factory(region)`` gives the aioboto3 session for a Secrets Manager ARN
+    (default: ``bbbcore.aws.session``).
     """
     ref = parse(value)
     if ref.kind == "plain":

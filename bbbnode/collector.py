@@ -56,6 +56,7 @@ class Collector:
         self._clock = clock
         self._monotonic = monotonic
         self.latest: Snapshot | None = None
+        self._scanned: recordings.Scanned | None = None
         self.last_cycle_at: float | None = None
         """Monotonic time the last cycle finished, good or bad (for the watchdog)."""
         self._first = asyncio.Event()
@@ -92,11 +93,14 @@ class Collector:
         if self._recordings_root is None:
             return None, None
         try:
-            counts = await asyncio.to_thread(recordings.scan, self._recordings_root)
+            scanned = await asyncio.to_thread(
+                recordings.rescan, self._recordings_root, self._scanned
+            )
         except OSError as exc:
             self._error("recordings", repr(exc))
             return None, str(exc)
-        return counts, None
+        self._scanned = scanned
+        return scanned.counts, None
 
     def _cpu_ratio(self) -> float | None:
         if self._cpu is None:

@@ -3,6 +3,10 @@
 Everything derived from BBB is rendered from the latest Snapshot; a scrape
 never calls BBB. Names, types and labels of greenstatic/bigbluebutton-exporter
 are kept exactly so its Grafana dashboards work unchanged.
+
+A snapshot's families are rendered once, when the first scrape sees it, and the
+text is kept until the next snapshot: a scrape renders only bbbnode's own
+instruments and the snapshot's age.
 """
 
 from __future__ import annotations
@@ -107,7 +111,9 @@ class NodeMetrics:
             ["instance_id", "version"],
             registry=self.registry,
         )
-        self.registry.register(SnapshotCollector(snapshot, clock))
+        self._snapshot = snapshot
+        self._clock = clock
+        self._rendered: tuple[Snapshot | None, bytes] | None = None
         self.lifecycle_deadline: float | None = None
         """When AWS ends the termination's wait whatever the heartbeats (epoch seconds)."""
         self.registry.register(_DeadlineCollector(self, clock))
@@ -125,8 +131,14 @@ class NodeMetrics:
         self.drain_phase.labels(phase).set(1)
 
     def render(self) -> bytes:
-        """The text exposition format (0.0.4)."""
-        return prometheus_client.generate_latest(self.registry)
+        """The text exposition format (0.0.4): instruments, the snapshot's families, its age."""
+        snap = self._snapshot()
+        rendered = self._rendered
+        if rendered is None or rendered[0] is not snap:
+            rendered = (snap, prometheus_client.generate_latest(SnapshotCollector(snap)))
+            self._rendered = rendered
+        age = prometheus_client.generate_latest(AgeCollector(snap, self._clock()))
+        return prometheus_client.generate_latest(self.registry) + rendered[1] + age
 
 
 class _DeadlineCollector(Collector):
@@ -168,19 +180,30 @@ def _gauge_histogram(name: str, doc: str, hist: GaugeHistogram) -> GaugeHistogra
     return GaugeHistogramMetricFamily(name, doc, buckets=buckets, gsum_value=hist.total)
 
 
-class SnapshotCollector(Collector):
-    """Renders the latest snapshot; cheap and free of I/O."""
+class AgeCollector(Collector):
+    """``bbbnode_snapshot_age_seconds``: the one snapshot family that changes between polls."""
 
-    def __init__(self, snapshot: Callable[[], Snapshot | None], clock: Callable[[], float]) -> None:
-        self._snapshot = snapshot
-        self._clock = clock
-
-    def describe(self) -> list[Metric]:
-        # Families come and go with the data (omitted when unknown): describe nothing.
-        return []
+    def __init__(self, snap: Snapshot | None, now: float) -> None:
+        self._snap = snap
+        self._now = now
 
     def collect(self) -> Iterator[Metric]:
-        snap = self._snapshot()
+        age = None if self._snap is None else self._snap.age(self._now)
+        yield _gauge(
+            "bbbnode_snapshot_age_seconds",
+            "Seconds since BBB's meetings were last read successfully (+Inf: never).",
+            math.inf if age is None else age,
+        )
+
+
+class SnapshotCollector(Collector):
+    """The families of one snapshot (all but its age); free of I/O."""
+
+    def __init__(self, snap: Snapshot | None) -> None:
+        self._snap = snap
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snap
         exporter = GaugeMetricFamily(
             "bbb_exporter", "BigBlueButton Exporter version", labels=["version"]
         )
@@ -188,20 +211,9 @@ class SnapshotCollector(Collector):
         yield exporter
         if snap is None:
             yield _gauge("bbb_api_up", "1 if BigBlueButton API is responding 0 otherwise", 0)
-            yield _gauge(
-                "bbbnode_snapshot_age_seconds",
-                "Seconds since BBB's meetings were last read successfully (+Inf: never).",
-                math.inf,
-            )
             return
         yield _gauge(
             "bbb_api_up", "1 if BigBlueButton API is responding 0 otherwise", int(snap.api_up)
-        )
-        age = snap.age(self._clock())
-        yield _gauge(
-            "bbbnode_snapshot_age_seconds",
-            "Seconds since BBB's meetings were last read successfully (+Inf: never).",
-            math.inf if age is None else age,
         )
         if snap.bbb_version:
             version = GaugeMetricFamily("bbb_version", "BigBlueButton version", labels=["version"])

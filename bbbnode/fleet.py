@@ -26,7 +26,7 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from pydantic import SecretStr
@@ -34,7 +34,7 @@ from pydantic import SecretStr
 from bbbcore import aws, logs, secrets
 from bbbcore.imds import DEFAULT_ENDPOINT, ImdsClient, asg_name_fallback
 from bbbcore.scalelite import ScaleliteClient
-from bbbnode import dns, registration, tls
+from bbbnode import dns, registration
 from bbbnode.drain import (
     AsgLifecycle,
     Drain,
@@ -56,6 +56,11 @@ from bbbnode.protector import AsgProtection, Protector, ProtectorConfig, Protect
 from bbbnode.runner import Runner
 from bbbnode.settings import NodeSettings
 from bbbnode.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    # Imported where used: acme and cryptography are loaded only when this host
+    # gets its own certificate (tls.enabled).
+    from bbbnode import tls
 
 log = logs.get(__name__)
 
@@ -186,7 +191,10 @@ class FleetNode:
             self._session.client("autoscaling", config=aws.client_config())
         )
         self._http = await self._stack.enter_async_context(aiohttp.ClientSession())
-        self._txt = tls.Route53Txt.for_settings(self._records, s.dns.zone_id, s.tls)
+        if s.tls.enabled:
+            from bbbnode import tls
+
+            self._txt = tls.Route53Txt.for_settings(self._records, s.dns.zone_id, s.tls)
         txt = self._txt
 
         async def ensure_dns() -> None:
@@ -200,7 +208,9 @@ class FleetNode:
                 await self._host.run(MountEfsRequest(region=ident.region))
 
         async def ensure_tls() -> None:
-            if s.tls.enabled:
+            if txt is not None:
+                from bbbnode import tls
+
                 try:
                     await tls.ensure_certificate(
                         s.tls, name, txt, self._runner,
@@ -305,8 +315,9 @@ class FleetNode:
             self._tasks["drain"] = self.drain.run
         if s.protection.enabled:
             self._tasks["protector"] = self.protector.run
-        if s.tls.enabled:
-            assert self._txt is not None
+        if self._txt is not None:
+            from bbbnode import tls
+
             txt = self._txt
             self._tasks["tls_renewal"] = lambda: tls.renew_forever(
                 s.tls, name, txt, self._runner, sleep=asyncio.sleep,

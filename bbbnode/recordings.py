@@ -81,7 +81,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,7 +130,24 @@ class RecordingTree:
     deleted: tuple[str, ...] = ()
 
 
-def _names(path: str) -> list[str]:
+DirStamp = tuple[str, int, int]
+"""``(path, inode, mtime in ns)`` of a directory as a scan found it; inode 0 when absent."""
+
+
+def _stamp(path: str) -> DirStamp:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return (path, 0, 0)
+    except OSError as exc:
+        raise ScanError(path, exc) from exc
+    return (path, st.st_ino, st.st_mtime_ns)
+
+
+def _names(path: str, stamps: list[DirStamp] | None = None) -> list[str]:
+    if stamps is not None:
+        # Before listing: a change after the stamp shows in the next one.
+        stamps.append(_stamp(path))
     # A missing directory is an empty stage (BBB creates them lazily); anything
     # else (permissions, a file where a directory belongs, I/O) must not read as 0.
     # Leaf directories hold thousands of names and need no file type, so listdir
@@ -142,8 +160,10 @@ def _names(path: str) -> list[str]:
         raise ScanError(path, exc) from exc
 
 
-def _subdirs(path: str) -> list[tuple[str, str]]:
+def _subdirs(path: str, stamps: list[DirStamp] | None = None) -> list[tuple[str, str]]:
     """``(name, path)`` of the directories in ``path`` (the format level: a few entries)."""
+    if stamps is not None:
+        stamps.append(_stamp(path))
     try:
         with os.scandir(path) as it:
             return [(e.name, e.path) for e in it if e.is_dir()]
@@ -153,30 +173,34 @@ def _subdirs(path: str) -> list[tuple[str, str]]:
         raise ScanError(path, exc) from exc
 
 
-def _by_format(path: str) -> tuple[str, ...]:
-    return tuple(name for _, sub in _subdirs(path) for name in _names(sub))
+def _by_format(path: str, stamps: list[DirStamp] | None) -> tuple[str, ...]:
+    return tuple(name for _, sub in _subdirs(path, stamps) for name in _names(sub, stamps))
 
 
-def read_tree(root: Path) -> RecordingTree:
-    """List the names under ``root`` that :func:`count` needs; raises :class:`ScanError`."""
+def read_tree(root: Path, stamps: list[DirStamp] | None = None) -> RecordingTree:
+    """List the names under ``root`` that :func:`count` needs; raises :class:`ScanError`.
+
+    ``stamps``, when given, receives the stamp of every directory read, taken
+    before it is listed.
+    """
     base = os.fspath(root)
     recording = os.path.join(base, "recording")
     status = os.path.join(recording, "status")
     return RecordingTree(
-        recorded=tuple(_names(os.path.join(status, "recorded"))),
-        archived=tuple(_names(os.path.join(status, "archived"))),
-        sanity=tuple(_names(os.path.join(status, "sanity"))),
-        processed=tuple(_names(os.path.join(status, "processed"))),
-        published_status=tuple(_names(os.path.join(status, "published"))),
-        raw=tuple(_names(os.path.join(recording, "raw"))),
+        recorded=tuple(_names(os.path.join(status, "recorded"), stamps)),
+        archived=tuple(_names(os.path.join(status, "archived"), stamps)),
+        sanity=tuple(_names(os.path.join(status, "sanity"), stamps)),
+        processed=tuple(_names(os.path.join(status, "processed"), stamps)),
+        published_status=tuple(_names(os.path.join(status, "published"), stamps)),
+        raw=tuple(_names(os.path.join(recording, "raw"), stamps)),
         process=tuple(
             (fmt, name)
-            for fmt, sub in _subdirs(os.path.join(recording, "process"))
-            for name in _names(sub)
+            for fmt, sub in _subdirs(os.path.join(recording, "process"), stamps)
+            for name in _names(sub, stamps)
         ),
-        published=_by_format(os.path.join(base, "published")),
-        unpublished=_by_format(os.path.join(base, "unpublished")),
-        deleted=_by_format(os.path.join(base, "deleted")),
+        published=_by_format(os.path.join(base, "published"), stamps),
+        unpublished=_by_format(os.path.join(base, "unpublished"), stamps),
+        deleted=_by_format(os.path.join(base, "deleted"), stamps),
     )
 
 
@@ -304,3 +328,49 @@ def scan(root: Path, *, formats: Iterable[str] | None = None) -> RecordingCounts
     raises :class:`ScanError`. ``formats``: see :func:`count`.
     """
     return count(read_tree(root), formats=formats)
+
+
+SETTLE_NS = 2_000_000_000
+"""How long a directory must have been unmodified before a scan for its stamp to
+prove it unchanged later: longer than any file system's timestamp granularity
+(2 s on FAT; ext4 and xfs keep nanoseconds, ticking with the kernel's clock)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scanned:
+    """A scan's counts and the directories it read, to tell whether the next may be skipped."""
+
+    counts: RecordingCounts
+    stamps: tuple[DirStamp, ...]
+    settled: bool
+    """Every directory read was unmodified for SETTLE_NS before the scan began."""
+
+
+def rescan(
+    root: Path,
+    previous: Scanned | None,
+    *,
+    formats: Iterable[str] | None = None,
+    clock_ns: Callable[[], int] = time.time_ns,
+) -> Scanned:
+    """:func:`scan`, skipped while no directory it read has changed since ``previous``.
+
+    Adding or removing a name changes its directory's mtime, so equal stamps
+    mean equal names, provided the directory had been still for a while when it
+    was stamped: a change in the same timestamp tick as the stamp would keep the
+    mtime. Until every directory is settled, each poll lists the tree again.
+    Recordings change a few times an hour; listing and counting 10,000 of them
+    costs tens of milliseconds of CPU, holds the GIL the event loop needs to
+    answer scrapes, and churns several megabytes of names.
+    """
+    if (
+        previous is not None
+        and previous.settled
+        and all(_stamp(stamp[0]) == stamp for stamp in previous.stamps)
+    ):
+        return previous
+    started = clock_ns()
+    stamps: list[DirStamp] = []
+    counts = count(read_tree(root, stamps), formats=formats)
+    settled = all(mtime < started - SETTLE_NS for _, _, mtime in stamps)
+    return Scanned(counts, tuple(stamps), settled)

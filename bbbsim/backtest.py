@@ -299,37 +299,64 @@ def rollout_line(run: FleetRun) -> str:
     )
 
 
-def goal_lines(result: BacktestResult) -> list[str]:
-    """Issue 5's goals for every run but the seed's, measured against the seed and the oracle."""
+@dataclass(frozen=True, slots=True)
+class GoalFigures:
+    """Issue 5's measures of one run, against the seed's run and the oracle of the same trace."""
+
+    ended_by_platform: int
+    avoidable: float
+    """Overload node-minutes above the oracle's."""
+    seed_avoidable: float
+    share: float
+    """``avoidable`` as a share of the seed's (inf when the seed had none and this has some)."""
+    ratio: float
+    """Instance-hours as a multiple of the oracle's."""
+
+    @property
+    def met(self) -> tuple[bool, bool, bool]:
+        """(no meeting ended, overload goal, instance-hours goal)."""
+        return (
+            self.ended_by_platform == 0,
+            self.share <= MAX_AVOIDABLE_OVERLOAD,
+            self.ratio <= MAX_ORACLE_RATIO,
+        )
+
+
+def goal_figures(result: BacktestResult, name: str) -> GoalFigures:
+    """The goal measures of the run called ``name``; the result must hold a ``seed`` run."""
     by_name = {s.run.name: s.run for s in result.policies}
-    if "seed" not in by_name:
-        return []
-    seed, oracle = by_name["seed"], result.oracle.run
+    run, seed, oracle = by_name[name], by_name["seed"], result.oracle.run
     seed_avoidable = max(0.0, seed.overload_node_minutes - oracle.overload_node_minutes)
-    lines: list[str] = []
-    for run in by_name.values():
-        if run is not seed:
-            lines += _goals(run, seed_avoidable, oracle)
-    return lines
-
-
-def _goals(run: FleetRun, seed_avoidable: float, oracle: FleetRun) -> list[str]:
     avoidable = max(0.0, run.overload_node_minutes - oracle.overload_node_minutes)
     # With nothing avoidable in the seed's run, only nothing avoidable meets "10 % of it".
     share = avoidable / seed_avoidable if seed_avoidable else (math.inf if avoidable else 0.0)
     ratio = run.instance_hours / oracle.instance_hours if oracle.instance_hours else 0.0
+    return GoalFigures(run.meetings_ended_by_platform, avoidable, seed_avoidable, share, ratio)
 
+
+def goal_lines(result: BacktestResult) -> list[str]:
+    """Issue 5's goals for every run but the seed's, measured against the seed and the oracle."""
+    names = [s.run.name for s in result.policies]
+    if "seed" not in names:
+        return []
+    lines: list[str] = []
+    for name in names:
+        if name != "seed":
+            lines += _goals(name, goal_figures(result, name))
+    return lines
+
+
+def _goals(name: str, g: GoalFigures) -> list[str]:
     def mark(ok: bool) -> str:
         return "met" if ok else "MISSED"
 
+    ended, overload, hours = g.met
     return [
         "",
-        f"goals for {run.name}:",
-        f"- meetings ended by the platform: {run.meetings_ended_by_platform} "
-        f"({mark(run.meetings_ended_by_platform == 0)})",
-        f"- avoidable overload: {avoidable:,.0f} of the seed's {seed_avoidable:,.0f} "
-        f"node-min = {share:.1%} (goal <= {MAX_AVOIDABLE_OVERLOAD:.0%}: "
-        f"{mark(share <= MAX_AVOIDABLE_OVERLOAD)})",
-        f"- instance-hours: {ratio:.2f}x the oracle's (goal <= {MAX_ORACLE_RATIO}x: "
-        f"{mark(ratio <= MAX_ORACLE_RATIO)})",
+        f"goals for {name}:",
+        f"- meetings ended by the platform: {g.ended_by_platform} ({mark(ended)})",
+        f"- avoidable overload: {g.avoidable:,.0f} of the seed's {g.seed_avoidable:,.0f} "
+        f"node-min = {g.share:.1%} (goal <= {MAX_AVOIDABLE_OVERLOAD:.0%}: {mark(overload)})",
+        f"- instance-hours: {g.ratio:.2f}x the oracle's (goal <= {MAX_ORACLE_RATIO}x: "
+        f"{mark(hours)})",
     ]

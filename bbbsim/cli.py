@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from bbbcore import __version__, logs
 from bbbsim import backtest_cli
+
+SIM_EXTRA = "bbbfleet[sim]"
+"""What installs moto and matplotlib (pyproject's optional dependencies ``sim``)."""
 
 
 def _positive(text: str) -> float:
@@ -51,9 +55,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def needs(args: argparse.Namespace) -> tuple[str, ...]:
+    """The modules of the sim extra that the parsed command will import."""
+    if args.command == "demo":
+        return ("moto.server", "matplotlib")
+    if args.command == "backtest" and args.plot is not None:
+        return ("matplotlib",)
+    return ()
+
+
+def missing_module(names: Sequence[str]) -> str | None:
+    """The first of ``names`` that cannot be imported (with what it imports), else None."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            return (exc.name or name).partition(".")[0]
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bbbsim`` console script."""
     args = _parser().parse_args(argv)
+    # Checked before anything starts: a two-minute demo must not end in an ImportError.
+    missing = missing_module(needs(args))
+    if missing is not None:
+        print(
+            f"bbbsim {args.command}: needs {missing}, from the simulator's optional "
+            f"dependencies: pip install '{SIM_EXTRA}'",
+            file=sys.stderr,
+        )
+        return 2
     logs.configure("warning")
     if args.command == "demo":
         from bbbsim import fleet_demo  # imported here: keeps --help fast

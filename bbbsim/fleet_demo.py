@@ -18,7 +18,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -124,8 +124,12 @@ class World:
 
 
 @contextlib.asynccontextmanager
-async def world(workdir: Path) -> AsyncIterator[World]:
-    """Everything but the scaler, up and with its first node registered."""
+async def world(workdir: Path, node_env: Mapping[str, str] | None = None) -> AsyncIterator[World]:
+    """Everything but the scaler, up and with its first node registered.
+
+    ``node_env`` is added to every bbbnode's environment (benchmarks/footprint.py
+    points the node at another BBB).
+    """
     moto = MotoServer()
     endpoint = moto.start()
     env_backup = dict(os.environ)
@@ -149,7 +153,10 @@ async def world(workdir: Path) -> AsyncIterator[World]:
     try:
         ids = await create_fleet(aws, FleetSpec(name="bbb-demo", min_size=1, desired=1, max_size=4))
         sl_url = f"http://127.0.0.1:{sl_port}"
-        config = FleetConfig(ids, aws, sl_url, LB_SECRET, BBB_SECRET, workdir / "fleet")
+        config = FleetConfig(
+            ids, aws, sl_url, LB_SECRET, BBB_SECRET, workdir / "fleet",
+            extra_env=tuple((node_env or {}).items()),
+        )  # fmt: skip
         fleet = EmulatedFleet(layer, config, router)
         await fleet.start()
         scaler_env = fleet.scaler_env(
@@ -327,13 +334,14 @@ def main(duration: float, summary_json: Path | None, plot_png: Path | None,
     with tempfile.TemporaryDirectory(prefix="bbbsim-demo-") as tmp:
         summary = asyncio.run(run(duration, out, Path(tmp)))
     out.write("\nsummary\n" + summary_table(summary) + "\n")
-    png = plot_png if plot_png is not None else Path("bbbsim-demo.png")
-    plot(summary, png)
-    out.write(f"timeline: {png}\n")
+    # The summary is kept before the picture is drawn: a failing plot loses no result.
     if summary_json is not None:
         doc = asdict(summary)
         doc.pop("samples")
         summary_json.write_text(json.dumps(doc, indent=2) + "\n")
+    png = plot_png if plot_png is not None else Path("bbbsim-demo.png")
+    plot(summary, png)
+    out.write(f"timeline: {png}\n")
     ok = (
         summary.meetings_ended_by_platform == 0
         and summary.meetings_started > 0

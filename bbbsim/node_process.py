@@ -14,9 +14,13 @@ import sysconfig
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bbbsim.host import EmulatedHost
-from bbbsim.moto_server import FleetIds
+
+if TYPE_CHECKING:
+    # Only a type here: `bbbsim node-demo` runs without moto (the sim extra).
+    from bbbsim.moto_server import FleetIds
 
 
 def free_port() -> int:

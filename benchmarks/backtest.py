@@ -5,7 +5,7 @@ Target (issue 5): at most 10 s. The trace is the university week at ``--scale``
 preset serves with about 100 nodes. Timed: the whole backtest as the CLI runs
 it (prepare, both presets through the discrete-event fleet with the real
 ``decide`` every 10 s, the oracle, the fluid bound and the lags), and each
-part on its own.
+part on its own. Prints the conditions, then the README's ``speed`` table.
 
     .venv/bin/python benchmarks/backtest.py [--scale 10] [--repeat 3]
 """
@@ -13,11 +13,16 @@ part on its own.
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from readme_table import TEXT, Column, Table, unit
+
+from bbbscaler.policy import Preset
 from bbbsim.backtest import backtest
 from bbbsim.fleet_model import FleetSettings, policy_config, prepare, simulate
 from bbbsim.oracle import oracle_run
@@ -25,6 +30,23 @@ from bbbsim.trace import Trace
 from bbbsim.trace_generate import university_week
 
 T = TypeVar("T")
+PARTS = (
+    "whole backtest: both presets, the oracle, the fluid bound, the lags",
+    "`seed`",
+    "`default`",
+    "oracle",
+    "prepare the trace",
+)
+TABLES = {
+    "speed": Table(
+        (
+            Column("part", TEXT, numeric=False),
+            Column("wall (median)", unit("s")),
+            Column("per scaler round", rf"(?:{unit('µs')})?"),
+        ),
+        keys=PARTS,
+    )
+}
 
 
 def timed(repeat: int, work: Callable[[], T]) -> tuple[float, T]:
@@ -46,25 +68,30 @@ def main() -> None:
     args = parser.parse_args()
     trace = Trace("university-week", tuple(university_week(1, args.scale)))
     settings = FleetSettings()
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     total, result = timed(args.repeat, lambda: backtest(trace, ("seed", "default"), settings))
     prepared = prepare(trace, settings)
     ticks = int(prepared.horizon // settings.tick) + 1
+    peaks = ", ".join(f"{s.run.name} {s.run.peak_nodes}" for s in (*result.policies, result.oracle))
     print(
-        f"trace: university week x{args.scale:g}, {len(trace.meetings):,} meetings, "
-        f"{prepared.horizon / 86400:.1f} days, {ticks:,} scaler rounds per policy"
+        f"{os.cpu_count()} CPUs, load average {load} at the start, Python "
+        f"{platform.python_version()}; trace: university week x{args.scale:g}, "
+        f"{len(trace.meetings):,} meetings, {prepared.horizon / 86400:.1f} days, {ticks:,} "
+        f"scaler rounds per policy; peak nodes: {peaks}; median of {args.repeat}"
     )
-    for scored in (*result.policies, result.oracle):
-        run = scored.run
-        print(f"  {run.name:8s} peak {run.peak_nodes:4d} nodes, {run.instance_hours:8,.0f} h")
-    print(f"backtest (seed + default + oracle + bound): {total:.2f} s (median of {args.repeat})")
-    for preset in ("seed", "default"):
+    table = TABLES["speed"]
+    rows = [table.row(PARTS[0], f"{total:.1f} s", "")]
+    presets: tuple[Preset, ...] = ("seed", "default")
+    for part, preset in zip(PARTS[1:3], presets, strict=True):
         config = policy_config(preset, settings)
         seconds, _ = timed(args.repeat, lambda: simulate(prepared, config, settings))  # noqa: B023
-        print(f"  {preset:8s} {seconds:.2f} s ({seconds / ticks * 1e6:.0f} µs a round)")
+        rows.append(table.row(part, f"{seconds:.1f} s", f"{seconds / ticks * 1e6:.0f} µs"))
     seconds, _ = timed(args.repeat, lambda: oracle_run(prepared, settings))
-    print(f"  oracle   {seconds:.2f} s")
+    rows.append(table.row(PARTS[3], f"{seconds:.1f} s", ""))
     seconds, _ = timed(args.repeat, lambda: prepare(trace, settings))
-    print(f"  prepare  {seconds:.2f} s")
+    rows.append(table.row(PARTS[4], f"{seconds:.1f} s", ""))
+    print(table.header())
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import platform
 import random
 import statistics
 import sys
@@ -35,6 +36,13 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from readme_table import TEXT, Column, Table
+
+from bbbcore import logs
+
+if __name__ == "__main__":
+    # Warnings only, on stderr: the table is stdout.
+    logs.configure("warning")
 
 from bbbscaler.actuate import Actuator
 from bbbscaler.controller import Controller
@@ -50,6 +58,32 @@ from bbbsim.node_process import free_port, node_env, start_node
 BBB_SECRET = "benchmark-bbb-secret"  # noqa: S105 - loopback only
 LB_SECRET = "benchmark-scalelite-secret"  # noqa: S105 - loopback only
 CPU_LINE = b"bbbnode_cpu_utilization_ratio "
+NODES, INTERVAL, TRIALS = 1000, 10.0, 6
+"""The defaults, which the README's rows are measured with."""
+
+
+def labels(nodes: int, interval: float, trials: int) -> tuple[str, str, str, str]:
+    """The rows' first cells."""
+    n = f"{nodes:,}"
+    return (
+        f"`decide` on {n} nodes with 100 rounds of history (p50 / p95), `default`; `seed`",
+        f"observe {n} nodes: scrape + Scalelite, the scaler's own part (p50)",
+        f"observe {n} nodes including ASG + EC2 reads *in moto* (p50, max; moto alone p50)",
+        f"decision latency: emulated CPU jumps at a random moment → `SetDesiredCapacity` "
+        f"reaches AWS, {interval:g} s loop, {trials} trials (p50, max)",
+    )
+
+
+TABLES = {
+    "scaler": Table(
+        (
+            Column("what", TEXT, numeric=False),
+            Column("measured", r"[^|]*\d[^|]*"),
+            Column("target", TEXT),
+        ),
+        keys=labels(NODES, INTERVAL, TRIALS),
+    )
+}
 
 
 # ----------------------------------------------------------------- the node side
@@ -329,21 +363,48 @@ async def measure_latency(
 
 
 async def main(args: argparse.Namespace) -> None:
-    print(f"decide on {args.nodes} nodes:", file=sys.stderr)
-    for key, value in measure_decide(args.nodes).items():
-        print(f"  {key}: {value:.2f}")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"{os.cpu_count()} CPUs, load average {load} at the start, Python "
+        f"{platform.python_version()}; moto_server holds a {args.nodes:,}-instance ASG; a second "
+        "process serves every node's /metrics with the bytes a real bbbnode exports for 5 "
+        f"meetings, and a Scalelite emulator lists all {args.nodes:,}; "
+        f"{args.rounds} observe rounds",
+        flush=True,
+    )
+    decided = measure_decide(args.nodes)
     with tempfile.TemporaryDirectory() as tmp:
         async with fleet(args.nodes, Path(tmp)) as (_endpoint, node_port, sl_port):
-            result = await measure_observe(node_port, sl_port, args.rounds)
-            print(f"observe {int(result['nodes'])} nodes (ASG+EC2 in moto, scrape, Scalelite):")
-            for key, value in result.items():
-                if key != "nodes":
-                    print(f"  {key}: {value:.3f}")
+            observed = await measure_observe(node_port, sl_port, args.rounds)
+            assert int(observed["nodes"]) == args.nodes
             lat = await measure_latency(node_port, sl_port, args.interval, args.trials)
-            print(
-                f"decision latency, load crossing → SetDesiredCapacity, interval {args.interval}s:"
-            )
-            print(f"  p50: {statistics.median(lat):.2f} intervals, max: {max(lat):.2f} intervals")
+    table = TABLES["scaler"]
+    rows = labels(args.nodes, args.interval, args.trials)
+    print(table.header())
+    print(
+        table.row(
+            rows[0],
+            f"{decided['decide_default_p50_ms']:.2f} / {decided['decide_default_p95_ms']:.2f} ms; "
+            f"{decided['decide_seed_p50_ms']:.2f} / {decided['decide_seed_p95_ms']:.2f} ms",
+            "≤ 5 ms",
+        )
+    )
+    print(table.row(rows[1], f"{observed['ours_p50_s']:.2f} s", "≤ 1 s"))
+    print(
+        table.row(
+            rows[2],
+            f"{observed['observe_p50_s']:.2f} s, {observed['observe_max_s']:.2f} s; "
+            f"{observed['aws_p50_s']:.2f} s",
+            "none: moto's speed (AWS answers in a fraction)",
+        )
+    )
+    print(
+        table.row(
+            rows[3],
+            f"{statistics.median(lat):.2f}, {max(lat):.2f} intervals",
+            "≤ 1 interval",
+        )
+    )
 
 
 if __name__ == "__main__":
@@ -351,8 +412,8 @@ if __name__ == "__main__":
         asyncio.run(serve_fleet(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])))
         sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--nodes", type=int, default=NODES)
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--trials", type=int, default=6)
-    parser.add_argument("--interval", type=float, default=10.0)
+    parser.add_argument("--trials", type=int, default=TRIALS)
+    parser.add_argument("--interval", type=float, default=INTERVAL)
     asyncio.run(main(parser.parse_args()))

@@ -1,13 +1,16 @@
 """bbbcore's BBB client against the emulator: signing survives odd characters, limits hold."""
 
+import asyncio
+import itertools
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from bbbcore.bbb_api import BbbClient, Unreachable, api_base
-from bbbcore.meetings import FailedResponse
+from bbbcore import bbb_api
+from bbbcore.bbb_api import PARSE_SLICE, BbbClient, Unreachable, api_base
+from bbbcore.meetings import FailedResponse, MeetingsParser
 from bbbsim.bbb_emulator import EmulatedBbb, client_url, serve
 
 SECRET = "client-test-secret"
@@ -51,6 +54,38 @@ async def test_answer_size_is_capped(bbb: tuple[EmulatedBbb, int]) -> None:
         client = BbbClient(session, client_url(port), SECRET, max_bytes=2048)
         with pytest.raises(Unreachable, match="larger than"):
             await client.get_meetings()
+
+
+async def test_parse_yields_to_the_loop_between_slices(
+    bbb: tuple[EmulatedBbb, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scrape served by the same loop never waits for a whole getMeetings parse."""
+    emulator, port = bbb
+    for i in range(100):
+        emulator.add_meeting(f"m{i}", 10, voice=3, cameras=1, listeners=7)
+    ticks = 0
+    fed: list[tuple[int, int]] = []  # (bytes, ticks of the other task so far)
+
+    class Watched(MeetingsParser):
+        def feed(self, chunk: bytes) -> None:
+            fed.append((len(chunk), ticks))
+            super().feed(chunk)
+
+    async def other_task() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(bbb_api, "MeetingsParser", Watched)
+    ticker = asyncio.create_task(other_task())
+    async with aiohttp.ClientSession() as session:
+        meetings = await BbbClient(session, client_url(port), SECRET).get_meetings()
+    ticker.cancel()
+    assert len(meetings) == 100
+    assert len(fed) > 20
+    assert all(size <= PARSE_SLICE for size, _ in fed)
+    assert all(later > earlier for (_, earlier), (_, later) in itertools.pairwise(fed))
 
 
 async def test_timeout_and_refused() -> None:

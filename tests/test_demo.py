@@ -1,11 +1,15 @@
 """The README's main command, in a short form: it must tell the truth about what it saw."""
 
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import TextIO
 
 import pytest
+
+from bbbsim import fleet_demo
 
 pytestmark = pytest.mark.integration
 
@@ -57,3 +61,74 @@ def test_demo_rejects_bad_duration() -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "--duration" in result.stderr
+
+
+def _without(hidden: tuple[str, ...], *args: str) -> subprocess.CompletedProcess[str]:
+    """``bbbsim ARGS`` in an interpreter where ``hidden`` cannot be imported (as if the
+    sim extra were not installed)."""
+    code = (
+        "import sys\n"
+        f"for name in {hidden!r}:\n"
+        "    sys.modules[name] = None\n"
+        "from bbbsim.cli import main\n"
+        f"sys.exit(main({list(args)!r}))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.mark.parametrize("hidden", ["moto", "matplotlib", "flask"])
+def test_demo_without_the_sim_extra_names_it_and_starts_nothing(
+    tmp_path: Path, hidden: str
+) -> None:
+    summary = tmp_path / "summary.json"
+    result = _without((hidden,), "demo", "--duration", "5", "--summary-json", str(summary))
+    assert result.returncode == 2
+    assert f"needs {hidden}" in result.stderr
+    assert "pip install 'bbbfleet[sim]'" in result.stderr
+    assert result.stdout == ""
+    assert not summary.exists()
+
+
+def test_backtest_plot_needs_matplotlib_the_rest_does_not(tmp_path: Path) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text("start_s,duration_s,participants\n0,600,10\n")
+    hidden = ("moto", "matplotlib")
+    plotted = _without(hidden, "backtest", "--trace", str(trace), "--plot", str(tmp_path / "p.png"))
+    assert plotted.returncode == 2
+    assert "needs matplotlib" in plotted.stderr
+    assert "bbbfleet[sim]" in plotted.stderr
+    assert plotted.stdout == ""
+    table = _without(hidden, "backtest", "--trace", str(trace))
+    assert table.returncode == 0, table.stderr
+    assert "| default |" in table.stdout
+    generated = _without(hidden, "trace", "generate", "--kind", "exam-flash",
+                         "--out", str(tmp_path / "g.csv"))  # fmt: skip
+    assert generated.returncode == 0, generated.stderr
+
+
+def test_node_demo_needs_no_moto() -> None:
+    code = "import sys\nsys.modules['moto'] = None\nimport bbbsim.demo\n"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_summary_json_is_written_before_the_picture(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def played(duration: float, out: TextIO, workdir: Path) -> fleet_demo.DemoSummary:
+        del duration, out, workdir
+        return fleet_demo.DemoSummary(meetings_started=3, meetings_ended_normally=3)
+
+    def broken_plot(summary: fleet_demo.DemoSummary, path: Path) -> None:
+        raise RuntimeError("no picture today")
+
+    monkeypatch.setattr(fleet_demo, "run", played)
+    monkeypatch.setattr(fleet_demo, "plot", broken_plot)
+    summary = tmp_path / "summary.json"
+    with pytest.raises(RuntimeError, match="no picture"):
+        fleet_demo.main(1.0, summary, tmp_path / "t.png", out=io.StringIO())
+    assert json.loads(summary.read_text())["meetings_started"] == 3

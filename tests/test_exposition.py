@@ -3,14 +3,16 @@
 import math
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from bbbcore.meetings import parse_meetings
-from bbbnode.exposition import NodeMetrics
+from bbbnode.exposition import NodeMetrics, SnapshotCollector
 from bbbnode.recordings import RecordingCounts
 from bbbnode.snapshot import Snapshot, UniqueCounter, summarize
 
@@ -165,6 +167,39 @@ def test_promtool_check_metrics_is_clean(snap: Snapshot | None) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == ""
     assert result.stderr.strip() == ""
+
+
+def test_snapshot_rendered_once_age_and_instruments_on_every_scrape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    renders: list[Snapshot | None] = []
+    collect = SnapshotCollector.collect
+
+    def counted(self: SnapshotCollector) -> Iterator[Metric]:
+        renders.append(self._snap)
+        return collect(self)
+
+    monkeypatch.setattr(SnapshotCollector, "collect", counted)
+    clock = [NOW]
+    current: list[Snapshot | None] = [good_snapshot()]
+    metrics = NodeMetrics(lambda: current[0], lambda: clock[0])
+    first = families(metrics.render().decode())
+    clock[0] += 6
+    metrics.collect_errors.labels("cpu").inc()
+    second = families(metrics.render().decode())
+    assert len(renders) == 1
+    assert value(first, "bbbnode_snapshot_age_seconds") == 4
+    assert value(second, "bbbnode_snapshot_age_seconds") == 10
+    assert value(second, "bbbnode_collect_errors_total", reason="cpu") == 1
+    assert value(second, "bbb_meetings") == 3
+
+    current[0] = Snapshot(taken_at=NOW, api_up=False, meetings_at=NOW - 95)
+    third = families(metrics.render().decode())
+    assert len(renders) == 2
+    assert renders[1] is current[0]
+    assert value(third, "bbb_api_up") == 0
+    assert "bbb_meetings" not in third
+    assert value(third, "bbbnode_snapshot_age_seconds") == 101
 
 
 def test_users_who_left_do_not_make_moderators_outnumber_participants() -> None:

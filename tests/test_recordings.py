@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 import pytest
 
 from bbbnode import recordings
 from bbbnode.recordings import RecordingCounts, RecordingTree, ScanError
-
-Stage = Literal[
-    "recorded",
-    "archiving",
-    "norecord",
-    "archive_failed",
-    "archived",
-    "sanity_failed",
-    "sanity_checked",
-    "processing",
-    "process_failed",
-    "processed",
-    "publish_failed",
-    "published",
-    "unpublished",
-    "deleted",
-]
+from bbbsim.recording_tree import Stage, add_recording, make_dir, recording_id, touch
 
 _ORDER: tuple[Stage, ...] = (
     "recorded",
@@ -39,77 +22,6 @@ _ORDER: tuple[Stage, ...] = (
     "processed",
     "published",
 )
-
-
-def rid(n: int) -> str:
-    """A realistic internal meeting ID: sha1 hex, dash, milliseconds."""
-    digest = hashlib.sha1(str(n).encode(), usedforsecurity=False).hexdigest()
-    return f"{digest}-{1_700_000_000_000 + n}"
-
-
-def _touch(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("")
-
-
-def _mkdir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-
-
-def add_recording(
-    root: Path,
-    record_id: str,
-    stage: Stage,
-    formats: Iterable[str] = ("presentation",),
-) -> None:
-    """Leave the files BBB 2.3+ leaves for a recording that reached ``stage``.
-
-    Earlier markers stay, as the Resque workers leave them. Calling it again for
-    the same ID with other formats adds those formats' files.
-    """
-    status = root / "recording" / "status"
-    if stage == "recorded":
-        # bbb-web wrote it; rap-starter has not picked it up yet.
-        _touch(status / "recorded" / f"{record_id}.done")
-        return
-    # rap-starter: mkdir raw/<id>, enqueue archive, delete recorded .done.
-    _mkdir(root / "recording" / "raw" / record_id)
-    if stage == "archiving":
-        return
-    if stage == "norecord":
-        _touch(status / "archived" / f"{record_id}.norecord")
-        return
-    if stage == "archive_failed":
-        _touch(status / "archived" / f"{record_id}.fail")
-        return
-    _touch(status / "archived" / f"{record_id}.done")
-    if stage == "archived":
-        return
-    if stage == "sanity_failed":
-        _touch(status / "sanity" / f"{record_id}.fail")
-        return
-    _touch(status / "sanity" / f"{record_id}.done")
-    if stage == "sanity_checked":
-        return
-    for fmt in formats:
-        process_dir = root / "recording" / "process" / fmt / record_id
-        _mkdir(process_dir)
-        if stage == "processing":
-            continue
-        if stage == "process_failed":
-            _touch(status / "processed" / f"{record_id}-{fmt}.fail")
-            continue
-        _touch(status / "processed" / f"{record_id}-{fmt}.done")
-        if stage == "processed":
-            continue
-        if stage == "publish_failed":
-            _touch(status / "published" / f"{record_id}-{fmt}.fail")
-            continue
-        # Publish succeeded: the worker removes the process directory.
-        _touch(status / "published" / f"{record_id}-{fmt}.done")
-        process_dir.rmdir()
-        location = {"published": "published", "unpublished": "unpublished", "deleted": "deleted"}
-        _touch(root / location.get(stage, "published") / fmt / record_id / "metadata.xml")
 
 
 def test_missing_root_counts_zero(tmp_path: Path) -> None:
@@ -142,23 +54,23 @@ def test_empty_root_counts_zero(tmp_path: Path) -> None:
     ],
 )
 def test_each_stage(tmp_path: Path, stage: Stage, expected: RecordingCounts) -> None:
-    add_recording(tmp_path, rid(1), stage)
+    add_recording(tmp_path, recording_id(1), stage)
     assert recordings.scan(tmp_path) == expected
 
 
 def test_each_stage_with_formats_given(tmp_path: Path) -> None:
     for n, stage in enumerate(_ORDER):
-        add_recording(tmp_path, rid(n), stage)
+        add_recording(tmp_path, recording_id(n), stage)
     counts = recordings.scan(tmp_path, formats=["presentation"])
     assert counts == RecordingCounts(unprocessed=4, processing=2, pending=6, published=1)
 
 
 def test_several_formats_count_once(tmp_path: Path) -> None:
     both = ("presentation", "video")
-    add_recording(tmp_path, rid(1), "published", both)
-    add_recording(tmp_path, rid(2), "processing", both)
-    add_recording(tmp_path, rid(3), "processed", both)
-    add_recording(tmp_path, rid(4), "publish_failed", both)
+    add_recording(tmp_path, recording_id(1), "published", both)
+    add_recording(tmp_path, recording_id(2), "processing", both)
+    add_recording(tmp_path, recording_id(3), "processed", both)
+    add_recording(tmp_path, recording_id(4), "publish_failed", both)
     assert recordings.scan(tmp_path) == RecordingCounts(
         published=1, processing=2, pending=2, failed=1
     )
@@ -167,7 +79,7 @@ def test_several_formats_count_once(tmp_path: Path) -> None:
 def test_sanity_done_kept_after_publish_is_not_unprocessed(tmp_path: Path) -> None:
     # BBB 2.3+ never deletes sanity/<id>.done; bbb-exporter's unprocessed would say 3.
     for n in range(3):
-        add_recording(tmp_path, rid(n), "published")
+        add_recording(tmp_path, recording_id(n), "published")
     assert len(os.listdir(tmp_path / "recording/status/sanity")) == 3
     assert recordings.scan(tmp_path) == RecordingCounts(published=3)
 
@@ -175,11 +87,11 @@ def test_sanity_done_kept_after_publish_is_not_unprocessed(tmp_path: Path) -> No
 def test_pre_23_pipeline_without_kept_markers(tmp_path: Path) -> None:
     # Before 2.3 the process worker removed sanity .done and the publish worker
     # processed .done; a started format is then the only sign sanity passed.
-    add_recording(tmp_path, rid(1), "published")
-    add_recording(tmp_path, rid(2), "processed")
-    for record_id in (rid(1), rid(2)):
+    add_recording(tmp_path, recording_id(1), "published")
+    add_recording(tmp_path, recording_id(2), "processed")
+    for record_id in (recording_id(1), recording_id(2)):
         (tmp_path / "recording/status/sanity" / f"{record_id}.done").unlink()
-    (tmp_path / "recording/status/processed" / f"{rid(1)}-presentation.done").unlink()
+    (tmp_path / "recording/status/processed" / f"{recording_id(1)}-presentation.done").unlink()
     counts = recordings.scan(tmp_path, formats=["presentation"])
     assert counts == RecordingCounts(published=1, processing=1, pending=1)
 
@@ -187,73 +99,73 @@ def test_pre_23_pipeline_without_kept_markers(tmp_path: Path) -> None:
 def test_format_waiting_in_queue_needs_formats(tmp_path: Path) -> None:
     # Presentation is published while the video job still waits in Resque: no
     # file shows the video yet, only the list of enabled formats can.
-    add_recording(tmp_path, rid(1), "published", ["presentation"])
+    add_recording(tmp_path, recording_id(1), "published", ["presentation"])
     assert recordings.scan(tmp_path).pending == 0
     counts = recordings.scan(tmp_path, formats=["presentation", "video"])
     assert counts == RecordingCounts(published=1, processing=1, pending=1)
 
 
 def test_sanity_checked_with_formats_is_unprocessed(tmp_path: Path) -> None:
-    add_recording(tmp_path, rid(1), "sanity_checked")
+    add_recording(tmp_path, recording_id(1), "sanity_checked")
     counts = recordings.scan(tmp_path, formats=["presentation", "video"])
     assert counts == RecordingCounts(unprocessed=1, pending=1)
 
 
 def test_failed_format_is_not_waited_for(tmp_path: Path) -> None:
-    add_recording(tmp_path, rid(1), "published", ["presentation"])
-    add_recording(tmp_path, rid(1), "process_failed", ["video"])
+    add_recording(tmp_path, recording_id(1), "published", ["presentation"])
+    add_recording(tmp_path, recording_id(1), "process_failed", ["video"])
     counts = recordings.scan(tmp_path, formats=["presentation", "video"])
     assert counts == RecordingCounts(published=1, failed=1)
 
 
 def test_one_format_failed_another_running(tmp_path: Path) -> None:
-    add_recording(tmp_path, rid(1), "process_failed", ["video"])
-    add_recording(tmp_path, rid(1), "processing", ["presentation"])
+    add_recording(tmp_path, recording_id(1), "process_failed", ["video"])
+    add_recording(tmp_path, recording_id(1), "processing", ["presentation"])
     assert recordings.scan(tmp_path) == RecordingCounts(processing=1, pending=1, failed=1)
 
 
 def test_failed_process_dir_left_behind_is_not_processing(tmp_path: Path) -> None:
     # bbb-exporter counts recording/process/presentation, which keeps failed ones.
-    add_recording(tmp_path, rid(1), "process_failed")
-    assert (tmp_path / "recording/process/presentation" / rid(1)).is_dir()
+    add_recording(tmp_path, recording_id(1), "process_failed")
+    assert (tmp_path / "recording/process/presentation" / recording_id(1)).is_dir()
     assert recordings.scan(tmp_path).processing == 0
 
 
 def test_publish_copy_in_progress_is_still_pending(tmp_path: Path) -> None:
     # The publish script fills published/<format>/<id> before it writes its .done.
-    add_recording(tmp_path, rid(1), "processed")
-    _touch(tmp_path / "published/presentation" / rid(1) / "metadata.xml")
+    add_recording(tmp_path, recording_id(1), "processed")
+    touch(tmp_path / "published/presentation" / recording_id(1) / "metadata.xml")
     assert recordings.scan(tmp_path) == RecordingCounts(published=1, processing=1, pending=1)
 
 
 def test_rebuild_after_archive_failure_is_pending(tmp_path: Path) -> None:
-    add_recording(tmp_path, rid(1), "archive_failed")
-    _touch(tmp_path / "recording/status/archived" / f"{rid(1)}.done")
+    add_recording(tmp_path, recording_id(1), "archive_failed")
+    touch(tmp_path / "recording/status/archived" / f"{recording_id(1)}.done")
     assert recordings.scan(tmp_path) == RecordingCounts(unprocessed=1, pending=1)
 
 
 def test_locations_are_exclusive(tmp_path: Path) -> None:
     # A move between locations stopped half way: the visible state wins.
-    add_recording(tmp_path, rid(1), "published", ["presentation"])
-    _touch(tmp_path / "unpublished/video" / rid(1) / "metadata.xml")
-    add_recording(tmp_path, rid(2), "unpublished", ["presentation"])
-    _touch(tmp_path / "deleted/video" / rid(2) / "metadata.xml")
-    add_recording(tmp_path, rid(3), "deleted", ["presentation", "video"])
+    add_recording(tmp_path, recording_id(1), "published", ["presentation"])
+    touch(tmp_path / "unpublished/video" / recording_id(1) / "metadata.xml")
+    add_recording(tmp_path, recording_id(2), "unpublished", ["presentation"])
+    touch(tmp_path / "deleted/video" / recording_id(2) / "metadata.xml")
+    add_recording(tmp_path, recording_id(3), "deleted", ["presentation", "video"])
     assert recordings.scan(tmp_path) == RecordingCounts(published=1, unpublished=1, deleted=1)
 
 
 def test_deleted_is_not_status_minus_published(tmp_path: Path) -> None:
     # bbb-exporter: len(status/published) - len(published/presentation) = 6 - 1 = 5.
-    add_recording(tmp_path, rid(1), "published", ["presentation", "video"])
-    add_recording(tmp_path, rid(2), "unpublished", ["presentation", "video"])
-    add_recording(tmp_path, rid(3), "deleted", ["presentation", "video"])
+    add_recording(tmp_path, recording_id(1), "published", ["presentation", "video"])
+    add_recording(tmp_path, recording_id(2), "unpublished", ["presentation", "video"])
+    add_recording(tmp_path, recording_id(3), "deleted", ["presentation", "video"])
     counts = recordings.scan(tmp_path)
     assert (counts.published, counts.unpublished, counts.deleted) == (1, 1, 1)
 
 
 def test_playback_without_markers_is_finished(tmp_path: Path) -> None:
     # Status files removed by a cleanup cron, raw and playback kept.
-    add_recording(tmp_path, rid(1), "published")
+    add_recording(tmp_path, recording_id(1), "published")
     for sub in ("archived", "sanity", "processed", "published"):
         for name in os.listdir(tmp_path / "recording/status" / sub):
             (tmp_path / "recording/status" / sub / name).unlink()
@@ -261,17 +173,17 @@ def test_playback_without_markers_is_finished(tmp_path: Path) -> None:
 
 
 def test_segment_ids_and_hyphenated_format(tmp_path: Path) -> None:
-    segment = f"{rid(1)}-1700000123456"
+    segment = f"{recording_id(1)}-1700000123456"
     add_recording(tmp_path, segment, "processed")
-    add_recording(tmp_path, rid(2), "processed", ["presentation-hd"])
-    add_recording(tmp_path, rid(3), "published", ["presentation-hd"])
+    add_recording(tmp_path, recording_id(2), "processed", ["presentation-hd"])
+    add_recording(tmp_path, recording_id(3), "published", ["presentation-hd"])
     expected = RecordingCounts(processing=2, published=1, pending=2)
     assert recordings.scan(tmp_path) == expected
     assert recordings.scan(tmp_path, formats=["presentation-hd"]) == expected
 
 
 def test_junk_names_are_ignored(tmp_path: Path) -> None:
-    add_recording(tmp_path, rid(1), "published")
+    add_recording(tmp_path, recording_id(1), "published")
     for junk in (
         "recording/status/recorded/README.done",
         "recording/status/archived/.nfs000123.done",
@@ -279,10 +191,10 @@ def test_junk_names_are_ignored(tmp_path: Path) -> None:
         "recording/status/processed/garbage.fail",
         "published/presentation/index.html",
     ):
-        _touch(tmp_path / junk)
+        touch(tmp_path / junk)
     for junk_dir in ("recording/raw/lost+found", "published/presentation/lost+found"):
-        _mkdir(tmp_path / junk_dir)
-    _touch(tmp_path / "published/stray-file")
+        make_dir(tmp_path / junk_dir)
+    touch(tmp_path / "published/stray-file")
     assert recordings.scan(tmp_path) == RecordingCounts(published=1)
 
 
@@ -305,7 +217,7 @@ def test_mixed_tree(tmp_path: Path) -> None:
         "publish_failed",
     ]
     for n, stage in enumerate(stages):
-        add_recording(tmp_path, rid(n), stage, ["presentation", "video"])
+        add_recording(tmp_path, recording_id(n), stage, ["presentation", "video"])
     assert recordings.scan(tmp_path, formats=["presentation", "video"]) == RecordingCounts(
         processing=2,
         published=2,
@@ -319,14 +231,14 @@ def test_mixed_tree(tmp_path: Path) -> None:
 
 def test_many_recordings(tmp_path: Path) -> None:
     for n in range(300):
-        add_recording(tmp_path, rid(n), "published" if n % 3 else "processing")
+        add_recording(tmp_path, recording_id(n), "published" if n % 3 else "processing")
     assert recordings.scan(tmp_path) == RecordingCounts(published=200, processing=100, pending=100)
 
 
 def test_unreadable_directory_raises(tmp_path: Path) -> None:
     if os.geteuid() == 0:
         pytest.skip("root reads a mode 000 directory anyway")
-    add_recording(tmp_path, rid(1), "published")
+    add_recording(tmp_path, recording_id(1), "published")
     sanity = tmp_path / "recording/status/sanity"
     sanity.chmod(0)
     try:
@@ -337,7 +249,7 @@ def test_unreadable_directory_raises(tmp_path: Path) -> None:
 
 
 def test_file_where_directory_belongs_raises(tmp_path: Path) -> None:
-    _touch(tmp_path / "recording/status/processed")
+    touch(tmp_path / "recording/status/processed")
     with pytest.raises(ScanError, match="processed") as info:
         recordings.scan(tmp_path)
     assert str(info.value.filename).endswith("processed")
@@ -345,17 +257,66 @@ def test_file_where_directory_belongs_raises(tmp_path: Path) -> None:
 
 
 def test_root_is_a_file_raises(tmp_path: Path) -> None:
-    _touch(tmp_path / "root")
+    touch(tmp_path / "root")
     with pytest.raises(ScanError):
         recordings.scan(tmp_path / "root")
 
 
 def test_count_is_pure() -> None:
     tree = RecordingTree(
-        sanity=(f"{rid(1)}.done", f"{rid(2)}.done"),
-        processed=(f"{rid(1)}-presentation.done",),
-        published_status=(f"{rid(1)}-presentation.done",),
-        published=(rid(1),),
+        sanity=(f"{recording_id(1)}.done", f"{recording_id(2)}.done"),
+        processed=(f"{recording_id(1)}-presentation.done",),
+        published_status=(f"{recording_id(1)}-presentation.done",),
+        published=(recording_id(1),),
     )
     assert recordings.count(tree) == RecordingCounts(published=1, unprocessed=1, pending=1)
     assert recordings.count(tree, formats=()) == RecordingCounts(published=1)
+
+
+LATER = time.time_ns() + 3600 * 10**9
+"""A clock an hour ahead: every directory made by the test has settled by then."""
+
+
+def test_rescan_skips_a_settled_unchanged_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_recording(tmp_path, recording_id(1), "processing")
+    first = recordings.rescan(tmp_path, None, clock_ns=lambda: LATER)
+    assert first.counts == RecordingCounts(processing=1, pending=1)
+    assert first.settled
+
+    def no_listing(path: str) -> list[str]:
+        raise AssertionError(f"listed {path}")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "listdir", no_listing)
+        assert recordings.rescan(tmp_path, first, clock_ns=lambda: LATER) is first
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda root: add_recording(root, recording_id(1), "published"),  # names move on
+        lambda root: add_recording(root, recording_id(2), "recorded"),  # a stage dir appears
+        lambda root: touch(root / "published" / "video" / recording_id(3) / "metadata.xml"),
+    ],
+)
+def test_rescan_sees_every_change(tmp_path: Path, change: Callable[[Path], None]) -> None:
+    add_recording(tmp_path, recording_id(1), "processing")
+    first = recordings.rescan(tmp_path, None, clock_ns=lambda: LATER)
+    change(tmp_path)
+    second = recordings.rescan(tmp_path, first, clock_ns=lambda: LATER)
+    assert second is not first
+    assert second.counts == recordings.scan(tmp_path)
+    assert second.counts != first.counts
+
+
+def test_rescan_lists_again_until_the_tree_has_settled(tmp_path: Path) -> None:
+    add_recording(tmp_path, recording_id(1), "processing")
+    # Stamped at once: a change in the same timestamp tick could still be missed.
+    fresh = recordings.rescan(tmp_path, None)
+    assert not fresh.settled
+    again = recordings.rescan(tmp_path, fresh, clock_ns=lambda: LATER)
+    assert again is not fresh
+    assert again.settled
+    assert again.counts == fresh.counts

@@ -1,0 +1,266 @@
+"""The README's backtest tables: scores, issue 5's goals, each setting's effect, other seeds.
+
+Deterministic (the backtest is a discrete-event simulation with seeded traces):
+any machine prints the same rows. Everything runs as ``bbbsim backtest`` does:
+the shipped traces (seed 1) with the exam's shipped 9-node planned window,
+Scalelite polled every 20 s, both presets, the oracle and the fluid bound.
+
+- ``university-week``, ``exam-flash``: the score tables ``bbbsim backtest
+  --trace NAME`` prints;
+- ``goals``: issue 5's goals for ``default`` on both traces;
+- ``settings``: ``default`` with one thing changed at a time;
+- ``seeds``: the same generator with seeds 1 to 4 (``bbbsim trace generate
+  --kind K --seed N``);
+- ``exam-window``: the exam's planned window one node smaller and larger;
+- ``rollout``: ``--rollout-at``: the launch template changes at a given second,
+  and each run's ``rollout_s`` (until no host launched before is left).
+
+    .venv/bin/python benchmarks/backtest_scores.py
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from readme_table import DECIMAL, INT, TEXT, Column, Table
+
+from bbbscaler.schedule import Window
+from bbbsim.backtest import (
+    BacktestResult,
+    GoalFigures,
+    backtest,
+    goal_figures,
+    render_table,
+    shipped_schedules,
+)
+from bbbsim.fleet_model import FleetSettings, policy_config
+from bbbsim.trace import Trace, shipped_trace
+from bbbsim.trace_generate import Kind, generate
+
+TRACES: tuple[Kind, ...] = ("university-week", "exam-flash")
+SEEDS = (1, 2, 3, 4)
+WINDOWS = (8, 9, 10)
+EMPTY_OR_INT = rf"(?:{INT})?"
+MUL = "\N{MULTIPLICATION SIGN}"
+"""The README's multiplication sign (``bbbsim backtest``'s own table writes a plain x)."""
+TIMES = rf"{DECIMAL}x"
+PCT = rf"(?:{DECIMAL}|inf) %"
+RATIO_SHARE = rf"{DECIMAL} {MUL} / {PCT}"
+OF_SEED = rf"{INT} of {INT} = {PCT}"
+
+SCORES = Table(
+    (
+        Column("run", TEXT, numeric=False),
+        Column("instance-hours", DECIMAL),
+        Column("x oracle", TIMES),
+        Column("peak nodes", INT),
+        Column("overload node-min", EMPTY_OR_INT),
+        Column("overload core-min", EMPTY_OR_INT),
+        Column("meetings on overloaded node", EMPTY_OR_INT),
+        Column("ended by platform", EMPTY_OR_INT),
+        Column("p95 time to capacity (s)", EMPTY_OR_INT),
+    ),
+    keys=("seed", "default", "oracle", "fluid bound"),
+)
+GOALS = (
+    "0 meetings ended by the platform",
+    "avoidable overload (node-minutes above the oracle's) ≤ 10 % of the seed's",
+    f"instance-hours ≤ 1.5 {MUL} the oracle's",
+)
+SETTINGS = (
+    "the defaults",
+    "no steering (`steer_multiplier` 1)",
+    "the old `target_cpu` 0.65 and `headroom` 0.5",
+    "`lookahead` 180 (the boot time)",
+    "Scalelite polled every 60 s, its own default (`--poll-interval 60`, the seed's run too)",
+    "no planned window (`--schedules none`, the seed's run too)",
+)
+VARIANTS = {
+    SETTINGS[1]: {"steer_multiplier": 1.0},
+    SETTINGS[2]: {"target_cpu": 0.65, "headroom": 0.5},
+    SETTINGS[3]: {"lookahead": 180.0},
+}
+ROLLOUTS: tuple[tuple[Kind, float, str], ...] = (
+    ("exam-flash", 3600.0, "exam flash, 3,600 s (Monday 01:00, before the exam)"),
+    ("university-week", 122_400.0, "university week, 122,400 s (Tuesday 10:00)"),
+)
+ROLLOUT_BUDGET = 0.3
+SECONDS_OR_NOT = rf"(?:{INT} s|not done)"
+TABLES = {
+    "university-week": SCORES,
+    "exam-flash": SCORES,
+    "goals": Table(
+        (
+            Column("goal", TEXT, numeric=False),
+            Column(
+                "university week", rf"(?:{INT}|{OF_SEED}|{DECIMAL} {MUL}): (?:met|MISSED)", False
+            ),
+            Column("exam flash", rf"(?:{INT}|{OF_SEED}|{DECIMAL} {MUL}): (?:met|MISSED)", False),
+        ),
+        keys=GOALS,
+    ),
+    "settings": Table(
+        (
+            Column("`default` with", TEXT, numeric=False),
+            Column("university week", rf"(?:{RATIO_SHARE})?", numeric=False),
+            Column("exam flash", RATIO_SHARE, numeric=False),
+        ),
+        keys=SETTINGS,
+    ),
+    "seeds": Table(
+        (
+            Column("trace", TEXT, numeric=False),
+            Column("seed", INT),
+            Column(f"`default` {MUL} oracle", TIMES),
+            Column("`default` avoidable overload, of the seed's", OF_SEED, numeric=False),
+            Column(f"`seed` {MUL} oracle", TIMES),
+        ),
+        keys=tuple(kind for kind in TRACES for _ in SEEDS),
+    ),
+    "rollout": Table(
+        (
+            Column("trace, template changes at", TEXT, numeric=False),
+            Column("`seed`", SECONDS_OR_NOT),
+            Column("`default`", SECONDS_OR_NOT),
+            Column(f"`default`, `drift_budget` {ROLLOUT_BUDGET}", SECONDS_OR_NOT),
+        ),
+        keys=tuple(label for _, _, label in ROLLOUTS),
+    ),
+    "exam-window": Table(
+        (
+            Column("exam's planned window", TEXT, numeric=False),
+            *(Column(f"seed {n}", RATIO_SHARE, numeric=False) for n in SEEDS),
+        ),
+        keys=tuple(f"{n} nodes" for n in WINDOWS),
+    ),
+}
+
+
+def pct(share: float) -> str:
+    return "inf %" if math.isinf(share) else f"{share * 100:.1f} %"
+
+
+def of_seed(g: GoalFigures) -> str:
+    return f"{g.avoidable:,.0f} of {g.seed_avoidable:,.0f} = {pct(g.share)}"
+
+
+def ratio_share(g: GoalFigures) -> str:
+    return f"{g.ratio:.2f} {MUL} / {pct(g.share)}"
+
+
+def trace_of(kind: Kind, seed: int) -> Trace:
+    if seed == 1:
+        return shipped_trace(kind)
+    return Trace(f"{kind}-seed{seed}", tuple(generate(kind, seed)))
+
+
+def planned(kind: Kind, nodes: int | None = None) -> tuple[Window, ...]:
+    windows = shipped_schedules(kind)
+    if nodes is None:
+        return windows
+    return tuple(dataclasses.replace(w, min_nodes=nodes) for w in windows)
+
+
+def run(
+    kind: Kind,
+    seed: int = 1,
+    settings: FleetSettings | None = None,
+    variants: bool = False,
+    windows: tuple[Window, ...] | None = None,
+) -> BacktestResult:
+    """Both presets (and, with ``variants``, ``default`` with each setting changed)."""
+    fleet = settings or FleetSettings()
+    configs = [
+        (name, dataclasses.replace(policy_config("default", fleet), **changes))  # type: ignore[arg-type]
+        for name, changes in (VARIANTS.items() if variants else ())
+    ]
+    plan = planned(kind) if windows is None else windows
+    return backtest(trace_of(kind, seed), ("seed", "default"), fleet, configs, plan)
+
+
+def score_table(result: BacktestResult) -> list[str]:
+    """``bbbsim backtest``'s own table, presets only, checked against the README's form."""
+    presets = tuple(s for s in result.policies if s.run.name in ("seed", "default"))
+    text = render_table(dataclasses.replace(result, policies=presets))
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    problems = SCORES.problems(lines)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return lines
+
+
+def main() -> None:
+    print(
+        "bbbsim backtest: shipped traces (seed 1), Scalelite polled every 20 s, boot 180 s, "
+        "10 s scaler loop, the exam's planned window of 9 nodes; deterministic"
+    )
+    base = {kind: run(kind, variants=True) for kind in TRACES}
+    for kind in TRACES:
+        result = base[kind]
+        print(f"\n{kind}: {result.meetings:,} meetings over {result.hours:,.1f} h")
+        print("\n".join(score_table(result)))
+
+    goals = TABLES["goals"]
+    print("\n" + goals.header())
+    figures = [goal_figures(base[kind], "default") for kind in TRACES]
+    for i, goal in enumerate(GOALS):
+        cells = []
+        for g in figures:
+            figure = (str(g.ended_by_platform), of_seed(g), f"{g.ratio:.2f} {MUL}")[i]
+            cells.append(f"{figure}: {'met' if g.met[i] else 'MISSED'}")
+        print(goals.row(goal, *cells))
+
+    table = TABLES["settings"]
+    print("\n" + table.header())
+    for name in (SETTINGS[0], *VARIANTS):
+        policy = "default" if name == SETTINGS[0] else name
+        print(table.row(name, *(ratio_share(goal_figures(base[k], policy)) for k in TRACES)))
+    slow = FleetSettings(poll_interval=60.0)
+    cells = [ratio_share(goal_figures(run(k, settings=slow), "default")) for k in TRACES]
+    print(table.row(SETTINGS[4], *cells))
+    unplanned = run("exam-flash", windows=())
+    print(table.row(SETTINGS[5], "", ratio_share(goal_figures(unplanned, "default"))))
+
+    table = TABLES["seeds"]
+    print("\n" + table.header())
+    for kind in TRACES:
+        for seed in SEEDS:
+            result = base[kind] if seed == 1 else run(kind, seed)
+            g, s = goal_figures(result, "default"), goal_figures(result, "seed")
+            print(table.row(kind, str(seed), f"{g.ratio:.2f}x", of_seed(g), f"{s.ratio:.2f}x"))
+
+    table = TABLES["exam-window"]
+    print("\n" + table.header())
+    for nodes in WINDOWS:
+        window = planned("exam-flash", nodes)
+        results = [run("exam-flash", seed, windows=window) for seed in SEEDS]
+        cells = [ratio_share(goal_figures(r, "default")) for r in results]
+        print(table.row(f"{nodes} nodes", *cells))
+
+    rollout_rows()
+
+
+def rollout_rows() -> None:
+    """``rollout``: each preset's rollout_s, and ``default`` with a larger drift budget."""
+    table = TABLES["rollout"]
+    print("\n" + table.header())
+    for kind, at, label in ROLLOUTS:
+        fleet = FleetSettings(rollout_at=at)
+        wider = dataclasses.replace(policy_config("default", fleet), drift_budget=ROLLOUT_BUDGET)
+        result = backtest(
+            shipped_trace(kind), ("seed", "default"), fleet, [("wider", wider)], planned(kind)
+        )
+        ended = sum(s.run.meetings_ended_by_platform for s in result.policies)
+        if ended:
+            raise ValueError(f"{kind}: {ended} meeting(s) ended by the platform in a rollout")
+        runs = {s.run.name: s.run.rollout_s for s in result.policies}
+        cells = [
+            "not done" if runs[n] is None else f"{runs[n]:,.0f} s"
+            for n in ("seed", "default", "wider")
+        ]
+        print(table.row(label, *cells))
+
+
+if __name__ == "__main__":
+    main()
