@@ -19,6 +19,7 @@ BBBSCALER_METRICS = frozenset({
     "bbbscaler_desired_capacity",
     "bbbscaler_actual_capacity",
     "bbbscaler_draining_nodes",
+    "bbbscaler_drifted_nodes",
     "bbbscaler_fleet_lowest_cpu_ratio",
 })  # fmt: skip
 
