@@ -46,7 +46,12 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
 
 
 class _Named:
-    """A logger by name whose every call is assembled from the configuration of that moment."""
+    """A logger carrying ``logger=name``, assembled from the configuration at each use.
+
+    structlog's ``get_logger().bind()`` assembles at once, from the configuration of that
+    moment: a module that binds its logger at import, before ``configure`` runs, would keep
+    structlog's defaults (every level, console format, on stdout).
+    """
 
     __slots__ = ("_name",)
 
@@ -58,10 +63,5 @@ class _Named:
 
 
 def get(name: str) -> structlog.typing.FilteringBoundLogger:
-    """A logger carrying ``logger=name`` that follows ``configure()`` whenever it was made.
-
-    Modules call this at import, before ``configure()``; ``bind()`` on structlog's
-    proxy would assemble the logger at once from structlog's defaults (every level,
-    on stdout), so the binding happens at each call instead.
-    """
-    return cast(structlog.typing.FilteringBoundLogger, _Named(name))
+    """A logger carrying ``logger=name``; it follows ``configure`` whenever that runs."""
+    return cast("structlog.typing.FilteringBoundLogger", _Named(name))

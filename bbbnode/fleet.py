@@ -367,6 +367,7 @@ class FleetNode:
             poll_interval=s.lifecycle.poll_interval,
             recordings_tracked=s.recordings.enabled,
             report=self._drain_report,
+            deadline=lifecycle.deadline,
         )
         self.protector = Protector(
             AsgProtection(autoscaling, asg_name, ident.instance_id),
@@ -408,6 +409,7 @@ class FleetNode:
 
     def _drain_report(self, report: DrainReport) -> None:
         self._metrics.set_drain_phase(str(report.state.phase))
+        self._metrics.lifecycle_deadline = report.deadline
         for action in report.executed:
             outcome = "forced" if getattr(action, "forced", False) else "ok"
             self._metrics.drain_actions.labels(str(action.kind), outcome).inc()

@@ -165,6 +165,9 @@ class PolicySettings(Section):
     max_draining: int = Field(default=2, gt=0)
     """Nodes draining at once at most (the scale-in budget; default: a drain of an idle node
     does not count, it ends in the next round)."""
+    drift_budget: float = Field(default=0.10, ge=0, le=1)
+    """Share of the fleet that may drain at once to replace nodes launched from an older
+    launch template (at least one node); 0 turns rollouts off."""
     schedules: tuple[ScheduleSettings, ...] = ()
     """Scheduled capacity windows (TOML: [[policy.schedules]]; env: a JSON list)."""
 

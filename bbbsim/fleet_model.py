@@ -26,6 +26,10 @@ What it models, and how:
   counted as ended by the platform (the safety rules say never), and so are a
   lowered desired capacity's victims (the newest instances, as a stand-in for
   the ASG's choice).
+- **A rollout** (``rollout_at``): from then on the group launches from a new
+  launch template version, so every instance launched before is drifted and the
+  policy replaces it; ``rollout_s`` is how long until the last of them left the
+  group (None while one is still there).
 
 Snapshots are cheap because each node's ``Node`` value is rebuilt only when the
 node changed since the last round. ``verify`` also checks every placement
@@ -49,7 +53,16 @@ from bbbcore.scalelite import (
     place_meeting,
     server_load,
 )
-from bbbscaler.model import Action, Decision, FleetSnapshot, Group, Node, NodeMetrics, ServerView
+from bbbscaler.model import (
+    Action,
+    Decision,
+    FleetSnapshot,
+    Group,
+    Launch,
+    Node,
+    NodeMetrics,
+    ServerView,
+)
 from bbbscaler.policy import History, PolicyConfig, Preset, decide
 from bbbsim.demand import MICRO, HostSpec, Steps, meeting_units
 from bbbsim.trace import Trace
@@ -85,6 +98,8 @@ class FleetSettings:
     host: HostSpec = field(default_factory=HostSpec)
     rule: LoadRule = field(default_factory=LoadRule)
     epoch: float = MONDAY
+    rollout_at: float | None = None
+    """Trace second the group's launch template changes (a new image); None: never."""
     verify: bool = False
 
 
@@ -155,6 +170,11 @@ class FleetRun:
     overloaded: Steps
     decisions: tuple[tuple[float, str], ...] = ()
     """(time, action) of every round that changed something."""
+    rollout_at: float | None = None
+    """When the group's launch template changed; None: no rollout in this run."""
+    rollout_s: float | None = None
+    """Seconds from ``rollout_at`` until no instance launched before it was left in the group;
+    None without a rollout, or while one still is."""
 
 
 class _SimNode:
@@ -173,15 +193,18 @@ class _SimNode:
         "participants",
         "ready",
         "state",
+        "template",
         "true_load",
         "units",
         "up",
         "view",
     )
 
-    def __init__(self, iid: str, launched: float, ready: float) -> None:
+    def __init__(self, iid: str, launched: float, ready: float, template: int) -> None:
         self.id = iid
         self.launched = launched
+        self.template = template
+        """The launch template version it was launched from (1, or 2 after a rollout)."""
         self.ready = ready
         self.up = False
         self.state: ServerState = "disabled"
@@ -242,6 +265,9 @@ class FleetSim:
         self.capacity_steps: list[tuple[float, int]] = []
         self.over_steps: list[tuple[float, int]] = [(0.0, 0)]
         self.decisions: list[tuple[float, str]] = []
+        self.template = 1
+        """The launch template version the group launches from now."""
+        self.rollout_done: float | None = None
         # The first nodes serve from the start, registered and polled.
         first = settings.min_nodes if settings.start_nodes is None else settings.start_nodes
         self._set_capacity(0.0, 0)
@@ -298,7 +324,8 @@ class FleetSim:
 
     def _launch(self, t: float, up: bool = False) -> _SimNode:
         self.launched += 1
-        node = _SimNode(f"i-{self.launched:017x}", t, t + (0.0 if up else self.s.boot_time))
+        ready = t + (0.0 if up else self.s.boot_time)
+        node = _SimNode(f"i-{self.launched:017x}", t, ready, self.template)
         self.nodes[node.id] = node
         if up:
             self._boot(node)
@@ -330,6 +357,14 @@ class FleetSim:
         else:
             self.booting.remove(node)
         self._count_instances(t)
+        self._check_rollout(t)
+
+    def _check_rollout(self, t: float) -> None:
+        """Note when the last instance launched before the rollout has left the group."""
+        if self.template < 2 or self.rollout_done is not None:
+            return
+        if all(n.template == self.template for n in self.nodes.values()):
+            self.rollout_done = t
 
     # ------------------------------------------------------------------ events
 
@@ -420,12 +455,14 @@ class FleetSim:
 
     def _view(self, node: _SimNode) -> Node:
         e = self.s.epoch
+        launch = Launch("lt-backtest", str(node.template))
         if not node.up:
             return Node(
                 node.id,
                 "Pending",
                 launched_at=e + node.launched,
                 server=ServerView(node.id, "absent", None, False),
+                launch=launch,
             )
         since = None if node.draining_since is None else e + node.draining_since
         return Node(
@@ -441,6 +478,7 @@ class FleetSim:
                 self.s.metrics_age,
             ),
             server=ServerView(node.id, node.state, node.load, node.online, node.multiplier),
+            launch=launch,
         )
 
     def snapshot(self, t: float) -> FleetSnapshot:
@@ -452,10 +490,21 @@ class FleetSim:
                     node.view = self._view(node)
                 views.append(node.view)
             self.views = tuple(views)
-        if self.group is None or self.group.desired != self.desired:
+        rollout = self.s.rollout_at
+        if rollout is not None and t >= rollout and self.template == 1:
+            # A new image: the group launches from version 2 from now on.
+            self.template = 2
+            self._check_rollout(rollout)
+        launch = Launch("lt-backtest", str(self.template))
+        if self.group is None or (self.group.desired, self.group.launch) != (self.desired, launch):
             s = self.s
             self.group = Group(
-                "backtest", self.desired, s.min_nodes, s.max_nodes, frozenset({"AZRebalance"})
+                "backtest",
+                self.desired,
+                s.min_nodes,
+                s.max_nodes,
+                frozenset({"AZRebalance"}),
+                launch,
             )
         return FleetSnapshot(self.s.epoch + t, self.group, self.views)
 
@@ -551,6 +600,10 @@ class FleetSim:
             capacity=tuple(self.capacity_steps),
             overloaded=tuple(self.over_steps),
             decisions=tuple(self.decisions),
+            rollout_at=self.s.rollout_at,
+            rollout_s=None
+            if self.rollout_done is None or self.s.rollout_at is None
+            else self.rollout_done - self.s.rollout_at,
         )
 
 

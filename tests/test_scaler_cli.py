@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import MutableMapping
 from typing import Any
+from unittest import mock
 
 import pytest
 from structlog.testing import capture_logs
@@ -99,14 +100,10 @@ SCHEDULES = json.dumps(
 )
 
 
-async def check_config(
-    capsys: pytest.CaptureFixture[str], env: pytest.MonkeyPatch
-) -> list[MutableMapping[str, Any]]:
+async def check_config(capsys: pytest.CaptureFixture[str]) -> list[MutableMapping[str, Any]]:
     """``bbbscaler check-config`` in-process: exit 0, its JSON on stdout, and the events it
-    logged (its own configure() is held off: loggers follow whatever is configured, and the
-    capture is what must stay configured here)."""
-    env.setattr(logs, "configure", lambda *_args, **_kwargs: None)
-    with capture_logs() as logged:
+    logged (its own logging set-up is skipped, or it would replace the capture)."""
+    with capture_logs() as logged, mock.patch.object(logs, "configure"):
         assert await asyncio.to_thread(cli.main, ["check-config"]) == 0
     out = capsys.readouterr().out
     # The in-process AWS fixtures print their own log lines on stdout too.
@@ -123,7 +120,7 @@ async def test_check_config_warns_about_windows_above_the_groups_max_size(
 ) -> None:
     await make_fleet(None)  # bbb-fleet, MaxSize 4
     env.setenv("BBBSCALER_POLICY__SCHEDULES", SCHEDULES)
-    logged = await check_config(capsys, env)
+    logged = await check_config(capsys)
     warned = [e for e in logged if e["event"] == "schedule_exceeds_upper_bound"]
     assert [(e["window"], e["min_nodes"], e["upper"], e["short_nodes"]) for e in warned] == [
         ("exam", 6, 4, 2)
@@ -132,7 +129,7 @@ async def test_check_config_warns_about_windows_above_the_groups_max_size(
     assert warned[0]["log_level"] == "warning"
     # policy.max_nodes below MaxSize is the bound then.
     env.setenv("BBBSCALER_POLICY__MAX_NODES", "2")
-    logged = await check_config(capsys, env)
+    logged = await check_config(capsys)
     warned = [e for e in logged if e["event"] == "schedule_exceeds_upper_bound"]
     assert [(e["window"], e["upper"], e["bound"]) for e in warned] == [
         ("exam", 2, "policy.max_nodes"),
@@ -147,7 +144,7 @@ async def test_check_config_says_when_it_cannot_read_the_group(
     env.setenv("BBBSCALER_AWS__ASG_NAME", "no-such-group")
     env.setenv("BBBSCALER_POLICY__SCHEDULES", SCHEDULES)
     env.setenv("BBBSCALER_POLICY__MAX_NODES", "5")
-    logged = await check_config(capsys, env)
+    logged = await check_config(capsys)
     incomplete = [e for e in logged if e["event"] == "schedule_check_incomplete"]
     assert len(incomplete) == 1
     assert "no-such-group" in incomplete[0]["reason"]

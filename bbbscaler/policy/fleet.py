@@ -1,4 +1,9 @@
-"""sort_fleet: the snapshot sorted into what the policy counts."""
+"""sort_fleet: the snapshot sorted into what the policy counts.
+
+Roles: serving, booting, draining, operator-drained, blind (no fresh data) and,
+across them, drifted (launched from another launch template or version than the group
+launches from now).
+"""
 
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ class Fleet:
     """Members whose meeting data is missing or stale."""
     pending_launches: int
     """Desired capacity the ASG has not turned into instances yet."""
+    drifted: tuple[Node, ...] = ()
+    """Members launched from something else than the group launches from now."""
 
     @property
     def capacity(self) -> int:
@@ -66,11 +73,16 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
     draining: list[Node] = []
     cordoned: list[Node] = []
     blind: list[Node] = []
+    drifted: list[Node] = []
+    group = snapshot.group
+    rollout = group.launch is not None
     # One pass: membership tests on tuples of dataclasses compare field by field (O(n²)).
     for n in snapshot.nodes:
         if n.leaving:
             continue
         members.append(n)
+        if rollout and group.drifted(n):
+            drifted.append(n)
         if n.draining:
             draining.append(n)
         elif n.booting(now, config.boot_grace):
@@ -92,6 +104,7 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
         tuple(cordoned),
         tuple(blind),
         pending,
+        tuple(drifted),
     )
 
 
