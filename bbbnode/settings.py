@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, FilePath, SecretStr, field_validator
 from pydantic_settings import BaseSettings
 
 from bbbcore import bbb_api, bbb_secret
@@ -133,7 +133,7 @@ class TlsSettings(Section):
     """host: renew when the certificate expires within this many days."""
     post_hook: tuple[str, ...] = ()
     """Command run, as bbbnode's user, after a new certificate was installed (argv, no shell)."""
-    ca_bundle: Path | None = None
+    ca_bundle: FilePath | None = None
     """host: extra CA bundle to trust for the ACME server (tests, private ACME)."""
     dns_propagation_timeout: float = Field(default=300.0, gt=0)
     """host: seconds to wait for the TXT record to be INSYNC."""

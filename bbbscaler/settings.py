@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings
 
 from bbbcore.config import (
@@ -195,7 +194,7 @@ class CertificateSettings(Section):
     """ACME directory URL (Let's Encrypt production by default)."""
     email: str = ""
     """Contact address for the ACME account (optional)."""
-    ca_bundle: Path | None = None
+    ca_bundle: FilePath | None = None
     """Extra CA bundle to trust for the ACME server (tests, private ACME)."""
     renew_before_days: int = Field(default=30, gt=0)
     """Renew when the certificate in the secret expires within this many days."""

@@ -166,6 +166,12 @@ def test_cli_version_and_help() -> None:
     assert _cli().returncode == 2
 
 
+def test_a_ca_bundle_that_is_not_a_file_exits_2_naming_the_key(tmp_path: Path) -> None:
+    result = _cli("check-config", env={"BBBNODE_TLS__CA_BUNDLE": str(tmp_path / "missing.pem")})
+    assert result.returncode == 2
+    assert "tls.ca_bundle (BBBNODE_TLS__CA_BUNDLE)" in result.stderr
+
+
 def test_fleet_tls_without_its_secret_exits_2_naming_the_key(tmp_path: Path) -> None:
     """AWS on, tls.mode fleet (the default), no tls.fleet_secret: exit 2 before any AWS call."""
     properties = tmp_path / "bbb-web.properties"
