@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -45,7 +45,23 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+class _Named:
+    """A logger carrying ``logger=name``, assembled from the configuration at each use.
+
+    structlog's ``get_logger().bind()`` assembles at once, from the configuration of that
+    moment: a module that binds its logger at import, before ``configure`` runs, would keep
+    structlog's defaults (every level, console format, on stdout).
+    """
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(structlog.get_logger().bind(logger=self._name), attr)
+
+
 def get(name: str) -> structlog.typing.FilteringBoundLogger:
-    """A bound logger carrying ``logger=name``."""
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger().bind(logger=name)
-    return logger
+    """A logger carrying ``logger=name``; it follows ``configure`` whenever that runs."""
+    return cast("structlog.typing.FilteringBoundLogger", _Named(name))

@@ -535,7 +535,10 @@ SCALER_DECISIONS = Dashboard(
                 t(f"bbbscaler_desired_capacity{{{SCALER}}}", "desired"),
                 t(f"bbbscaler_actual_capacity{{{SCALER}}}", "actual"),
                 t(f"bbbscaler_draining_nodes{{{SCALER}}}", "draining"),
+                t(f"bbbscaler_drifted_nodes{{{SCALER}}}", "drifted (rollout)"),
             ),
+            description="Drifted: hosts of an older launch template version a rollout "
+            "replaces through the drain.",
         ),
         Panel(
             "Fleet's lowest CPU (decision input)",

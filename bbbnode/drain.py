@@ -28,6 +28,19 @@ The core is pure: :func:`step` (state, observation, now) → (state, actions),
 state from the truth in IMDS, Scalelite and Auto Scaling after a restart.
 :class:`Drain` gathers observations and executes actions through a
 :class:`DrainPort`; a failed call changes nothing and is tried again next round.
+
+AWS's limits the drain lives with ("How lifecycle hooks work", "Amazon EC2 Auto
+Scaling lifecycle hooks", EC2 Auto Scaling User Guide; LifecycleHook, API
+Reference):
+
+- the hook's global timeout, the lesser of 100 x HeartbeatTimeout and 48 h,
+  ends the wait with the hook's DefaultResult whatever the heartbeats: nothing
+  extends it, so the drain reads when it falls (:meth:`AsgLifecycle.deadline`)
+  and bbbnode exports the seconds left for the alert rules;
+- an instance is ``Terminating`` for a moment before ``Terminating:Wait``: IMDS
+  already says ``Terminated``, the lifecycle action does not exist yet, and a
+  describe may not list the instance at all. Neither means "no hook": the drain
+  goes on, and only a describe that shows the wait over makes an action gone.
 """
 
 from __future__ import annotations
@@ -36,8 +49,9 @@ import asyncio
 import dataclasses
 import enum
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
 
 from bbbcore import aws, logs
@@ -62,6 +76,14 @@ Request = Literal["drain", "undrain"]
 TERMINATED: Final = "Terminated"
 """IMDS ``autoscaling/target-lifecycle-state`` once the ASG is terminating the instance."""
 WAITING_STATE: Final = "Terminating:Wait"
+PAST_WAIT: Final = frozenset({"Terminating:Proceed", "Terminated"})
+"""ASG states after the termination hooks: no lifecycle action any more."""
+ACTIVITY_ENDED: Final = frozenset({"Successful", "Failed", "Cancelled"})
+"""Scaling activity StatusCodes of an activity that is over (Activity, API Reference)."""
+MAX_GLOBAL_TIMEOUT: Final = 172_800
+"""48 h: the longest any lifecycle hook holds an instance (LifecycleHook.GlobalTimeout)."""
+DEFAULT_HEARTBEAT_TIMEOUT: Final = 3600
+"""PutLifecycleHook's default HeartbeatTimeout."""
 
 
 class Phase(enum.StrEnum):
@@ -228,7 +250,9 @@ def resume(truth: Truth, now: float) -> DrainState:
 
     Terminating: Scalelite absent ⇒ deregistration is done (DNS removal and
     completion, both idempotent, follow); cordoned/disabled ⇒ waiting; enabled
-    or unknown ⇒ cordon (idempotent). The lifecycle action gone ⇒ nothing left.
+    or unknown ⇒ cordon (idempotent). The lifecycle action past its wait ⇒
+    nothing left. ``Terminating`` before the wait, or a describe that does not
+    list the instance, is unknown, never "no hook": the drain goes on.
     Not terminating: cordoned/disabled ⇒ an operator drain in progress (never
     re-enabled by a restart); unknown ⇒ not settled, decided once Scalelite answers.
     The grace period always starts again: a restart never shortens a wait.
@@ -436,7 +460,9 @@ class AsgLifecycle:
             raise
 
     async def is_open(self) -> bool | None:
-        """True in Terminating:Wait; False once past it or gone; None if in another state."""
+        """True in Terminating:Wait; False once past it (Terminating:Proceed, Terminated, or
+        its termination activity ended); None when it cannot tell: the brief ``Terminating``
+        before the wait, another state, or a describe that does not list the instance yet."""
         answer = await self._client.describe_auto_scaling_instances(InstanceIds=[self._instance])
         for instance in answer.get("AutoScalingInstances", []):
             if instance.get("InstanceId") != self._instance:
@@ -444,10 +470,53 @@ class AsgLifecycle:
             state = str(instance.get("LifecycleState", ""))
             if state == WAITING_STATE:
                 return True
-            if state.startswith(("Terminating", "Terminated")):
+            if state in PAST_WAIT:
                 return False
+            if state != "Terminating":
+                return None
+        # Not listed, or not waiting yet: the termination's activity tells an ended one.
+        activity = await self._termination_activity()
+        if activity is not None and str(activity.get("StatusCode")) in ACTIVITY_ENDED:
+            return False
+        return None
+
+    async def _termination_activity(self) -> Mapping[str, Any] | None:
+        """The newest scaling activity terminating this instance, or None."""
+        # Newest first; this instance's termination started moments ago.
+        answer = await self._client.describe_scaling_activities(
+            AutoScalingGroupName=self._asg, MaxRecords=100
+        )
+        wanted = f"Terminating EC2 instance: {self._instance}"
+        mine = [
+            a
+            for a in answer.get("Activities", [])
+            if a.get("Description") == wanted and a.get("StartTime") is not None
+        ]
+        return max(mine, key=lambda a: a["StartTime"]) if mine else None
+
+    async def deadline(self) -> float | None:
+        """Epoch seconds at which AWS ends this termination's wait with the hook's
+        DefaultResult, heartbeats or not; None while it cannot be told.
+
+        The hook's GlobalTimeout (DescribeLifecycleHooks; the lesser of 100 x
+        HeartbeatTimeout and 48 h where it is missing) from the start of the instance's
+        termination activity (DescribeScalingActivities, "Terminating EC2 instance: <id>").
+        The activity starts as the instance leaves service, a moment before the wait: the
+        deadline errs early, never late.
+        """
+        hooks = await self._client.describe_lifecycle_hooks(
+            AutoScalingGroupName=self._asg, LifecycleHookNames=[self._hook]
+        )
+        hook = next(iter(hooks.get("LifecycleHooks", [])), None)
+        if hook is None:
             return None
-        return False
+        beat = int(hook.get("HeartbeatTimeout", DEFAULT_HEARTBEAT_TIMEOUT))
+        limit = int(hook.get("GlobalTimeout") or min(100 * beat, MAX_GLOBAL_TIMEOUT))
+        activity = await self._termination_activity()
+        if activity is None:
+            return None
+        started: datetime = activity["StartTime"]
+        return started.timestamp() + limit
 
 
 class FleetDrainPort:
@@ -514,6 +583,9 @@ class DrainReport:
     failed: tuple[ActionKind, ...] = ()
     unknown: tuple[str, ...] = ()
     """Reads that failed this round: ``target_state``, ``scalelite``, ``lifecycle``."""
+    deadline: float | None = None
+    """When AWS ends the termination's wait whatever the heartbeats (epoch seconds); None
+    when not terminating, past the wait, or not known yet."""
 
 
 class Drain:
@@ -532,7 +604,9 @@ class Drain:
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
         report: Callable[[DrainReport], None] | None = None,
+        deadline: Callable[[], Coroutine[Any, Any, float | None]] | None = None,
     ) -> None:
+        """``deadline`` reads when AWS ends the termination's wait (AsgLifecycle.deadline)."""
         self._port = port
         self._config = config
         self._snapshot = snapshot
@@ -545,6 +619,9 @@ class Drain:
         self._report = report
         self._state: DrainState | None = None
         self._request: Request | None = None
+        self._deadline_source = deadline
+        self._deadline: float | None = None
+        self._deadline_asked: float | None = None
 
     @property
     def state(self) -> DrainState | None:
@@ -624,6 +701,12 @@ class Drain:
             async with asyncio.timeout(self._call_timeout):
                 await call()
         except LifecycleActionGone as exc:
+            # AWS answers the same before Terminating:Wait (no action yet) as after it: only
+            # a describe that shows the wait over makes the action gone.
+            still = await self._read("lifecycle", self._port.lifecycle_open)
+            if still is not False:
+                log.warning("lifecycle_action_not_found", action=action.kind, lifecycle_open=still)
+                return Outcome.FAILED
             log.error("lifecycle_action_gone", action=action.kind, detail=str(exc)[:300])
             return Outcome.GONE
         except Exception as exc:  # retried next round; never a reason to skip ahead
@@ -660,6 +743,7 @@ class Drain:
         if new.phase is not state.phase:
             log.info("drain_phase", phase=new.phase, previous=state.phase, operator=new.operator)
         self._state = new
+        deadline = await self._track_deadline(new, done)
         if self._report is not None:
             results = tuple(zip(actions, outcomes, strict=True))
             unknown = [] if target is not None else ["target_state"]
@@ -671,9 +755,28 @@ class Drain:
                     executed=tuple(a for a, o in results if o is not Outcome.FAILED),
                     failed=tuple(a.kind for a, o in results if o is Outcome.FAILED),
                     unknown=tuple(unknown),
+                    deadline=deadline,
                 )
             )
         return new
+
+    async def _track_deadline(self, state: DrainState, now: float) -> float | None:
+        """The wait's deadline while terminating: read once known, asked again at most once
+        a heartbeat interval until then."""
+        if not state.terminating or state.lifecycle_gone or state.phase is Phase.COMPLETED:
+            return None
+        asked = self._deadline_asked
+        due = asked is None or now < asked or now - asked >= self._config.heartbeat_interval
+        if self._deadline is None and self._deadline_source is not None and due:
+            self._deadline_asked = now
+            self._deadline = await self._read("deadline", self._deadline_source)
+            if self._deadline is not None:
+                log.info(
+                    "lifecycle_deadline",
+                    deadline=round(self._deadline),
+                    remaining_s=round(self._deadline - now),
+                )
+        return self._deadline
 
     def _log_step(
         self, old: DrainState, new: DrainState, obs: Observation, actions: tuple[Action, ...]

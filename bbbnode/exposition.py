@@ -114,6 +114,9 @@ class NodeMetrics:
         self._snapshot = snapshot
         self._clock = clock
         self._rendered: tuple[Snapshot | None, bytes] | None = None
+        self.lifecycle_deadline: float | None = None
+        """When AWS ends the termination's wait whatever the heartbeats (epoch seconds)."""
+        self.registry.register(_DeadlineCollector(self, clock))
 
     def set_identity(self, instance_id: str) -> None:
         """Publish ``bbbnode_info`` for this host."""
@@ -136,6 +139,29 @@ class NodeMetrics:
             self._rendered = rendered
         age = prometheus_client.generate_latest(AgeCollector(snap, self._clock()))
         return prometheus_client.generate_latest(self.registry) + rendered[1] + age
+
+
+class _DeadlineCollector(Collector):
+    """``bbbnode_lifecycle_timeout_remaining_seconds``, at scrape time; absent unless known."""
+
+    def __init__(self, metrics: NodeMetrics, clock: Callable[[], float]) -> None:
+        self._metrics = metrics
+        self._clock = clock
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        deadline = self._metrics.lifecycle_deadline
+        if deadline is None:
+            return
+        yield _gauge(
+            "bbbnode_lifecycle_timeout_remaining_seconds",
+            "Seconds until the termination hook's global timeout (the lesser of 100 x "
+            "HeartbeatTimeout and 48 h) ends the drain with the hook's DefaultResult, "
+            "heartbeats or not; only while terminating.",
+            max(0.0, deadline - self._clock()),
+        )
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

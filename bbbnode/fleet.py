@@ -4,7 +4,9 @@ Start-up runs the issue's steps in order, each idempotent (it reads the truth
 from AWS, Scalelite and the host before acting), so a restart resumes:
 
 1. identity from IMDSv2, secrets resolved;
-2. Route53 A record, EFS mount and TLS certificate, concurrently;
+2. Route53 A record, EFS mount and TLS certificate (the fleet's, read from
+   Secrets Manager; or, with ``tls.mode = host``, the host's own over ACME),
+   concurrently;
 3. host configuration (needs the name and the certificate);
 4. the drain's phase from the truth, then Scalelite registration (enabled
    only when the host is not draining or terminating).
@@ -14,8 +16,9 @@ certificate and the host configuration are requests to the privileged host
 helper (bbbnode/hostops.py, bbbnode/helper.py), or, with ``helper.socket``
 empty, carried out in this process (bbbsim's emulated hosts).
 
-Afterwards the protector, the drain, TLS renewal and DNS re-assertion run as
-supervised tasks. Nothing here ends a meeting: there is no panic call.
+Afterwards the protector, the drain, the certificate's renewal (host mode) or
+new versions of the fleet certificate, and DNS re-assertion run as supervised
+tasks. Nothing here ends a meeting: there is no panic call.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -31,10 +35,13 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from pydantic import SecretStr
 
-from bbbcore import aws, logs, secrets
+from bbbcore import aws, logs, route53, secrets
+from bbbcore.fleet_certificate import FleetCertificate
 from bbbcore.imds import DEFAULT_ENDPOINT, ImdsClient, asg_name_fallback
 from bbbcore.scalelite import ScaleliteClient
-from bbbnode import dns, registration
+from bbbcore.secret_versions import VersionedSecret
+from bbbnode import registration
+from bbbnode.certificate_metrics import CertificateMetrics
 from bbbnode.drain import (
     AsgLifecycle,
     Drain,
@@ -43,6 +50,7 @@ from bbbnode.drain import (
     FleetDrainPort,
 )
 from bbbnode.exposition import NodeMetrics
+from bbbnode.fleet_certificate import FleetCertificateWatch, InstallFailed
 from bbbnode.helper_client import HelperClient
 from bbbnode.hostops import (
     HostConfigRequest,
@@ -54,12 +62,14 @@ from bbbnode.hostops import (
 from bbbnode.identity import Identity, fqdn, server_url
 from bbbnode.protector import AsgProtection, Protector, ProtectorConfig, ProtectorReport
 from bbbnode.runner import Runner
+from bbbnode.sdnotify import Notifier
 from bbbnode.settings import NodeSettings
 from bbbnode.snapshot import Snapshot
 
 if TYPE_CHECKING:
-    # Imported where used: acme and cryptography are loaded only when this host
-    # gets its own certificate (tls.enabled).
+    # Imported where used: acme is loaded only when this host orders its own
+    # certificate (tls.mode host); the fleet certificate needs none of it.
+    from bbbcore.acme_dns01 import Route53Txt
     from bbbnode import tls
 
 log = logs.get(__name__)
@@ -105,9 +115,15 @@ class FleetNode:
         stale_after: float,
         bbb_secret: str,
         host: HostSteps | None = None,
+        *,
+        notifier: Notifier | None = None,
     ) -> None:
         self._settings = settings
         self._host = host or host_steps_for(settings, runner)
+        self._notifier = notifier
+        self._certificate_metrics = CertificateMetrics(metrics.registry)
+        self._fleet_certificate: FleetCertificateWatch | None = None
+        self._certificate: dict[str, Any] = {}
         # What Scalelite signs its calls to this host with (getMeetings, create, ...):
         # BBB's own securitySalt, never Scalelite's LOADBALANCER_SECRET.
         self._bbb_secret = bbb_secret
@@ -122,8 +138,8 @@ class FleetNode:
         self.drain: Drain | None = None
         self.protector: Protector | None = None
         self._imds: ImdsClient | None = None
-        self._records: dns.Route53Records | None = None
-        self._txt: tls.Route53Txt | None = None
+        self._records: route53.Route53Records | None = None
+        self._txt: Route53Txt | None = None
         self._scalelite: ScaleliteClient | None = None
         self._scalelite_secret = ""
         self._autoscaling: Any = None
@@ -185,16 +201,18 @@ class FleetNode:
             "secrets", lambda: self._secret(s.hostconfig.turn_secret, "hostconfig.turn_secret")
         )
         self._records = await self._stack.enter_async_context(
-            dns.open_route53(self._session, config=aws.client_config())
+            route53.open_route53(self._session, config=aws.client_config())
         )
         self._autoscaling = await self._stack.enter_async_context(
             self._session.client("autoscaling", config=aws.client_config())
         )
         self._http = await self._stack.enter_async_context(aiohttp.ClientSession())
-        if s.tls.enabled:
+        if s.tls.enabled and s.tls.mode == "fleet":
+            self._fleet_certificate = await self._watch_fleet_certificate(name)
+        elif s.tls.enabled:
             from bbbnode import tls
 
-            self._txt = tls.Route53Txt.for_settings(self._records, s.dns.zone_id, s.tls)
+            self._txt = tls.route53_txt(self._records, s.dns.zone_id, s.tls)
         txt = self._txt
 
         async def ensure_dns() -> None:
@@ -208,18 +226,27 @@ class FleetNode:
                 await self._host.run(MountEfsRequest(region=ident.region))
 
         async def ensure_tls() -> None:
-            if txt is not None:
+            # A certificate that is ours but not yet nginx's is no failure of start-up:
+            # installing it checks nginx, whose TLS server the host configuration below
+            # sets up; the fleet certificate's watch or the renewal task tries again.
+            if self._fleet_certificate is not None:
+                try:
+                    await self._fleet_certificate.first()
+                except InstallFailed as exc:
+                    log.warning("tls_install_deferred", error=str(exc))
+            elif txt is not None:
                 from bbbnode import tls
 
                 try:
-                    await tls.ensure_certificate(
-                        s.tls, name, txt, self._runner,
+                    status = await tls.ensure_until_issued(
+                        s.tls, name, txt, self._runner, rate_limited=self._rate_limited_at_start,
+                        retry_interval=s.tls.rate_limit_retry,
                         install=self._install_certificate, deliver_always=True,
                     )  # fmt: skip
                 except tls.HookFailed as exc:
-                    # The certificate is in place; the reload will work once the
-                    # host configuration below has given nginx its paths.
-                    log.warning("tls_post_hook_failed", error=str(exc))
+                    log.warning("tls_install_deferred", error=str(exc))
+                    status = exc.status
+                self._host_certificate(status)
 
         await asyncio.gather(
             self._step("dns", ensure_dns), self._step("efs", ensure_efs),
@@ -243,6 +270,50 @@ class FleetNode:
         self.membership = Membership(ident, name, url, registered)
         log.info("joined_fleet", fqdn=name, server_url=url, registered=registered)
         return self.membership
+
+    async def _watch_fleet_certificate(self, fqdn: str) -> FleetCertificateWatch:
+        s = self._settings.tls
+        client = await self._stack.enter_async_context(
+            self._session.client("secretsmanager", config=aws.client_config())
+        )
+        return FleetCertificateWatch(
+            VersionedSecret(client, s.fleet_secret),
+            fqdn,
+            self._install_certificate,
+            installed=self._fleet_certificate_installed,
+            failed=lambda reason: self._certificate_metrics.update_errors.labels(reason).inc(),
+            poll_interval=s.fleet_poll_interval,
+            wait=s.fleet_wait,
+        )
+
+    def _fleet_certificate_installed(self, certificate: FleetCertificate, version_id: str) -> None:
+        self._certificate_metrics.installed(certificate.not_after)
+        self._certificate = {
+            "mode": "fleet",
+            "names": list(certificate.names),
+            "not_after": certificate.not_after.isoformat(),
+            "version_id": version_id,
+        }
+
+    def _host_certificate(self, status: tls.CertificateStatus) -> None:
+        self._certificate_metrics.installed(status.not_after)
+        self._certificate = {
+            "mode": "host",
+            "names": [status.fqdn],
+            "not_after": status.not_after.isoformat(),
+        }
+
+    def _rate_limited(self, until: dt.datetime, _wait: float) -> None:
+        self._certificate_metrics.rate_limited(until)
+        self._certificate["rate_limited_until"] = until.isoformat()
+
+    def _rate_limited_at_start(self, until: dt.datetime, wait: float) -> None:
+        self._rate_limited(until, wait)
+        if self._notifier is not None:
+            # Waiting out the CA is not a hung start: systemd would otherwise kill us at
+            # TimeoutStartSec and the restart would only ask the CA again.
+            self._notifier.send(f"EXTEND_TIMEOUT_USEC={int((wait + 120) * 1_000_000)}")
+            self._notifier.status(f"rate-limited by the ACME CA until {until.isoformat()}")
 
     async def _install_certificate(self, chain: bytes, key: bytes) -> None:
         await self._host.run(
@@ -296,6 +367,7 @@ class FleetNode:
             poll_interval=s.lifecycle.poll_interval,
             recordings_tracked=s.recordings.enabled,
             report=self._drain_report,
+            deadline=lifecycle.deadline,
         )
         self.protector = Protector(
             AsgProtection(autoscaling, asg_name, ident.instance_id),
@@ -314,12 +386,16 @@ class FleetNode:
             self._tasks["drain"] = self.drain.run
         if s.protection.enabled:
             self._tasks["protector"] = self.protector.run
-        if self._txt is not None:
+        if self._fleet_certificate is not None:
+            self._tasks["fleet_certificate"] = self._fleet_certificate.run
+        elif self._txt is not None:
             from bbbnode import tls
 
             txt = self._txt
             self._tasks["tls_renewal"] = lambda: tls.renew_forever(
                 s.tls, name, txt, self._runner, sleep=asyncio.sleep,
+                retry_interval=s.tls.rate_limit_retry, issued=self._host_certificate,
+                rate_limited=self._rate_limited,
                 install=self._install_certificate,
             )  # fmt: skip
         if s.dns.enabled:
@@ -333,6 +409,7 @@ class FleetNode:
 
     def _drain_report(self, report: DrainReport) -> None:
         self._metrics.set_drain_phase(str(report.state.phase))
+        self._metrics.lifecycle_deadline = report.deadline
         for action in report.executed:
             outcome = "forced" if getattr(action, "forced", False) else "ok"
             self._metrics.drain_actions.labels(str(action.kind), outcome).inc()
@@ -371,6 +448,9 @@ class FleetNode:
             doc["terminating"] = self.drain.state.terminating
         if self.protector is not None:
             doc["scale_in_protected"] = self.protector.state.actual
+        if self._certificate:
+            # Names, expiry and the secret's version: never the key.
+            doc["certificate"] = dict(self._certificate)
         return doc
 
 

@@ -1,10 +1,14 @@
 """The Auto Scaling Group and its instances, as bbbscaler reads and changes them.
 
 Reads: DescribeAutoScalingGroups for the one group (sizes, suspended processes,
-members with lifecycle state, health and scale-in protection), then
+the launch template or configuration it launches from, members with lifecycle
+state, health, scale-in protection and what each was launched from), then
 DescribeInstances for what only EC2 knows (private address, launch time, the
-drain tag). Changes: SetDesiredCapacity, TerminateInstanceInAutoScalingGroup
-with decrement, and the drain tag.
+drain tag, the launch template version it really launched from), and, only
+when the group names its template by ``$Latest``/``$Default`` or by name,
+DescribeLaunchTemplates to turn that into a version number. Changes:
+SetDesiredCapacity, TerminateInstanceInAutoScalingGroup with decrement, and the
+drain tag.
 
 Every call is retried on transient errors (throttling, 5xx, connection
 trouble) with jittered backoff through ``bbbcore.aws.retrying``; a validation
@@ -21,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bbbcore import aws, logs
-from bbbscaler.model import DRAIN_TAG, Group
+from bbbscaler.model import DRAIN_TAG, Group, Launch
 
 if TYPE_CHECKING:
     from types_aiobotocore_autoscaling.client import AutoScalingClient
@@ -35,6 +39,13 @@ Sleep = Callable[[float], Awaitable[None]]
 EC2_CHUNK = 200
 """Instance ids per DescribeInstances filter (EC2 accepts at most 200 filter values)."""
 
+LAUNCH_TEMPLATE_ID_TAG = "aws:ec2launchtemplate:id"
+LAUNCH_TEMPLATE_VERSION_TAG = "aws:ec2launchtemplate:version"
+"""EC2 tags every instance launched from a launch template with the template's id and the
+version number it was really launched from ("Launch EC2 instances using a launch
+template", Amazon EC2 User Guide). The ASG's own per-instance LaunchTemplate may name the
+version as the group did, e.g. ``$Latest``, which says nothing about an old instance."""
+
 
 class GroupNotFound(LookupError):
     """The configured Auto Scaling Group does not exist (wrong name or region)."""
@@ -42,6 +53,74 @@ class GroupNotFound(LookupError):
     def __init__(self, name: str) -> None:
         super().__init__(f"Auto Scaling Group {name!r} not found")
         self.name = name
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchSpec:
+    """A launch template or configuration as the ASG names it, versions unresolved."""
+
+    template_id: str = ""
+    template_name: str = ""
+    version: str = ""
+    """A number, ``$Latest``, ``$Default``, or "" (the template's default version)."""
+    configuration: str = ""
+    """A launch configuration's name (then no template)."""
+
+    @property
+    def symbolic(self) -> bool:
+        """Naming the version needs the template's numbers (or the id needs its name)."""
+        if self.configuration:
+            return False
+        return not self.template_id or not self.version.isdigit()
+
+    def resolve(self, template: TemplateVersions | None = None) -> Launch | None:
+        """The concrete launch, with ``template``'s numbers for ``$Latest``/``$Default``;
+        None when it cannot be told."""
+        if self.configuration:
+            return Launch(f"launch-configuration:{self.configuration}")
+        if not self.symbolic:
+            return Launch(self.template_id, self.version)
+        if template is None or not template.names(self):
+            return None
+        # No version means the template's default (LaunchTemplateSpecification, API Reference).
+        if self.version == "$Latest":
+            number = str(template.latest)
+        elif self.version in ("", "$Default"):
+            number = str(template.default)
+        else:
+            number = self.version
+        return Launch(template.template_id, number)
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateVersions:
+    """A launch template's id, name and version numbers (DescribeLaunchTemplates)."""
+
+    template_id: str
+    name: str
+    latest: int
+    default: int
+
+    def names(self, spec: LaunchSpec) -> bool:
+        return spec.template_id == self.template_id or (
+            not spec.template_id and spec.template_name == self.name
+        )
+
+
+def launch_spec(raw: Mapping[str, Any]) -> LaunchSpec | None:
+    """What a DescribeAutoScalingGroups group or instance says it launches from."""
+    template = raw.get("LaunchTemplate")
+    if template is None:
+        mixed = raw.get("MixedInstancesPolicy") or {}
+        template = (mixed.get("LaunchTemplate") or {}).get("LaunchTemplateSpecification")
+    if template:
+        return LaunchSpec(
+            template_id=str(template.get("LaunchTemplateId") or ""),
+            template_name=str(template.get("LaunchTemplateName") or ""),
+            version=str(template.get("Version") or ""),
+        )
+    configuration = raw.get("LaunchConfigurationName")
+    return LaunchSpec(configuration=str(configuration)) if configuration else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +138,11 @@ class InstanceFacts:
     launched_at: float | None = None
     draining_since: float | None = None
     """The DRAIN_TAG's time; 0.0 when the tag is there but unreadable."""
+    spec: LaunchSpec | None = None
+    """What the ASG says it was launched from."""
+    launch: Launch | None = None
+    """What it was launched from: EC2's launch template tags, else the ASG's ``spec``
+    (resolved by ``AsgAdapter.resolve_launches``); None when unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +152,8 @@ class Ec2Facts:
     private_ip: str | None
     launched_at: float | None
     draining_since: float | None
+    launch: Launch | None = None
+    """From the launch template tags EC2 put on it; None without them."""
 
 
 def parse_drain_tag(instance_id: str, value: str | None) -> float | None:
@@ -96,7 +182,8 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
         yield list(items[start : start + size])
 
 
-def _group(raw: Mapping[str, Any]) -> tuple[Group, tuple[InstanceFacts, ...]]:
+def _group(raw: Mapping[str, Any]) -> tuple[Group, LaunchSpec | None, tuple[InstanceFacts, ...]]:
+    spec = launch_spec(raw)
     group = Group(
         name=str(raw["AutoScalingGroupName"]),
         desired=int(raw["DesiredCapacity"]),
@@ -112,20 +199,25 @@ def _group(raw: Mapping[str, Any]) -> tuple[Group, tuple[InstanceFacts, ...]]:
             lifecycle=str(i.get("LifecycleState", "")),
             healthy=str(i.get("HealthStatus", "Healthy")).lower() == "healthy",
             protected=bool(i.get("ProtectedFromScaleIn", False)),
+            spec=launch_spec(i),
         )
         for i in raw.get("Instances", [])
     )
-    return group, tuple(sorted(members, key=lambda m: m.instance_id))
+    # A numbered template or a configuration needs no lookup; $Latest and $Default do.
+    group = replace(group, launch=spec.resolve() if spec is not None else None)
+    return group, spec, tuple(sorted(members, key=lambda m: m.instance_id))
 
 
 def _ec2(raw: Mapping[str, Any]) -> Ec2Facts:
     instance_id = str(raw["InstanceId"])
     tags = {str(t.get("Key")): str(t.get("Value", "")) for t in raw.get("Tags", [])}
     launch = raw.get("LaunchTime")
+    template, version = tags.get(LAUNCH_TEMPLATE_ID_TAG), tags.get(LAUNCH_TEMPLATE_VERSION_TAG)
     return Ec2Facts(
         private_ip=raw.get("PrivateIpAddress") or None,
         launched_at=launch.timestamp() if launch is not None else None,
         draining_since=parse_drain_tag(instance_id, tags.get(DRAIN_TAG)),
+        launch=Launch(template, version) if template and version else None,
     )
 
 
@@ -140,11 +232,30 @@ def merge(
             private_ip=f.private_ip,
             launched_at=f.launched_at,
             draining_since=f.draining_since,
+            launch=f.launch,
         )
         if (f := facts.get(m.instance_id)) is not None
         else m
         for m in members
     )
+
+
+def member_launch(member: InstanceFacts, template: TemplateVersions | None) -> Launch | None:
+    """What ``member`` was launched from: EC2's tags when it has them, else the ASG's spec.
+
+    A spec naming ``$Latest`` or ``$Default`` of the group's template resolves to today's
+    number: the best the ASG can tell, and never a reason to replace the instance.
+    """
+    if member.launch is not None:
+        return member.launch
+    spec = member.spec
+    if spec is None:
+        return None
+    resolved = spec.resolve(template)
+    if resolved is None and spec.template_id:
+        # Another template than the group's: drifted whatever its version.
+        return Launch(spec.template_id, spec.version)
+    return resolved
 
 
 class AsgAdapter:
@@ -172,6 +283,8 @@ class AsgAdapter:
         # launch time never change, and the drain tag only through this adapter, so a
         # round whose DescribeInstances fails can still use them.
         self._known: dict[str, Ec2Facts] = {}
+        self._spec: LaunchSpec | None = None
+        """What the group launches from, as the last DescribeAutoScalingGroups named it."""
 
     async def _retry(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         def on_retry(exc: BaseException) -> None:
@@ -203,8 +316,52 @@ class AsgAdapter:
         )
         for raw in answer.get("AutoScalingGroups", []):
             if raw.get("AutoScalingGroupName") == self.group_name:
-                return _group(raw)
+                group, self._spec, members = _group(raw)
+                return group, members
         raise GroupNotFound(self.group_name)
+
+    async def resolve_launches(
+        self, group: Group, members: Sequence[InstanceFacts]
+    ) -> tuple[Group, tuple[InstanceFacts, ...]]:
+        """``group`` and ``members`` with what they launch from as concrete versions.
+
+        DescribeLaunchTemplates is asked only when the group names its template by
+        ``$Latest``, ``$Default`` or by name, or a member's spec does so without EC2's tags.
+        """
+        spec = self._spec
+        template: TemplateVersions | None = None
+        wanted = spec is not None and spec.symbolic
+        wanted = wanted or any(
+            m.launch is None and m.spec is not None and m.spec.symbolic for m in members
+        )
+        if wanted and spec is not None and not spec.configuration:
+            template = await self.describe_template(spec)
+        launch = group.launch
+        if launch is None and spec is not None:
+            launch = spec.resolve(template)
+        return (
+            replace(group, launch=launch),
+            tuple(replace(m, launch=member_launch(m, template)) for m in members),
+        )
+
+    async def describe_template(self, spec: LaunchSpec) -> TemplateVersions | None:
+        """The group's launch template's numbers; None when EC2 does not know it."""
+        by: dict[str, Any] = (
+            {"LaunchTemplateIds": [spec.template_id]}
+            if spec.template_id
+            else {"LaunchTemplateNames": [spec.template_name]}
+        )
+        answer = await self._retry(
+            "DescribeLaunchTemplates", lambda: self._ec2.describe_launch_templates(**by)
+        )
+        for raw in answer.get("LaunchTemplates", []):
+            return TemplateVersions(
+                template_id=str(raw["LaunchTemplateId"]),
+                name=str(raw.get("LaunchTemplateName", "")),
+                latest=int(raw["LatestVersionNumber"]),
+                default=int(raw["DefaultVersionNumber"]),
+            )
+        return None
 
     async def describe_instances(self, instance_ids: Iterable[str]) -> dict[str, Ec2Facts]:
         """EC2's facts by instance id; an id EC2 does not list (yet) is left out."""

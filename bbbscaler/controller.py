@@ -55,6 +55,13 @@ class Round:
             "drain": list(d.drain),
             "terminate": list(d.terminate),
             "steer": dict(d.steer),
+            "drift": {
+                "launch": None
+                if self.snapshot.group.launch is None
+                else str(self.snapshot.group.launch),
+                "drifted": list(d.drifted),
+                "replacing": list(d.replacing),
+            },
             "numbers": d.numbers,
             "schedule_misses": [
                 {
@@ -85,6 +92,7 @@ def roles(snapshot: FleetSnapshot, config: PolicyConfig) -> dict[str, int]:
         "blind": len(fleet.blind),
         "offline": len(fleet.offline),
         "other_tag": len(fleet.foreign),
+        "drifted": len(fleet.drifted),
     }
 
 
@@ -214,11 +222,13 @@ class Controller:
         fields: dict[str, Any] = {"action": d.action.value, "reason": d.reason}
         if d.desired is not None:
             fields["desired"] = d.desired
-        for key in ("drain", "undrain", "terminate"):
+        for key in ("drain", "undrain", "terminate", "replacing"):
             if getattr(d, key):
                 fields[key] = list(getattr(d, key))
         if d.steer:
             fields["steer"] = dict(d.steer)
+        if d.drifted:
+            fields["drifted"] = len(d.drifted)
         if d.action is Action.NONE:
             log.debug("decided", **fields)
         else:

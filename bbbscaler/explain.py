@@ -23,11 +23,12 @@ COLUMNS = (
 """``mult`` is the server's Scalelite load_multiplier (above 1: steered away)."""
 
 
-def _role(node: Node, roles: dict[str, str], config: PolicyConfig) -> str:
+def _role(node: Node, roles: dict[str, str], config: PolicyConfig, drifted: bool) -> str:
     role = roles.get(node.instance_id, "leaving")
     if role == "draining" and drained(node, config):
-        return "drained"
-    return role
+        role = "drained"
+    # Launched from an older launch template or version: a rollout replaces it.
+    return f"{role} (drifted)" if drifted else role
 
 
 def _cells(node: Node, role: str) -> tuple[str, ...]:
@@ -62,8 +63,9 @@ def render(snapshot: FleetSnapshot, decision: Decision, config: PolicyConfig) ->
         ("blind", fleet.blind),
     ):
         roles.update((n.instance_id, role) for n in nodes)
+    drifted = {n.instance_id for n in fleet.drifted}
     rows = [COLUMNS] + [
-        _cells(n, _role(n, roles, config))
+        _cells(n, _role(n, roles, config, n.instance_id in drifted))
         for n in sorted(snapshot.nodes, key=lambda n: n.instance_id)
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
@@ -75,10 +77,16 @@ def render(snapshot: FleetSnapshot, decision: Decision, config: PolicyConfig) ->
     lines.append("")
     lines.append(
         f"group {g.name}: desired {g.desired}, min {g.min_size}, max {g.max_size}"
+        + ("" if g.launch is None else f", launches {g.launch}")
         + ("" if "AZRebalance" in g.suspended else "  (WARNING: AZRebalance is not suspended)")
     )
     if config.tag is not None or fleet.foreign:
         lines.append(_tag_line(config.tag, len(fleet.foreign)))
+    if decision.drifted:
+        lines.append(
+            f"rollout: {len(decision.drifted)} node(s) drifted from {g.launch}, "
+            f"at most {_num(decision.numbers.get('drift_budget', 0))} draining at once"
+        )
     if snapshot.errors:
         lines.append(f"observe errors: {', '.join(snapshot.errors)}")
     lines.append(f"decision: {decision.action.value}: {decision.reason}")
@@ -87,6 +95,7 @@ def render(snapshot: FleetSnapshot, decision: Decision, config: PolicyConfig) ->
         ("re-enable", decision.undrain),
         ("drain", decision.drain),
         ("terminate", decision.terminate),
+        ("replacing (drift)", decision.replacing),
         ("steer (load_multiplier)", tuple(f"{iid}={m:g}" for iid, m in decision.steer)),
     ):
         if ids:

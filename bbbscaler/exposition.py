@@ -14,7 +14,7 @@ from bbbscaler.model import Action, Decision, FleetSnapshot
 
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
-OBSERVE_SOURCES = ("asg", "ec2", "metrics", "scalelite")
+OBSERVE_SOURCES = ("asg", "ec2", "metrics", "scalelite", "launch_templates")
 ACT_ACTIONS = (
     "set_desired",
     "terminate",
@@ -53,13 +53,20 @@ class ScalerMetrics:
         self.nodes = Gauge(
             "bbbscaler_nodes",
             "Group members by role: serving, booting, draining, operator_drained (cordoned "
-            "without the scaler's tag: no capacity), blind (no fresh data), offline (in "
-            "Scalelite), other_tag (another Scalelite tag).",
+            "without the scaler's tag: no capacity), blind (no fresh data), drifted "
+            "(launched from an older launch template or version), offline (in Scalelite), "
+            "other_tag (another Scalelite tag).",
             ["role"],
             registry=r,
         )
         self.draining = Gauge(
             "bbbscaler_draining_nodes", "Nodes the scaler is draining.", registry=r
+        )
+        self.drifted = Gauge(
+            "bbbscaler_drifted_nodes",
+            "Members launched from another launch template or version than the group "
+            "launches from now: a rollout replaces them through the drain.",
+            registry=r,
         )
         self.steered = Gauge(
             "bbbscaler_steered_nodes",
@@ -149,6 +156,7 @@ class ScalerMetrics:
         for role, count in roles.items():
             self.nodes.labels(role).set(count)
         self.draining.set(roles.get("draining", 0))
+        self.drifted.set(roles.get("drifted", 0))
         # The snapshot is read before this round's steer calls: the gauge shows what
         # Scalelite had, so a steer made now appears in the next round.
         self.steered.set(

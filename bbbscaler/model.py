@@ -39,6 +39,23 @@ LEAVING_STATES = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
+class Launch:
+    """What an instance is launched from, or what the group launches from now.
+
+    A launch template by id and a concrete version number (``$Latest`` and
+    ``$Default`` resolved), or a launch configuration by name (``version`` "").
+    Two are the same launch exactly when both fields are equal.
+    """
+
+    template: str
+    """Launch template id (lt-...), or ``launch-configuration:<name>``."""
+    version: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.template}:{self.version}" if self.version else self.template
+
+
+@dataclass(frozen=True, slots=True)
 class NodeMetrics:
     """What one node's exporter said, and how old that is."""
 
@@ -85,6 +102,8 @@ class Node:
     """None when the scrape failed or the metrics source has no data for it."""
     server: ServerView | None = None
     """None when Scalelite could not be read; state ``absent`` when not registered."""
+    launch: Launch | None = None
+    """What it was launched from; None when unknown."""
 
     @property
     def pending(self) -> bool:
@@ -162,6 +181,15 @@ class Group:
     max_size: int
     suspended: frozenset[str] = frozenset()
     """Suspended scaling processes, e.g. AZRebalance."""
+    launch: Launch | None = None
+    """What the group launches new instances from now; None when unknown."""
+
+    def drifted(self, node: Node) -> bool:
+        """``node`` was launched from something else than the group launches from now.
+
+        Unknown on either side is not drift: a rollout never starts on a guess.
+        """
+        return self.launch is not None and node.launch is not None and node.launch != self.launch
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +257,10 @@ class Decision:
     """Drained: re-check, then TerminateInstanceInAutoScalingGroup with decrement."""
     steer: tuple[tuple[str, float], ...] = ()
     """(instance id, load_multiplier) to set in Scalelite: steers where new meetings go."""
+    drifted: tuple[str, ...] = ()
+    """Members launched from something else than the group launches from now."""
+    replacing: tuple[str, ...] = ()
+    """Drifted nodes this round's growth or drains are for (a rollout step)."""
     numbers: dict[str, float] = field(default_factory=dict)
     signals: frozenset[str] = frozenset()
     """Conditions that held this round; History keeps them to time "held for N s"."""

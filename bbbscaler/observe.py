@@ -8,7 +8,9 @@ source can only delay shrinking, never cause it. Without the group there is no
 snapshot: the ASG's failure is raised.
 
 Sources, as named in ``errors`` and in ``on_error``: ``asg``, ``ec2``,
-``metrics``, ``scalelite``.
+``metrics``, ``scalelite``. ``launch_templates`` (resolving the group's
+``$Latest``/``$Default``) is reported to ``on_error`` only: without it no node
+counts as drifted, which pauses a rollout and holds nothing else.
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ _OPERATIONAL = (
 )
 
 SOURCES: Final = ("asg", "ec2", "metrics", "scalelite")
-"""Every source name observe() may report, for pre-creating metric labels."""
+"""Every source name a snapshot's ``errors`` may hold."""
+REPORTED: Final = (*SOURCES, "launch_templates")
+"""Every source name observe() may report to ``on_error``, for pre-creating metric labels."""
 
 
 class GroupSource(Protocol):
@@ -63,6 +67,10 @@ class GroupSource(Protocol):
     async def with_ec2(self, members: Sequence[InstanceFacts]) -> tuple[InstanceFacts, ...]: ...
 
     def last_known(self, instance_ids: Iterable[str]) -> Mapping[str, Ec2Facts]: ...
+
+    async def resolve_launches(
+        self, group: Group, members: Sequence[InstanceFacts]
+    ) -> tuple[Group, tuple[InstanceFacts, ...]]: ...
 
 
 class ServerSource(Protocol):
@@ -82,6 +90,7 @@ def _node(facts: InstanceFacts) -> Node:
         protected=facts.protected,
         launched_at=facts.launched_at,
         draining_since=facts.draining_since,
+        launch=facts.launch,
     )
 
 
@@ -137,6 +146,11 @@ class Observer:
             # Addresses and launch times never change, and only this scaler writes the
             # drain tag: the last read still holds for the instances it saw.
             members = merge(members, self._asg.last_known(m.instance_id for m in members))
+        try:
+            group, members = await self._asg.resolve_launches(group, members)
+        except Exception as exc:
+            # Not in errors: an unknown launch only pauses rollouts (no node counts as drifted).
+            self._failed("launch_templates", exc)
         nodes = tuple(_node(m) for m in members)
         # EC2 never described these, so whether the scaler drains them is unknown: no
         # metrics either, which makes them missing data and holds scale-in.

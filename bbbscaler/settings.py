@@ -11,7 +11,7 @@ import re
 import zoneinfo
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings
 
 from bbbcore.config import (
@@ -170,6 +170,9 @@ class PolicySettings(Section):
     max_draining: int = Field(default=2, gt=0)
     """Nodes draining at once at most (the scale-in budget; default: a drain of an idle node
     does not count, it ends in the next round)."""
+    drift_budget: float = Field(default=0.10, ge=0, le=1)
+    """Share of the fleet that may drain at once to replace nodes launched from an older
+    launch template (at least one node); 0 turns rollouts off."""
     schedules: tuple[ScheduleSettings, ...] = ()
     """Scheduled capacity windows (TOML: [[policy.schedules]]; env: a JSON list)."""
 
@@ -180,6 +183,33 @@ class PolicySettings(Section):
         if self.max_nodes and self.min_nodes > self.max_nodes:
             raise ValueError("min_nodes must not exceed max_nodes")
         return self
+
+
+class CertificateSettings(Section):
+    secret: str = ""
+    """Secrets Manager secret (ARN or name) the fleet's wildcard certificate is published to;
+    empty: bbbscaler issues no certificate (hosts then need tls.mode = host)."""
+    account_secret: str = ""
+    """Secret (ARN or name) keeping the ACME account key, read and written only by bbbscaler;
+    empty: a new ACME account at every start."""
+    domain: str = ""
+    """The fleet's domain: the certificate is for *.{domain} (required with secret)."""
+    zone_id: str = ""
+    """Route53 hosted zone of domain, for the DNS-01 TXT record (required with secret)."""
+    acme_directory: str = "https://acme-v02.api.letsencrypt.org/directory"
+    """ACME directory URL (Let's Encrypt production by default)."""
+    email: str = ""
+    """Contact address for the ACME account (optional)."""
+    ca_bundle: FilePath | None = None
+    """Extra CA bundle to trust for the ACME server (tests, private ACME)."""
+    renew_before_days: int = Field(default=30, gt=0)
+    """Renew when the certificate in the secret expires within this many days."""
+    check_interval: float = Field(default=3600.0, gt=0)
+    """Seconds between two looks at the secret (and a renewal when it is due)."""
+    retry_interval: float = Field(default=3600.0, gt=0)
+    """Seconds before another try after a failed issuance (a CA's named retry time wins)."""
+    dns_propagation_timeout: float = Field(default=300.0, gt=0)
+    """Seconds to wait for the challenge's TXT record to be INSYNC."""
 
 
 class LoopSettings(Section):
@@ -200,6 +230,7 @@ class ScalerSettings(BaseSettings):
     http: HttpSettings = HttpSettings()
     policy: PolicySettings = PolicySettings()
     loop: LoopSettings = LoopSettings()
+    certificate: CertificateSettings = CertificateSettings()
     log: LogSettings = LogSettings()
 
     @model_validator(mode="after")
@@ -218,6 +249,23 @@ class ScalerSettings(BaseSettings):
             missing.append(
                 "scalelite.domain (BBBSCALER_SCALELITE__DOMAIN) is required by "
                 "scalelite.server_url_template"
+            )
+        if self.certificate.secret:
+            missing.extend(
+                f"{key} ({env}) is required with certificate.secret"
+                for key, env, value in (
+                    (
+                        "certificate.domain",
+                        "BBBSCALER_CERTIFICATE__DOMAIN",
+                        self.certificate.domain,
+                    ),
+                    (
+                        "certificate.zone_id",
+                        "BBBSCALER_CERTIFICATE__ZONE_ID",
+                        self.certificate.zone_id,
+                    ),
+                )
+                if not value
             )
         if missing:
             raise ValueError("; ".join(missing))

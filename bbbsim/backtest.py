@@ -18,6 +18,9 @@ Scores (the JSON keys, per policy and for the oracle):
 - ``p95_time_to_capacity_s``: 95th percentile (nearest rank) of the lag from
   each rise in the fluid need to enough nodes up (see
   ``bbbsim.demand.capacity_lags``).
+- ``rollout_s`` (policies only, with a rollout): seconds from the launch
+  template's change until no instance launched before it was left in the group;
+  null when one still was at the trace's end.
 
 And for the whole run ``fluid_bound_instance_hours``: the integral of the
 fluid need (``bbbsim.demand``), which no placement can undercut; and
@@ -74,7 +77,7 @@ class Scored:
     run: FleetRun
     p95_time_to_capacity_s: float
 
-    def scores(self) -> dict[str, float | int]:
+    def scores(self) -> dict[str, float | int | None]:
         r = self.run
         return {
             "instance_hours": round(r.instance_hours, 3),
@@ -85,7 +88,7 @@ class Scored:
             "p95_time_to_capacity_s": round(self.p95_time_to_capacity_s, 1),
             "recording_wait_instance_hours": round(r.recording_wait_instance_hours, 3),
             "recording_wait_p95_s": round(p95(r.recording_waits), 1),
-        }
+        } | ({} if r.rollout_at is None else {"rollout_s": r.rollout_s})
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +321,7 @@ def render_table(result: BacktestResult) -> str:
         f"| {result.fluid_bound_instance_hours / oh if oh else 0:.2f}x "
         f"| {max((v for _, v in result.need), default=0)} | | | | | | | |",
     ]
+    lines += [rollout_line(s.run) for s in result.policies if s.run.rollout_at is not None]
     refused = [s.run for s in result.policies if s.run.meetings_refused]
     lines += [f"WARNING: {r.name} left {r.meetings_refused} meeting(s) unplaced" for r in refused]
     cut = [s.run for s in result.policies if s.run.poll_rounds_cut]
@@ -328,6 +332,17 @@ def render_table(result: BacktestResult) -> str:
     ]
     lines += goal_lines(result)
     return "\n".join(lines)
+
+
+def rollout_line(run: FleetRun) -> str:
+    """``rollout at 36,000 s: default all current after 1,234 s``."""
+    done = "not all current by the trace's end"
+    if run.rollout_s is not None:
+        done = f"all current after {run.rollout_s:,.0f} s"
+    return (
+        f"rollout at {run.rollout_at:,.0f} s: {run.name} {done}, "
+        f"{run.meetings_ended_by_platform} meeting(s) ended by the platform"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,16 @@ def _count(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be >= 0 and finite: {text!r}")
+    return value
+
+
 def add_commands(sub: Any, positive: Callable[[str], float]) -> None:
     """Register ``backtest`` and ``trace`` on the bbbsim parser's subparsers.
 
@@ -201,6 +211,13 @@ def add_commands(sub: Any, positive: Callable[[str], float]) -> None:
     )
     bt.add_argument("--max-nodes", type=_count, default=500, metavar="N",
                     help="the group's MaxSize (default 500)")  # fmt: skip
+    bt.add_argument(
+        "--rollout-at",
+        type=_seconds,
+        metavar="SECONDS",
+        help="replay a rollout: the group's launch template changes at this trace second, "
+        "and each policy's rollout_s says how long until no older instance was left",
+    )
     tr = sub.add_parser("trace", help="make load traces", description="Make load traces.")
     tr_sub = tr.add_subparsers(dest="trace_command", required=True, metavar="ACTION")
     gen = tr_sub.add_parser(
@@ -289,6 +306,7 @@ def _backtest(args: argparse.Namespace) -> int:
         seed=args.seed,
         min_nodes=args.min_nodes,
         max_nodes=args.max_nodes,
+        rollout_at=args.rollout_at,
     )
     planned: tuple[Window, ...] = ()
     try:

@@ -44,6 +44,10 @@ What it models, and how (Scalelite's facts: blindsidenetworks/scalelite at v1.8.
   the ASG's choice). A terminated node with recordings still to process stays
   (Terminating:Wait, bbbnode's lifecycle hook) until they are done, costing
   instance-hours: ``recording_wait_instance_hours``.
+- **A rollout** (``rollout_at``): from then on the group launches from a new
+  launch template version, so every instance launched before is drifted and the
+  policy replaces it; ``rollout_s`` is how long until the last of them left the
+  group (None while one is still there).
 
 Snapshots are cheap because each node's ``Node`` value is rebuilt only when the
 node changed since the last round. ``verify`` also checks every placement
@@ -67,7 +71,16 @@ from bbbcore.scalelite import (
     place_meeting,
     server_load,
 )
-from bbbscaler.model import Action, Decision, FleetSnapshot, Group, Node, NodeMetrics, ServerView
+from bbbscaler.model import (
+    Action,
+    Decision,
+    FleetSnapshot,
+    Group,
+    Launch,
+    Node,
+    NodeMetrics,
+    ServerView,
+)
 from bbbscaler.policy import History, PolicyConfig, Preset, decide
 from bbbsim.demand import MICRO, HostSpec, Steps, meeting_units
 from bbbsim.recording_processing import RecordingSpec
@@ -112,6 +125,8 @@ class FleetSettings:
     host: HostSpec = field(default_factory=HostSpec)
     rule: LoadRule = field(default_factory=LoadRule)
     epoch: float = MONDAY
+    rollout_at: float | None = None
+    """Trace second the group's launch template changes (a new image); None: never."""
     verify: bool = False
 
     @property
@@ -189,6 +204,11 @@ class FleetRun:
     overloaded: Steps
     decisions: tuple[tuple[float, str], ...] = ()
     """(time, action) of every round that changed something."""
+    rollout_at: float | None = None
+    """When the group's launch template changed; None: no rollout in this run."""
+    rollout_s: float | None = None
+    """Seconds from ``rollout_at`` until no instance launched before it was left in the group;
+    None without a rollout, or while one still is."""
     meetings_ended_by_scalelite: int = 0
     """Meetings Scalelite ended itself: their server failed SERVER_UNHEALTHY_THRESHOLD polls."""
     servers_taken_offline: int = 0
@@ -222,6 +242,7 @@ class _SimNode:
         "processing",
         "ready",
         "state",
+        "template",
         "true_load",
         "unhealthy",
         "units",
@@ -229,9 +250,11 @@ class _SimNode:
         "view",
     )
 
-    def __init__(self, iid: str, launched: float, ready: float) -> None:
+    def __init__(self, iid: str, launched: float, ready: float, template: int) -> None:
         self.id = iid
         self.launched = launched
+        self.template = template
+        """The launch template version it was launched from (1, or 2 after a rollout)."""
         self.ready = ready
         self.up = False
         self.state: ServerState = "disabled"
@@ -313,6 +336,9 @@ class FleetSim:
         self.capacity_steps: list[tuple[float, int]] = []
         self.over_steps: list[tuple[float, int]] = [(0.0, 0)]
         self.decisions: list[tuple[float, str]] = []
+        self.template = 1
+        """The launch template version the group launches from now."""
+        self.rollout_done: float | None = None
         # The first nodes serve from the start, registered and polled.
         first = settings.min_nodes if settings.start_nodes is None else settings.start_nodes
         self._set_capacity(0.0, 0)
@@ -374,7 +400,8 @@ class FleetSim:
 
     def _launch(self, t: float, up: bool = False) -> _SimNode:
         self.launched += 1
-        node = _SimNode(f"i-{self.launched:017x}", t, t + (0.0 if up else self.s.boot_time))
+        ready = t + (0.0 if up else self.s.boot_time)
+        node = _SimNode(f"i-{self.launched:017x}", t, ready, self.template)
         self.nodes[node.id] = node
         if up:
             self._boot(node)
@@ -414,6 +441,14 @@ class FleetSim:
             self.waits.append(0.0)
         node.view = None
         self._count_instances(t)
+        self._check_rollout(t)
+
+    def _check_rollout(self, t: float) -> None:
+        """Note when the last instance launched before the rollout has left the group."""
+        if self.template < 2 or self.rollout_done is not None:
+            return
+        if all(n.template == self.template for n in self.nodes.values()):
+            self.rollout_done = t
 
     # ------------------------------------------------------------------ meetings
 
@@ -635,14 +670,16 @@ class FleetSim:
 
     def _view(self, node: _SimNode) -> Node:
         e = self.s.epoch
+        launch = Launch("lt-backtest", str(node.template))
         if node.id in self.waiting:
-            return Node(node.id, "Terminating:Wait", launched_at=e + node.launched)
+            return Node(node.id, "Terminating:Wait", launched_at=e + node.launched, launch=launch)
         if not node.up:
             return Node(
                 node.id,
                 "Pending",
                 launched_at=e + node.launched,
                 server=ServerView(node.id, "absent", None, False),
+                launch=launch,
             )
         since = None if node.draining_since is None else e + node.draining_since
         return Node(
@@ -659,6 +696,7 @@ class FleetSim:
                 self.s.metrics_age,
             ),
             server=ServerView(node.id, node.state, node.load, node.online, node.multiplier),
+            launch=launch,
         )
 
     def snapshot(self, t: float) -> FleetSnapshot:
@@ -670,10 +708,21 @@ class FleetSim:
                     node.view = self._view(node)
                 views.append(node.view)
             self.views = tuple(views)
-        if self.group is None or self.group.desired != self.desired:
+        rollout = self.s.rollout_at
+        if rollout is not None and t >= rollout and self.template == 1:
+            # A new image: the group launches from version 2 from now on.
+            self.template = 2
+            self._check_rollout(rollout)
+        launch = Launch("lt-backtest", str(self.template))
+        if self.group is None or (self.group.desired, self.group.launch) != (self.desired, launch):
             s = self.s
             self.group = Group(
-                "backtest", self.desired, s.min_nodes, s.max_nodes, frozenset({"AZRebalance"})
+                "backtest",
+                self.desired,
+                s.min_nodes,
+                s.max_nodes,
+                frozenset({"AZRebalance"}),
+                launch,
             )
         return FleetSnapshot(self.s.epoch + t, self.group, self.views)
 
@@ -776,6 +825,10 @@ class FleetSim:
             recording_waits=tuple(self.waits),
             poll_rounds_cut=self.rounds_cut,
             longest_poll_round_s=self.longest_round,
+            rollout_at=self.s.rollout_at,
+            rollout_s=None
+            if self.rollout_done is None or self.s.rollout_at is None
+            else self.rollout_done - self.s.rollout_at,
         )
 
 

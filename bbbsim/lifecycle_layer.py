@@ -3,14 +3,26 @@
 Clients point ``AWS_ENDPOINT_URL`` at the layer. Every request is forwarded to moto
 byte for byte except the Auto Scaling calls the layer owns:
 
-* termination lifecycle hooks: a terminated or scaled-in instance waits in
+* termination lifecycle hooks: a terminated or scaled-in instance is briefly
+  ``Terminating`` (``terminating_pause``: no lifecycle action yet), then waits in
   ``Terminating:Wait`` until ``CompleteLifecycleAction`` or its deadline;
-  ``RecordLifecycleActionHeartbeat`` extends the deadline;
+  ``RecordLifecycleActionHeartbeat`` extends the deadline, never past the hook's
+  global timeout (the lesser of 100 x HeartbeatTimeout and 48 h), which
+  DescribeLifecycleHooks reports as AWS does; the termination's scaling activity
+  (DescribeScalingActivities) says when it began;
+* AWS's own replacements: an instance marked unhealthy is replaced at the next
+  ``tick`` (terminate first, or launch first under an instance maintenance policy
+  with MinHealthyPercentage 100), and ``rebalance`` launches first then scales in
+  by the termination policy, as AZ rebalancing does when it is not suspended;
+* what each instance was launched from: the group's launch template version at
+  its launch (EC2's ``aws:ec2launchtemplate:version`` tag set to it, the ASG's
+  per-instance LaunchTemplate named as the group named it);
 * the capacity rules moto skips: desired within min..max, and scale-in through
   desired capacity picks victims by the default termination policy, never a
   protected instance;
-* fault injection (throttling, HTTP 500/503) and an in-process view of launches and
-  terminations for the simulator and the IMDS emulator.
+* fault injection (throttling, HTTP 500/503, a DescribeAutoScalingInstances that
+  answers empty) and an in-process view of launches and terminations for the
+  simulator and the IMDS emulator.
 
 Botocore talks to Auto Scaling with the *query* protocol: a form-encoded POST with
 ``Action=`` and ``Version=2011-01-01`` and an XML answer; the region and service are
@@ -57,7 +69,7 @@ if TYPE_CHECKING:
 log = logs.get(__name__)
 
 Clock = Callable[[], float]
-FaultKind = Literal["throttling", "http500", "http503"]
+FaultKind = Literal["throttling", "http500", "http503", "empty"]
 EventKind = Literal["launched", "terminating", "terminated", "detached"]
 
 AUTOSCALING_NS = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
@@ -74,9 +86,14 @@ _HOP_BY_HOP = frozenset(
 _READ_ONLY_PREFIXES = ("Describe", "Get", "List")
 _STATE_FOR_TARGET = {
     "InService": "InService",
+    "Terminating": "Terminated",
     "Terminating:Wait": "Terminated",
     "Standby": "Standby",
 }
+"""IMDS ``autoscaling/target-lifecycle-state`` for the ASG's state of an instance (the
+state it is headed for). A new transition (warm pools' ``Warmed:*``) adds its own."""
+EMPTY_CAPABLE = frozenset({"DescribeAutoScalingInstances"})
+"""Calls an ``empty`` fault applies to: a describe that does not list the instance yet."""
 
 
 # --------------------------------------------------------------------------- errors
@@ -208,9 +225,22 @@ class Scope:
     access_key: str
 
 
+def global_timeout(heartbeat_timeout: int) -> int:
+    """The most an instance may wait in a hook, heartbeats or not: "172800 seconds (48 hours)
+    or 100 times HeartbeatTimeout, whichever is smaller" (LifecycleHook.GlobalTimeout, EC2
+    Auto Scaling API Reference)."""
+    return min(HEARTBEAT_LIMIT_FACTOR * heartbeat_timeout, MAX_GLOBAL_TIMEOUT)
+
+
 @dataclass(frozen=True, slots=True)
 class Termination:
-    """An instance in ``Terminating:Wait``."""
+    """An instance on its way out through the termination hooks.
+
+    Its lifecycle state follows a timeline: ``Terminating`` from ``started_at`` (the
+    instance has left service, no lifecycle action exists yet), ``Terminating:Wait``
+    from ``wait_from`` until the hooks are done ("How lifecycle hooks work", EC2 Auto
+    Scaling User Guide).
+    """
 
     instance_id: str
     group: str
@@ -218,6 +248,16 @@ class Termination:
     protected: bool
     started_at: float
     hooks: tuple[PendingHook, ...]
+    wait_from: float = 0.0
+    activity_id: str = ""
+
+    def state_at(self, now: float) -> str:
+        """The ASG's LifecycleState of the instance at ``now``."""
+        return "Terminating" if now < self.wait_from else "Terminating:Wait"
+
+    def waiting(self, now: float) -> bool:
+        """Its lifecycle actions exist (heartbeat and complete are accepted)."""
+        return now >= self.wait_from
 
 
 def start_termination(
@@ -228,21 +268,23 @@ def start_termination(
     hooks: Sequence[HookConfig],
     now: float,
     new_token: Callable[[], str],
+    pause: float = 0.0,
 ) -> Termination:
-    """The wait state for an instance entering termination with ``hooks``."""
+    """The termination of an instance entering it with ``hooks``; the wait begins ``pause``
+    seconds after ``now`` and every timeout counts from there."""
+    wait_from = now + pause
     pending = tuple(
         PendingHook(
             hook_name=hook.name,
             token=new_token(),
             heartbeat_timeout=hook.heartbeat_timeout,
             default_result=hook.default_result,
-            deadline=now + hook.heartbeat_timeout,
-            global_deadline=now
-            + min(HEARTBEAT_LIMIT_FACTOR * hook.heartbeat_timeout, MAX_GLOBAL_TIMEOUT),
+            deadline=wait_from + hook.heartbeat_timeout,
+            global_deadline=wait_from + global_timeout(hook.heartbeat_timeout),
         )
         for hook in hooks
     )
-    return Termination(instance_id, group, scope, protected, now, pending)
+    return Termination(instance_id, group, scope, protected, now, pending, wait_from)
 
 
 def record_heartbeat(term: Termination, hook_name: str, now: float) -> Termination:
@@ -305,6 +347,36 @@ class InstanceInfo:
     lifecycle_state: str
     protected: bool
     launched_at: float
+    healthy: bool = True
+    launch_version: str = ""
+    """The launch template version number it was launched from ("" without a template)."""
+    launch_named: str = ""
+    """That version as the group named it at the launch (``$Latest``, ``$Default``, "3")."""
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """A scaling activity the layer reports (DescribeScalingActivities)."""
+
+    activity_id: str
+    group: str
+    description: str
+    cause: str
+    start: float
+    end: float | None = None
+    status: str = "InProgress"
+
+
+@dataclass(frozen=True, slots=True)
+class Surplus:
+    """A replacement AWS launched first: the group holds one more member than desired
+    until the ``victim`` (or, with none, the termination policy's choice) is scaled in."""
+
+    scope: Scope
+    group: str
+    desired: int
+    victim: str | None
+    cause: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,10 +586,12 @@ def terminate_activity(
     return result
 
 
-def rewrite_instances(body: bytes, overlay: Mapping[str, tuple[str, bool]]) -> bytes | None:
-    """Put the layer's lifecycle state and protection into a describe answer.
+def rewrite_instances(body: bytes, overlay: Mapping[str, Mapping[str, str]]) -> bytes | None:
+    """Put the layer's view of instances into a describe answer.
 
-    ``overlay`` maps instance id to (state, protected). None when nothing changed.
+    ``overlay`` maps instance id to {element path: text}, e.g. ``LifecycleState``,
+    ``ProtectedFromScaleIn``, ``HealthStatus``, ``LaunchTemplate/Version``; a path the
+    answer lacks is left out. None when nothing changed.
     """
     if not overlay:
         return None
@@ -528,19 +602,82 @@ def rewrite_instances(body: bytes, overlay: Mapping[str, tuple[str, bool]]) -> b
         instance_id = member.findtext(_tag("InstanceId"))
         if instance_id is None or instance_id not in overlay:
             continue
-        state, protected = overlay[instance_id]
-        for name, value in (
-            ("LifecycleState", state),
-            ("ProtectedFromScaleIn", str(protected).lower()),
-        ):
-            node = member.find(_tag(name))
-            if node is not None:
+        for path, value in overlay[instance_id].items():
+            node = member.find("/".join(_tag(part) for part in path.split("/")))
+            if node is not None and node.text != value:
                 node.text = value
                 changed = True
     if not changed:
         return None
     rewritten: bytes = ET.tostring(root, encoding="utf-8", default_namespace=AUTOSCALING_NS)
     return rewritten
+
+
+def rewrite_groups(body: bytes, desired: Mapping[str, int]) -> bytes | None:
+    """A DescribeAutoScalingGroups answer with the DesiredCapacity of ``desired``'s groups;
+    None when nothing changed."""
+    if not desired:
+        return None
+    root = ET.fromstring(body)  # noqa: S314 - moto's answer on loopback
+    changed = False
+    for member in root.iter(_tag("member")):
+        name = member.findtext(_tag("AutoScalingGroupName"))
+        node = member.find(_tag("DesiredCapacity"))
+        if name in desired and node is not None and name is not None:
+            node.text = str(desired[name])
+            changed = True
+    if not changed:
+        return None
+    rewritten: bytes = ET.tostring(root, encoding="utf-8", default_namespace=AUTOSCALING_NS)
+    return rewritten
+
+
+def rewrite_hooks(body: bytes) -> bytes | None:
+    """A DescribeLifecycleHooks answer whose GlobalTimeout is AWS's (moto says 48 h always)."""
+    root = ET.fromstring(body)  # noqa: S314 - moto's answer on loopback
+    changed = False
+    for member in root.iter(_tag("member")):
+        heartbeat = member.findtext(_tag("HeartbeatTimeout"))
+        node = member.find(_tag("GlobalTimeout"))
+        if heartbeat is None or not heartbeat.isdigit():
+            continue
+        value = str(global_timeout(int(heartbeat)))
+        if node is None:
+            node = ET.SubElement(member, _tag("GlobalTimeout"))
+        if node.text != value:
+            node.text = value
+            changed = True
+    if not changed:
+        return None
+    rewritten: bytes = ET.tostring(root, encoding="utf-8", default_namespace=AUTOSCALING_NS)
+    return rewritten
+
+
+def _timestamp(at: float) -> str:
+    return datetime.fromtimestamp(at, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def activities_result(activities: Sequence[Activity]) -> ET.Element:
+    """The ``DescribeScalingActivitiesResult`` listing ``activities``."""
+    result = ET.Element(_tag("DescribeScalingActivitiesResult"))
+    listed = ET.SubElement(result, _tag("Activities"))
+    for a in activities:
+        member = ET.SubElement(listed, _tag("member"))
+        fields = [
+            ("ActivityId", a.activity_id),
+            ("AutoScalingGroupName", a.group),
+            ("Description", a.description),
+            ("Cause", a.cause),
+            ("StartTime", _timestamp(a.start)),
+            ("StatusCode", a.status),
+            ("Progress", "100" if a.end is not None else "50"),
+            ("Details", "{}"),
+        ]
+        if a.end is not None:
+            fields.append(("EndTime", _timestamp(a.end)))
+        for name, value in fields:
+            ET.SubElement(member, _tag(name)).text = value
+    return result
 
 
 # ------------------------------------------------------------------- the layer
@@ -559,6 +696,10 @@ class _GroupView:
     max_size: int
     desired: int
     instances: tuple[InstanceInfo, ...]
+    template_id: str = ""
+    template_version: str = ""
+    """The group's launch template and version as it names them ("" without a template)."""
+    suspended: frozenset[str] = frozenset()
 
     def in_service(self) -> tuple[InstanceInfo, ...]:
         return tuple(i for i in self.instances if i.lifecycle_state == "InService")
@@ -573,8 +714,12 @@ class LifecycleLayer:
         *,
         clock: Clock = time.time,
         rng: random.Random | None = None,
+        terminating_pause: float = 0.0,
     ) -> None:
+        """``terminating_pause``: seconds an instance is ``Terminating`` before its hooks'
+        ``Terminating:Wait`` (AWS moves on within moments; tests widen the window)."""
         self._moto = moto_endpoint.rstrip("/")
+        self.terminating_pause = terminating_pause
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self._lock = asyncio.Lock()
@@ -592,6 +737,9 @@ class LifecycleLayer:
         self._streams: list[EventStream] = []
         self._listeners: list[Callable[[FleetEvent], None]] = []
         self._observers: list[Callable[[str, str], Awaitable[None]]] = []
+        self._activities: dict[str, Activity] = {}
+        self._surplus: dict[tuple[Scope, str], Surplus] = {}
+        self._launch_first: dict[tuple[Scope, str], bool] = {}
 
     @property
     def moto_endpoint(self) -> str:
@@ -692,7 +840,8 @@ class LifecycleLayer:
             self._clear_state()
 
     async def tick(self) -> None:
-        """Apply expired hook deadlines and let groups converge on their desired size."""
+        """Apply expired hook deadlines, replace unhealthy instances, end launch-first
+        surpluses and let groups converge on their desired size."""
         async with self._lock:
             now = self._clock()
             for instance_id, term in list(self._terminations.items()):
@@ -702,8 +851,29 @@ class LifecycleLayer:
                     await self._finish(term)
                 elif updated != term:
                     self._terminations[instance_id] = updated
+            for surplus in list(self._surplus.values()):
+                await self._end_surplus(surplus)
             for scope in list(self._scopes):
+                await self._replace_unhealthy(scope)
                 await self._converge(scope)
+
+    async def rebalance(self, group: str, region: str | None = None) -> bool:
+        """AZ rebalancing, as AWS starts it by itself: launch one instance first, then (at the
+        next ``tick``) scale in by the termination policy. False, and nothing done, while
+        the group's AZRebalance process is suspended."""
+        async with self._lock:
+            for scope in list(self._scopes):
+                if region is not None and scope.region != region:
+                    continue
+                view = next(iter(await self._groups(scope, [group])), None)
+                if view is None:
+                    continue
+                if "AZRebalance" in view.suspended:
+                    log.info("rebalance_suspended", group=group)
+                    return False
+                await self._launch_first_for(scope, view, None, "to balance zones")
+                return True
+        raise ValueError(f"no group {group!r}")
 
     async def run_ticker(
         self,
@@ -744,6 +914,12 @@ class LifecycleLayer:
             return response
         call = parse_call(request.headers, request.query, body)
         fault = self._take_fault(call)
+        if fault == "empty":
+            # A describe that does not list the instance yet (or any more).
+            log.info("fault_answered", action=call.action, code="empty")
+            result = ET.Element(_tag(f"{call.action}Result"))
+            ET.SubElement(result, _tag("AutoScalingInstances"))
+            return query_response(call.action, result)
         if fault is not None:
             status, code, message = _error_code(fault, call.service)
             log.info("fault_answered", action=call.action, code=code, status=status)
@@ -762,7 +938,9 @@ class LifecycleLayer:
                 for observer in list(self._observers):
                     await observer(call.service, call.action)
             if call.service == "autoscaling" and call.action in _DESCRIBE_WITH_INSTANCES:
-                return self._overlay_response(response)
+                return self._overlay_response(response, call.scope)
+            if call.service == "autoscaling" and call.action == "DescribeLifecycleHooks":
+                return _rewritten(response, rewrite_hooks)
             if (
                 call.service in ("autoscaling", "ec2")
                 and response.status < 400
@@ -805,16 +983,25 @@ class LifecycleLayer:
             )
             return web.Response(status=upstream.status, body=content, headers=out)
 
-    def _overlay_response(self, response: web.Response) -> web.Response:
-        if response.status != 200 or not isinstance(response.body, bytes):
-            return response
-        overlay = {iid: ("Terminating:Wait", t.protected) for iid, t in self._terminations.items()}
-        rewritten = rewrite_instances(response.body, overlay)
-        if rewritten is None:
-            return response
-        headers = CIMultiDict(response.headers)
-        headers.popall("x-amz-crc32", None)
-        return web.Response(status=200, body=rewritten, headers=headers)
+    def _overlay_response(self, response: web.Response, scope: Scope) -> web.Response:
+        now = self._clock()
+        overlay: dict[str, dict[str, str]] = {}
+        for iid, info in self._known.items():
+            if info.launch_named:
+                overlay[iid] = {"LaunchTemplate/Version": info.launch_named}
+        for iid, t in self._terminations.items():
+            overlay.setdefault(iid, {}).update(
+                {
+                    "LifecycleState": t.state_at(now),
+                    "ProtectedFromScaleIn": str(t.protected).lower(),
+                }
+            )
+        # Every fake access key lands in moto's one default account: match the region only.
+        desired = {
+            g: sp.desired for (sc, g), sp in self._surplus.items() if sc.region == scope.region
+        }
+        response = _rewritten(response, lambda body: rewrite_instances(body, overlay))
+        return _rewritten(response, lambda body: rewrite_groups(body, desired))
 
     def _take_fault(self, call: Call) -> FaultKind | None:
         for index, fault in enumerate(self._faults):
@@ -867,6 +1054,7 @@ class LifecycleLayer:
             raise AwsError(
                 "MissingParameter", "The request must contain the parameter DesiredCapacity"
             )
+        await self._settle(call.scope, name)
         group = await self._group(call.scope, name)
         message = desired_capacity_error(desired, group.min_size, group.max_size)
         if message is not None:
@@ -884,13 +1072,25 @@ class LifecycleLayer:
         resolve_sizes((min_size, max_size, min_size), min_size, max_size, desired)
         response = await self._forward(request, body)
         if response.status < 400:
+            self._note_maintenance(call)
             await self._sync(call.scope)
         return response
+
+    def _note_maintenance(self, call: Call) -> None:
+        """Remember whether the group's replacements launch first: an instance maintenance
+        policy with MinHealthyPercentage 100 keeps every instance until its replacement runs
+        ("Instance maintenance policies", EC2 Auto Scaling User Guide)."""
+        low = _optional_int(call.params, "InstanceMaintenancePolicy.MinHealthyPercentage")
+        high = _optional_int(call.params, "InstanceMaintenancePolicy.MaxHealthyPercentage")
+        if low is not None or high is not None:
+            key = (call.scope, _required(call.params, "AutoScalingGroupName"))
+            self._launch_first[key] = low == 100 and (high or 100) > 100
 
     async def _update_group(
         self, call: Call, request: web.Request, body: bytes
     ) -> web.StreamResponse:
         name = _required(call.params, "AutoScalingGroupName")
+        await self._settle(call.scope, name)
         group = await self._group(call.scope, name)
         _, _, desired = resolve_sizes(
             (group.min_size, group.max_size, group.desired),
@@ -905,6 +1105,7 @@ class LifecycleLayer:
         response = await self._forward(request, body, params=params)
         if response.status >= 400:
             return response
+        self._note_maintenance(call)
         await self._resize(call.scope, await self._group(call.scope, name), desired)
         await self._sync(call.scope)
         return query_response(call.action)
@@ -995,6 +1196,99 @@ class LifecycleLayer:
         await self._sync(call.scope)
         return response
 
+    async def _describe_activities(
+        self, call: Call, request: web.Request, body: bytes
+    ) -> web.StreamResponse:
+        # moto lists none; the layer reports the terminations it runs, newest first.
+        name = call.params.get("AutoScalingGroupName")
+        ids = set(member_list(call.params, "ActivityIds"))
+        limit = _optional_int(call.params, "MaxRecords") or 100
+        listed = sorted(
+            (
+                a
+                for a in self._activities.values()
+                if (name is None or a.group == name) and (not ids or a.activity_id in ids)
+            ),
+            key=lambda a: a.start,
+            reverse=True,
+        )
+        return query_response(call.action, activities_result(listed[:limit]))
+
+    async def _replace_unhealthy(self, scope: Scope) -> None:
+        """Replace InService instances marked unhealthy, as EC2 Auto Scaling's health checks
+        do: scale-in protection does not stop it ("Use instance scale-in protection", EC2
+        Auto Scaling User Guide). By default the old one terminates (through the hooks) and
+        a replacement launches at once; under a launch-first maintenance policy the
+        replacement comes first ("View the reason for health check failures", same guide).
+        """
+        for view in await self._groups(scope):
+            busy = {sp.victim for sp in self._surplus.values() if sp.group == view.name}
+            for inst in view.in_service():
+                if inst.healthy or inst.instance_id in busy:
+                    continue
+                log.info("health_check_replacement", instance_id=inst.instance_id, group=view.name)
+                if self._launch_first.get((scope, view.name), False):
+                    await self._launch_first_for(scope, view, inst.instance_id, "health check")
+                    busy.add(inst.instance_id)
+                    continue
+                hooks = await self._termination_hooks(scope, view.name)
+                if hooks:
+                    await self._begin_wait(
+                        scope,
+                        view.name,
+                        inst,
+                        hooks,
+                        decrement=False,
+                        cause="an instance was taken out of service in response to an EC2 "
+                        "health check indicating it has been terminated or stopped",
+                    )
+                else:
+                    await self._client(scope).autoscaling.terminate_instance_in_auto_scaling_group(
+                        InstanceId=inst.instance_id, ShouldDecrementDesiredCapacity=False
+                    )
+                await self._sync(scope)
+
+    async def _launch_first_for(
+        self, scope: Scope, view: _GroupView, victim: str | None, cause: str
+    ) -> None:
+        """Launch one instance beyond desired now; ``_end_surplus`` scales in later."""
+        key = (scope, view.name)
+        if key in self._surplus:
+            return
+        self._surplus[key] = Surplus(scope, view.name, view.desired, victim, cause)
+        # moto launches for its own desired capacity; the answers keep showing the real one.
+        await self._client(scope).autoscaling.set_desired_capacity(
+            AutoScalingGroupName=view.name, DesiredCapacity=view.desired + 1
+        )
+        log.info("launched_first", group=view.name, victim=victim, cause=cause)
+        await self._sync(scope)
+
+    async def _end_surplus(self, surplus: Surplus) -> None:
+        """Scale the group back to its desired capacity once the new instance is in service:
+        the unhealthy victim whatever its protection, or by the termination policy."""
+        scope, name = surplus.scope, surplus.group
+        view = await self._group(scope, name)
+        if surplus.victim is None:
+            await self._resize(scope, view, surplus.desired)
+        else:
+            victim = next((i for i in view.instances if i.instance_id == surplus.victim), None)
+            hooks = await self._termination_hooks(scope, name)
+            if victim is not None and victim.instance_id not in self._terminations and hooks:
+                await self._begin_wait(scope, name, victim, hooks, decrement=True)
+            elif victim is not None and victim.instance_id not in self._terminations:
+                await self._client(scope).autoscaling.terminate_instance_in_auto_scaling_group(
+                    InstanceId=victim.instance_id, ShouldDecrementDesiredCapacity=True
+                )
+        # Only now: until moto's desired is back, answers must keep showing the real one.
+        self._surplus.pop((scope, name), None)
+        await self._sync(scope)
+
+    async def _settle(self, scope: Scope, name: str) -> None:
+        """A capacity change by a client ends the group's launch-first surplus first."""
+        surplus = self._surplus.get((scope, name))
+        if surplus is not None:
+            await self._end_surplus(surplus)
+
     # ---------------------------------------------------------- mechanics
 
     def _find_action(self, call: Call) -> tuple[Termination, str]:
@@ -1002,11 +1296,14 @@ class LifecycleLayer:
         hook_name = _required(call.params, "LifecycleHookName")
         token = call.params.get("LifecycleActionToken")
         instance_id = call.params.get("InstanceId")
+        now = self._clock()
         for term in self._terminations.values():
-            if term.group != group:
+            # Before Terminating:Wait there is no lifecycle action to heartbeat or complete.
+            if term.group != group or not term.waiting(now):
                 continue
             for hook in term.hooks:
-                if hook.hook_name != hook_name:
+                # A timed-out action is gone even before the next tick applies its result.
+                if hook.hook_name != hook_name or min(hook.deadline, hook.global_deadline) <= now:
                     continue
                 if (token and hook.token == token) or (
                     not token and instance_id == term.instance_id
@@ -1051,7 +1348,15 @@ class LifecycleLayer:
         for instance_id in victims:
             log.info("scale_in_victim", group=group.name, instance_id=instance_id)
             if hooks:
-                await self._begin_wait(scope, group.name, by_id[instance_id], hooks, decrement=True)
+                await self._begin_wait(
+                    scope,
+                    group.name,
+                    by_id[instance_id],
+                    hooks,
+                    decrement=True,
+                    cause="an instance was taken out of service in response to a difference "
+                    "between desired and actual capacity",
+                )
             else:
                 await autoscaling.terminate_instance_in_auto_scaling_group(
                     InstanceId=instance_id, ShouldDecrementDesiredCapacity=True
@@ -1065,6 +1370,7 @@ class LifecycleLayer:
         hooks: Sequence[HookConfig],
         *,
         decrement: bool,
+        cause: str = "an instance was taken out of service in response to a user request",
     ) -> None:
         autoscaling = self._client(scope).autoscaling
         # Protected in moto so that moto's own scale-in arithmetic never removes it.
@@ -1088,7 +1394,18 @@ class LifecycleLayer:
             hooks,
             now,
             lambda: str(uuid.uuid4()),
+            self.terminating_pause,
         )
+        activity = Activity(
+            str(uuid.uuid4()),
+            group,
+            f"Terminating EC2 instance: {instance.instance_id}",
+            cause,
+            now,
+            status="MidLifecycleAction",
+        )
+        self._activities[activity.activity_id] = activity
+        term = dataclasses.replace(term, activity_id=activity.activity_id)
         self._terminations[instance.instance_id] = term
         log.info(
             "terminating_wait",
@@ -1102,6 +1419,11 @@ class LifecycleLayer:
     async def _finish(self, term: Termination) -> None:
         """Really terminate a waiting instance in moto."""
         self._terminations.pop(term.instance_id, None)
+        activity = self._activities.get(term.activity_id)
+        if activity is not None:
+            self._activities[activity.activity_id] = dataclasses.replace(
+                activity, end=self._clock(), status="Successful"
+            )
         clients = self._client(term.scope)
         try:
             await clients.autoscaling.terminate_instance_in_auto_scaling_group(
@@ -1158,8 +1480,10 @@ class LifecycleLayer:
                         availability_zone=inst["AvailabilityZone"],
                         lifecycle_state=inst["LifecycleState"],
                         protected=bool(inst.get("ProtectedFromScaleIn", False)),
+                        healthy=str(inst.get("HealthStatus", "Healthy")).lower() == "healthy",
                     )
                     instances.append(self._with_overlay(info))
+                template = raw.get("LaunchTemplate") or {}
                 groups.append(
                     _GroupView(
                         name=raw["AutoScalingGroupName"],
@@ -1167,6 +1491,11 @@ class LifecycleLayer:
                         max_size=raw["MaxSize"],
                         desired=raw["DesiredCapacity"],
                         instances=tuple(instances),
+                        template_id=str(template.get("LaunchTemplateId") or ""),
+                        template_version=str(template.get("Version") or "$Default"),
+                        suspended=frozenset(
+                            str(p["ProcessName"]) for p in raw.get("SuspendedProcesses", [])
+                        ),
                     )
                 )
         return groups
@@ -1193,13 +1522,20 @@ class LifecycleLayer:
         current = {i.instance_id: (g.name, i) for g in groups for i in g.instances}
         new_ids = [iid for iid in current if iid not in self._known]
         details = await self._ec2_details(scope, new_ids) if new_ids else {}
+        launches = await self._launch_versions(scope, groups, new_ids) if new_ids else {}
         now = self._clock()
         for instance_id, (group, info) in current.items():
             known = self._known.get(instance_id)
             if known is None:
                 private_ip, public_ip = details.get(instance_id, ("", None))
+                named, number = launches.get(instance_id, ("", ""))
                 info = dataclasses.replace(
-                    info, private_ip=private_ip, public_ip=public_ip, launched_at=now
+                    info,
+                    private_ip=private_ip,
+                    public_ip=public_ip,
+                    launched_at=now,
+                    launch_named=named,
+                    launch_version=number,
                 )
                 self._known[instance_id] = _strip_overlay(info, self._terminations)
                 log.info("instance_launched", instance_id=instance_id, group=group)
@@ -1211,6 +1547,7 @@ class LifecycleLayer:
                     availability_zone=info.availability_zone,
                     lifecycle_state=_strip_overlay(info, self._terminations).lifecycle_state,
                     protected=_strip_overlay(info, self._terminations).protected,
+                    healthy=info.healthy,
                 )
         vanished = [
             iid
@@ -1228,6 +1565,40 @@ class LifecycleLayer:
                 else:
                     self._gone[instance_id] = "Detached"
                     self._emit("detached", instance_id, info.group)
+
+    async def _launch_versions(
+        self, scope: Scope, groups: Sequence[_GroupView], instance_ids: Sequence[str]
+    ) -> dict[str, tuple[str, str]]:
+        """(version as the group names it, version number) each new instance launched from.
+
+        EC2 tags an instance launched from a template with the version it really used
+        (``aws:ec2launchtemplate:version``); moto writes the template's default there
+        whatever the group names, so the layer puts the group's own version in.
+        """
+        ec2 = self._client(scope).ec2
+        found: dict[str, tuple[str, str]] = {}
+        for group in groups:
+            ids = [i.instance_id for i in group.instances if i.instance_id in instance_ids]
+            if not ids or not group.template_id:
+                continue
+            named = group.template_version
+            number = named
+            if not named.isdigit():
+                answer = await ec2.describe_launch_templates(LaunchTemplateIds=[group.template_id])
+                template = answer["LaunchTemplates"][0]
+                latest = named == "$Latest"
+                number = str(
+                    template["LatestVersionNumber"] if latest else template["DefaultVersionNumber"]
+                )
+            await ec2.create_tags(
+                Resources=ids,
+                Tags=[
+                    {"Key": "aws:ec2launchtemplate:id", "Value": group.template_id},
+                    {"Key": "aws:ec2launchtemplate:version", "Value": number},
+                ],
+            )
+            found.update((iid, (named, number)) for iid in ids)
+        return found
 
     async def _ec2_details(
         self, scope: Scope, instance_ids: Sequence[str]
@@ -1295,7 +1666,7 @@ class LifecycleLayer:
         if term is None:
             return info
         return dataclasses.replace(
-            info, lifecycle_state="Terminating:Wait", protected=term.protected
+            info, lifecycle_state=term.state_at(self._clock()), protected=term.protected
         )
 
     def _emit(self, kind: EventKind, instance_id: str, group: str) -> None:
@@ -1316,6 +1687,9 @@ class LifecycleLayer:
 
     def _clear_state(self) -> None:
         self._terminations.clear()
+        self._activities.clear()
+        self._surplus.clear()
+        self._launch_first.clear()
         self._known.clear()
         self._gone.clear()
         self._faults.clear()
@@ -1346,6 +1720,18 @@ def _placeholder(instance_id: str, group: str, scope: Scope, now: float) -> Inst
     )
 
 
+def _rewritten(response: web.Response, rewrite: Callable[[bytes], bytes | None]) -> web.Response:
+    """``response`` with its body rewritten (and the checksum dropped), or as it was."""
+    if response.status != 200 or not isinstance(response.body, bytes):
+        return response
+    body = rewrite(response.body)
+    if body is None:
+        return response
+    headers = CIMultiDict(response.headers)
+    headers.popall("x-amz-crc32", None)
+    return web.Response(status=200, body=body, headers=headers)
+
+
 def _strip_overlay(info: InstanceInfo, terminations: Mapping[str, Termination]) -> InstanceInfo:
     """The instance as moto holds it: a waiting one is Standby and protected there."""
     term = terminations.get(info.instance_id)
@@ -1369,6 +1755,7 @@ _OWNED: dict[str, _Handler] = {
     "ExitStandby": LifecycleLayer._guard_waiting,
     "DetachInstances": LifecycleLayer._guard_waiting,
     "DeleteAutoScalingGroup": LifecycleLayer._delete_group,
+    "DescribeScalingActivities": LifecycleLayer._describe_activities,
 }
 
 

@@ -12,7 +12,7 @@ import http.client
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiobotocore.session import AioSession, get_session
@@ -129,6 +129,9 @@ class FleetSpec:
     vpc_cidr: str = "10.20.0.0/16"
     suspended_processes: tuple[str, ...] = ("AZRebalance",)
     """As the product requires: AZRebalance would terminate hosts with meetings."""
+    launch_first: bool = False
+    """An instance maintenance policy of 100-200 %, as cfn/fleet.yaml sets: AWS's own
+    replacements (a failed health check) launch before the old instance goes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +203,12 @@ async def create_fleet(
         )
         template_id = template["LaunchTemplate"]["LaunchTemplateId"]
 
+        maintenance: dict[str, Any] = {}
+        if spec.launch_first:
+            maintenance["InstanceMaintenancePolicy"] = {
+                "MinHealthyPercentage": 100,
+                "MaxHealthyPercentage": 200,
+            }
         await autoscaling.create_auto_scaling_group(
             AutoScalingGroupName=spec.name,
             MinSize=spec.min_size,
@@ -208,6 +217,7 @@ async def create_fleet(
             LaunchTemplate={"LaunchTemplateId": template_id, "Version": "$Latest"},
             VPCZoneIdentifier=",".join(subnet_ids),
             NewInstancesProtectedFromScaleIn=spec.new_instances_protected,
+            **maintenance,
             Tags=[
                 {
                     "Key": "bbbfleet",

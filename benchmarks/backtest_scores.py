@@ -15,7 +15,9 @@ the fluid bound.
 - ``settings``: ``default`` with one thing changed at a time;
 - ``seeds``: the same generator with seeds 1 to 4 (``bbbsim trace generate
   --kind K --seed N``);
-- ``exam-window``: the exam's planned window one node smaller and larger.
+- ``exam-window``: the exam's planned window one node smaller and larger;
+- ``rollout``: ``--rollout-at``: the launch template changes at a given second,
+  and each run's ``rollout_s`` (until no host launched before is left).
 
     .venv/bin/python benchmarks/backtest_scores.py
 """
@@ -96,6 +98,12 @@ RECORDINGS = {
     "recordings (the tables above)": RecordingSpec(),
     "15 minutes of processing an hour": RecordingSpec(ratio=0.25),
 }
+ROLLOUTS: tuple[tuple[Kind, float, str], ...] = (
+    ("exam-flash", 3600.0, "exam flash, 3,600 s (Monday 01:00, before the exam)"),
+    ("university-week", 122_400.0, "university week, 122,400 s (Tuesday 10:00)"),
+)
+ROLLOUT_BUDGET = 0.3
+SECONDS_OR_NOT = rf"(?:{INT} s|not done)"
 TABLES = {
     "university-week": SCORES,
     "exam-flash": SCORES,
@@ -149,6 +157,15 @@ TABLES = {
             Column(f"`seed` {MUL} oracle", TIMES),
         ),
         keys=tuple(kind for kind in TRACES for _ in SEEDS),
+    ),
+    "rollout": Table(
+        (
+            Column("trace, template changes at", TEXT, numeric=False),
+            Column("`seed`", SECONDS_OR_NOT),
+            Column("`default`", SECONDS_OR_NOT),
+            Column(f"`default`, `drift_budget` {ROLLOUT_BUDGET}", SECONDS_OR_NOT),
+        ),
+        keys=tuple(label for _, _, label in ROLLOUTS),
     ),
     "exam-window": Table(
         (
@@ -313,6 +330,29 @@ def main() -> None:
         results = [run("exam-flash", seed, windows=window) for seed in SEEDS]
         cells = [ratio_share(goal_figures(r, "default")) for r in results]
         print(table.row(f"{nodes} nodes", *cells))
+
+    rollout_rows()
+
+
+def rollout_rows() -> None:
+    """``rollout``: each preset's rollout_s, and ``default`` with a larger drift budget."""
+    table = TABLES["rollout"]
+    print("\n" + table.header())
+    for kind, at, label in ROLLOUTS:
+        fleet = FleetSettings(rollout_at=at)
+        wider = dataclasses.replace(policy_config("default", fleet), drift_budget=ROLLOUT_BUDGET)
+        result = backtest(
+            shipped_trace(kind), ("seed", "default"), fleet, [("wider", wider)], planned(kind)
+        )
+        ended = sum(s.run.meetings_ended_by_platform for s in result.policies)
+        if ended:
+            raise ValueError(f"{kind}: {ended} meeting(s) ended by the platform in a rollout")
+        runs = {s.run.name: s.run.rollout_s for s in result.policies}
+        cells = [
+            "not done" if runs[n] is None else f"{runs[n]:,.0f} s"
+            for n in ("seed", "default", "wider")
+        ]
+        print(table.row(label, *cells))
 
 
 if __name__ == "__main__":

@@ -23,12 +23,14 @@ def serving(
     multiplier: float = 1.0,
 ) -> Node:
     """An InService node with metrics; Scalelite's load is its meeting count (``multiplier``:
-    the load_multiplier Scalelite has for it)."""
+    the load_multiplier Scalelite has for it). Protected from scale-in unless it is known
+    to be empty, as bbbnode keeps it."""
     if participants is None and meetings is not None:
         participants = 4 * meetings
     return Node(
         iid,
         "InService",
+        protected=meetings != 0,
         launched_at=T0 - 3600,
         metrics=NodeMetrics(cpu, meetings, participants, age),
         server=ServerView(iid, state, float(meetings or 0), True, multiplier),
@@ -48,6 +50,7 @@ def draining(
     return Node(
         iid,
         "InService",
+        protected=meetings > 0,
         launched_at=T0 - 3600,
         draining_since=T0 - 600,
         metrics=NodeMetrics(cpu, meetings, 3 * meetings, age),

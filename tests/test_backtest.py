@@ -270,6 +270,52 @@ def test_planned_windows_join_a_config_s_own() -> None:
     assert result.oracle.run.instance_hours == plain.oracle.run.instance_hours
 
 
+def test_a_rollout_is_replayed_and_timed() -> None:
+    # One node with a meeting from 0 to 3600 s, the launch template changes at 600 s. Both
+    # presets: a replacement at once (the lower bound of one would not hold without the old
+    # node), the old node cordoned once the replacement serves and the scale-in cooldown
+    # after the growth has passed (600 + 300 s), terminated in the first round after
+    # Scalelite's first poll after its meeting ended (rounds of 20.1 s: at 3,618 s). A later
+    # meeting (on the new node) keeps the trace going past it.
+    trace = Trace("t", (TraceMeeting(0, 3600, 5), TraceMeeting(3700, 300, 5)))
+    result = backtest(trace, BOTH, FleetSettings(verify=True, rollout_at=600))
+    for s in result.policies:
+        assert s.run.decisions == ((600.0, "scale_out"), (900.0, "drain"), (3620.0, "terminate"))
+        assert (s.run.rollout_s, s.run.meetings_ended_by_platform) == (3020.0, 0)
+    doc = report_json(result)
+    assert {name: p["rollout_s"] for name, p in doc["policies"].items()} == {
+        "seed": 3020.0,
+        "default": 3020.0,
+    }
+    assert "rollout_s" not in doc["oracle"]
+    assert "rollout at 600 s: default all current after 3,020 s, 0 meeting(s) ended" in (
+        render_table(result)
+    )
+    # Without a rollout no key; a rollout the trace's end comes before is null.
+    assert (
+        "rollout_s" not in report_json(backtest(trace, BOTH, FleetSettings()))["policies"]["seed"]
+    )
+    late = backtest(trace, ("default",), FleetSettings(rollout_at=3500))
+    assert report_json(late)["policies"]["default"]["rollout_s"] is None
+    assert "default not all current by the trace's end" in render_table(late)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_cli_rollout_at(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, out = tmp_path / "rollout.csv", tmp_path / "out.json"
+    # The old node's meeting ends at 1,800 s; a later one keeps the trace going past its drain.
+    path.write_text(render_trace([TraceMeeting(0, 1800, 5), TraceMeeting(2400, 1200, 5)]))
+    trace = str(path)
+    assert main(["backtest", "--trace", trace, "--rollout-at", "60", "--json", str(out)]) == 0
+    policies = json.loads(out.read_text())["policies"]
+    assert all(isinstance(p["rollout_s"], float) for p in policies.values())
+    for bad in ("-1", "soon", "inf"):
+        with pytest.raises(SystemExit) as exited:
+            main(["backtest", "--trace", trace, "--rollout-at", bad])
+        assert exited.value.code == 2
+        assert "--rollout-at" in capsys.readouterr().err
+
+
 @pytest.mark.usefixtures("restore_logging")
 def test_cli_bad_schedules_exit_2_naming_the_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -1035,6 +1035,77 @@ async def test_restart_mid_drain_resumes_from_aws_and_scalelite(real: Fleet) -> 
     assert (await fourth.resume()).phase is Phase.COMPLETED
 
 
+@pytest.mark.integration
+async def test_a_restart_in_the_terminating_moment_still_drains(real: Fleet) -> None:
+    # AWS: "Terminating" for a moment before "Terminating:Wait"; IMDS already says
+    # Terminated, the lifecycle action does not exist yet. Not "no hook".
+    await start_serving_with_meeting(real)
+    real.layer.terminating_pause = 30.0
+    await terminate(real)
+    restarted, reports = real.drain()
+    state = await restarted.resume()
+    assert (state.phase, state.terminating, state.lifecycle_gone) == (
+        Phase.CORDONING,
+        True,
+        False,
+    )
+    state = await real.tick(restarted)
+    assert state.phase is Phase.CORDONED
+    assert real.scalelite.servers()[0].state == "cordoned"
+    # The heartbeat finds no action yet: tried again, never taken for a hook that is gone.
+    assert K.HEARTBEAT in reports[-1].failed
+    assert not state.lifecycle_gone
+    for _ in range(8):
+        state = await real.tick(restarted)
+    assert real.waiting()
+    assert any(a.kind is K.HEARTBEAT for r in reports for a in r.executed)
+    real.bbb.end_meeting("lecture")
+    for _ in range(60):
+        state = await real.tick(restarted)
+        if state.phase is Phase.COMPLETED:
+            break
+    assert state.phase is Phase.COMPLETED
+    assert not state.lifecycle_gone
+    assert real.instance_id not in {i.instance_id for i in real.layer.instances()}
+
+
+@pytest.mark.integration
+async def test_an_empty_describe_is_not_the_end_of_the_hook(real: Fleet) -> None:
+    await start_serving_with_meeting(real)
+    await terminate(real)
+    real.layer.inject_fault("empty", "DescribeAutoScalingInstances")
+    restarted, _ = real.drain()
+    state = await restarted.resume()
+    assert (state.phase, state.lifecycle_gone) == (Phase.CORDONING, False)
+    state = await real.tick(restarted)
+    assert state.phase is Phase.CORDONED
+    assert real.waiting()
+
+
+@pytest.mark.integration
+async def test_the_drain_knows_when_aws_ends_it_whatever_the_heartbeats(real: Fleet) -> None:
+    real.bbb.add_meeting("lecture", 12)
+    await real.collector.collect_once()
+    lifecycle = AsgLifecycle(real.autoscaling, real.fleet.asg_name, real.instance_id, HOOK)
+    drain, reports = real.drain(deadline=lifecycle.deadline)
+    await drain.resume()
+    await real.tick(drain)
+    assert reports[-1].deadline is None
+    started = real.clock.now
+    await terminate(real)
+    await real.tick(drain)
+    # HeartbeatTimeout 300 s: 100 x 300 s, under 48 h, from the termination's start.
+    assert reports[-1].deadline == pytest.approx(started + 30_000)
+    metrics = NodeMetrics(lambda: None, real.clock)
+    metrics.lifecycle_deadline = reports[-1].deadline
+    text = metrics.render().decode()
+    assert "bbbnode_lifecycle_timeout_remaining_seconds 29995.0" in text
+    real.clock.advance(40_000)
+    assert "bbbnode_lifecycle_timeout_remaining_seconds 0.0" in metrics.render().decode()
+    metrics.lifecycle_deadline = None
+    assert "bbbnode_lifecycle_timeout_remaining_seconds" not in metrics.render().decode()
+
+
 # ------------------------------------------------------------------------ docs/iam.md
 
 
@@ -1064,6 +1135,8 @@ def test_iam_doc_allows_every_auto_scaling_call_the_node_makes() -> None:
         "autoscaling:DescribeAutoScalingInstances",
         "autoscaling:RecordLifecycleActionHeartbeat",
         "autoscaling:CompleteLifecycleAction",
+        "autoscaling:DescribeLifecycleHooks",
+        "autoscaling:DescribeScalingActivities",
     }
     assert used <= allowed
     assert not any(a.startswith("ec2:") for a in allowed)

@@ -502,7 +502,12 @@ def test_terminations_never_take_desired_below_min_size() -> None:
     assert run(snap).terminate == ("d-1",)
     d = run(steady(draining("d-1"), draining("d-2"), desired=3, min_size=3))
     assert d.terminate == ()
-    assert (d.action, d.desired) == (Action.RECONCILE, 5)
+    # The drained nodes are unprotected: AWS's own scale-in takes them through the hook.
+    assert (d.action, d.desired) == (Action.NONE, None)
+    assert "5 instances but desired 3: 2 unprotected; left to AWS" in d.reason
+    held = [dataclasses.replace(draining(f"d-{k}"), protected=True) for k in (1, 2)]
+    d = run(steady(*held, desired=3, min_size=3))
+    assert (d.action, d.desired, d.terminate) == (Action.RECONCILE, 5, ())
 
 
 def test_terminate_and_drain_in_one_round() -> None:
@@ -590,6 +595,25 @@ def test_reconcile_adopts_instances_protection_kept() -> None:
     d = run(snapshot(*nodes, desired=3))
     assert (d.action, d.desired) == (Action.RECONCILE, 5)
     assert run(snapshot(*nodes, desired=3, max_size=4)).desired == 4
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"lifecycle": "Pending"}, "1 launching"),
+        ({"healthy": False}, "1 unhealthy"),
+        ({"protected": False}, "1 unprotected"),
+    ],
+)
+def test_aws_s_own_replacement_is_not_adopted(change: dict[str, Any], said: str) -> None:
+    # A failed health check or AZ rebalancing launches first (or an unprotected member is
+    # there for AWS to pick): more members than desired for a while, which AWS ends itself
+    # through the termination hook. Raising desired would keep both.
+    nodes = busy(5, 0.5)
+    nodes[-1] = dataclasses.replace(nodes[-1], **change)
+    d = run(snapshot(*nodes, desired=4))
+    assert (d.action, d.desired) == (Action.NONE, None)
+    assert f"5 instances but desired 4: {said}; left to AWS" in d.reason
 
 
 def test_no_reconcile_that_would_not_raise_desired() -> None:

@@ -30,6 +30,7 @@ from bbbscaler.model import (
     Decision,
     FleetSnapshot,
     Group,
+    Launch,
     Node,
     NodeMetrics,
     ServerState,
@@ -111,6 +112,24 @@ def lower_bound(snap: FleetSnapshot, config: PolicyConfig) -> int:
     scheduled, _ = scheduled_minimum(config.windows, snap.at, config.boot_time)
     wanted = max(snap.group.min_size, config.min_nodes, scheduled)
     return min(wanted, upper_bound(snap.group, config))
+
+
+def drifted(snap: FleetSnapshot, n: Node) -> bool:
+    """docs/scaler.md: launched from another launch template or version than the group
+    launches from now, both known."""
+    return (
+        member(n)
+        and snap.group.launch is not None
+        and n.launch is not None
+        and n.launch != snap.group.launch
+    )
+
+
+def drift_budget(snap: FleetSnapshot, config: PolicyConfig) -> int:
+    """max(1, drift_budget x members, rounded down); 0 with rollouts off."""
+    if config.drift_budget <= 0:
+        return 0
+    return max(1, math.floor(config.drift_budget * sum(member(n) for n in snap.nodes) + 1e-9))
 
 
 def cordoned_by_operator(n: Node, now: float, config: PolicyConfig) -> bool:
@@ -213,30 +232,58 @@ def check_drains(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None
     drains idle nodes first, beyond it."""
     serving = {n.instance_id: n for n in serving_now(snap, config)}
     assert len(set(d.drain)) == len(d.drain)
+    # A rollout's drains have their own budget (check_drift); the rest here is the preset's.
+    rollout = set(d.replacing)
     for iid in d.drain:
         n = serving[iid]
         assert knows_meetings(n, config)
         assert n.server is not None
         assert n.server.state == "enabled"
-        if config.preset == "seed":
+        if config.preset == "seed" and iid not in rollout:
             assert n.metrics is not None
             assert (n.metrics.meetings, n.metrics.participants) == (0, 0)
     if d.drain:
         assert len(serving) - len(d.drain) >= lower_bound(snap, config)
         tagged = [n for n in snap.nodes if member(n) and n.draining_since is not None]
-        if config.preset == "seed":
+        owed = config.drift_budget > 0 and any(drifted(snap, n) for n in serving.values())
+        if rollout:
+            pass  # check_drift
+        elif config.preset == "seed":
             assert len(tagged) + len(d.drain) <= config.max_draining
         else:
             new_busy = [iid for iid in d.drain if not idle(serving[iid], config)]
             if new_busy:
                 busy_tagged = [n for n in tagged if not idle(n, config)]
                 assert len(busy_tagged) + len(new_busy) <= config.max_draining
-                # Idle nodes first: a busy drain only once every idle candidate drains.
+                # Idle nodes first: a busy drain only once every idle candidate drains
+                # (while drifted nodes serve, a current node may be kept for their place).
                 for n in serving.values():
                     if idle(n, config) and drain_candidate(n, config):
-                        assert n.instance_id in d.drain, f"{n.instance_id}: idle, not drained"
+                        kept = owed and not drifted(snap, n)
+                        assert kept or n.instance_id in d.drain, f"{n.instance_id}: idle"
         assert d.desired is None
         assert d.undrain == ()
+
+
+def check_drift(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
+    """Rollouts: only drifted members are replaced; a round grows for them or drains them,
+    not both; the drifted nodes draining never exceed the budget; a drain for a rollout is
+    the round's only drain; with rollouts off nothing is replaced."""
+    nodes = {n.instance_id: n for n in snap.nodes}
+    assert set(d.drifted) == {n.instance_id for n in snap.nodes if drifted(snap, n)}
+    if not d.replacing:
+        return
+    assert drift_budget(snap, config) > 0
+    for iid in d.replacing:
+        assert drifted(snap, nodes[iid]), f"{iid}: replaced, not drifted"
+    if d.desired is not None:
+        assert d.drain == ()
+        return
+    assert set(d.drain) == set(d.replacing)
+    for iid in d.drain:
+        assert drain_candidate(nodes[iid], config)
+    tagged = [n for n in snap.nodes if drifted(snap, n) and n.draining_since is not None]
+    assert len(tagged) + len(d.drain) <= drift_budget(snap, config)
 
 
 def check_min_size(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
@@ -354,6 +401,7 @@ CHECKS: tuple[Check, ...] = (
     check_min_size,
     check_undrain,
     check_steer,
+    check_drift,
     check_operator_drains,
 )
 
@@ -386,6 +434,13 @@ DRAIN_ENDS: st.SearchStrategy[tuple[ServerState, float | None]] = st.sampled_fro
     ]
 )
 """Where a drain may stand in Scalelite, the edges included."""
+CURRENT = Launch("lt-0a", "4")
+LAUNCHES = st.sampled_from(
+    [CURRENT, CURRENT, Launch("lt-0a", "3"), Launch("lt-0b", "1"), Launch("lc:old"), None]
+)
+"""What a node was launched from: mostly the current version, now and then an older one,
+another template or configuration, or unknown."""
+GROUP_LAUNCHES = st.sampled_from([CURRENT, CURRENT, CURRENT, None])
 
 
 @st.composite
@@ -427,6 +482,7 @@ def fleet_nodes(draw: st.DrawFn, iid: str, mode: str, untagged: int) -> Node:
         draining_since=tag,
         metrics=metrics,
         server=server,
+        launch=draw(LAUNCHES),
     )
 
 
@@ -444,7 +500,7 @@ def snapshots(draw: st.DrawFn) -> FleetSnapshot:
     scalelite_ok = draw(st.booleans() if mode == "messy" else st.sampled_from([True] * 5 + [False]))
     if not scalelite_ok and draw(st.booleans()):
         nodes = tuple(dataclasses.replace(n, server=None) for n in nodes)
-    group = Group("bbb", desired, min_size, max_size)
+    group = Group("bbb", desired, min_size, max_size, launch=draw(GROUP_LAUNCHES))
     return FleetSnapshot(T0, group, nodes, scalelite_ok=scalelite_ok)
 
 
@@ -498,6 +554,7 @@ def configs(draw: st.DrawFn, presets: st.SearchStrategy[Preset] = PRESETS) -> Po
         windows=windows,
         steer_cpu=draw(st.sampled_from([base.steer_cpu, base.steer_cpu, 0.05, 0.9])),
         steer_multiplier=draw(st.sampled_from([base.steer_multiplier] * 3 + [10.0, 1.0])),
+        drift_budget=draw(st.sampled_from([base.drift_budget] * 3 + [0.0, 0.5])),
         tag=draw(FLEET_TAGS),
     )
 
@@ -519,7 +576,13 @@ def quiet_rounds(draw: st.DrawFn) -> Round:
     members = sum(member(n) for n in nodes)
     # Protection may have kept an instance or two above desired, with MinSize right there.
     desired = max(0, members - draw(st.integers(0, 2)))
-    group = Group("bbb", desired, draw(st.sampled_from([0, 1, desired])), members + 2)
+    group = Group(
+        "bbb",
+        desired,
+        draw(st.sampled_from([0, 1, desired])),
+        members + 2,
+        launch=draw(GROUP_LAUNCHES),
+    )
     config = dataclasses.replace(
         PolicyConfig.preset_values(draw(PRESETS)),
         scale_in_after=0.0,
@@ -543,7 +606,7 @@ def busy_rounds(draw: st.DrawFn) -> Round:
         for k in range(count)
     )
     members = sum(member(n) for n in nodes)
-    group = Group("bbb", members, 0, members + draw(st.integers(1, 8)))
+    group = Group("bbb", members, 0, members + draw(st.integers(1, 8)), launch=CURRENT)
     config = dataclasses.replace(
         PolicyConfig.preset_values(draw(PRESETS)),
         scale_out_after=0.0,
@@ -573,7 +636,9 @@ def steering_rounds(draw: st.DrawFn) -> Round:
         nodes.append(n)
     members = sum(member(n) for n in nodes)
     desired = max(0, members + draw(st.sampled_from([0, 0, 0, -1, 1, 2])))
-    group = Group("bbb", desired, draw(st.sampled_from([0, 0, 1])), members + 3)
+    group = Group(
+        "bbb", desired, draw(st.sampled_from([0, 0, 1])), members + 3, launch=draw(GROUP_LAUNCHES)
+    )
     presets: st.SearchStrategy[Preset] = st.sampled_from(["default", "default", "seed"])
     config = dataclasses.replace(
         draw(configs(presets)),
@@ -698,7 +763,8 @@ def test_decide_is_deterministic_and_pure(data: Round) -> None:
 @FAST
 @given(ROUNDS)
 def test_the_same_need_is_not_met_twice(data: Round) -> None:
-    """After a scale-out, the next round (launches pending, nothing else changed) adds none."""
+    """After a scale-out, the next round (launches pending, nothing else changed) adds none
+    (a rollout's own growth for replacements, after a growth for the load, excepted)."""
     snap, history, config = data
     first = decided(data)
     if first.desired is None or first.undrain:
@@ -707,6 +773,8 @@ def test_the_same_need_is_not_met_twice(data: Round) -> None:
     again = decide(
         dataclasses.replace(snap, group=group), history.record(first, T0, config), config, T0
     )
+    if again.replacing and not first.replacing:
+        return  # a rollout's replacement, after a growth for the load: another need
     assert again.desired is None
     assert again.undrain == ()
 
@@ -861,6 +929,8 @@ class ToyNode:
     exporter_up: bool = True
     multiplier: float = 1.0
     """Scalelite's load_multiplier for it, as the scaler last steered it."""
+    template: int = 1
+    """The launch template version it was launched from."""
 
 
 @dataclass
@@ -872,11 +942,13 @@ class ToyFleet:
     scalelite_up: bool = True
     nodes: dict[str, ToyNode] = field(default_factory=dict)
     launched: int = 0
+    template: int = 1
+    """The launch template version the group launches from now."""
 
     def launch(self) -> None:
         self.launched += 1
         iid = f"i-{self.launched:03d}"
-        self.nodes[iid] = ToyNode(iid, self.now)
+        self.nodes[iid] = ToyNode(iid, self.now, template=self.template)
 
     def load(self, n: ToyNode) -> float | None:
         # Scalelite counts the meetings it placed, times the multiplier; a disabled server
@@ -905,9 +977,11 @@ class ToyFleet:
                     draining_since=n.tagged_at,
                     metrics=metrics,
                     server=server,
+                    launch=Launch("lt-toy", str(n.template)),
                 )
             )
-        group = Group("bbb", self.desired, self.min_size, self.max_size)
+        launch = Launch("lt-toy", str(self.template))
+        group = Group("bbb", self.desired, self.min_size, self.max_size, launch=launch)
         return FleetSnapshot(self.now, group, tuple(nodes), scalelite_ok=self.scalelite_up)
 
 
@@ -1038,6 +1112,11 @@ class DrainToTermination(RuleBasedStateMachine):
         elif n is not None:
             n.registered = False
 
+    @rule()
+    def roll_out(self) -> None:
+        """`bbbctl stack update` with a new image: the group launches from a new version."""
+        self.fleet.template += 1
+
     @rule(index=NODE_INDEX)
     def boot(self, index: int) -> None:
         n = self.pick(index, lambda n: not n.collecting)
@@ -1051,48 +1130,117 @@ class DrainToTermination(RuleBasedStateMachine):
 
     @rule()
     def round(self) -> None:
-        fleet = self.fleet
-        snap = fleet.snapshot()
-        d = decide(snap, self.history, self.config, fleet.now)
-        self.history = self.history.record(d, fleet.now, self.config)
-        for check in CHECKS:
-            check(snap, self.config, d)
-        for iid in d.undrain:
-            n = fleet.nodes[iid]
-            n.tagged_at = None
-            if n.registered:
-                n.state = "enabled"
-            self.drained_by_scaler.discard(iid)
-        if d.desired is not None:
-            fleet.desired = d.desired
-        while len(fleet.nodes) < fleet.desired:
-            fleet.launch()
-        for iid in d.drain:
-            n = fleet.nodes[iid]
-            n.tagged_at = fleet.now
-            if n.registered and n.state == "enabled":
-                n.state = "cordoned"
-            self.drained_by_scaler.add(iid)
-        for iid, multiplier in d.steer:
-            n = fleet.nodes[iid]
-            assert n.registered, f"{iid}: steered while not in Scalelite"
-            assert n.state == "enabled", f"{iid}: steered while {n.state}"
-            n.multiplier = multiplier
-        for iid in d.terminate:
-            n = fleet.nodes[iid]
-            assert iid in self.drained_by_scaler, f"{iid} was never drained by the scaler"
-            assert n.meetings == 0, f"{iid} terminated with {n.meetings} meeting(s) running"
-            assert n.reading is not None
-            assert n.reading == (0, n.reading[1])
-            assert fleet.now - n.reading[1] <= self.config.stale_after
-            assert fleet.desired - 1 >= fleet.min_size
-            del fleet.nodes[iid]
-            fleet.desired -= 1
-            self.drained_by_scaler.discard(iid)
+        self.history = scaler_round(self.fleet, self.history, self.config, self.drained_by_scaler)
+
+
+def scaler_round(
+    fleet: ToyFleet, history: History, config: PolicyConfig, drained_by_scaler: set[str]
+) -> History:
+    """One round on the toy fleet: decide, check every rule, carry the decision out, and
+    assert that no termination hits a node with a meeting or without the scaler's drain."""
+    snap = fleet.snapshot()
+    d = decide(snap, history, config, fleet.now)
+    history = history.record(d, fleet.now, config)
+    for check in CHECKS:
+        check(snap, config, d)
+    for iid in d.undrain:
+        n = fleet.nodes[iid]
+        n.tagged_at = None
+        if n.registered:
+            n.state = "enabled"
+        drained_by_scaler.discard(iid)
+    if d.desired is not None:
+        fleet.desired = d.desired
+    while len(fleet.nodes) < fleet.desired:
+        fleet.launch()
+    for iid in d.drain:
+        n = fleet.nodes[iid]
+        n.tagged_at = fleet.now
+        if n.registered and n.state == "enabled":
+            n.state = "cordoned"
+        drained_by_scaler.add(iid)
+    for iid, multiplier in d.steer:
+        n = fleet.nodes[iid]
+        assert n.registered, f"{iid}: steered while not in Scalelite"
+        assert n.state == "enabled", f"{iid}: steered while {n.state}"
+        n.multiplier = multiplier
+    for iid in d.terminate:
+        n = fleet.nodes[iid]
+        assert iid in drained_by_scaler, f"{iid} was never drained by the scaler"
+        assert n.meetings == 0, f"{iid} terminated with {n.meetings} meeting(s) running"
+        assert n.reading is not None
+        assert n.reading == (0, n.reading[1])
+        assert fleet.now - n.reading[1] <= config.stale_after
+        assert fleet.desired - 1 >= fleet.min_size
+        del fleet.nodes[iid]
+        fleet.desired -= 1
+        drained_by_scaler.discard(iid)
+    return history
 
 
 TestDrainToTermination = DrainToTermination.TestCase
 TestDrainToTermination.settings = settings(FAST, max_examples=60, stateful_step_count=60)
+
+
+# --- a rollout, from the new launch template to the last drifted node gone -----------------
+
+
+@settings(FAST, max_examples=60)
+@given(
+    preset=PRESETS,
+    meetings=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 7200)), min_size=1, max_size=6),
+    min_size=st.integers(0, 3),
+    boot=st.sampled_from([30.0, 180.0]),
+    budget=st.sampled_from([0.1, 0.5, 1.0]),
+)
+def test_a_rollout_replaces_every_drifted_node_and_ends_no_meeting(
+    preset: Preset,
+    meetings: list[tuple[int, int]],
+    min_size: int,
+    boot: float,
+    budget: float,
+) -> None:
+    """The group's launch template changes under a fleet whose meetings end when they end:
+    every round obeys every rule (scaler_round asserts no termination with a meeting), and
+    once the last meeting has ended the fleet is all current within a bounded time."""
+    config = dataclasses.replace(
+        PolicyConfig.preset_values(preset), drift_budget=budget, boot_grace=600.0
+    )
+    fleet = ToyFleet(min_size=min(min_size, len(meetings)), max_size=len(meetings) + 3)
+    ends: dict[str, float] = {}
+    for count, lasts in meetings:
+        fleet.launch()
+        n = fleet.nodes[f"i-{fleet.launched:03d}"]
+        n.lifecycle, n.collecting, n.registered = "InService", True, True
+        n.meetings, n.reading = count, (count, T0)
+        ends[n.iid] = T0 + lasts
+    fleet.desired = len(meetings)
+    fleet.template = 2
+    history, drained_by_scaler = History(), set[str]()
+    last_end = max(ends.values())
+    while fleet.now < last_end + 6 * 3600:
+        fleet.now += 10.0
+        for n in fleet.nodes.values():
+            if n.iid in ends and fleet.now >= ends[n.iid]:
+                n.meetings = 0
+            if n.lifecycle == "Pending" and fleet.now - n.launched_at >= boot:
+                n.lifecycle, n.collecting, n.registered, n.state = (
+                    "InService",
+                    True,
+                    True,
+                    "enabled",
+                )
+            if n.collecting:
+                n.reading = (n.meetings, fleet.now)
+            if n.registered and n.state == "cordoned" and n.meetings == 0:
+                n.state = "disabled"
+        history = scaler_round(fleet, history, config, drained_by_scaler)
+        if all(n.template == 2 for n in fleet.nodes.values()) and fleet.now > last_end:
+            break
+    assert all(n.template == 2 for n in fleet.nodes.values()), [
+        (n.iid, n.template, n.meetings) for n in fleet.nodes.values()
+    ]
+    assert len(fleet.nodes) >= fleet.min_size
 
 
 # --- the seed preset against the seed text ----------------------------------------------

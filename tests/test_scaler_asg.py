@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -12,8 +13,18 @@ from botocore.exceptions import ClientError
 
 from bbbcore import aws
 from bbbscaler import asg as asg_module
-from bbbscaler.asg import AsgAdapter, GroupNotFound, drain_tag_value, parse_drain_tag
-from bbbscaler.model import DRAIN_TAG
+from bbbscaler.asg import (
+    AsgAdapter,
+    GroupNotFound,
+    InstanceFacts,
+    LaunchSpec,
+    TemplateVersions,
+    drain_tag_value,
+    launch_spec,
+    member_launch,
+    parse_drain_tag,
+)
+from bbbscaler.model import DRAIN_TAG, Launch
 from bbbsim.lifecycle_layer import LifecycleLayer
 from bbbsim.moto_server import FleetIds, FleetSpec
 from tests.scaler_nodes import asg_clients
@@ -180,3 +191,68 @@ async def test_directly_against_moto(
         group, members = await adapter.describe()
         assert group.desired == 2
         assert {m.draining_since for m in members} >= {42.0}
+
+
+# --- what each member was launched from (rollouts) ---------------------------------------
+
+
+def test_launch_specs_and_their_versions() -> None:
+    lt = {"LaunchTemplateId": "lt-0a", "LaunchTemplateName": "bbb", "Version": "$Latest"}
+    assert launch_spec({"LaunchTemplate": lt}) == LaunchSpec("lt-0a", "bbb", "$Latest")
+    mixed = {"MixedInstancesPolicy": {"LaunchTemplate": {"LaunchTemplateSpecification": lt}}}
+    assert launch_spec(mixed) == LaunchSpec("lt-0a", "bbb", "$Latest")
+    assert launch_spec({"LaunchConfigurationName": "old"}) == LaunchSpec(configuration="old")
+    assert launch_spec({}) is None
+    numbers = TemplateVersions("lt-0a", "bbb", latest=4, default=2)
+    # $Latest and $Default need the template's numbers; no version is the default.
+    assert LaunchSpec("lt-0a", "bbb", "$Latest").resolve() is None
+    assert LaunchSpec("lt-0a", "bbb", "$Latest").resolve(numbers) == Launch("lt-0a", "4")
+    assert LaunchSpec("lt-0a", "bbb", "$Default").resolve(numbers) == Launch("lt-0a", "2")
+    assert LaunchSpec("lt-0a", "bbb", "").resolve(numbers) == Launch("lt-0a", "2")
+    assert LaunchSpec("", "bbb", "3").resolve(numbers) == Launch("lt-0a", "3")
+    assert LaunchSpec("lt-0a", "bbb", "3").resolve() == Launch("lt-0a", "3")
+    assert LaunchSpec("lt-0b", "", "$Latest").resolve(numbers) is None
+    assert LaunchSpec(configuration="old").resolve() == Launch("launch-configuration:old")
+    # A member: EC2's tag first; the ASG's own spec only without it.
+    tagged = InstanceFacts("i-1", "InService", spec=LaunchSpec("lt-0a", "", "$Latest"))
+    tagged = dataclasses.replace(tagged, launch=Launch("lt-0a", "3"))
+    assert member_launch(tagged, numbers) == Launch("lt-0a", "3")
+    untagged = InstanceFacts("i-2", "InService", spec=LaunchSpec("lt-0a", "", "$Latest"))
+    assert member_launch(untagged, numbers) == Launch("lt-0a", "4")
+    other = InstanceFacts("i-3", "InService", spec=LaunchSpec("lt-0b", "", "$Latest"))
+    assert member_launch(other, numbers) == Launch("lt-0b", "$Latest")
+    assert member_launch(InstanceFacts("i-4", "InService"), numbers) is None
+
+
+async def test_members_launched_from_an_older_version_are_told_apart(
+    make_fleet: MakeFleet,
+    adapter: AsgAdapter,
+    clients: tuple[AutoScalingClient, EC2Client],
+    lifecycle_layer: LifecycleLayer,
+) -> None:
+    fleet = await make_fleet(FleetSpec(min_size=1, max_size=4, desired=1))
+    autoscaling, ec2 = clients
+    await ec2.create_launch_template_version(
+        LaunchTemplateId=fleet.launch_template_id,
+        SourceVersion="1",
+        LaunchTemplateData={"ImageId": "ami-0bbb0000000000002"},
+    )
+    await adapter.set_desired(2)
+    group, members = await adapter.describe_group()
+    # The group names $Latest: not a number yet.
+    assert group.launch is None
+    group, members = await adapter.resolve_launches(group, await adapter.with_ec2(members))
+    current = Launch(fleet.launch_template_id, "2")
+    assert group.launch == current
+    launches = sorted(str(m.launch) for m in members)
+    assert launches == [f"{fleet.launch_template_id}:1", f"{fleet.launch_template_id}:2"]
+    # A group that names its version by number needs no lookup.
+    await autoscaling.update_auto_scaling_group(
+        AutoScalingGroupName=fleet.asg_name,
+        LaunchTemplate={"LaunchTemplateId": fleet.launch_template_id, "Version": "2"},
+    )
+    lifecycle_layer.inject_fault("http500", "DescribeLaunchTemplates", count=None)
+    group, members = await adapter.describe_group()
+    assert group.launch == current
+    group, _ = await adapter.resolve_launches(group, await adapter.with_ec2(members))
+    assert group.launch == current

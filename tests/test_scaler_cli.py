@@ -6,11 +6,12 @@ import asyncio
 import json
 from collections.abc import MutableMapping
 from typing import Any
+from unittest import mock
 
 import pytest
 from structlog.testing import capture_logs
 
-from bbbcore import __version__
+from bbbcore import __version__, logs
 from bbbscaler import cli, daemon
 from bbbscaler.settings import ScalerSettings
 
@@ -54,6 +55,14 @@ def test_a_bad_value_exits_2_naming_the_key(
     err = capsys.readouterr().err
     assert "policy.preset (BBBSCALER_POLICY__PRESET)" in err
     assert "aggressive" in err
+
+
+def test_a_ca_bundle_that_is_not_a_file_exits_2_naming_the_key(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    env.setenv("BBBSCALER_CERTIFICATE__CA_BUNDLE", str(tmp_path / "missing.pem"))
+    assert cli.main(["check-config"]) == 2
+    assert "certificate.ca_bundle (BBBSCALER_CERTIFICATE__CA_BUNDLE)" in capsys.readouterr().err
 
 
 def test_check_config_prints_json_with_the_secret_hidden(
@@ -101,8 +110,8 @@ SCHEDULES = json.dumps(
 
 async def check_config(capsys: pytest.CaptureFixture[str]) -> list[MutableMapping[str, Any]]:
     """``bbbscaler check-config`` in-process: exit 0, its JSON on stdout, and the events it
-    logged (the modules' loggers were bound when this test module imported them)."""
-    with capture_logs() as logged:
+    logged (its own logging set-up is skipped, or it would replace the capture)."""
+    with capture_logs() as logged, mock.patch.object(logs, "configure"):
         assert await asyncio.to_thread(cli.main, ["check-config"]) == 0
     out = capsys.readouterr().out
     # The in-process AWS fixtures print their own log lines on stdout too.

@@ -47,15 +47,16 @@ class World:
     scalelite: ScaleliteEmulator
     tmp: Path
     autoscaling: Any
+    ec2: Any
 
     def scaler_env(self, **extra: str) -> dict[str, str]:
-        return self.fleet.scaler_env(
-            BBBSCALER_LOOP__INTERVAL="0.5",
-            BBBSCALER_POLICY__SCALE_IN_AFTER="3",
-            BBBSCALER_POLICY__COOLDOWN="2",
-            BBBSCALER_POLICY__BOOT_GRACE="120",
-            **extra,
-        )
+        settings = {
+            "BBBSCALER_LOOP__INTERVAL": "0.5",
+            "BBBSCALER_POLICY__SCALE_IN_AFTER": "3",
+            "BBBSCALER_POLICY__COOLDOWN": "2",
+            "BBBSCALER_POLICY__BOOT_GRACE": "120",
+        }
+        return self.fleet.scaler_env(**(settings | extra))
 
     async def group(self) -> dict[str, Any]:
         answer = await self.autoscaling.describe_auto_scaling_groups(
@@ -69,14 +70,21 @@ class World:
 
 
 @pytest.fixture
+def spec() -> FleetSpec:
+    """The group the world starts from (a test overrides it with its own fixture)."""
+    return FleetSpec(min_size=1, desired=1, max_size=3)
+
+
+@pytest.fixture
 async def world(
     make_fleet: Callable[[FleetSpec | None], Awaitable[FleetIds]],
     lifecycle_layer: LifecycleLayer,
     aws_endpoint: str,
     aws_session: Any,
     tmp_path: Path,
+    spec: FleetSpec,
 ) -> AsyncIterator[World]:
-    ids = await make_fleet(FleetSpec(min_size=1, desired=1, max_size=3))
+    ids = await make_fleet(spec)
     scalelite = ScaleliteEmulator(LB_SECRET)
     sl_runner, sl_port = await serve_scalelite(scalelite)
     scalelite.start_polling(0.5)
@@ -88,8 +96,11 @@ async def world(
     ticker = asyncio.create_task(lifecycle_layer.run_ticker(0.5))
     await fleet.start()
     try:
-        async with aws_session.client("autoscaling") as autoscaling:
-            yield World(ids, fleet, scalelite, tmp_path, autoscaling)
+        async with (
+            aws_session.client("autoscaling") as autoscaling,
+            aws_session.client("ec2") as ec2,
+        ):
+            yield World(ids, fleet, scalelite, tmp_path, autoscaling, ec2)
     finally:
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -230,3 +241,155 @@ async def test_once_reads_node_metrics_from_prometheus(world: World) -> None:
     assert decision["numbers"]["blind"] == 0, decision
     assert decision["observe_errors"] == []
     assert set(decision) >= {"action", "reason", "desired", "drain", "terminate", "numbers"}
+
+
+async def _serving(world: World, count: int) -> list[Instance]:
+    await wait_for(
+        lambda: len(world.fleet.instances) >= count, within=30, what=f"{count} instances started"
+    )
+    await _until(
+        lambda: len(world.enabled()) >= count,
+        f"{count} nodes registered",
+        world.tmp / "bbbscaler.log",
+    )
+    return sorted(world.fleet.instances.values(), key=lambda i: i.instance_id)
+
+
+async def _first_round(port: int, log_path: Path) -> None:
+    async def decided() -> bool:
+        try:
+            status, _ = await http_text(f"http://127.0.0.1:{port}/status")
+        except OSError:
+            return False
+        return status == 200
+
+    await _until(decided, "the scaler's first round", log_path)
+
+
+async def _launch_versions(world: World) -> dict[str, str]:
+    """Each group member's launch template version, from EC2's own tag."""
+    members = [i["InstanceId"] for i in (await world.group())["Instances"]]
+    answer = await world.ec2.describe_instances(InstanceIds=members)
+    return {
+        raw["InstanceId"]: next(
+            t["Value"] for t in raw["Tags"] if t["Key"] == "aws:ec2launchtemplate:version"
+        )
+        for reservation in answer["Reservations"]
+        for raw in reservation["Instances"]
+    }
+
+
+@pytest.mark.parametrize("spec", [FleetSpec(min_size=2, desired=2, max_size=4)])
+async def test_a_new_launch_template_version_rolls_the_fleet_through_the_drain(
+    world: World,
+) -> None:
+    log_path = world.tmp / "bbbscaler.log"
+    old = await _serving(world, 2)
+    busy, idle = old
+    busy.host.bbb.add_meeting("seminar", 12, voice=4)
+    port = free_port()
+    env = world.scaler_env(
+        BBBSCALER_HTTP__LISTEN=f"127.0.0.1:{port}", BBBSCALER_POLICY__DRIFT_BUDGET="0.5"
+    )
+    async with scaler(env, log_path) as proc:
+        await _first_round(port, log_path)
+        assert set((await _launch_versions(world)).values()) == {"1"}
+        # `bbbctl stack update` with a new image: a new version; the group launches $Latest.
+        await world.ec2.create_launch_template_version(
+            LaunchTemplateId=world.ids.launch_template_id,
+            SourceVersion="1",
+            LaunchTemplateData={"ImageId": "ami-0bbb0000000000002"},
+        )
+
+        # The idle node goes first, once its replacement serves; the busy one is cordoned
+        # after its own replacement serves, and keeps its meeting.
+        async def busy_cordoned() -> bool:
+            return any(
+                s.state in ("cordoned", "disabled") and busy.instance_id in s.url
+                for s in world.scalelite.servers()
+            )
+
+        await _until(busy_cordoned, "the busy drifted node cordoned", log_path, within=120)
+        assert idle.instance_id not in world.fleet.instances
+        await asyncio.sleep(3)  # rounds pass: a cordoned node with a meeting stays
+        assert busy.instance_id in world.fleet.instances
+        assert busy.host.bbb.meeting("seminar") is not None, "a live meeting was ended"
+        busy.host.bbb.end_meeting("seminar")
+
+        async def all_current() -> bool:
+            versions = await _launch_versions(world)
+            group = await world.group()
+            return (
+                set(versions.values()) == {"2"}
+                and len(versions) == 2
+                and int(group["DesiredCapacity"]) == 2
+            )
+
+        await _until(all_current, "every node launched from version 2", log_path, within=120)
+        _, text = await http_text(f"http://127.0.0.1:{port}/metrics")
+        await _until(
+            lambda: busy.instance_id in world.fleet.stopped, "the old nodes stopped", log_path
+        )
+        status, doc = await http_text(f"http://127.0.0.1:{port}/status")
+        assert status == 200
+        assert json.loads(doc)["drift"]["drifted"] == []
+        assert "bbbscaler_drifted_nodes" in text
+        events = [json.loads(line) for line in log_path.read_text().splitlines() if "{" in line]
+        decided = [e for e in events if e.get("event") == "decided"]
+        # Replacements first (the rollout's growth), then drains: the rollout's own, or the
+        # preset's scale-in, which takes drifted nodes first.
+        assert any(e["action"] == "scale_out" and "drift:" in e["reason"] for e in decided)
+        drained = {iid for e in decided for iid in e.get("drain", ())}
+        assert drained >= {busy.instance_id, idle.instance_id}, decided
+        assert not [e for e in events if e.get("event") == "decided" and e["action"] == "reconcile"]
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+
+
+@pytest.mark.parametrize("spec", [FleetSpec(min_size=1, desired=2, max_size=4, launch_first=True)])
+async def test_aws_s_own_replacement_drains_and_is_not_fought(world: World) -> None:
+    log_path = world.tmp / "bbbscaler.log"
+    sick, _other = await _serving(world, 2)
+    sick.host.bbb.add_meeting("seminar", 12, voice=4)
+    port = free_port()
+    env = world.scaler_env(
+        BBBSCALER_HTTP__LISTEN=f"127.0.0.1:{port}", BBBSCALER_POLICY__SCALE_IN_AFTER="600"
+    )
+    async with scaler(env, log_path) as proc:
+        await _first_round(port, log_path)
+        # EC2 reports the host impaired: AWS launches a replacement first, then terminates
+        # the sick one through the hook, scale-in protection or not.
+        await world.autoscaling.set_instance_health(
+            InstanceId=sick.instance_id, HealthStatus="Unhealthy"
+        )
+        desired: set[int] = set()
+
+        async def waiting() -> bool:
+            group = await world.group()
+            desired.add(int(group["DesiredCapacity"]))
+            states = {i["InstanceId"]: i["LifecycleState"] for i in group["Instances"]}
+            return states.get(sick.instance_id) == "Terminating:Wait" and len(states) == 3
+
+        await _until(waiting, "the sick node in the termination hook", log_path)
+        # bbbnode drains it as any termination: cordoned, the meeting goes on.
+        await _until(
+            lambda: not any(sick.instance_id in url for url in world.enabled()),
+            "the sick node cordoned",
+            log_path,
+        )
+        await asyncio.sleep(3)
+        assert sick.host.bbb.meeting("seminar") is not None
+        sick.host.bbb.end_meeting("seminar")
+
+        async def replaced() -> bool:
+            group = await world.group()
+            desired.add(int(group["DesiredCapacity"]))
+            return sick.instance_id not in {i["InstanceId"] for i in group["Instances"]}
+
+        await _until(replaced, "the sick node gone", log_path, within=120)
+        # Members were above desired for a while: left to AWS, desired never raised.
+        assert desired == {2}, _tail(log_path, 200)
+        events = [json.loads(line) for line in log_path.read_text().splitlines() if "{" in line]
+        assert not [e for e in events if e.get("event") == "decided" and e["action"] == "reconcile"]
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 20) == 0

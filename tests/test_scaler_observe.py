@@ -225,6 +225,24 @@ async def test_failed_sources_are_recorded_and_unknown(world: World, fake_clock:
     assert set(SOURCES) == {"asg", "ec2", "metrics", "scalelite"}
 
 
+async def test_an_unresolved_launch_template_pauses_rollouts_only(
+    world: World, fake_clock: FakeClock
+) -> None:
+    errors: list[str] = []
+    observer = world.observer(clock=fake_clock, errors=errors)
+    snap = await observer.observe()
+    # The fixture's group launches $Latest of its template: resolved, every node current.
+    assert snap.group.launch is not None
+    assert all(n.launch == snap.group.launch for n in snap.nodes)
+    world.layer.inject_fault("http500", "DescribeLaunchTemplates", count=None)
+    snap = await observer.observe()
+    # Counted, yet not a failed source of the round: scale-in is not held for it.
+    assert errors == ["launch_templates"]
+    assert snap.errors == ()
+    assert snap.group.launch is None
+    assert all(n.launch is not None for n in snap.nodes)  # EC2's tags still say
+
+
 async def test_missing_group_raises(
     aws_endpoint: str, clients: tuple[AutoScalingClient, EC2Client], fake_clock: FakeClock
 ) -> None:

@@ -10,11 +10,12 @@ The package is cut the way the Kubernetes cluster-autoscaler cuts scale-down:
 - ``config``: PolicyConfig and the presets' values;
 - ``history``: History and Sample, what earlier rounds leave behind;
 - ``fleet``: sort_fleet, the snapshot sorted into serving, booting, draining,
-  operator-drained, blind;
+  operator-drained, blind, drifted;
 - ``eligibility``: which nodes may drain or be terminated, what holds every scale-in;
 - ``need``, ``seed``, ``default``: how many nodes the load needs, per preset;
 - ``budgets``: bounds, and how many drains may start;
 - ``capacity``: grow, shrink or reconcile, the steps every preset shares;
+- ``drift``: rollouts, drifted nodes replaced through the drain;
 - ``steering``: load_multipliers for Scalelite;
 - ``windows``: the schedule windows in effect the fleet will be late for or short of.
 
@@ -31,6 +32,8 @@ The safety rules every preset obeys (property-tested in tests/test_policy_proper
 - Desired never exceeds the upper bound (policy max_nodes, the ASG's MaxSize);
   a drain never takes serving capacity below the lower bound (policy
   min_nodes, the ASG's MinSize, the open schedule windows).
+- A rollout drains at most its budget of drifted nodes at once, and only once the
+  nodes that serve without them meet the preset's need and the lower bound.
 """
 
 from __future__ import annotations
@@ -42,9 +45,11 @@ from bbbscaler.policy import default, seed, windows
 from bbbscaler.policy.budgets import bounds
 from bbbscaler.policy.capacity import plan_capacity
 from bbbscaler.policy.config import PolicyConfig, Preset
+from bbbscaler.policy.drift import replace_drifted
 from bbbscaler.policy.eligibility import drained
 from bbbscaler.policy.fleet import Fleet, sort_fleet
 from bbbscaler.policy.history import IN, OUT, History, Sample
+from bbbscaler.policy.need import Need
 from bbbscaler.policy.steering import steering
 
 __all__ = [
@@ -66,12 +71,18 @@ def decide(snapshot: FleetSnapshot, history: History, config: PolicyConfig, now:
     """One round's decision over ``snapshot``; pure."""
     fleet = sort_fleet(snapshot, config)
     lower, upper, window = bounds(snapshot, config, now)
-    if config.preset == "seed":
-        need = seed.need(fleet, config)
-        decision = plan_capacity(snapshot, history, config, now, fleet, need, lower, upper, window)
-    else:
-        need = default.need(fleet, history, config, now, planned=window is not None)
-        decision = plan_capacity(snapshot, history, config, now, fleet, need, lower, upper, window)
+
+    def need_of(f: Fleet) -> Need:
+        if config.preset == "seed":
+            return seed.need(f, config)
+        return default.need(f, history, config, now, planned=window is not None)
+
+    need = need_of(fleet)
+    decision = plan_capacity(snapshot, history, config, now, fleet, need, lower, upper, window)
+    decision = replace_drifted(
+        snapshot, history, config, now, fleet, need, need_of, lower, upper, decision
+    )
+    if config.preset != "seed":
         steer = steering(fleet, need.keep, lower, config, decision)
         decision = replace(decision, steer=steer) if steer else decision
     late = windows.misses(snapshot, fleet, decision, config, now)

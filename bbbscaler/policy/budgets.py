@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bbbscaler.model import FleetSnapshot
+from bbbscaler.model import FleetSnapshot, Node
 from bbbscaler.policy.config import PolicyConfig
 from bbbscaler.policy.eligibility import enabled
 from bbbscaler.policy.fleet import Fleet, load_key
@@ -45,14 +45,23 @@ def choose_drains(
     surplus = min(fleet.capacity - max(need.keep, lower), len(fleet.serving) - lower)
     if surplus <= 0:
         return (), f"scale-in held: lower bound {lower}"
-    candidates = sorted(enabled(fleet, config), key=load_key)
+    # A drifted node first: its drain is a step of the rollout too. And while drifted nodes
+    # still serve, the current ones a rollout will need in their place are not surplus:
+    # draining a replacement the rollout just launched would only make it launch another.
+    drifted = {n.instance_id for n in fleet.drifted}
+    owed = sum(n.instance_id in drifted for n in fleet.serving) if config.drift_budget else 0
+    current = max(0, surplus - owed)
+    candidates = sorted(
+        enabled(fleet, config), key=lambda n: (n.instance_id not in drifted, load_key(n))
+    )
     if need.idle_only:
         candidates = [n for n in candidates if n.idle(stale)]
     if seed:
-        picked = candidates[: max(0, min(budget, surplus))]
+        picked = _within(candidates, drifted, current)[: max(0, min(budget, surplus))]
     else:
-        empty = [n for n in candidates if n.idle(stale)][:surplus]
-        busy = [n for n in candidates if not n.idle(stale)]
+        empty = _within([n for n in candidates if n.idle(stale)], drifted, current)[:surplus]
+        current -= sum(n.instance_id not in drifted for n in empty)
+        busy = _within([n for n in candidates if not n.idle(stale)], drifted, current)
         picked = empty + busy[: max(0, min(budget, surplus - len(empty)))]
     chosen = tuple(n.instance_id for n in picked)
     if not chosen and budget <= 0:
@@ -60,3 +69,15 @@ def choose_drains(
     if not chosen:
         return (), "scale-in held: no idle node"
     return chosen, ""
+
+
+def _within(nodes: list[Node], drifted: set[str], current: int) -> list[Node]:
+    """``nodes`` in order, with at most ``current`` of those that did not drift."""
+    kept: list[Node] = []
+    for n in nodes:
+        if n.instance_id not in drifted:
+            if current <= 0:
+                continue
+            current -= 1
+        kept.append(n)
+    return kept

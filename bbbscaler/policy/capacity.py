@@ -116,6 +116,14 @@ def plan_capacity(
     # Only a real raise: a no-op SetDesiredCapacity would restart the cooldown every round.
     reconciled = min(base, max(upper, group.desired))
     if reconciled > group.desired and decision.action is Action.NONE:
+        converging = aws_converging(fleet)
+        if converging:
+            # Raising desired now would keep AWS's replacement and its victim both.
+            return replace(
+                decision,
+                reason=f"{len(fleet.members)} instances but desired {group.desired}: "
+                f"{converging}; left to AWS",
+            )
         return replace(
             decision,
             action=Action.RECONCILE,
@@ -130,8 +138,10 @@ def _grow(
 ) -> Decision | None:
     """Undrain first (an enabled node serves at once), then launch the rest."""
     short = wanted - fleet.capacity
-    # Emptiest first: the most room for new meetings.
-    undrain = tuple(n.instance_id for n in sorted(fleet.draining, key=load_key))[:short]
+    # Emptiest first: the most room for new meetings; a drifted node last, it is to go.
+    drifted = {n.instance_id for n in fleet.drifted}
+    ordered = sorted(fleet.draining, key=lambda n: (n.instance_id in drifted, load_key(n)))
+    undrain = tuple(n.instance_id for n in ordered)[:short]
     launch = max(0, short - len(undrain))
     desired = min(base + launch, upper)
     if desired > base:
@@ -157,3 +167,31 @@ def _grow(
             reason=f"{why}, but the group is at its upper bound {upper}",
         )
     return None
+
+
+def aws_converging(fleet: Fleet) -> str:
+    """Why AWS brings the members back to desired capacity on its own, or "" when it cannot.
+
+    AWS replaces instances by itself: a failed health check (launching the replacement first
+    under an instance maintenance policy with MinHealthyPercentage 100, as cfn/fleet.yaml
+    sets; health check replacement ignores scale-in protection: "Use instance scale-in
+    protection", EC2 Auto Scaling User Guide) and AZ rebalancing, which "launches new
+    instances before terminating the old ones" ("Rebalancing activities", same guide). For a
+    while the group then holds more members than desired, and AWS ends the surplus itself,
+    through the termination hook where bbbnode drains. Only when every member is InService,
+    healthy and protected can AWS pick none ("Could not scale to desired capacity because
+    all remaining instances are protected from scale in"): that surplus is the scaler's.
+    """
+    launching = sum(n.pending for n in fleet.members)
+    unhealthy = sum(not n.healthy for n in fleet.members)
+    pickable = sum(n.lifecycle == "InService" and not n.protected for n in fleet.members)
+    parts = [
+        f"{count} {what}"
+        for count, what in (
+            (launching, "launching"),
+            (unhealthy, "unhealthy"),
+            (pickable, "unprotected"),
+        )
+        if count
+    ]
+    return ", ".join(parts)

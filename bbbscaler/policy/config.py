@@ -42,6 +42,9 @@ class PolicyConfig:
     """The load_multiplier of a steered node; 1 turns steering off."""
     gap_limit: float = 30.0
     """Samples further apart than this (missed rounds) break a "held for" run."""
+    drift_budget: float = 0.10
+    """Share of the members that may drain at once to replace drifted nodes (at least one);
+    0 turns rollouts off."""
     interval: float = 10.0
     """Seconds between rounds (loop.interval): how late a round may see anything."""
     tag: str | None = None
@@ -96,6 +99,7 @@ class PolicyConfig:
             steer_cpu=p.steer_cpu,
             steer_multiplier=p.steer_multiplier,
             gap_limit=3 * s.loop.interval,
+            drift_budget=p.drift_budget,
             interval=s.loop.interval,
             tag=s.scalelite.tag,
         )

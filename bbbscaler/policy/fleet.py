@@ -1,4 +1,9 @@
-"""sort_fleet: the snapshot sorted into what the policy counts."""
+"""sort_fleet: the snapshot sorted into what the policy counts.
+
+Roles: serving, booting, draining, operator-drained, blind (no fresh data) and,
+across them, drifted (launched from another launch template or version than the group
+launches from now).
+"""
 
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ class Fleet:
     """Members whose meeting data is missing or stale."""
     pending_launches: int
     """Desired capacity the ASG has not turned into instances yet."""
+    drifted: tuple[Node, ...] = ()
+    """Members launched from something else than the group launches from now."""
     offline: tuple[Node, ...] = ()
     """Members Scalelite lists offline (not booting): not serving, never idle."""
     foreign: tuple[Node, ...] = ()
@@ -70,6 +77,9 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
     draining: list[Node] = []
     cordoned: list[Node] = []
     blind: list[Node] = []
+    drifted: list[Node] = []
+    group = snapshot.group
+    rollout = group.launch is not None
     offline: list[Node] = []
     foreign: list[Node] = []
     tag, grace = config.tag, config.boot_grace
@@ -79,6 +89,8 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
             continue
         members.append(n)
         s = n.server
+        if rollout and group.drifted(n):
+            drifted.append(n)
         if n.draining:
             draining.append(n)
         elif s is not None and s.tag != tag and other_tag(n, config):
@@ -106,6 +118,7 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
         tuple(cordoned),
         tuple(blind),
         pending,
+        tuple(drifted),
         offline=tuple(offline),
         foreign=tuple(foreign),
     )
