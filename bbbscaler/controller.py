@@ -135,7 +135,7 @@ class Controller:
             return None
         self._check_az_rebalance(snapshot)
         now = self._clock()
-        decision = decide(snapshot, self.history, self._config, now)
+        decision = decide(snapshot, self.history, self.forecast(now), self._config, now)
         self.history = self.history.record(decision, now, self._config)
         self._log(decision)
         self._warn_schedules(decision)
@@ -149,7 +149,8 @@ class Controller:
     async def preview(self) -> tuple[FleetSnapshot, Decision]:
         """Observe and decide, act on nothing (``bbbscaler explain``)."""
         snapshot = await self._observer.observe()
-        return snapshot, decide(snapshot, self.history, self._config, self._clock())
+        now = self._clock()
+        return snapshot, decide(snapshot, self.history, self.forecast(now), self._config, now)
 
     async def run(self, interval: float, stop: asyncio.Event) -> None:
         """Rounds every ``interval`` seconds until ``stop`` is set (the round in flight ends)."""

@@ -41,9 +41,11 @@ from pydantic import ValidationError
 
 from bbbcore.config import ConfigError
 from bbbscaler.policy import PolicyConfig, Preset
+from bbbscaler.policy.forecast import WEEK
 from bbbscaler.schedule import Window
 from bbbscaler.settings import DAYS, PolicySettings, ScalerSettings
 from bbbsim.demand import Steps, capacity_lags, integrate, need_steps, p95
+from bbbsim.demand_history import HourError, forecast_errors, last_week, trace_demand
 from bbbsim.fleet_model import (
     FleetRun,
     FleetSettings,
@@ -104,6 +106,10 @@ class BacktestResult:
     """The planned events' windows, added to every run's own."""
     settings: FleetSettings | None = None
     """The simulated platform every run shared."""
+    weeks_before: int = 0
+    """Whole weeks of the trace before the scored one: the forecast's history."""
+    forecast_error: tuple[HourError, ...] = ()
+    """The forecast's own error over the scored week, per hour of day (with earlier weeks)."""
 
 
 def _policy_table(path: Path) -> dict[str, Any]:
@@ -229,7 +235,11 @@ def backtest(
     ``planned`` windows are added to every run's own: a planned event is part of
     the workload the operator knows about, whatever the policy.
     """
-    prepared = prepare(trace, settings)
+    split = last_week(trace)
+    demand = trace_demand(prepare(trace, settings), settings) if split.offset else None
+    # The scored week runs on its own clock: its second 0 is its Monday 00:00.
+    settings = replace(settings, epoch=settings.epoch + split.offset)
+    prepared = prepare(split.scored, settings)
     need = need_steps(prepared.start, prepared.end, prepared.units, settings.host)
     horizon = prepared.horizon
 
@@ -239,12 +249,19 @@ def backtest(
     named = [(p, policy_config(p, settings)) for p in presets] + list(configs)
     extra = tuple(planned)
     runs = [
-        simulate(prepared, replace(config, windows=config.windows + extra), settings, name)
+        simulate(
+            prepared, replace(config, windows=config.windows + extra), settings, name, demand
+        )
         for name, config in named
     ]
+    forecasting = [c for _, c in named if c.preset == "forecast"]
+    errors: tuple[HourError, ...] = ()
+    if demand is not None:
+        config = forecasting[0] if forecasting else policy_config("forecast", settings)
+        errors = forecast_errors(demand, settings.epoch, settings.epoch + horizon, config)
     return BacktestResult(
         trace=trace.name,
-        meetings=len(trace.meetings),
+        meetings=len(split.scored.meetings),
         hours=horizon / 3600,
         need=need,
         fluid_bound_instance_hours=integrate(need, horizon) / 3600,
@@ -252,6 +269,8 @@ def backtest(
         oracle=scored(oracle_run(prepared, settings)),
         planned=extra,
         settings=settings,
+        weeks_before=round(split.offset / WEEK),
+        forecast_error=errors,
     )
 
 
