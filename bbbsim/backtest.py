@@ -249,9 +249,7 @@ def backtest(
     named = [(p, policy_config(p, settings)) for p in presets] + list(configs)
     extra = tuple(planned)
     runs = [
-        simulate(
-            prepared, replace(config, windows=config.windows + extra), settings, name, demand
-        )
+        simulate(prepared, replace(config, windows=config.windows + extra), settings, name, demand)
         for name, config in named
     ]
     forecasting = [c for _, c in named if c.preset == "forecast"]

@@ -106,7 +106,6 @@ def last_week(trace: Trace) -> Split:
     return Split(Trace(trace.name, tuple(kept)), offset)
 
 
-
 @dataclass(frozen=True, slots=True)
 class HourError:
     """The forecast's error in one hour of the day (UTC) over the scored week."""
@@ -151,6 +150,4 @@ def forecast_errors(
         acc[0] += abs(error)
         acc[1] += error
         acc[2] += 1
-    return tuple(
-        HourError(h, a / n, b / n, int(n)) for h, (a, b, n) in sorted(sums.items()) if n
-    )
+    return tuple(HourError(h, a / n, b / n, int(n)) for h, (a, b, n) in sorted(sums.items()) if n)

@@ -104,7 +104,7 @@ def decide(
         snapshot, history, config, now, fleet, need, need_of, lower, upper, decision
     )
     if config.preset != "seed":
-        steer = steering(fleet, need.keep, lower, config, decision)
+        steer = steering(fleet, need.keep_for_busy, lower, config, decision)
         decision = replace(decision, steer=steer) if steer else decision
     if config.preset == "forecast":
         decision = forecast.noted(decision, forecast_)

@@ -67,7 +67,7 @@ class PolicyConfig:
     forecast_max_correction: float = 2.0
     forecast_min_evidence: float = 0.5
     """Mean seasonal demand (nodes) over the window below which today is not judged."""
-    forecast_headroom: float = 0.15
+    forecast_headroom: float = 0.05
     """headroom while the forecast is in use (the trend is not extrapolated then)."""
 
     @classmethod

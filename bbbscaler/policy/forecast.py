@@ -221,14 +221,20 @@ def need(
     if forecast is None or not forecast.usable:
         return default.need(fleet, history, config, now, planned)
     lean = replace(config, headroom=config.forecast_headroom)
-    rise = max(0.0, forecast.peak(now, now + config.lookahead) - forecast.now())
-    base = default.need(fleet, history, lean, now, planned, growth=rise)
+    # Inside an open schedule window the operator's plan sizes the growth (as in the default
+    # rule, which extrapolates nothing there); the forecast still holds what it needs.
+    rise = 0.0 if planned else forecast.peak(now, now + config.lookahead) - forecast.now()
+    base = default.need(fleet, history, lean, now, planned, growth=max(0.0, rise))
     lead = forecast.peak(now, now + config.boot_time + config.forecast_margin)
     held = forecast.peak(now, now + config.forecast_hold)
-    out_nodes = _nodes(lead, lean)
+    out_nodes = 0 if planned else _nodes(lead, lean)
     keep_nodes = _nodes(held, lean)
     wanted = max(base.wanted, out_nodes)
-    keep = max(base.keep, keep_nodes)
+    # An empty node drains at once and a new one serves within boot_time: it is kept for
+    # what the forecast needs that soon. A node with meetings drains as long as they run:
+    # it is kept for what the forecast needs within the hold.
+    keep = max(base.keep, _nodes(lead, lean))
+    keep_busy = max(keep, keep_nodes)
     numbers = base.numbers | {
         "forecast_demand": round(forecast.now(), 4),
         "forecast_lead_demand": round(lead, 4),
@@ -238,6 +244,7 @@ def need(
         "forecast_weeks": forecast.weeks,
         "need": wanted,
         "keep": keep,
+        "keep_busy": keep_busy,
     }
     return Need(
         out=wanted > fleet.capacity,
