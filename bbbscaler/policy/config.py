@@ -122,6 +122,14 @@ class PolicyConfig:
             drift_budget=p.drift_budget,
             interval=s.loop.interval,
             tag=s.scalelite.tag,
+            forecast_weeks=s.forecast.weeks,
+            forecast_min_weeks=s.forecast.min_weeks,
+            forecast_quantile=s.forecast.quantile,
+            forecast_margin=s.forecast.margin,
+            forecast_hold=s.forecast.hold,
+            forecast_window=s.forecast.window,
+            forecast_stale_after=s.forecast.stale_after,
+            forecast_headroom=s.forecast.headroom,
         )
 
     @property

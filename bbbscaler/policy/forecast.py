@@ -17,7 +17,7 @@ into a ``Forecast`` for the next hour, purely:
    scales the coming ramp to 20 % instead of buying a normal Monday's capacity,
    and a term 10 % busier than its earlier weeks gets 10 % more. While the
    seasonal values of the window are too small to judge by (a night), it is 1.
-3. The forecast is seasonal × correction for each step of the next hour.
+3. The forecast is seasonal times correction for each step of the next hour.
 
 It falls back (``usable`` False, and the policy acts on its reactive rules
 alone) when the history is short (fewer than ``forecast_min_weeks`` earlier
