@@ -25,7 +25,7 @@ from typing import Final, TextIO
 REQUIRED: Final = ("start_s", "duration_s", "participants")
 OPTIONAL: Final = ("cameras", "recorded")
 HEADER: Final = "start_s,duration_s,participants[,cameras][,recorded]"
-SHIPPED: Final = ("university-week", "exam-flash")
+SHIPPED: Final = ("university-week", "exam-flash", "company-week")
 """The traces shipped in bbbsim/traces/ (``<name>.csv``)."""
 
 
