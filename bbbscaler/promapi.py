@@ -159,9 +159,7 @@ async def api_call(
     Raises PrometheusError when Prometheus cannot be read or refuses the query.
     """
     try:
-        async with session.post(
-            url, data=dict(form), timeout=limit, allow_redirects=False
-        ) as resp:
+        async with session.post(url, data=dict(form), timeout=limit, allow_redirects=False) as resp:
             body = await read_body(resp, max_bytes)
             status = resp.status
     except TooLarge as exc:

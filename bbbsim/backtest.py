@@ -463,6 +463,5 @@ def _goals(name: str, g: GoalFigures) -> list[str]:
         f"- meetings ended by Scalelite: {g.ended_by_scalelite} ({mark(by_scalelite)})",
         f"- avoidable overload: {g.avoidable:,.0f} of the seed's {g.seed_avoidable:,.0f} "
         f"node-min = {g.share:.1%} (goal <= {MAX_AVOIDABLE_OVERLOAD:.0%}: {mark(overload)})",
-        f"- instance-hours: {g.ratio:.2f}x the oracle's (goal <= {g.limit}x: "
-        f"{mark(hours)})",
+        f"- instance-hours: {g.ratio:.2f}x the oracle's (goal <= {g.limit}x: {mark(hours)})",
     ]

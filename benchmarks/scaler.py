@@ -305,7 +305,9 @@ def measure_decide(nodes: int, repeats: int = 300) -> dict[str, float]:
         snap = synthetic(nodes, now)
         for k in range(100):
             history = history.record(
-                decide(snap, history, None, config, now - 1000 + 10 * k), now - 1000 + 10 * k, config
+                decide(snap, history, None, config, now - 1000 + 10 * k),
+                now - 1000 + 10 * k,
+                config,
             )
         times = []
         for _ in range(repeats):

@@ -290,5 +290,6 @@ def test_a_window_with_all_its_nodes_serving_is_no_miss() -> None:
     assert decide(snap, History(), None, exam(), at).schedule_misses == ()
     # Outside any window: nothing to miss.
     assert (
-        decide(three_serving(at + 3 * 3600), History(), None, exam(), at + 3 * 3600).schedule_misses == ()
+        decide(three_serving(at + 3 * 3600), History(), None, exam(), at + 3 * 3600).schedule_misses
+        == ()
     )

@@ -255,6 +255,7 @@ def need(
         numbers=numbers,
         demand=base.demand,
         idle_only=False,
+        keep_busy=keep_busy,
     )
 
 
