@@ -220,9 +220,10 @@ def need(
     """
     if forecast is None or not forecast.usable:
         return default.need(fleet, history, config, now, planned)
-    lean = replace(config, headroom=config.forecast_headroom)
     # Inside an open schedule window the operator's plan sizes the growth (as in the default
-    # rule, which extrapolates nothing there); the forecast still holds what it needs.
+    # rule, which extrapolates nothing there) with the default rule's own headroom; the
+    # forecast still holds what it needs.
+    lean = config if planned else replace(config, headroom=config.forecast_headroom)
     rise = 0.0 if planned else forecast.peak(now, now + config.lookahead) - forecast.now()
     base = default.need(fleet, history, lean, now, planned, growth=max(0.0, rise))
     lead = forecast.peak(now, now + config.boot_time + config.forecast_margin)
