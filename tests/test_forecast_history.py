@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bbbcore.config import load_settings
+from bbbcore.config import ConfigError, load_settings
 from bbbscaler.history_source import HistoryReader, PrometheusHistory, history_query
 from bbbscaler.policy import PolicyConfig
 from bbbscaler.policy.forecast import STEP, WEEK
@@ -77,7 +77,7 @@ def test_the_query_names_the_fleet_s_group(monkeypatch: pytest.MonkeyPatch) -> N
 def test_the_forecast_preset_needs_a_prometheus(monkeypatch: pytest.MonkeyPatch) -> None:
     required_settings(monkeypatch)
     monkeypatch.setenv("BBBSCALER_POLICY__PRESET", "forecast")
-    with pytest.raises(Exception, match="forecast.prometheus_url"):
+    with pytest.raises(ConfigError, match=r"forecast\.prometheus_url"):
         load_settings(ScalerSettings, None)
     monkeypatch.setenv("BBBSCALER_FORECAST__PROMETHEUS_URL", "http://prom:9090")
     settings = load_settings(ScalerSettings, None)
