@@ -108,7 +108,8 @@ async def test_instances_warm_up_in_the_pool_then_stop(
     (member,) = await members(asg, fleet.asg_name)
     warm = await pool(asg, fleet.asg_name)
     # Not members of the group: the pool lists them, the group only counts them.
-    assert len(warm) == 2 and member not in warm
+    assert len(warm) == 2
+    assert member not in warm
     assert set(warm.values()) == {"Warmed:Pending"}
     group = (await asg.describe_auto_scaling_groups(AutoScalingGroupNames=[fleet.asg_name]))[
         "AutoScalingGroups"
@@ -118,7 +119,8 @@ async def test_instances_warm_up_in_the_pool_then_stop(
     config = (await asg.describe_warm_pool(AutoScalingGroupName=fleet.asg_name))[
         "WarmPoolConfiguration"
     ]
-    assert config["MinSize"] == 2 and config["MaxGroupPreparedCapacity"] == 2
+    assert config["MinSize"] == 2
+    assert config["MaxGroupPreparedCapacity"] == 2
     assert config["InstanceReusePolicy"] == {"ReuseOnScaleIn": False}
     first, second = sorted(warm)
     # IMDS says where it is headed (the pool's state) before the action exists.
@@ -136,7 +138,8 @@ async def test_instances_warm_up_in_the_pool_then_stop(
     assert await ec2_state(ec2, first) == "stopped"
     assert lifecycle_layer.target_lifecycle_state(first) == "Warmed:Stopped"
     kinds = [(e.kind, e.instance_id) for e in lifecycle_layer.events()]
-    assert ("launched", first) in kinds and ("stopped", first) in kinds
+    assert ("launched", first) in kinds
+    assert ("stopped", first) in kinds
     assert ("stopped", second) not in kinds
     # The scaler's view: the pool does not make the group bigger.
     assert await members(asg, fleet.asg_name) == {member: "InService"}
@@ -171,7 +174,8 @@ async def test_a_warm_up_that_never_completes_is_abandoned_and_replaced(
     assert await ec2_state(ec2, stuck) == "terminated"
     assert lifecycle_layer.target_lifecycle_state(stuck) == "Warmed:Terminated"
     ((fresh, state),) = (await pool(asg, fleet.asg_name)).items()
-    assert fresh != stuck and state == "Warmed:Pending:Wait"
+    assert fresh != stuck
+    assert state == "Warmed:Pending:Wait"
 
 
 # ---------------------------------------------------------------- out of the pool
@@ -194,7 +198,8 @@ async def test_a_scale_out_starts_pool_instances_with_a_new_address(
     assert await ec2_state(ec2, first) == "running"
     assert lifecycle_layer.target_lifecycle_state(first) == "InService"
     started = next(i for i in lifecycle_layer.instances() if i.instance_id == first)
-    assert started.public_ip is not None and started.public_ip != before[first]
+    assert started.public_ip is not None
+    assert started.public_ip != before[first]
     assert ("started", first) in [(e.kind, e.instance_id) for e in lifecycle_layer.events()]
     fake_clock.advance(3)
     # The launch hook fires again on the way out of the pool.
@@ -205,7 +210,8 @@ async def test_a_scale_out_starts_pool_instances_with_a_new_address(
     # The pool refills on its own: a new instance warms up (and runs, and costs).
     await lifecycle_layer.tick()
     refilled = await pool(asg, fleet.asg_name)
-    assert second in refilled and len(refilled) == 2
+    assert second in refilled
+    assert len(refilled) == 2
     (new,) = set(refilled) - {second}
     assert refilled[new] == "Warmed:Pending"
     assert await ec2_state(ec2, new) == "running"
@@ -233,7 +239,8 @@ async def test_a_warm_start_that_fails_is_a_cold_start(
     lifecycle_layer.fail_warm_starts(1)
     await asg.set_desired_capacity(AutoScalingGroupName=fleet.asg_name, DesiredCapacity=2)
     states = await members(asg, fleet.asg_name)
-    assert only not in states and len(states) == 2
+    assert only not in states
+    assert len(states) == 2
     assert (await pool(asg, fleet.asg_name)) == {only: "Warmed:Stopped"}
     activities = await asg.describe_scaling_activities(AutoScalingGroupName=fleet.asg_name)
     assert any(
@@ -252,7 +259,8 @@ async def test_an_abandoned_launch_into_service_is_replaced(
     await complete(asg, fleet.asg_name, only, "ABANDON")
     assert await ec2_state(ec2, only) == "terminated"
     states = await members(asg, fleet.asg_name)
-    assert only not in states and len(states) == 2
+    assert only not in states
+    assert len(states) == 2
 
 
 # ---------------------------------------------------------------- leaving the pool
