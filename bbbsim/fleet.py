@@ -3,9 +3,12 @@
 It listens to the lifecycle layer: ``launched`` starts a host (BBB emulator,
 synthetic /proc/stat), an IMDSv2 emulator and a real ``bbbnode`` process with
 AWS on (protection, lifecycle drain, Route53, Scalelite registration; TLS and
-EFS off, host commands only logged); ``terminated`` stops them. Every host is
-reached through one loopback Router, so bbbnode and bbbscaler both derive a
-host's URLs from ``{instance_id}`` alone.
+EFS off, host commands only logged); ``terminated`` stops them. A warm pool's
+instance stops (``stopped``: host, IMDS and bbbnode go, SIGTERM as at a
+shutdown; its host tree and bbbnode's state stay, as on its volume) and boots
+again (``started``), with the public address the layer gave the new start.
+Every host is reached through one loopback Router, so bbbnode and bbbscaler
+both derive a host's URLs from ``{instance_id}`` alone.
 """
 
 from __future__ import annotations
@@ -33,8 +36,13 @@ from bbbsim.router import Router
 log = logs.get(__name__)
 
 # moto's instances have no public address; a BBB host needs one for media.
-# 203.0.113.0/24 is a documentation range: nothing ever connects to it.
+# 203.0.113.0/24 is a documentation range: nothing ever connects to it. Warm pool
+# instances get theirs from the lifecycle layer, a new one at each start.
 PUBLIC_IP = "203.0.113.10"
+RUNNING = frozenset(
+    {"InService", "Pending", "Pending:Wait", "Warmed:Pending", "Warmed:Pending:Wait"}
+)
+"""Lifecycle states of an instance whose host runs (a warm pool's ready ones are stopped)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +71,8 @@ class Instance:
     host: EmulatedHost
     imds: web.AppRunner
     node: NodeProcess
+    env: dict[str, str]
+    root: Path
 
 
 class EmulatedFleet:
@@ -119,7 +129,7 @@ class EmulatedFleet:
         """Follow the layer's events; start hosts for instances already there."""
         self._remove = self._layer.add_listener(self._events.put_nowait)
         for info in self._layer.instances():
-            if info.lifecycle_state in ("InService", "Pending"):
+            if info.lifecycle_state in RUNNING:
                 self._launch(info.instance_id)
         self._task = asyncio.create_task(self._follow())
         self._ticker = asyncio.create_task(self._tick(tick))
@@ -140,9 +150,9 @@ class EmulatedFleet:
             event = await self._events.get()
             if event.group != self._config.ids.asg_name:
                 continue
-            if event.kind == "launched":
+            if event.kind in ("launched", "started"):
                 self._launch(event.instance_id)
-            elif event.kind in ("terminated", "detached"):
+            elif event.kind in ("terminated", "detached", "stopped"):
                 await self._stop(event.instance_id)
 
     async def _tick(self, every: float) -> None:
@@ -166,9 +176,11 @@ class EmulatedFleet:
         root = c.root / instance_id
         root.mkdir(parents=True, exist_ok=True)
         host = await start_host(instance_id, root, c.bbb_secret)
-        make_host(root / "hostroot")
+        if not (root / "hostroot").exists():
+            # The image's files, once: a stopped instance keeps its volume.
+            make_host(root / "hostroot")
         layer = self._layer
-        identity = dataclasses.replace(identity_from(info), public_ipv4=PUBLIC_IP)
+        identity = dataclasses.replace(identity_from(info), public_ipv4=info.public_ip or PUBLIC_IP)
         imds = ImdsEmulator(
             identity, target_state=lambda: layer.target_lifecycle_state(instance_id)
         )
@@ -193,9 +205,19 @@ class EmulatedFleet:
         self._router.add(instance_id, "bbb", host.port)
         self._router.add(instance_id, "node", port)
         node = await start_node(env, port, root / "bbbnode.log")
-        self._instances[instance_id] = Instance(instance_id, host, imds_runner, node)
+        self._instances[instance_id] = Instance(instance_id, host, imds_runner, node, env, root)
         self.started.append(instance_id)
         log.info("emulated_instance_started", instance_id=instance_id, node_port=port)
+
+    async def restart_node(self, instance_id: str) -> NodeProcess:
+        """Kill the instance's bbbnode (a crash) and start it again, as systemd would."""
+        inst = self._instances[instance_id]
+        inst.node.process.kill()
+        await inst.node.process.wait()
+        runs = len(list(inst.root.glob("bbbnode*.log")))
+        inst.node = await start_node(inst.env, inst.node.port, inst.root / f"bbbnode-{runs}.log")
+        log.info("emulated_node_restarted", instance_id=instance_id)
+        return inst.node
 
     async def _stop(self, instance_id: str) -> None:
         starting = self._starting.pop(instance_id, None)

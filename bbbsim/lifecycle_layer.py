@@ -2232,7 +2232,7 @@ class LifecycleLayer:
                     launch_named=named,
                     launch_version=number,
                 )
-                self._known[instance_id] = _strip_overlay(info, self._terminations)
+                self._known[instance_id] = _strip_overlay(info, self._terminations, self._launches)
                 log.info("instance_launched", instance_id=instance_id, group=group)
                 hooks = await self._hooks(scope, group, LAUNCHING_TRANSITION)
                 if hooks:
@@ -2246,8 +2246,10 @@ class LifecycleLayer:
                     known,
                     group=group,
                     availability_zone=info.availability_zone,
-                    lifecycle_state=_strip_overlay(info, self._terminations).lifecycle_state,
-                    protected=_strip_overlay(info, self._terminations).protected,
+                    lifecycle_state=_strip_overlay(
+                        info, self._terminations, self._launches
+                    ).lifecycle_state,
+                    protected=_strip_overlay(info, self._terminations, self._launches).protected,
                     healthy=info.healthy,
                 )
         vanished = [
@@ -2442,8 +2444,13 @@ def _rewritten(response: web.Response, rewrite: Callable[[bytes], bytes | None])
     return web.Response(status=200, body=body, headers=headers)
 
 
-def _strip_overlay(info: InstanceInfo, terminations: Mapping[str, Termination]) -> InstanceInfo:
-    """The instance as moto holds it: a waiting one is Standby and protected there."""
+def _strip_overlay(
+    info: InstanceInfo, terminations: Mapping[str, Termination], launches: Mapping[str, LaunchWait]
+) -> InstanceInfo:
+    """The instance as moto holds it: a terminating one is Standby and protected there, a
+    launching one InService."""
+    if info.instance_id in launches:
+        return dataclasses.replace(info, lifecycle_state="InService")
     term = terminations.get(info.instance_id)
     if term is None:
         return info
