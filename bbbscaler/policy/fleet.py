@@ -78,7 +78,8 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
     rollout = group.launch is not None
     # One pass: membership tests on tuples of dataclasses compare field by field (O(n²)).
     for n in snapshot.nodes:
-        if n.leaving:
+        # A warm pool host is no member: only a scale-out brings it in (then it is Pending).
+        if n.leaving or n.warmed:
             continue
         members.append(n)
         if rollout and group.drifted(n):
