@@ -21,6 +21,8 @@ BBBSCALER_METRICS = frozenset({
     "bbbscaler_draining_nodes",
     "bbbscaler_drifted_nodes",
     "bbbscaler_fleet_lowest_cpu_ratio",
+    "bbbscaler_certificate_expiry_timestamp_seconds",
+    "bbbscaler_certificate_rate_limited_until_timestamp_seconds",
 })  # fmt: skip
 
 # node_exporter on the BBB hosts (the host image installs it): only these are used.

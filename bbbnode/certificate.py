@@ -23,19 +23,21 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
-
 from bbbcore import logs
+from bbbcore.certinfo import CertInfo, cert_info, key_public_der
 from bbbnode.files import write_atomic
 from bbbnode.runner import CommandFailed, Runner, check
 
 log = logs.get(__name__)
+
+Install = Callable[[bytes, bytes], Awaitable[None]]
+"""Hands a PEM chain and key to whatever makes nginx and coturn serve them (in production
+the helper's install_certificate behind its socket, bbbnode/fleet.py)."""
 
 CERT_DIR = Path("/etc/bbbfleet/tls")
 TURN_GROUP = "turnserver"
@@ -49,49 +51,6 @@ class CertificateInvalid(ValueError):
 
 class CertificateInstallFailed(RuntimeError):
     """nginx or coturn refused the new certificate; the old files are back in place."""
-
-
-@dataclass(frozen=True, slots=True)
-class CertInfo:
-    """What the decisions need from a leaf certificate."""
-
-    names: frozenset[str]
-    not_before: dt.datetime
-    not_after: dt.datetime
-    public_key_der: bytes
-
-
-def norm_name(name: str) -> str:
-    """A DNS name as certificates compare it: lower case, no trailing dot."""
-    return name.rstrip(".").lower()
-
-
-def _public_der(key: PublicKeyTypes) -> bytes:
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def cert_info(cert_pem: bytes) -> CertInfo:
-    """The leaf (first certificate) of a PEM chain; ValueError if there is none."""
-    leaf = x509.load_pem_x509_certificates(cert_pem)[0]
-    try:
-        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = frozenset(norm_name(n) for n in san.get_values_for_type(x509.DNSName))
-    except x509.ExtensionNotFound:
-        names = frozenset()
-    return CertInfo(
-        names=names,
-        not_before=leaf.not_valid_before_utc,
-        not_after=leaf.not_valid_after_utc,
-        public_key_der=_public_der(leaf.public_key()),
-    )
-
-
-def key_public_der(key_pem: bytes) -> bytes:
-    """The public half of a PEM private key (DER SubjectPublicKeyInfo); ValueError if unreadable."""
-    key = serialization.load_pem_private_key(key_pem, password=None)
-    return _public_der(key.public_key())
 
 
 def check_pair(chain_pem: bytes, key_pem: bytes, now: dt.datetime | None = None) -> CertInfo:

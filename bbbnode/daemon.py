@@ -78,6 +78,18 @@ async def run(settings: NodeSettings, environ: Mapping[str, str] = os.environ) -
         allowed=None if host_algorithms is None else list(host_algorithms.allowed),
         source=None if host_algorithms is None else str(host_algorithms.source),
     )
+    if (
+        settings.aws.enabled
+        and settings.tls.enabled
+        and settings.tls.mode == "fleet"
+        and not settings.tls.fleet_secret
+    ):
+        log.error(
+            "config_invalid",
+            key="tls.fleet_secret (BBBNODE_TLS__FLEET_SECRET)",
+            problem="required with tls.mode fleet (or set tls.mode host, or tls.enabled false)",
+        )
+        return EXIT_CONFIG
     advice = bbb_secret.scalelite_advice(host_algorithms)
     if advice and settings.aws.enabled and settings.scalelite.enabled:
         # bbbnode cannot see Scalelite's environment; it can say what the host demands.
@@ -127,8 +139,9 @@ async def run(settings: NodeSettings, environ: Mapping[str, str] = os.environ) -
             from bbbnode.fleet import FleetNode
 
             fleet = FleetNode(
-                settings, environ, latest, metrics, make_runner(settings), stale, secret
-            )
+                settings, environ, latest, metrics, make_runner(settings), stale, secret,
+                notifier=notifier,
+            )  # fmt: skip
 
         def operation(kind: str) -> Callable[[], Awaitable[dict[str, Any]]]:
             async def run() -> dict[str, Any]:

@@ -8,8 +8,10 @@ from AWS, Scalelite and the host before acting), so a restart resumes:
    into a warm pool, the warm-up only (EFS mount, TLS certificate), then the launch
    hook is completed so AWS stops the instance, and nothing is published; out of
    the pool (terminated there), the termination hook is completed, no drain;
-3. into service: Route53 A record, EFS mount and TLS certificate, concurrently,
-   for the current public address (a warm host that starts has a new one);
+3. into service: Route53 A record, EFS mount and TLS certificate (the fleet's,
+   read from Secrets Manager; or, with ``tls.mode = host``, the host's own over
+   ACME), concurrently, for the current public address (a warm host that starts
+   has a new one);
 4. host configuration (needs the name and the certificate);
 5. the launch hook completed (with a warm pool), then the drain's phase from the
    truth and Scalelite registration (enabled only when the host is not draining
@@ -20,8 +22,9 @@ certificate and the host configuration are requests to the privileged host
 helper (bbbnode/hostops.py, bbbnode/helper.py), or, with ``helper.socket``
 empty, carried out in this process (bbbsim's emulated hosts).
 
-Afterwards the protector, the drain, TLS renewal and DNS re-assertion run as
-supervised tasks. Nothing here ends a meeting: there is no panic call.
+Afterwards the protector, the drain, the certificate's renewal (host mode) or
+new versions of the fleet certificate, and DNS re-assertion run as supervised
+tasks. Nothing here ends a meeting: there is no panic call.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -37,10 +41,13 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from pydantic import SecretStr
 
-from bbbcore import aws, logs, secrets
+from bbbcore import aws, logs, route53, secrets
+from bbbcore.fleet_certificate import FleetCertificate
 from bbbcore.imds import DEFAULT_ENDPOINT, ImdsClient, asg_name_fallback
 from bbbcore.scalelite import ScaleliteClient
-from bbbnode import dns, registration
+from bbbcore.secret_versions import VersionedSecret
+from bbbnode import registration
+from bbbnode.certificate_metrics import CertificateMetrics
 from bbbnode.drain import (
     AsgLifecycle,
     Drain,
@@ -50,6 +57,7 @@ from bbbnode.drain import (
     LifecycleActionGone,
 )
 from bbbnode.exposition import NodeMetrics
+from bbbnode.fleet_certificate import FleetCertificateWatch, InstallFailed
 from bbbnode.helper_client import HelperClient
 from bbbnode.hostops import (
     HostConfigRequest,
@@ -62,12 +70,14 @@ from bbbnode.identity import Identity, fqdn, server_url
 from bbbnode.launch import SETTLED, AsgLaunch, Launch, LaunchState, Phase
 from bbbnode.protector import AsgProtection, Protector, ProtectorConfig, ProtectorReport
 from bbbnode.runner import Runner
+from bbbnode.sdnotify import Notifier
 from bbbnode.settings import NodeSettings
 from bbbnode.snapshot import Snapshot
 
 if TYPE_CHECKING:
-    # Imported where used: acme and cryptography are loaded only when this host
-    # gets its own certificate (tls.enabled).
+    # Imported where used: acme is loaded only when this host orders its own
+    # certificate (tls.mode host); the fleet certificate needs none of it.
+    from bbbcore.acme_dns01 import Route53Txt
     from bbbnode import tls
 
 log = logs.get(__name__)
@@ -115,9 +125,15 @@ class FleetNode:
         stale_after: float,
         bbb_secret: str,
         host: HostSteps | None = None,
+        *,
+        notifier: Notifier | None = None,
     ) -> None:
         self._settings = settings
         self._host = host or host_steps_for(settings, runner)
+        self._notifier = notifier
+        self._certificate_metrics = CertificateMetrics(metrics.registry)
+        self._fleet_certificate: FleetCertificateWatch | None = None
+        self._certificate: dict[str, Any] = {}
         # What Scalelite signs its calls to this host with (getMeetings, create, ...):
         # BBB's own securitySalt, never Scalelite's LOADBALANCER_SECRET.
         self._bbb_secret = bbb_secret
@@ -132,8 +148,8 @@ class FleetNode:
         self.drain: Drain | None = None
         self.protector: Protector | None = None
         self._imds: ImdsClient | None = None
-        self._records: dns.Route53Records | None = None
-        self._txt: tls.Route53Txt | None = None
+        self._records: route53.Route53Records | None = None
+        self._txt: Route53Txt | None = None
         self._scalelite: ScaleliteClient | None = None
         self._scalelite_secret = ""
         self._autoscaling: Any = None
@@ -200,16 +216,19 @@ class FleetNode:
             "secrets", lambda: self._secret(s.hostconfig.turn_secret, "hostconfig.turn_secret")
         )
         self._records = await self._stack.enter_async_context(
-            dns.open_route53(self._session, config=aws.client_config())
+            route53.open_route53(self._session, config=aws.client_config())
         )
         self._autoscaling = await self._stack.enter_async_context(
             self._session.client("autoscaling", config=aws.client_config())
         )
         self._http = await self._stack.enter_async_context(aiohttp.ClientSession())
-        if s.tls.enabled:
+        if s.tls.enabled and s.tls.mode == "fleet":
+            name, _ = self._names(ident)
+            self._fleet_certificate = await self._watch_fleet_certificate(name)
+        elif s.tls.enabled:
             from bbbnode import tls
 
-            self._txt = tls.Route53Txt.for_settings(self._records, s.dns.zone_id, s.tls)
+            self._txt = tls.route53_txt(self._records, s.dns.zone_id, s.tls)
         self.launch = Launch(
             self,
             hooked=bool(s.lifecycle.launch_hook_name),
@@ -282,20 +301,27 @@ class FleetNode:
 
     async def _ensure_tls(self, name: str) -> None:
         s = self._settings
-        txt = self._txt
-        if txt is None:
-            return
-        from bbbnode import tls
+        # A certificate that is ours but not yet nginx's is no failure of start-up:
+        # installing it checks nginx, whose TLS server the host configuration sets up;
+        # the fleet certificate's watch or the renewal task tries again.
+        if self._fleet_certificate is not None:
+            try:
+                await self._fleet_certificate.first()
+            except InstallFailed as exc:
+                log.warning("tls_install_deferred", error=str(exc))
+        elif self._txt is not None:
+            from bbbnode import tls
 
-        try:
-            await tls.ensure_certificate(
-                s.tls, name, txt, self._runner,
-                install=self._install_certificate, deliver_always=True,
-            )  # fmt: skip
-        except tls.HookFailed as exc:
-            # The certificate is in place; the reload will work once the
-            # host configuration has given nginx its paths.
-            log.warning("tls_post_hook_failed", error=str(exc))
+            try:
+                status = await tls.ensure_until_issued(
+                    s.tls, name, self._txt, self._runner, rate_limited=self._rate_limited_at_start,
+                    retry_interval=s.tls.rate_limit_retry,
+                    install=self._install_certificate, deliver_always=True,
+                )  # fmt: skip
+            except tls.HookFailed as exc:
+                log.warning("tls_install_deferred", error=str(exc))
+                status = exc.status
+            self._host_certificate(status)
 
     async def warm_up(self) -> None:
         """Into the warm pool: what needs neither the public address nor serving. The first
@@ -366,6 +392,50 @@ class FleetNode:
     async def register(self) -> None:
         _, url = self._names(self._ident)
         self._registered = await self._step("scalelite", lambda: self._register(url))
+
+    async def _watch_fleet_certificate(self, fqdn: str) -> FleetCertificateWatch:
+        s = self._settings.tls
+        client = await self._stack.enter_async_context(
+            self._session.client("secretsmanager", config=aws.client_config())
+        )
+        return FleetCertificateWatch(
+            VersionedSecret(client, s.fleet_secret),
+            fqdn,
+            self._install_certificate,
+            installed=self._fleet_certificate_installed,
+            failed=lambda reason: self._certificate_metrics.update_errors.labels(reason).inc(),
+            poll_interval=s.fleet_poll_interval,
+            wait=s.fleet_wait,
+        )
+
+    def _fleet_certificate_installed(self, certificate: FleetCertificate, version_id: str) -> None:
+        self._certificate_metrics.installed(certificate.not_after)
+        self._certificate = {
+            "mode": "fleet",
+            "names": list(certificate.names),
+            "not_after": certificate.not_after.isoformat(),
+            "version_id": version_id,
+        }
+
+    def _host_certificate(self, status: tls.CertificateStatus) -> None:
+        self._certificate_metrics.installed(status.not_after)
+        self._certificate = {
+            "mode": "host",
+            "names": [status.fqdn],
+            "not_after": status.not_after.isoformat(),
+        }
+
+    def _rate_limited(self, until: dt.datetime, _wait: float) -> None:
+        self._certificate_metrics.rate_limited(until)
+        self._certificate["rate_limited_until"] = until.isoformat()
+
+    def _rate_limited_at_start(self, until: dt.datetime, wait: float) -> None:
+        self._rate_limited(until, wait)
+        if self._notifier is not None:
+            # Waiting out the CA is not a hung start: systemd would otherwise kill us at
+            # TimeoutStartSec and the restart would only ask the CA again.
+            self._notifier.send(f"EXTEND_TIMEOUT_USEC={int((wait + 120) * 1_000_000)}")
+            self._notifier.status(f"rate-limited by the ACME CA until {until.isoformat()}")
 
     async def _install_certificate(self, chain: bytes, key: bytes) -> None:
         await self._host.run(
@@ -439,12 +509,16 @@ class FleetNode:
             self._tasks["drain"] = self.drain.run
         if s.protection.enabled:
             self._tasks["protector"] = self.protector.run
-        if self._txt is not None:
+        if self._fleet_certificate is not None:
+            self._tasks["fleet_certificate"] = self._fleet_certificate.run
+        elif self._txt is not None:
             from bbbnode import tls
 
             txt = self._txt
             self._tasks["tls_renewal"] = lambda: tls.renew_forever(
                 s.tls, name, txt, self._runner, sleep=asyncio.sleep,
+                retry_interval=s.tls.rate_limit_retry, issued=self._host_certificate,
+                rate_limited=self._rate_limited,
                 install=self._install_certificate,
             )  # fmt: skip
         if s.dns.enabled:
@@ -499,6 +573,9 @@ class FleetNode:
             doc["terminating"] = self.drain.state.terminating
         if self.protector is not None:
             doc["scale_in_protected"] = self.protector.state.actual
+        if self._certificate:
+            # Names, expiry and the secret's version: never the key.
+            doc["certificate"] = dict(self._certificate)
         return doc
 
 

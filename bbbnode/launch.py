@@ -143,7 +143,8 @@ def step(state: LaunchState, obs: Observation) -> tuple[LaunchState, tuple[Act, 
     if phase is Phase.SERVING:
         # In service: leaving is the drain's (bbbnode/drain.py), returning to a pool too.
         return s, ()
-    if obs.target == LEFT_POOL_TARGET and phase not in (Phase.JOINED, Phase.IN_SERVICE):
+    if obs.target == LEFT_POOL_TARGET:
+        # Whatever was done on the way in (an A record), nothing was served: clean up.
         if phase is Phase.LEFT_POOL:
             return s, ()
         return dataclasses.replace(s, phase=Phase.LEAVING_POOL), (Act.CLEAN_UP,)

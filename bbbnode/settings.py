@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, FilePath, SecretStr, field_validator
 from pydantic_settings import BaseSettings
 
 from bbbcore import bbb_api, bbb_secret
@@ -111,21 +111,34 @@ class DnsSettings(Section):
 
 class TlsSettings(Section):
     enabled: bool = True
-    """Obtain and renew the host's certificate over ACME DNS-01."""
+    """Give nginx and coturn this host's certificate (from the fleet, or its own)."""
+    mode: Literal["fleet", "host"] = "fleet"
+    """fleet: install the fleet's wildcard certificate bbbscaler publishes in Secrets Manager;
+    host: order this host's own certificate over ACME DNS-01 (small fleets: docs/tls.md)."""
+    fleet_secret: str = ""
+    """fleet: the Secrets Manager secret (ARN or name) holding the fleet certificate."""
+    fleet_poll_interval: float = Field(default=3600.0, gt=0)
+    """fleet: seconds between looks at the secret's current version (a renewal is picked up
+    within this long; bbbscaler renews 30 days before expiry)."""
+    fleet_wait: float = Field(default=600.0, gt=0)
+    """fleet: seconds start-up waits for a secret that has no certificate yet."""
     acme_directory: str = "https://acme-v02.api.letsencrypt.org/directory"
-    """ACME directory URL (Let's Encrypt production by default)."""
+    """host: ACME directory URL (Let's Encrypt production by default)."""
     email: str = ""
-    """Contact address for the ACME account (optional)."""
+    """host: contact address for the ACME account (optional)."""
     cert_dir: Path = Path("/var/lib/bbbnode/tls")
-    """bbbnode's own ACME account key, key and chain; nginx and coturn read the helper's copy."""
+    """host: bbbnode's own ACME account key, key and chain; nginx and coturn read the helper's
+    copy."""
     renew_before_days: int = Field(default=30, gt=0)
-    """Renew when the certificate expires within this many days."""
+    """host: renew when the certificate expires within this many days."""
     post_hook: tuple[str, ...] = ()
     """Command run, as bbbnode's user, after a new certificate was installed (argv, no shell)."""
-    ca_bundle: Path | None = None
-    """Extra CA bundle to trust for the ACME server (tests, private ACME)."""
+    ca_bundle: FilePath | None = None
+    """host: extra CA bundle to trust for the ACME server (tests, private ACME)."""
     dns_propagation_timeout: float = Field(default=300.0, gt=0)
-    """Seconds to wait for the TXT record to be INSYNC."""
+    """host: seconds to wait for the TXT record to be INSYNC."""
+    rate_limit_retry: float = Field(default=3600.0, gt=0)
+    """host: seconds to wait after a rateLimited answer that names no retry time."""
 
 
 class EfsSettings(Section):

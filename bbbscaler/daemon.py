@@ -18,6 +18,7 @@ from bbbcore import __version__, aws, logs, secrets
 from bbbcore.config import EXIT_CONFIG, split_listen
 from bbbscaler.actuate import Actuator
 from bbbscaler.asg import AsgAdapter, GroupNotFound
+from bbbscaler.certificate import open_job
 from bbbscaler.controller import Controller
 from bbbscaler.explain import render
 from bbbscaler.exposition import ScalerMetrics
@@ -29,6 +30,8 @@ from bbbscaler.settings import ScalerSettings
 log = logs.get(__name__)
 
 EXIT_ROUND_FAILED = 1
+CERTIFICATE_GRACE = 30.0
+"""Seconds SIGTERM lets a certificate order in flight finish (it publishes what it got)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,13 +121,27 @@ async def run(settings: ScalerSettings) -> int:
             )
             started = time.monotonic()
             try:
-                await w.controller.run(interval, stop)
+                async with open_job(settings, w.metrics.registry) as job:
+                    certificate = None if job is None else asyncio.create_task(job.run(stop))
+                    await w.controller.run(interval, stop)
+                    if certificate is not None:
+                        await _finish(certificate, CERTIFICATE_GRACE)
             finally:
                 await runner.cleanup()
             log.info("stopped", uptime_s=round(time.monotonic() - started, 1))
     except secrets.SecretError as exc:
         return _secret_error(exc)
     return 0
+
+
+async def _finish(task: asyncio.Task[None], grace: float) -> None:
+    """Let ``task`` end by itself within ``grace`` seconds, else cancel it."""
+    done, _ = await asyncio.wait({task}, timeout=grace)
+    if not done:
+        log.warning("certificate_job_cancelled", grace_s=grace)
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def check_schedules(

@@ -11,7 +11,7 @@ import re
 import zoneinfo
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings
 
 from bbbcore.config import (
@@ -182,6 +182,33 @@ class PolicySettings(Section):
         return self
 
 
+class CertificateSettings(Section):
+    secret: str = ""
+    """Secrets Manager secret (ARN or name) the fleet's wildcard certificate is published to;
+    empty: bbbscaler issues no certificate (hosts then need tls.mode = host)."""
+    account_secret: str = ""
+    """Secret (ARN or name) keeping the ACME account key, read and written only by bbbscaler;
+    empty: a new ACME account at every start."""
+    domain: str = ""
+    """The fleet's domain: the certificate is for *.{domain} (required with secret)."""
+    zone_id: str = ""
+    """Route53 hosted zone of domain, for the DNS-01 TXT record (required with secret)."""
+    acme_directory: str = "https://acme-v02.api.letsencrypt.org/directory"
+    """ACME directory URL (Let's Encrypt production by default)."""
+    email: str = ""
+    """Contact address for the ACME account (optional)."""
+    ca_bundle: FilePath | None = None
+    """Extra CA bundle to trust for the ACME server (tests, private ACME)."""
+    renew_before_days: int = Field(default=30, gt=0)
+    """Renew when the certificate in the secret expires within this many days."""
+    check_interval: float = Field(default=3600.0, gt=0)
+    """Seconds between two looks at the secret (and a renewal when it is due)."""
+    retry_interval: float = Field(default=3600.0, gt=0)
+    """Seconds before another try after a failed issuance (a CA's named retry time wins)."""
+    dns_propagation_timeout: float = Field(default=300.0, gt=0)
+    """Seconds to wait for the challenge's TXT record to be INSYNC."""
+
+
 class LoopSettings(Section):
     interval: float = Field(default=10.0, gt=0)
     """Seconds between two rounds of observe, decide, act."""
@@ -200,6 +227,7 @@ class ScalerSettings(BaseSettings):
     http: HttpSettings = HttpSettings()
     policy: PolicySettings = PolicySettings()
     loop: LoopSettings = LoopSettings()
+    certificate: CertificateSettings = CertificateSettings()
     log: LogSettings = LogSettings()
 
     @model_validator(mode="after")
@@ -218,6 +246,23 @@ class ScalerSettings(BaseSettings):
             missing.append(
                 "scalelite.domain (BBBSCALER_SCALELITE__DOMAIN) is required by "
                 "scalelite.server_url_template"
+            )
+        if self.certificate.secret:
+            missing.extend(
+                f"{key} ({env}) is required with certificate.secret"
+                for key, env, value in (
+                    (
+                        "certificate.domain",
+                        "BBBSCALER_CERTIFICATE__DOMAIN",
+                        self.certificate.domain,
+                    ),
+                    (
+                        "certificate.zone_id",
+                        "BBBSCALER_CERTIFICATE__ZONE_ID",
+                        self.certificate.zone_id,
+                    ),
+                )
+                if not value
             )
         if missing:
             raise ValueError("; ".join(missing))

@@ -2,8 +2,9 @@
 
 It listens to the lifecycle layer: ``launched`` starts a host (BBB emulator,
 synthetic /proc/stat), an IMDSv2 emulator and a real ``bbbnode`` process with
-AWS on (protection, lifecycle drain, Route53, Scalelite registration; TLS and
-EFS off, host commands only logged); ``terminated`` stops them. A warm pool's
+AWS on (protection, lifecycle drain, Route53, Scalelite registration; the fleet
+certificate from Secrets Manager when ``tls_secret`` is set, else TLS off; EFS
+off, host commands only logged); ``terminated`` stops them. A warm pool's
 instance stops (``stopped``: host, IMDS and bbbnode go, SIGTERM as at a
 shutdown; its host tree and bbbnode's state stay, as on its volume) and boots
 again (``started``), with the public address the layer gave the new start.
@@ -60,7 +61,25 @@ class FleetConfig:
     """bbbnode's BBB poll interval (and, times a few, its CPU window)."""
     lifecycle_poll: float = 0.5
     idle_grace: float = 2.0
+    tls_secret: str = ""
+    """The fleet certificate's secret: each bbbnode installs it into its own cert_dir."""
+    tls_poll: float = 5.0
+    """bbbnode's look at the secret's version (tls.fleet_poll_interval)."""
     extra_env: tuple[tuple[str, str], ...] = ()
+
+
+def tls_env(config: FleetConfig, root: Path) -> dict[str, str]:
+    """bbbnode's TLS settings on an emulated host: the fleet certificate, or none."""
+    if not config.tls_secret:
+        return {"BBBNODE_TLS__ENABLED": "false"}
+    return {
+        "BBBNODE_TLS__ENABLED": "true",
+        "BBBNODE_TLS__MODE": "fleet",
+        "BBBNODE_TLS__FLEET_SECRET": config.tls_secret,
+        "BBBNODE_TLS__FLEET_POLL_INTERVAL": str(config.tls_poll),
+        "BBBNODE_TLS__FLEET_WAIT": "120",
+        "BBBNODE_TLS__CERT_DIR": str(root / "tls"),
+    }
 
 
 @dataclass
@@ -192,9 +211,9 @@ class EmulatedFleet:
             scalelite_url=c.scalelite_url, scalelite_secret=c.scalelite_secret,
             server_url=self.bbb_url(),
         )  # fmt: skip
+        env.update(tls_env(c, root))
         env.update(
             {
-                "BBBNODE_TLS__ENABLED": "false",
                 "BBBNODE_LIFECYCLE__POLL_INTERVAL": str(c.lifecycle_poll),
                 "BBBNODE_LIFECYCLE__HEARTBEAT_INTERVAL": "5",
                 "BBBNODE_PROTECTION__IDLE_GRACE": str(c.idle_grace),

@@ -1,9 +1,11 @@
 """``bbbsim demo``: the whole fleet live on one machine.
 
 moto_server with the lifecycle layer in front; the Scalelite emulator with its
-poller; for every instance the ASG launches an emulated BBB host and a real
-``bbbnode`` process (bbbsim.fleet); a real ``bbbscaler`` process sizing the
-group; and a time-compressed day of classes. Meetings are placed by
+poller; pebble (the ACME test CA, Debian) with its DNS fed from moto's Route53
+zone; for every instance the ASG launches an emulated BBB host and a real
+``bbbnode`` process (bbbsim.fleet) that installs the fleet certificate from
+Secrets Manager; a real ``bbbscaler`` process sizing the group and issuing
+that one ``*.{domain}`` certificate; and a time-compressed day of classes. Meetings are placed by
 Scalelite's own rule (least load among enabled servers). The demo never ends
 a meeting itself before its time: a meeting whose host disappears counts as
 ended by the platform, and the run fails.
@@ -25,17 +27,31 @@ from typing import Any, TextIO
 
 import aiohttp
 
+from bbbcore.fleet_certificate import decode
 from bbbcore.scalelite import place_meeting
+from bbbcore.secret_versions import VersionedSecret
+from bbbnode.certificate import CertFiles
 from bbbsim.demo import SummaryContract
 from bbbsim.fleet import EmulatedFleet, FleetConfig
 from bbbsim.lifecycle_layer import LifecycleLayer
 from bbbsim.lifecycle_layer import serve as serve_layer
-from bbbsim.moto_server import FleetSpec, MotoServer, create_fleet
+from bbbsim.moto_server import FleetSpec, MotoServer, aws_session, create_fleet
 from bbbsim.node_process import free_port
+from bbbsim.pebble import Pebble, ZoneMirror, available, start_challtestsrv, start_pebble
 from bbbsim.router import Router
 from bbbsim.scalelite_emulator import ScaleliteEmulator
 from bbbsim.scalelite_emulator import serve as serve_scalelite
 
+# The demo's day is compressed about 300 times; so are the scaler's waits.
+SCALER_PACE = {
+    "BBBSCALER_LOOP__INTERVAL": "1",
+    "BBBSCALER_POLICY__SCALE_IN_AFTER": "4",
+    "BBBSCALER_POLICY__COOLDOWN": "3",
+    "BBBSCALER_POLICY__TREND_WINDOW": "10",
+    "BBBSCALER_POLICY__BOOT_TIME": "3",
+    "BBBSCALER_POLICY__BOOT_GRACE": "60",
+    "BBBSCALER_METRICS__STALE_AFTER": "10",
+}
 BBB_SECRET = "demo-bbb-secret-0123456789abcdef"  # noqa: S105 - throwaway, loopback only
 LB_SECRET = "demo-scalelite-secret-0123456789ab"  # noqa: S105 - throwaway, loopback only
 
@@ -79,6 +95,11 @@ class DemoSummary(SummaryContract):
     """The fleet run's outcome: the contract keys plus what the fleet did."""
 
     final_nodes: int = 0
+    certificates_issued: int = 0
+    """Orders the CA (pebble) finalized during the run."""
+    nodes_launched: int = 0
+    nodes_with_fleet_certificate: int = 0
+    """Launched nodes whose installed chain is the one in the fleet certificate's secret."""
     decisions: dict[str, int] = field(default_factory=dict)
     bbbscaler_exit_code: int | None = None
     samples: list[Sample] = field(default_factory=list)
@@ -95,6 +116,11 @@ def summary_table(s: DemoSummary) -> str:
         ("scale-out decision latency", latency),
         ("nodes (min..max, at the end)", f"{s.min_nodes}..{s.max_nodes}, {s.final_nodes}"),
         ("node-seconds", f"{s.node_seconds:.0f}"),
+        (
+            "certificates issued / nodes launched",
+            f"{s.certificates_issued} / {s.nodes_launched} "
+            f"({s.nodes_with_fleet_certificate} serving the fleet certificate)",
+        ),
         (
             "scaler actions seen (per second)",
             actions or "-",
@@ -121,15 +147,34 @@ class World:
     scaler_env: dict[str, str]
     asg: str
     workdir: Path
+    scaler: asyncio.subprocess.Process | None = None
+    """Started by world() only with TLS on (it issues the certificate the nodes wait for)."""
+    pebble: Pebble | None = None
+    certificate: VersionedSecret | None = None
+
+
+def _workdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @contextlib.asynccontextmanager
-async def world(workdir: Path, node_env: Mapping[str, str] | None = None) -> AsyncIterator[World]:
-    """Everything but the scaler, up and with its first node registered.
+async def world(
+    workdir: Path, node_env: Mapping[str, str] | None = None, *, tls: bool = True
+) -> AsyncIterator[World]:
+    """Everything up and the first node registered; with ``tls``, the scaler running too.
 
-    ``node_env`` is added to every bbbnode's environment (benchmarks/footprint.py
-    points the node at another BBB).
+    With ``tls`` pebble is the CA and the real bbbscaler issues the fleet certificate
+    every node waits for; without, the nodes run with TLS off and the caller starts a
+    scaler if it wants one. ``node_env`` is added to every bbbnode's environment
+    (benchmarks/footprint.py points the node at another BBB).
     """
+    challtestsrv = (
+        await asyncio.to_thread(start_challtestsrv, _workdir(workdir / "challtestsrv"))
+        if tls
+        else None
+    )
+    pebble: Pebble | None = None
     moto = MotoServer()
     endpoint = moto.start()
     env_backup = dict(os.environ)
@@ -150,45 +195,115 @@ async def world(workdir: Path, node_env: Mapping[str, str] | None = None) -> Asy
     router = Router()
     await router.start()
     fleet: EmulatedFleet | None = None
+    scaler: asyncio.subprocess.Process | None = None
+    stack = contextlib.AsyncExitStack()
     try:
         ids = await create_fleet(aws, FleetSpec(name="bbb-demo", min_size=1, desired=1, max_size=4))
         sl_url = f"http://127.0.0.1:{sl_port}"
+        extra = tuple((node_env or {}).items())
+        if challtestsrv is None:
+            config = FleetConfig(
+                ids, aws, sl_url, LB_SECRET, BBB_SECRET, workdir / "fleet", extra_env=extra
+            )
+            fleet = EmulatedFleet(layer, config, router)
+            await fleet.start()
+            scaler_env = fleet.scaler_env(
+                BBBSCALER_HTTP__LISTEN=f"127.0.0.1:{free_port()}", **SCALER_PACE
+            )
+            w = World(layer, fleet, router, scalelite, scaler_env, ids.asg_name, workdir)
+            await _first_node_registered(w)
+            yield w
+            return
+        pebble = await asyncio.to_thread(start_pebble, challtestsrv, _workdir(workdir / "pebble"))
+        session = aws_session()
+        # The mirror reads moto itself: through the layer it would observe its own reads.
+        direct = await stack.enter_async_context(
+            session.create_client("route53", region_name=ids.region, endpoint_url=endpoint)
+        )
+        secrets = await stack.enter_async_context(
+            session.create_client("secretsmanager", region_name=ids.region, endpoint_url=aws)
+        )
+        mirror = ZoneMirror(direct, ids.hosted_zone_id, challtestsrv)
+
+        async def mirror_txt(service: str, _action: str) -> None:
+            # Before the scaler hears its TXT change went through, pebble's DNS has it.
+            if service == "route53":
+                await mirror.sync()
+
+        stack.callback(layer.add_observer(mirror_txt))
+        # As cfn/secrets.yaml makes them: no value until the scaler's first order.
+        cert_arn = (await secrets.create_secret(Name="bbb-demo/fleet-certificate"))["ARN"]
+        account_arn = (await secrets.create_secret(Name="bbb-demo/acme-account"))["ARN"]
         config = FleetConfig(
-            ids, aws, sl_url, LB_SECRET, BBB_SECRET, workdir / "fleet",
-            extra_env=tuple((node_env or {}).items()),
+            ids, aws, sl_url, LB_SECRET, BBB_SECRET, workdir / "fleet", tls_secret=cert_arn,
+            extra_env=extra,
         )  # fmt: skip
         fleet = EmulatedFleet(layer, config, router)
         await fleet.start()
         scaler_env = fleet.scaler_env(
             BBBSCALER_HTTP__LISTEN=f"127.0.0.1:{free_port()}",
-            # The demo's day is compressed about 300 times; so are the scaler's waits.
-            BBBSCALER_LOOP__INTERVAL="1",
-            BBBSCALER_POLICY__SCALE_IN_AFTER="4",
-            BBBSCALER_POLICY__COOLDOWN="3",
-            BBBSCALER_POLICY__TREND_WINDOW="10",
-            BBBSCALER_POLICY__BOOT_TIME="3",
-            BBBSCALER_POLICY__BOOT_GRACE="60",
-            BBBSCALER_METRICS__STALE_AFTER="10",
+            **SCALER_PACE,
+            BBBSCALER_CERTIFICATE__SECRET=cert_arn,
+            BBBSCALER_CERTIFICATE__ACCOUNT_SECRET=account_arn,
+            BBBSCALER_CERTIFICATE__DOMAIN=ids.domain,
+            BBBSCALER_CERTIFICATE__ZONE_ID=ids.hosted_zone_id,
+            BBBSCALER_CERTIFICATE__ACME_DIRECTORY=pebble.directory_url,
+            BBBSCALER_CERTIFICATE__CA_BUNDLE=str(pebble.ca_bundle),
+            BBBSCALER_CERTIFICATE__DNS_PROPAGATION_TIMEOUT="30",
         )
-        w = World(layer, fleet, router, scalelite, scaler_env, ids.asg_name, workdir)
-        for _ in range(600):
-            if any(s.state == "enabled" and s.online for s in scalelite.servers()):
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise RuntimeError("the first node never registered in Scalelite")
+        log = stack.enter_context((workdir / "bbbscaler.log").open("wb"))
+        scaler = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bbbscaler.cli", "run",
+            env=scaler_env, stdout=asyncio.subprocess.DEVNULL, stderr=log,
+        )  # fmt: skip
+        w = World(
+            layer, fleet, router, scalelite, scaler_env, ids.asg_name, workdir, scaler, pebble,
+            VersionedSecret(secrets, cert_arn),
+        )  # fmt: skip
+        await _first_node_registered(w)
         yield w
     finally:
+        if scaler is not None and scaler.returncode is None:
+            scaler.terminate()
+            await scaler.wait()
         if fleet is not None:
             await fleet.close()
+        await stack.aclose()
         await scalelite.stop_polling()
         await scalelite.close()
         await sl_runner.cleanup()
         await router.close()
         await layer_runner.cleanup()
         moto.stop()
+        if pebble is not None:
+            pebble.process.stop()
+        if challtestsrv is not None:
+            challtestsrv.process.stop()
         os.environ.clear()
         os.environ.update(env_backup)
+
+
+async def _first_node_registered(w: World) -> None:
+    for _ in range(900):
+        if any(s.state == "enabled" and s.online for s in w.scalelite.servers()):
+            return
+        if w.scaler is not None and w.scaler.returncode is not None:
+            raise RuntimeError(f"bbbscaler exited {w.scaler.returncode}: see bbbscaler.log")
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the first node never registered in Scalelite")
+
+
+async def _serving_fleet_certificate(w: World) -> int:
+    """Launched nodes whose installed chain (what nginx reads) is the secret's current one."""
+    if w.certificate is None:
+        return 0
+    stored = await w.certificate.read()
+    if stored is None:
+        return 0
+    chain = decode(stored.text).fullchain_pem
+    root = w.workdir / "fleet"
+    served = [CertFiles().under(root / iid / "hostroot").fullchain for iid in w.fleet.started]
+    return sum(1 for path in served if path.is_file() and path.read_bytes() == chain)
 
 
 async def _status(session: aiohttp.ClientSession, listen: str) -> dict[str, Any] | None:
@@ -207,11 +322,8 @@ async def run(duration: float, out: TextIO, workdir: Path) -> DemoSummary:
     running: dict[str, tuple[DemoMeeting, str]] = {}  # name -> (meeting, instance id)
     async with world(workdir) as w:
         listen = w.scaler_env["BBBSCALER_HTTP__LISTEN"]
-        log = (workdir / "bbbscaler.log").open("wb")
-        scaler = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bbbscaler.cli", "run",
-            env=w.scaler_env, stdout=asyncio.subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
+        scaler = w.scaler
+        assert scaler is not None, "world(tls=True) starts the scaler"
         out.write(f"bbbsim demo: fleet {w.asg} up; bbbscaler on {listen}; {duration:.0f}s\n")
         started = time.monotonic()
         ramp_at: float | None = None
@@ -287,7 +399,9 @@ async def run(duration: float, out: TextIO, workdir: Path) -> DemoSummary:
             if scaler.returncode is None:
                 scaler.terminate()
             summary.bbbscaler_exit_code = await scaler.wait()
-            log.close()
+            summary.certificates_issued = 0 if w.pebble is None else w.pebble.certificates_issued()
+            summary.nodes_launched = len(w.fleet.started)
+            summary.nodes_with_fleet_certificate = await _serving_fleet_certificate(w)
     if summary.samples:
         counts = [s.nodes for s in summary.samples]
         summary.max_nodes, summary.min_nodes = max(counts), min(counts)
@@ -330,7 +444,11 @@ def plot(summary: DemoSummary, path: Path) -> None:
 
 def main(duration: float, summary_json: Path | None, plot_png: Path | None,
          out: TextIO = sys.stdout) -> int:  # fmt: skip
-    """Entry of ``bbbsim demo``; exit 0 only if no meeting was ended and the fleet moved."""
+    """Entry of ``bbbsim demo``; exit 0 only if no meeting was ended, the fleet moved and
+    one certificate served every node."""
+    if not available():
+        sys.stderr.write("bbbsim demo: pebble is not installed (apt-get install pebble)\n")
+        return 2
     with tempfile.TemporaryDirectory(prefix="bbbsim-demo-") as tmp:
         summary = asyncio.run(run(duration, out, Path(tmp)))
     out.write("\nsummary\n" + summary_table(summary) + "\n")
@@ -347,5 +465,7 @@ def main(duration: float, summary_json: Path | None, plot_png: Path | None,
         and summary.meetings_started > 0
         and summary.max_nodes > summary.min_nodes
         and summary.bbbscaler_exit_code == 0
+        and summary.certificates_issued == 1
+        and summary.nodes_with_fleet_certificate == summary.nodes_launched
     )
     return 0 if ok else 1

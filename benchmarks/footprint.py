@@ -117,7 +117,8 @@ async def fleet_rss(bbb_port: int, tmp: Path, polls: int) -> float:
         "BBBNODE_BBB__POLL_INTERVAL": "1",
         "BBBNODE_BBB__TIMEOUT": "10",
     }
-    async with fleet_demo.world(tmp / "fleet", node_env=env) as w:
+    # TLS off: the footprint of the fleet side without the certificate (as measured before).
+    async with fleet_demo.world(tmp / "fleet", node_env=env, tls=False) as w:
         (instance,) = w.fleet.instances.values()
         node = instance.node
         async with aiohttp.ClientSession() as session:

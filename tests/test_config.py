@@ -164,3 +164,40 @@ def test_cli_version_and_help() -> None:
     assert helped.returncode == 0
     assert "run" in helped.stdout
     assert _cli().returncode == 2
+
+
+def test_a_ca_bundle_that_is_not_a_file_exits_2_naming_the_key(tmp_path: Path) -> None:
+    result = _cli("check-config", env={"BBBNODE_TLS__CA_BUNDLE": str(tmp_path / "missing.pem")})
+    assert result.returncode == 2
+    assert "tls.ca_bundle (BBBNODE_TLS__CA_BUNDLE)" in result.stderr
+
+
+def test_fleet_tls_without_its_secret_exits_2_naming_the_key(tmp_path: Path) -> None:
+    """AWS on, tls.mode fleet (the default), no tls.fleet_secret: exit 2 before any AWS call."""
+    properties = tmp_path / "bbb-web.properties"
+    properties.write_text("securitySalt=0123456789abcdef0123456789abcdef\n")
+    result = _cli(
+        "run",
+        env={
+            "BBBNODE_BBB__PROPERTIES_FILES": json.dumps([str(properties)]),
+            "BBBNODE_METRICS__LISTEN": "127.0.0.1:0",
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        },
+    )
+    assert result.returncode == 2, result.stderr
+    assert "BBBNODE_TLS__FLEET_SECRET" in result.stderr
+
+
+def test_scaler_certificate_needs_its_domain_and_zone() -> None:
+    from bbbscaler.settings import ScalerSettings
+
+    base = {"aws": {"asg_name": "a"}, "scalelite": {"url": "https://s", "secret": "x",
+            "domain": "bbb.example.org"}}  # fmt: skip
+    with pytest.raises(ValueError, match="BBBSCALER_CERTIFICATE__DOMAIN") as info:
+        ScalerSettings.model_validate({**base, "certificate": {"secret": "arn:aws:x"}})
+    assert "BBBSCALER_CERTIFICATE__ZONE_ID" in str(info.value)
+    settings = ScalerSettings.model_validate(
+        {**base, "certificate": {"secret": "s", "domain": "bbb.example.org", "zone_id": "Z1"}}
+    )
+    assert settings.certificate.renew_before_days == 30
+    assert ScalerSettings.model_validate(base).certificate.secret == ""

@@ -32,6 +32,10 @@ def test_fleet_demo_short_run(tmp_path: Path) -> None:
     assert doc["final_nodes"] < doc["max_nodes"], "the fleet never shrank"
     assert doc["scale_out_latency_s"] is not None
     assert doc["bbbscaler_exit_code"] == 0
+    # TLS on: pebble finalized one order, the fleet certificate, and every node serves it.
+    assert doc["nodes_launched"] >= 3
+    assert doc["certificates_issued"] == 1
+    assert doc["nodes_with_fleet_certificate"] == doc["nodes_launched"]
     assert png.read_bytes().startswith(b"\x89PNG")
 
 

@@ -20,6 +20,7 @@ import yaml
 from bbbcore.config import keys, load_settings
 from bbbdeploy import charts, dashboards, promql
 from bbbdeploy.paths import DASHBOARDS_DIR, HELM_DIR, METRICS_DOC, ROOT, RULES_DIR
+from bbbscaler.certificate import CertificateMetrics
 from bbbscaler.exposition import ScalerMetrics
 from bbbscaler.model import Action
 from bbbscaler.settings import ScalerSettings
@@ -113,7 +114,8 @@ def test_rules_and_dashboards_cover_the_issue() -> None:
     alerts = {name for name, _ in _rule_exprs()}
     # host down, api down, drain stuck, scaler not acting, recordings piling up
     for alert in ("BBBHostDown", "BBBApiDown", "BBBDrainPastWindow", "BBBScalerNotActing",
-                  "BBBRecordingsPilingUp"):  # fmt: skip
+                  "BBBRecordingsPilingUp", "BBBFleetCertificateNotRenewed",
+                  "BBBHostCertificateExpiring", "BBBCertificateRateLimited"):  # fmt: skip
         assert alert in alerts
     used = {promql.base_name(n) for _, e in _rule_exprs() + _dashboard_exprs()
             for n in promql.metric_names(e)}  # fmt: skip
@@ -121,7 +123,10 @@ def test_rules_and_dashboards_cover_the_issue() -> None:
 
 
 def test_scaler_metrics_exist_in_bbbscaler() -> None:
-    exposition = ScalerMetrics("default", dry_run=False).render().decode()
+    metrics = ScalerMetrics("default", dry_run=False)
+    # The certificate job registers its series on the same registry (certificate.secret set).
+    CertificateMetrics(metrics.registry)
+    exposition = metrics.render().decode()
     exported = {
         promql.base_name(line.split("{")[0].split()[0])
         for line in exposition.splitlines()

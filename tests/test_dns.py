@@ -10,8 +10,8 @@ import pytest
 import pytest_asyncio
 
 from bbbcore import aws
-from bbbnode import dns
-from bbbnode.dns import Change, Edit, RecordSet, Route53Records
+from bbbcore import route53 as dns
+from bbbcore.route53 import Change, Edit, RecordSet, Route53Records
 from bbbsim.lifecycle_layer import LifecycleLayer
 from bbbsim.moto_server import FleetIds, FleetSpec
 from tests.aws_fixtures import FakeClock
@@ -55,7 +55,7 @@ def test_names_and_zone_ids_are_normalised() -> None:
 
 
 def test_plan_upsert() -> None:
-    wanted = Change(ZONE, (Edit("UPSERT", a_record()),), f"bbbnode: {FQDN} A")
+    wanted = Change(ZONE, (Edit("UPSERT", a_record()),), f"bbbfleet: {FQDN} A")
     assert dns.plan_upsert(ZONE, FQDN, OURS, 60, None) == wanted
     assert dns.plan_upsert(f"/hostedzone/{ZONE}", FQDN + ".", OURS, 60, None) == wanted
     # Already right: no call at all.
@@ -70,7 +70,7 @@ def test_plan_upsert() -> None:
 def test_plan_delete_only_if_ours() -> None:
     mine = a_record(ttl=120)
     assert dns.plan_delete_if_ours(ZONE, FQDN, OURS, mine) == Change(
-        ZONE, (Edit("DELETE", mine),), f"bbbnode: {FQDN} gone"
+        ZONE, (Edit("DELETE", mine),), f"bbbfleet: {FQDN} gone"
     )
     assert dns.plan_delete_if_ours(ZONE, FQDN, OURS, None) is None
     assert dns.plan_delete_if_ours(ZONE, FQDN, OURS, a_record(THEIRS)) is None
@@ -98,7 +98,7 @@ def test_plan_txt() -> None:
     assert dns.plan_txt_upsert(ZONE, name, ["one", "one", "two"], 60, current) is None
     upsert = dns.plan_txt_upsert(ZONE, name, ["three"], 60, current)
     assert upsert == Change(
-        ZONE, (Edit("UPSERT", RecordSet(name, "TXT", 60, ('"three"',))),), f"bbbnode: {name} TXT"
+        ZONE, (Edit("UPSERT", RecordSet(name, "TXT", 60, ('"three"',))),), f"bbbfleet: {name} TXT"
     )
     with pytest.raises(ValueError, match="at least one"):
         dns.plan_txt_upsert(ZONE, name, [], 60, None)
@@ -146,7 +146,7 @@ def test_record_from_api_and_change_batch() -> None:
     change = dns.plan_upsert(ZONE, FQDN, OURS, 60, None)
     assert change is not None
     assert dns.change_batch(change) == {
-        "Comment": f"bbbnode: {FQDN} A",
+        "Comment": f"bbbfleet: {FQDN} A",
         "Changes": [
             {
                 "Action": "UPSERT",

@@ -154,3 +154,13 @@ def test_fleet_module_loads_acme_only_for_tls() -> None:
     )
     assert _loaded(doc["modules"], TLS_ONLY) == []
     assert "aioboto3" in _loaded(doc["modules"], ("aioboto3",))
+
+
+def test_the_fleet_certificate_needs_no_acme() -> None:
+    """tls.mode fleet (the default) reads a secret and installs it: no ACME client loaded."""
+    doc = _python(
+        "import json, sys\nimport bbbnode.fleet, bbbnode.fleet_certificate, "
+        "bbbnode.certificate_metrics, bbbcore.fleet_certificate, bbbcore.secret_versions\n"
+        "print(json.dumps({'modules': sorted(sys.modules)}))"
+    )
+    assert _loaded(doc["modules"], (*TLS_ONLY, "bbbcore.acme_dns01", "requests")) == []

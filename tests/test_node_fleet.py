@@ -229,6 +229,8 @@ async def fleet(
         env.update(
             {
                 "NOTIFY_SOCKET": str(notify_path),
+                # This host orders its own certificate (the small-fleet setting).
+                "BBBNODE_TLS__MODE": "host",
                 "BBBNODE_HELPER__SOCKET": str(helper.socket_path),
                 "BBBNODE_TLS__ACME_DIRECTORY": pebble.directory_url,
                 "BBBNODE_TLS__CA_BUNDLE": str(ca_bundle),

@@ -57,6 +57,14 @@ def test_a_bad_value_exits_2_naming_the_key(
     assert "aggressive" in err
 
 
+def test_a_ca_bundle_that_is_not_a_file_exits_2_naming_the_key(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    env.setenv("BBBSCALER_CERTIFICATE__CA_BUNDLE", str(tmp_path / "missing.pem"))
+    assert cli.main(["check-config"]) == 2
+    assert "certificate.ca_bundle (BBBSCALER_CERTIFICATE__CA_BUNDLE)" in capsys.readouterr().err
+
+
 def test_check_config_prints_json_with_the_secret_hidden(
     env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

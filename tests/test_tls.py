@@ -1,4 +1,4 @@
-"""bbbnode.tls: pure decisions, and issuance end to end with moto Route53 + pebble on loopback."""
+"""bbbnode.tls: the host's own certificate end to end with moto Route53 + pebble on loopback."""
 
 from __future__ import annotations
 
@@ -15,178 +15,37 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
-import requests
-from acme import challenges, errors, messages
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509 import verification
-from cryptography.x509.oid import NameOID
+from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+from bbbcore import acme_dns01 as acme
+from bbbcore.certinfo import Reason
 from bbbnode import tls
+from bbbnode.certificate_metrics import CertificateMetrics
 from bbbnode.files import write_atomic
 from bbbnode.runner import Completed, ScriptedRunner
 from bbbnode.settings import TlsSettings
 from bbbsim.node_process import free_port
+from tests import certs
 from tests.pebble_fixtures import deactivate_valid_authorizations
+from tests.rate_limited_ca import rate_limited_ca
 
 if TYPE_CHECKING:
     from tests.pebble_fixtures import Pebble, PebbleDns
-
-# Registered here until the root conftest lists it; registering twice is harmless.
 
 FQDN = "i-0123456789abcdef0.bbb.example.test"
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 HOOK = ("systemctl", "reload", "nginx")
 # Polls against a real pebble: short real waits; backoff between retries capped the same.
-FAST = tls.AcmeTiming(poll_interval=0.05, max_poll_interval=0.2, poll_timeout=30.0)
+FAST = acme.AcmeTiming(poll_interval=0.05, max_poll_interval=0.2, poll_timeout=30.0)
 
 
 async def short_sleep(seconds: float) -> None:
     await asyncio.sleep(min(seconds, 0.05))
-
-
-# ------------------------------------------------------------------ pure decisions
-
-
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def self_signed(
-    names: Sequence[str],
-    not_after: dt.datetime,
-    key: ec.EllipticCurvePrivateKey | None = None,
-) -> bytes:
-    key = key or _key()
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_after - dt.timedelta(days=90))
-        .not_valid_after(not_after)
-    )
-    if names:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
-        )
-    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-
-
-def test_needs_issue_missing_and_unreadable() -> None:
-    assert tls.needs_issue(None, FQDN, NOW, 30) is tls.Reason.MISSING
-    assert tls.needs_issue(b"", FQDN, NOW, 30) is tls.Reason.UNREADABLE
-    assert tls.needs_issue(b"not a certificate", FQDN, NOW, 30) is tls.Reason.UNREADABLE
-
-
-def test_needs_issue_wrong_name() -> None:
-    later = NOW + dt.timedelta(days=80)
-    assert tls.needs_issue(self_signed(["other.example.test"], later), FQDN, NOW, 30) == (
-        tls.Reason.WRONG_NAME
-    )
-    # The common name does not count, only the SAN (as browsers do).
-    assert tls.needs_issue(self_signed([], later), FQDN, NOW, 30) is tls.Reason.WRONG_NAME
-
-
-def test_needs_issue_fine_certificate_names_compared_like_dns() -> None:
-    cert = self_signed(["www.example.test", FQDN.upper()], NOW + dt.timedelta(days=80))
-    assert tls.needs_issue(cert, FQDN, NOW, 30) is None
-    assert tls.needs_issue(cert, FQDN + ".", NOW, 30) is None
-
-
-def test_needs_issue_renewal_window_edges() -> None:
-    not_after = NOW + dt.timedelta(days=30)
-    cert = self_signed([FQDN], not_after)
-    assert tls.needs_issue(cert, FQDN, NOW - dt.timedelta(seconds=1), 30) is None
-    assert tls.needs_issue(cert, FQDN, NOW, 30) is tls.Reason.EXPIRING
-    assert tls.needs_issue(cert, FQDN, not_after + dt.timedelta(days=1), 30) is (
-        tls.Reason.EXPIRING
-    )
-    assert tls.needs_issue(cert, FQDN, NOW, 29) is None
-
-
-def test_needs_issue_key_must_match() -> None:
-    key = _key()
-    cert = self_signed([FQDN], NOW + dt.timedelta(days=80), key)
-    assert tls.needs_issue(cert, FQDN, NOW, 30, key_pem=_key_pem(key)) is None
-    assert tls.needs_issue(cert, FQDN, NOW, 30, key_pem=_key_pem(_key())) is (
-        tls.Reason.KEY_MISMATCH
-    )
-    assert tls.needs_issue(cert, FQDN, NOW, 30, key_pem=b"garbage") is tls.Reason.KEY_MISMATCH
-
-
-def _authz(status: str, *, dns01: bool = True, domain: str = FQDN) -> tls.Authz:
-    challenge = (
-        messages.ChallengeBody(
-            chall=challenges.DNS01(token=b"t" * 16),
-            uri="https://ca.test/chall/1",
-            status=messages.Status.from_json("pending"),
-        )
-        if dns01
-        else None
-    )
-    return tls.Authz(domain=domain, status=status, challenge=challenge, problem="boom")
-
-
-def test_challenges_to_answer_skips_authorizations_the_ca_reused() -> None:
-    pending = _authz("pending", domain="b.example.test")
-    assert tls.challenges_to_answer([_authz("valid"), pending]) == (pending,)
-    assert tls.challenges_to_answer([_authz("valid")]) == ()
-
-
-@pytest.mark.parametrize("status", ["invalid", "deactivated", "expired", "revoked"])
-def test_challenges_to_answer_dead_authorization_is_rejected(status: str) -> None:
-    with pytest.raises(tls.ChallengeFailed, match=status):
-        tls.challenges_to_answer([_authz(status)])
-
-
-def test_challenges_to_answer_needs_dns01() -> None:
-    with pytest.raises(tls.ChallengeFailed, match="no dns-01"):
-        tls.challenges_to_answer([_authz("pending", dns01=False)])
-
-
-def test_challenge_record_name() -> None:
-    assert tls.challenge_record("Host.Example.Test.") == "_acme-challenge.host.example.test"
-
-
-def test_poll_delay() -> None:
-    assert tls.poll_delay(None, 2.0, 30.0, NOW) == 2.0
-    assert tls.poll_delay("5", 2.0, 30.0, NOW) == 5.0
-    assert tls.poll_delay("3600", 2.0, 30.0, NOW) == 30.0
-    assert tls.poll_delay("Mon, 01 Jun 2026 12:00:10 GMT", 2.0, 30.0, NOW) == 10.0
-    assert tls.poll_delay("Mon, 01 Jun 2026 11:00:00 GMT", 2.0, 30.0, NOW) == 0.0
-    assert tls.poll_delay("soon", 2.0, 30.0, NOW) == 2.0
-
-
-@pytest.mark.parametrize(
-    ("exc", "transient"),
-    [
-        (messages.Error.with_code("badNonce"), True),
-        (messages.Error.with_code("serverInternal"), True),
-        (messages.Error.with_code("unauthorized"), False),
-        (messages.Error.with_code("rateLimited"), False),
-        (messages.Error.with_code("rejectedIdentifier"), False),
-        (errors.ConflictError("https://ca.test/acct/1"), False),
-        (errors.BadNonce("x", ValueError()), True),
-        (requests.exceptions.ConnectionError("refused"), True),
-        (requests.exceptions.ReadTimeout("slow"), True),
-        (requests.exceptions.SSLError("unknown CA"), False),
-        (ValueError("bug"), False),
-    ],
-)
-def test_is_transient(exc: BaseException, transient: bool) -> None:
-    assert tls.is_transient(exc) is transient
 
 
 def test_write_atomic_sets_the_mode_whatever_the_umask(tmp_path: Path) -> None:
@@ -218,19 +77,7 @@ def settings_for(pebble: Pebble, cert_dir: Path, **overrides: object) -> TlsSett
 
 def verify_chain(pebble: Pebble, fullchain: bytes, fqdn: str) -> x509.Certificate:
     """The leaf, after checking the chain up to pebble's root for ``fqdn``."""
-    certs = x509.load_pem_x509_certificates(fullchain)
-    verifier = (
-        verification.PolicyBuilder()
-        .store(verification.Store([pebble.root]))
-        .build_server_verifier(x509.DNSName(fqdn))
-    )
-    verifier.verify(certs[0], certs[1:])
-    return certs[0]
-
-
-def sans(cert: x509.Certificate) -> list[str]:
-    ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    return ext.get_values_for_type(x509.DNSName)
+    return certs.verify_chain(pebble.root, fullchain, fqdn)
 
 
 def mode(path: Path) -> int:
@@ -250,10 +97,10 @@ async def test_issues_once_then_does_nothing(
     )
 
     assert status.issued
-    assert status.reason is tls.Reason.MISSING
+    assert status.reason is Reason.MISSING
     assert status.hook_ran
     leaf = verify_chain(pebble, status.fullchain.read_bytes(), fqdn)
-    assert sans(leaf) == [fqdn]
+    assert certs.sans(leaf) == [fqdn]
     assert leaf.not_valid_after_utc == status.not_after
     key = serialization.load_pem_private_key(status.privkey.read_bytes(), None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
@@ -313,7 +160,7 @@ async def test_account_and_key_survive_a_restart(
         )
 
     assert second.issued
-    assert second.reason is tls.Reason.EXPIRING
+    assert second.reason is Reason.EXPIRING
     assert (cert_dir / tls.ACCOUNT_KEY).read_bytes() == account_key
     assert second.privkey.read_bytes() == privkey
     accounts = [e for e in first_logs + second_logs if e["event"] == "acme_account"]
@@ -415,7 +262,7 @@ async def test_rejected_challenge_cleans_up_and_is_not_retried(
     runner = ScriptedRunner()
     settings = settings_for(pebble, tmp_path / "tls")
 
-    with pytest.raises(tls.ChallengeFailed) as failure:
+    with pytest.raises(acme.ChallengeFailed) as failure:
         await tls.ensure_certificate(
             settings, pebble_dns.fqdn(), txt, runner, sleep=short_sleep, timing=FAST
         )
@@ -536,8 +383,8 @@ async def test_unreachable_acme_server_gives_up_with_a_typed_error(tmp_path: Pat
         async def delete(self, name: str, values: Sequence[str]) -> None:
             raise AssertionError("nothing to delete")
 
-    timing = tls.AcmeTiming(retry_attempts=3, request_timeout=2.0)
-    with pytest.raises(tls.AcmeUnavailable, match="directory"):
+    timing = acme.AcmeTiming(retry_attempts=3, request_timeout=2.0)
+    with pytest.raises(acme.AcmeUnavailable, match="directory"):
         await tls.ensure_certificate(
             settings, FQDN, NoDns(), ScriptedRunner(), sleep=sleep, timing=timing
         )
@@ -571,7 +418,7 @@ async def test_renew_forever_waits_retry_interval_after_a_failure(tmp_path: Path
             now=schedule.now,
             retry_interval=600.0,
             acme_sleep=no_wait,
-            timing=tls.AcmeTiming(retry_attempts=1, request_timeout=2.0),
+            timing=acme.AcmeTiming(retry_attempts=1, request_timeout=2.0),
         )
     assert schedule.delays == [600.0, 600.0]
 
@@ -595,6 +442,93 @@ async def test_concurrent_callers_share_one_issuance(
     assert [first.issued, second.issued].count(True) == 1
     assert runner.calls == [HOOK]
     assert len(pebble_dns.txt.upserts) == 1
+
+
+@pytest.mark.integration
+async def test_host_mode_waits_out_a_rate_limit_then_issues(
+    pebble: Pebble, pebble_dns: PebbleDns, tmp_path: Path
+) -> None:
+    """A rateLimited answer at start-up: an error with the CA's time, a wait, no crash."""
+    fqdn = pebble_dns.fqdn()
+    runner = ScriptedRunner()
+    registry = CollectorRegistry()
+    metrics = CertificateMetrics(registry)
+    told: list[tuple[dt.datetime, float]] = []
+    waits: list[float] = []
+
+    async with rate_limited_ca(pebble) as ca:
+        settings = settings_for(pebble, tmp_path / "tls", acme_directory=ca.directory_url)
+
+        def rate_limited(until: dt.datetime, wait: float) -> None:
+            told.append((until, wait))
+            metrics.rate_limited(until)
+
+        async def sleep(seconds: float) -> None:
+            # The CA's hour passes: its limit has refilled.
+            waits.append(seconds)
+            assert registry.get_sample_value(
+                "bbbnode_certificate_rate_limited_until_timestamp_seconds"
+            ) == pytest.approx(told[-1][0].timestamp())
+            ca.limited = False
+
+        with capture_logs() as logs:
+            status = await tls.ensure_until_issued(
+                settings, fqdn, pebble_dns.txt, runner, rate_limited=rate_limited,
+                sleep=sleep, acme_sleep=short_sleep, timing=FAST,
+            )  # fmt: skip
+    metrics.installed(status.not_after)
+
+    assert status.issued
+    verify_chain(pebble, status.fullchain.read_bytes(), fqdn)
+    assert ca.orders_refused == 1
+    assert len(waits) == 1
+    assert 3590 <= waits[0] <= 3600
+    limited = [e for e in logs if e["event"] == "tls_rate_limited"]
+    assert len(limited) == 1
+    assert limited[0]["log_level"] == "error"
+    assert limited[0]["error_type"] == "AcmeRateLimited"
+    assert "too many certificates" in limited[0]["error"]
+    # The CA's own time, as the log says it, is when bbbnode was told to wait for.
+    ca_time = dt.datetime.fromisoformat(limited[0]["retry_after"])
+    assert abs((told[0][0] - ca_time).total_seconds()) < 2
+    assert (
+        registry.get_sample_value("bbbnode_certificate_rate_limited_until_timestamp_seconds") == 0
+    )
+    assert (
+        registry.get_sample_value("bbbnode_certificate_expiry_timestamp_seconds")
+        == status.not_after.timestamp()
+    )
+    assert runner.calls == [HOOK]
+
+
+async def test_renewal_after_a_rate_limit_waits_for_the_cas_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = TlsSettings(acme_directory="https://127.0.0.1:1/dir", cert_dir=tmp_path / "tls")
+    schedule = Schedule(NOW, stop=lambda: len(schedule.delays) >= 2)
+    told: list[float] = []
+    answers = [NOW + dt.timedelta(hours=30), None]
+
+    async def limited(*_: object, **__: object) -> tls.CertificateStatus:
+        raise acme.AcmeRateLimited("new_order: rateLimited", answers.pop(0))
+
+    monkeypatch.setattr(tls, "ensure_certificate", limited)
+    with pytest.raises(asyncio.CancelledError):
+        await tls.renew_forever(
+            settings, FQDN, NoTxt(), ScriptedRunner(), sleep=schedule.sleep, now=schedule.now,
+            retry_interval=600.0, rate_limited=lambda _until, wait: told.append(wait),
+        )  # fmt: skip
+    # The CA's 30 hours, then (no time named) the retry interval; never a quick retry.
+    assert schedule.delays == [30 * 3600.0, 600.0]
+    assert told == schedule.delays
+
+
+class NoTxt:
+    async def upsert(self, name: str, values: Sequence[str]) -> None:
+        raise AssertionError("no TXT record while the CA refuses orders")
+
+    async def delete(self, name: str, values: Sequence[str]) -> None:
+        raise AssertionError("nothing to delete")
 
 
 @pytest.mark.integration

@@ -1,4 +1,4 @@
-"""The host's Route53 records: its A record, and the TXT records of ACME DNS-01.
+"""Route53 records bbbfleet keeps: a host's A record, and the TXT records of ACME DNS-01.
 
 Decisions are pure (``plan_*``: what to change, given the record as Route53 has
 it now, or nothing); :class:`Route53Records` reads the record, plans, submits and
@@ -82,7 +82,7 @@ class Change:
 
     zone_id: str
     edits: tuple[Edit, ...]
-    comment: str = "bbbnode"
+    comment: str = "bbbfleet"
 
     @property
     def deletes(self) -> bool:
@@ -186,7 +186,7 @@ def plan_upsert(
     ):
         return None
     wanted = RecordSet(name, "A", ttl, (ip,))
-    return Change(normalise_zone_id(zone_id), (Edit("UPSERT", wanted),), f"bbbnode: {name} A")
+    return Change(normalise_zone_id(zone_id), (Edit("UPSERT", wanted),), f"bbbfleet: {name} A")
 
 
 def plan_delete_if_ours(
@@ -196,7 +196,7 @@ def plan_delete_if_ours(
     if current is None or not owned_by(current, fqdn, our_ip):
         return None
     return Change(
-        normalise_zone_id(zone_id), (Edit("DELETE", current),), f"bbbnode: {current.name} gone"
+        normalise_zone_id(zone_id), (Edit("DELETE", current),), f"bbbfleet: {current.name} gone"
     )
 
 
@@ -230,7 +230,7 @@ def plan_txt_upsert(
         return None
     wanted = RecordSet(wanted_name, "TXT", ttl, tuple(txt_value(t) for t in texts))
     return Change(
-        normalise_zone_id(zone_id), (Edit("UPSERT", wanted),), f"bbbnode: {wanted_name} TXT"
+        normalise_zone_id(zone_id), (Edit("UPSERT", wanted),), f"bbbfleet: {wanted_name} TXT"
     )
 
 
@@ -251,7 +251,7 @@ def plan_txt_delete(
     if len(keep) == len(current.values):
         return None
     zone = normalise_zone_id(zone_id)
-    comment = f"bbbnode: {current.name} TXT"
+    comment = f"bbbfleet: {current.name} TXT"
     if not keep:
         return Change(zone, (Edit("DELETE", current),), comment)
     rest = RecordSet(current.name, "TXT", current.ttl, keep)
