@@ -98,7 +98,23 @@ def add_commands(sub: Any, positive: Callable[[str], float]) -> None:
         type=positive,
         default=180.0,
         metavar="S",
-        help="launch to serving, seconds (default 180)",
+        help="a cold launch to serving, seconds (default 180)",
+    )
+    bt.add_argument(
+        "--warm-pool",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="stopped, ready hosts in a warm pool beside the group (cfn WarmPoolSize; default "
+        "0: none); a launch starts one first, the pool refills through a warm-up as long as "
+        "--boot-time; stopped_instance_hours counts their stopped time",
+    )
+    bt.add_argument(
+        "--warm-start-time",
+        type=_seconds,
+        default=45.0,
+        metavar="S",
+        help="a warm pool host's start to serving, seconds (default 45)",
     )
     bt.add_argument(
         "--poll-interval",
@@ -196,6 +212,8 @@ def _backtest(args: argparse.Namespace) -> int:
         min_nodes=args.min_nodes,
         max_nodes=args.max_nodes,
         rollout_at=args.rollout_at,
+        warm_pool=args.warm_pool,
+        warm_start_time=args.warm_start_time,
     )
     planned: tuple[Window, ...] = ()
     try:

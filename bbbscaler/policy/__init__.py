@@ -70,6 +70,7 @@ __all__ = [
 
 def decide(snapshot: FleetSnapshot, history: History, config: PolicyConfig, now: float) -> Decision:
     """One round's decision over ``snapshot``; pure."""
+    config = warm.lagged(snapshot, config)
     fleet = sort_fleet(snapshot, config)
     lower, upper, window = bounds(snapshot, config, now)
 

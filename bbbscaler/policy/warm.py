@@ -9,8 +9,12 @@ pools ... Limitations", EC2 Auto Scaling User Guide). A start can fail too (a zo
 of capacity): that launch is cold whatever the pool said, which the next rounds see as
 a node booting for longer.
 
-Warm hosts are neither serving nor booting capacity (``sort_fleet`` leaves them out):
-sizing is unchanged, only the lag estimate (``windows``) and what the round reports.
+Warm hosts are neither serving nor booting capacity (``sort_fleet`` leaves them out).
+What the pool changes is the lag: how late a launch serves (``windows``), and how far
+ahead the default preset projects the demand trend. Its ``lookahead`` covers a cold
+boot and what follows it (registration, Scalelite's first poll, a margin); while the
+pool has a ready host, the boot part is the warm start instead (:func:`lagged`), so
+the preset buys less headroom for growth a warm start meets in time.
 """
 
 from __future__ import annotations
@@ -27,6 +31,16 @@ def launch_lags(pool: WarmPool | None, launches: int, config: PolicyConfig) -> l
     hosts are left, cold boots after."""
     ready = 0 if pool is None else len(pool.ready)
     return [config.warm_start_time if k < ready else config.boot_time for k in range(launches)]
+
+
+def lagged(snapshot: FleetSnapshot, config: PolicyConfig) -> PolicyConfig:
+    """``config`` with the trend's lookahead shortened by what a warm start saves, while the
+    warm pool has a ready host (``lookahead`` - ``boot_time`` + ``warm_start_time``)."""
+    pool = snapshot.pool
+    if pool is None or not pool.ready or config.warm_start_time >= config.boot_time:
+        return config
+    saved = config.boot_time - config.warm_start_time
+    return replace(config, lookahead=max(0.0, config.lookahead - saved))
 
 
 def boot_lag(node: Node, config: PolicyConfig) -> float:
