@@ -25,7 +25,7 @@ NO_SCHEDULES: Final = "none"
 """``--schedules none``: no planned events, not even a shipped trace's own."""
 
 
-def _count(text: str) -> int:
+def count(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -102,7 +102,7 @@ def add_commands(sub: Any, positive: Callable[[str], float]) -> None:
     )
     bt.add_argument(
         "--warm-pool",
-        type=_count,
+        type=count,
         default=0,
         metavar="N",
         help="stopped, ready hosts in a warm pool beside the group (cfn WarmPoolSize; default "
@@ -126,12 +126,12 @@ def add_commands(sub: Any, positive: Callable[[str], float]) -> None:
     )
     bt.add_argument(
         "--min-nodes",
-        type=_count,
+        type=count,
         default=1,
         metavar="N",
         help="the group's MinSize, serving from the start (default 1)",
     )
-    bt.add_argument("--max-nodes", type=_count, default=500, metavar="N",
+    bt.add_argument("--max-nodes", type=count, default=500, metavar="N",
                     help="the group's MaxSize (default 500)")  # fmt: skip
     bt.add_argument(
         "--rollout-at",

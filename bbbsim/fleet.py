@@ -65,6 +65,10 @@ class FleetConfig:
     """The fleet certificate's secret: each bbbnode installs it into its own cert_dir."""
     tls_poll: float = 5.0
     """bbbnode's look at the secret's version (tls.fleet_poll_interval)."""
+    boot_delay: float = 0.0
+    """Seconds a launched instance boots before bbbnode starts (the image's services)."""
+    warm_boot_delay: float = 0.0
+    """The same for a warm pool instance started again (its services start, nothing more)."""
     extra_env: tuple[tuple[str, str], ...] = ()
 
 
@@ -169,8 +173,10 @@ class EmulatedFleet:
             event = await self._events.get()
             if event.group != self._config.ids.asg_name:
                 continue
-            if event.kind in ("launched", "started"):
-                self._launch(event.instance_id)
+            if event.kind == "launched":
+                self._launch(event.instance_id, self._config.boot_delay)
+            elif event.kind == "started":
+                self._launch(event.instance_id, self._config.warm_boot_delay)
             elif event.kind in ("terminated", "detached", "stopped"):
                 await self._stop(event.instance_id)
 
@@ -180,15 +186,17 @@ class EmulatedFleet:
                 inst.host.tick()
             await asyncio.sleep(every)
 
-    def _launch(self, instance_id: str) -> None:
+    def _launch(self, instance_id: str, boot: float = 0.0) -> None:
         if instance_id in self._instances or instance_id in self._starting:
             return
-        task = asyncio.create_task(self._start_instance(instance_id))
+        task = asyncio.create_task(self._start_instance(instance_id, boot))
         self._starting[instance_id] = task
         task.add_done_callback(lambda _: self._starting.pop(instance_id, None))
 
-    async def _start_instance(self, instance_id: str) -> None:
+    async def _start_instance(self, instance_id: str, boot: float = 0.0) -> None:
         c = self._config
+        if boot > 0:
+            await asyncio.sleep(boot)
         info = next((i for i in self._layer.instances() if i.instance_id == instance_id), None)
         if info is None:
             return

@@ -1023,11 +1023,12 @@ class LifecycleLayer:
         self._activities: dict[str, Activity] = {}
         self._surplus: dict[tuple[Scope, str], Surplus] = {}
         self._launch_first: dict[tuple[Scope, str], bool] = {}
-        self._pools: dict[tuple[Scope, str], WarmPoolConfig] = {}
+        self._pools: dict[tuple[str, str], WarmPoolConfig] = {}
+        """By (region, group): every fake access key lands in moto's one account."""
         self._warm: dict[str, InstanceInfo] = {}
         """Warm pool instances (never members of the group in moto), in their steady state."""
         self._launches: dict[str, LaunchWait] = {}
-        self._pool_templates: dict[tuple[Scope, str], str] = {}
+        self._pool_templates: dict[tuple[str, str], str] = {}
         self._addresses = 0
         self._failing_starts = 0
 
@@ -1330,8 +1331,8 @@ class LifecycleLayer:
         }
         pools = {
             g: sum(1 for w in self._warm.values() if w.group == g)
-            for (sc, g) in self._pools
-            if sc.region == scope.region
+            for (region, g) in self._pools
+            if region == scope.region
         }
         response = _rewritten(response, lambda body: rewrite_instances(body, overlay))
         response = _rewritten(response, lambda body: rewrite_warm_pool_sizes(body, pools))
@@ -1344,7 +1345,7 @@ class LifecycleLayer:
             for info in sorted(self._warm.values(), key=_launch_order)
             if info.region == call.scope.region and (not asked or info.instance_id in asked)
         ]
-        templates = {g: t for (sc, g), t in self._pool_templates.items() if sc == call.scope}
+        templates = {g: t for (r, g), t in self._pool_templates.items() if r == call.scope.region}
         return _rewritten(response, lambda body: add_warm_instances(body, warm, templates))
 
     def _take_fault(self, call: Call) -> FaultKind | None:
@@ -1497,7 +1498,7 @@ class LifecycleLayer:
     ) -> web.StreamResponse:
         name = _required(call.params, "AutoScalingGroupName")
         group = await self._group(call.scope, name)
-        key = (call.scope, name)
+        key = (call.scope.region, name)
         config = warm_pool_config(call.params, self._pools.get(key))
         response = await self._forward(request, body)
         if response.status >= 400:
@@ -1516,7 +1517,7 @@ class LifecycleLayer:
     ) -> web.StreamResponse:
         name = _required(call.params, "AutoScalingGroupName")
         await self._group(call.scope, name)
-        key = (call.scope, name)
+        key = (call.scope.region, name)
         members = [
             self._with_overlay(info)
             for info in sorted(self._warm.values(), key=_launch_order)
@@ -1530,7 +1531,7 @@ class LifecycleLayer:
     ) -> web.StreamResponse:
         name = _required(call.params, "AutoScalingGroupName")
         force = call.params.get("ForceDelete", "false").lower() == "true"
-        key = (call.scope, name)
+        key = (call.scope.region, name)
         config = self._pools.get(key)
         if config is None:
             raise _validation(f"No warm pool found for Auto Scaling group {name}.")
@@ -1544,7 +1545,7 @@ class LifecycleLayer:
 
     async def _drop_deleted_pool(self, scope: Scope, name: str) -> None:
         """Forget a deleted pool once its last instance is gone (moto's record with it)."""
-        key = (scope, name)
+        key = (scope.region, name)
         config = self._pools.get(key)
         if config is None or not config.deleting:
             return
@@ -1558,11 +1559,11 @@ class LifecycleLayer:
         log.info("warm_pool_deleted", group=name)
 
     def _pool_of(self, scope: Scope, group: str) -> WarmPoolConfig:
-        return self._pools.get((scope, group)) or WarmPoolConfig()
+        return self._pools.get((scope.region, group)) or WarmPoolConfig()
 
     async def _keep_pools(self, scope: Scope) -> None:
-        for sc, name in list(self._pools):
-            if sc != scope:
+        for region, name in list(self._pools):
+            if region != scope.region:
                 continue
             groups = await self._groups(scope, [name])
             if groups:
@@ -1572,7 +1573,7 @@ class LifecycleLayer:
     async def _keep_pool(self, scope: Scope, group: _GroupView) -> None:
         """Launch into the pool, or terminate from it, until it has its size: the pool
         refills by itself after a scale-out took from it."""
-        config = self._pools.get((scope, group.name))
+        config = self._pools.get((scope.region, group.name))
         if config is None:
             return
         pool = [
@@ -1668,7 +1669,7 @@ class LifecycleLayer:
         Amazon EC2 User Guide) and goes through Pending and its launch hooks again. A
         failed start (``fail_warm_starts``) leaves the instance stopped in the pool.
         """
-        config = self._pools.get((scope, group.name))
+        config = self._pools.get((scope.region, group.name))
         if config is None or config.deleting or count <= 0:
             return 0
         ready = sorted(
@@ -1859,7 +1860,7 @@ class LifecycleLayer:
             self._launches.pop(iid, None)
             self._gone[iid] = "Warmed:Terminated"
             self._emit("terminated", iid, name)
-        self._pools.pop((call.scope, name), None)
+        self._pools.pop((call.scope.region, name), None)
         if running or warm:
             await self._client(call.scope).ec2.terminate_instances(InstanceIds=running + warm)
         await self._sync(call.scope)

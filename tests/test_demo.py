@@ -31,6 +31,12 @@ def test_fleet_demo_short_run(tmp_path: Path) -> None:
     assert doc["max_nodes"] > doc["min_nodes"], "the fleet never grew"
     assert doc["final_nodes"] < doc["max_nodes"], "the fleet never shrank"
     assert doc["scale_out_latency_s"] is not None
+    # The scale-out starts the warm pool's hosts first, each with a new public address.
+    assert doc["warm_pool"] == 2
+    assert doc["warm_starts"] >= 1
+    assert doc["time_to_serving_s"] is not None
+    assert doc["time_to_serving_s"] >= doc["scale_out_latency_s"]
+    assert "started from the warm pool at 198.51.100." in result.stdout
     assert doc["bbbscaler_exit_code"] == 0
     # TLS on: pebble finalized one order, the fleet certificate, and every node serves it.
     assert doc["nodes_launched"] >= 3
