@@ -20,16 +20,20 @@ Facts taken from Scalelite's sources (blindsidenetworks/scalelite):
   ``offline``; ``load`` is a number, or ``"unavailable"`` when unknown;
   ``load_multiplier`` is a decimal rendered as a string; ``online`` is
   ``"online"``/``"offline"``.
-- Placement (``Server.find_available``): the lowest load in the ``server_load``
-  sorted set, which holds exactly the enabled servers with a known load (a
-  server offline or disabled has none). Equal loads go to the smaller id
-  (Redis orders equal scores by member).
-- Load (``poll.rake``): for every non-breakout meeting, ``participantCount +
-  moderatorCount``, raised to ``LOAD_MIN_USER_COUNT`` (15) while the meeting is
-  younger than ``LOAD_JOIN_BUFFER_TIME`` (15 min); summed and multiplied by the
-  server's ``load_multiplier``. Each ``create`` adds ``1 * load_multiplier``
-  until the next poll recomputes it. A cordoned server whose polled load is 0
-  becomes ``disabled``.
+- Placement (``Server.find_available``, app/models/server.rb:289-335 at v1.8.5):
+  the lowest load in the ``server_load`` sorted set, which holds exactly the
+  enabled servers with a known load (a server offline or disabled has none).
+  Equal loads go to the smaller id (Redis orders equal scores by member).
+  Tags: see ``place_meeting``.
+- Load (``lib/tasks/poll.rake``:48-71): for every non-breakout meeting,
+  ``participantCount + moderatorCount``, raised to ``LOAD_MIN_USER_COUNT`` (15)
+  while the meeting is younger than ``LOAD_JOIN_BUFFER_TIME`` (15 min); summed
+  and multiplied by the server's ``load_multiplier``. Between polls
+  ``increment_load(1)`` (server.rb:204-211, a Redis ``ZADD XX INCR``, so only a
+  server in ``server_load`` moves) adds ``1 * load_multiplier`` for every
+  ``create`` of a *new* meeting and every ``join``
+  (bigbluebutton_api_controller.rb:203, 328). A cordoned server whose polled
+  load is 0 becomes ``disabled`` (poll.rake:82).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from tenacity.wait import wait_base
 from yarl import URL
 
 from bbbcore import checksum, logs
+from bbbcore.scalelite_tags import NO_TAG
 
 log = logs.get(__name__)
 
@@ -284,26 +289,55 @@ def _least_loaded(candidates: Iterable[PlacementCandidate]) -> PlacementCandidat
     return min(candidates, key=lambda s: (cast(float, s.load), s.id), default=None)
 
 
-def place_meeting(snapshot: PlacementSnapshot, server_tag: str | None = None) -> str | None:
-    """Id of the server Scalelite gives a new meeting, or None when none may take it.
+class TagUnavailable(LookupError):
+    """A required server tag (``meta_server-tag`` ending in ``!``) matches no available server.
 
-    ``server_tag`` is the ``meta_server-tag`` create parameter: a comma list of
-    tags (``none`` means untagged), with a trailing ``!`` making a match
-    required; without it the meeting falls back to the untagged servers. No
-    tags at all means untagged servers only.
+    Scalelite answers it with ``serverTagUnavailable`` (app/controllers/concerns/bbb_errors.rb:61).
+    """
+
+    def __init__(self, tags: str) -> None:
+        super().__init__(f"There is no available server with the required tag={tags}.")
+        self.tags = tags
+
+
+SERVER_TAG_UNAVAILABLE: Final = "serverTagUnavailable"
+
+
+def _presence(text: str | None) -> str | None:
+    """Rails' ``presence``: None for None, empty or blank text."""
+    return text if text is not None and text.strip() else None
+
+
+def place_meeting(snapshot: PlacementSnapshot, server_tag: str | None = None) -> str | None:
+    """Id of the server Scalelite gives a new meeting, or None when no server is available.
+
+    ``server_tag`` is the ``meta_server-tag`` create parameter, read as
+    ``Server.find_available`` reads it (app/models/server.rb:289-316 at v1.8.5):
+    a semicolon-separated list of tags, ``none`` standing for an untagged
+    server; a trailing ``!`` makes a match required. The least-loaded server
+    whose tag is in the list wins; if none matches, a required list raises
+    TagUnavailable and any other falls back to the untagged servers. No tag at
+    all (or only ``!``) means untagged servers only. With no available server
+    at all the answer is None before any tag is looked at (server.rb:302).
     """
     available = [s for s in snapshot.servers if s.available]
-    spec = (server_tag or "").strip()
-    required = spec.endswith("!")
-    wanted = {t.strip() for t in spec.rstrip("!").split(",") if t.strip()}
-    untagged = [s for s in available if not s.tag]
-    if not wanted:
-        chosen = _least_loaded(untagged)
-    else:
-        matching = [s for s in available if (s.tag or "none") in wanted]
-        chosen = _least_loaded(matching)
-        if chosen is None and not required:
-            chosen = _least_loaded(untagged)
+    if not available:
+        return None
+    spec = _presence(server_tag)
+    required = False
+    if spec is not None and spec.endswith("!"):
+        # "x!" requires x; a lone "!" is no tag at all (server.rb:293-296).
+        spec = _presence(spec[:-1])
+        required = spec is not None
+    chosen: PlacementCandidate | None = None
+    if spec is not None:
+        # Ruby's split(";") drops trailing empty fields; names are compared as written.
+        wanted = set(spec.split(";"))
+        chosen = _least_loaded(s for s in available if (s.tag or NO_TAG) in wanted)
+        if chosen is None and required:
+            raise TagUnavailable(spec)
+    if chosen is None:
+        chosen = _least_loaded(s for s in available if not s.tag)
     return None if chosen is None else chosen.id
 
 

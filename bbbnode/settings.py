@@ -21,6 +21,7 @@ from bbbcore.config import (
     settings_config,
     template,
 )
+from bbbcore.scalelite_tags import server_tag
 
 
 class BbbSettings(Section):
@@ -199,6 +200,7 @@ class ScaleliteSettings(Section):
     """Scalelite server tag (optional)."""
 
     _url = field_validator("server_url_template")(template(("fqdn", "instance_id")))
+    _tag = field_validator("tag")(server_tag)
 
 
 class ProtectionSettings(Section):

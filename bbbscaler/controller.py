@@ -100,6 +100,8 @@ def roles(snapshot: FleetSnapshot, config: PolicyConfig) -> dict[str, int]:
         "draining": len(fleet.draining),
         "operator_drained": len(fleet.operator_drained),
         "blind": len(fleet.blind),
+        "offline": len(fleet.offline),
+        "other_tag": len(fleet.foreign),
         "drifted": len(fleet.drifted),
     }
 

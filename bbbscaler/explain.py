@@ -41,7 +41,7 @@ def _cells(node: Node, role: str) -> tuple[str, ...]:
         "-" if m is None or m.meetings is None else str(m.meetings),
         "-" if m is None or m.participants is None else str(m.participants),
         "-" if m is None else f"{m.age:.0f}s",
-        "?" if s is None else s.state,
+        "?" if s is None else s.state + (" offline" if node.offline else ""),
         "-" if s is None or s.load is None else f"{s.load:g}",
         # An unlisted server has no multiplier of its own; 1.0 there is only the default.
         "-" if s is None or s.state == "absent" else f"{s.load_multiplier:g}",
@@ -58,6 +58,8 @@ def render(snapshot: FleetSnapshot, decision: Decision, config: PolicyConfig) ->
         ("booting", fleet.booting),
         ("draining", fleet.draining),
         ("operator-drained", fleet.operator_drained),
+        ("offline", fleet.offline),
+        ("other tag", fleet.foreign),
         ("blind", fleet.blind),
     ):
         roles.update((n.instance_id, role) for n in nodes)
@@ -79,6 +81,8 @@ def render(snapshot: FleetSnapshot, decision: Decision, config: PolicyConfig) ->
         + ("" if "AZRebalance" in g.suspended else "  (WARNING: AZRebalance is not suspended)")
     )
     lines.extend(pool_lines(snapshot, decision, config))
+    if config.tag is not None or fleet.foreign:
+        lines.append(_tag_line(config.tag, len(fleet.foreign)))
     if decision.drifted:
         lines.append(
             f"rollout: {len(decision.drifted)} node(s) drifted from {g.launch}, "
@@ -120,6 +124,14 @@ def pool_lines(snapshot: FleetSnapshot, decision: Decision, config: PolicyConfig
         if ids:
             lines.append(f"  {label}: {', '.join(ids)}")
     return lines
+
+
+def _tag_line(tag: str | None, others: int) -> str:
+    counted = "untagged servers" if tag is None else f"servers tagged {tag!r}"
+    line = f"scalelite tag: counting and steering only {counted} (scalelite.tag)"
+    if others:
+        line += f"; {others} node(s) with another tag not counted"
+    return line
 
 
 def schedule_lines(decision: Decision, config: PolicyConfig) -> list[str]:

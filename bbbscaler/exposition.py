@@ -55,7 +55,8 @@ class ScalerMetrics:
             "bbbscaler_nodes",
             "Group members by role: serving, booting, draining, operator_drained (cordoned "
             "without the scaler's tag: no capacity), blind (no fresh data), drifted "
-            "(launched from an older launch template or version).",
+            "(launched from an older launch template or version), offline (in Scalelite), "
+            "other_tag (another Scalelite tag).",
             ["role"],
             registry=r,
         )

@@ -82,6 +82,8 @@ class ServerView:
     online: bool
     load_multiplier: float = 1.0
     """Scalelite multiplies the server's load by this; the scaler steers placement with it."""
+    tag: str | None = None
+    """The server's Scalelite tag (None: untagged)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,18 @@ class Node:
     def draining(self) -> bool:
         return self.draining_since is not None and not self.leaving
 
+    @property
+    def offline(self) -> bool:
+        """Scalelite lists its server offline: its poller could not read the host.
+
+        Scalelite places nothing on it (server.rb:289, only servers with a load are in
+        ``server_load``), and after SERVER_UNHEALTHY_THRESHOLD failed polls it has ended the
+        server's meetings itself (poll.rake:93-118). A server is also offline from
+        ``addServer`` until its first good poll.
+        """
+        s = self.server
+        return s is not None and s.state != "absent" and not s.online
+
     def fresh(self, stale_after: float) -> bool:
         """Its meeting data is known and recent enough to act on."""
         m = self.metrics
@@ -150,9 +164,19 @@ class Node:
         """
         if self.pending:
             return True
-        if self.lifecycle != "InService" or self.metrics is not None:
+        if self.lifecycle != "InService":
             return False
-        if self.server is not None and self.server.state == "enabled":
+        s = self.server
+        if s is not None and s.state == "enabled":
+            if s.online:
+                return False
+            # Until Scalelite's poller has read it (a new server is offline until its first
+            # good poll, poll.rake:72-79) nothing can be placed on it: capacity coming, unless
+            # it hosts meetings (then it went offline while serving).
+            m = self.metrics
+            if m is not None and m.meetings:
+                return False
+        elif self.metrics is not None:
             return False
         return self.launched_at is not None and now - self.launched_at < boot_grace
 

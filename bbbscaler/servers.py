@@ -32,6 +32,7 @@ def view_of(server: ScaleliteServer | None) -> ServerView:
         load=server.load,
         online=server.online,
         load_multiplier=server.load_multiplier,
+        tag=server.tag,
     )
 
 

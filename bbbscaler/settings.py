@@ -22,6 +22,7 @@ from bbbcore.config import (
     settings_config,
     template,
 )
+from bbbcore.scalelite_tags import server_tag
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _CLOCK = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
@@ -74,8 +75,13 @@ class ScaleliteSettings(Section):
     """The URL a node registers as (placeholders: instance_id, domain, private_ip)."""
     timeout: float = Field(default=5.0, gt=0)
     """Seconds one Scalelite call may take."""
+    tag: str | None = None
+    """Scalelite server tag the fleet's nodes register with (bbbnode's scalelite.tag): only
+    servers with this tag are counted and steered. Unset: untagged servers."""
 
     _url = field_validator("server_url_template")(template(("instance_id", "domain", "private_ip")))
+
+    _tag = field_validator("tag")(server_tag)
 
 
 class HttpSettings(Section):
@@ -143,7 +149,7 @@ class PolicySettings(Section):
     """Node CPU where BBB audio degrades; seed scales out above it."""
     low_cpu: float = Field(default=0.06, ge=0, lt=1)
     """seed: scale in while the lowest node CPU is below this."""
-    target_cpu: float = Field(default=0.70, gt=0, le=1)
+    target_cpu: float = Field(default=0.72, gt=0, le=1)
     """default: the node CPU it sizes for, below high_cpu so meetings fit."""
     headroom: float = Field(default=0.15, ge=0)
     """default: room below target_cpu, in nodes' worth of CPU, kept for the next meetings."""
@@ -152,7 +158,7 @@ class PolicySettings(Section):
     lookahead: float = Field(default=300.0, ge=0)
     """default: seconds ahead the trend is projected (boot, registration, Scalelite's first
     poll of a new node)."""
-    steer_cpu: float = Field(default=0.50, gt=0, le=1)
+    steer_cpu: float = Field(default=0.70, gt=0, le=1)
     """default: node CPU from which Scalelite is steered away from the node."""
     steer_multiplier: float = Field(default=100.0, ge=1)
     """default: Scalelite load_multiplier of a steered node (1 turns steering off and leaves

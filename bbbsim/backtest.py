@@ -8,6 +8,13 @@ Scores (the JSON keys, per policy and for the oracle):
 - ``meetings_on_overloaded_node``: meetings placed on a node already above 80 %.
 - ``meetings_ended_by_platform``: meetings still running on a node when it was
   terminated (must be 0).
+- ``meetings_ended_by_scalelite``: meetings Scalelite ended itself because their
+  server failed SERVER_UNHEALTHY_THRESHOLD polls in a row (an overloaded host
+  answers too slowly): the price of overload.
+- ``recording_wait_instance_hours``: instance-hours terminated instances spent
+  waiting for their recordings to be processed (bbbnode's lifecycle hook holds
+  them); ``recording_wait_p95_s``: the 95th percentile of that wait over the
+  terminations.
 - ``p95_time_to_capacity_s``: 95th percentile (nearest rank) of the lag from
   each rise in the fluid need to enough nodes up (see
   ``bbbsim.demand.capacity_lags``).
@@ -58,7 +65,10 @@ SCORE_KEYS = (
     "overload_node_minutes",
     "meetings_on_overloaded_node",
     "meetings_ended_by_platform",
+    "meetings_ended_by_scalelite",
     "p95_time_to_capacity_s",
+    "recording_wait_instance_hours",
+    "recording_wait_p95_s",
 )
 MAX_AVOIDABLE_OVERLOAD = 0.10
 """Issue 5's goal: the default's avoidable overload at most 10 % of the seed's."""
@@ -83,7 +93,10 @@ class Scored:
                 "overload_node_minutes": round(r.overload_node_minutes, 3),
                 "meetings_on_overloaded_node": r.meetings_on_overloaded_node,
                 "meetings_ended_by_platform": r.meetings_ended_by_platform,
+                "meetings_ended_by_scalelite": r.meetings_ended_by_scalelite,
                 "p95_time_to_capacity_s": round(self.p95_time_to_capacity_s, 1),
+                "recording_wait_instance_hours": round(r.recording_wait_instance_hours, 3),
+                "recording_wait_p95_s": round(p95(r.recording_waits), 1),
             }
             | ({} if r.rollout_at is None else {"rollout_s": r.rollout_s})
             | warm
@@ -101,6 +114,8 @@ class BacktestResult:
     oracle: Scored
     planned: tuple[Window, ...] = ()
     """The planned events' windows, added to every run's own."""
+    settings: FleetSettings | None = None
+    """The simulated platform every run shared."""
 
 
 def _policy_table(path: Path) -> dict[str, Any]:
@@ -251,6 +266,7 @@ def backtest(
         policies=tuple(scored(r) for r in runs),
         oracle=scored(oracle_run(prepared, settings)),
         planned=extra,
+        settings=settings,
     )
 
 
@@ -264,8 +280,30 @@ def report_json(result: BacktestResult) -> dict[str, Any]:
         },
         "fluid_bound_instance_hours": round(result.fluid_bound_instance_hours, 3),
         "schedules": [window_json(w) for w in result.planned],
+        **({} if result.settings is None else {"model": model_json(result.settings)}),
         "policies": {s.run.name: s.scores() for s in result.policies},
         "oracle": result.oracle.scores(),
+    }
+
+
+def model_json(settings: FleetSettings) -> dict[str, Any]:
+    """The platform the runs shared: Scalelite's poller by its variables, joins, recordings."""
+    p, r = settings.poller, settings.recordings
+    return {
+        "scalelite": {
+            "POLL_INTERVAL": p.interval,
+            "POLLER_THREADS": p.threads,
+            "POLLER_WAIT_TIMEOUT": p.wait_timeout,
+            "RESPONSE_TIMEOUT": p.response_timeout,
+            "SERVER_UNHEALTHY_THRESHOLD": p.unhealthy_threshold,
+            "SERVER_HEALTHY_THRESHOLD": p.healthy_threshold,
+            "api_call_time_s": p.call_time,
+            "answer_time_at_full_cpu_s": p.answer_time_at_full,
+        },
+        "join_spread_s": settings.join_spread,
+        "recordings": {"processed": r.enabled, "ratio": r.ratio, "cores": r.cores},
+        "boot_time_s": settings.boot_time,
+        "seed": settings.seed,
     }
 
 
@@ -276,7 +314,8 @@ def _row(name: str, s: Scored, oracle_hours: float) -> str:
         f"| {name} | {r.instance_hours:,.1f} | {ratio:.2f}x | {r.peak_nodes} "
         f"| {r.overload_node_minutes:,.0f} | {r.overload_core_minutes:,.0f} "
         f"| {r.meetings_on_overloaded_node:,} "
-        f"| {r.meetings_ended_by_platform} | {s.p95_time_to_capacity_s:,.0f} |"
+        f"| {r.meetings_ended_by_platform} | {r.meetings_ended_by_scalelite:,} "
+        f"| {s.p95_time_to_capacity_s:,.0f} | {r.recording_wait_instance_hours:,.1f} |"
     )
 
 
@@ -288,18 +327,25 @@ def render_table(result: BacktestResult) -> str:
         *(f"planned: {describe_window(w)}" for w in result.planned),
         "",
         "| run | instance-hours | x oracle | peak nodes | overload node-min | overload core-min "
-        "| meetings on overloaded node | ended by platform | p95 time to capacity (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| meetings on overloaded node | ended by platform | ended by Scalelite "
+        "| p95 time to capacity (s) | recording wait (instance-h) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(_row(s.run.name, s, oh) for s in result.policies),
         _row("oracle", result.oracle, oh),
         f"| fluid bound | {result.fluid_bound_instance_hours:,.1f} "
         f"| {result.fluid_bound_instance_hours / oh if oh else 0:.2f}x "
-        f"| {max((v for _, v in result.need), default=0)} | | | | | |",
+        f"| {max((v for _, v in result.need), default=0)} | | | | | | | |",
     ]
     lines += [rollout_line(s.run) for s in result.policies if s.run.rollout_at is not None]
     lines += [warm_pool_line(s.run) for s in result.policies if s.run.warm_pool]
     refused = [s.run for s in result.policies if s.run.meetings_refused]
     lines += [f"WARNING: {r.name} left {r.meetings_refused} meeting(s) unplaced" for r in refused]
+    cut = [s.run for s in result.policies if s.run.poll_rounds_cut]
+    lines += [
+        f"WARNING: {r.name}: {r.poll_rounds_cut} Scalelite poll round(s) cut off at "
+        f"POLLER_WAIT_TIMEOUT + 5 s (longest {r.longest_poll_round_s:.1f} s)"
+        for r in cut
+    ]
     lines += goal_lines(result)
     return "\n".join(lines)
 
@@ -326,9 +372,11 @@ def rollout_line(run: FleetRun) -> str:
 
 @dataclass(frozen=True, slots=True)
 class GoalFigures:
-    """Issue 5's measures of one run, against the seed's run and the oracle of the same trace."""
+    """Issue 5's measures of one run, against the seed's run and the oracle of the same trace,
+    and issue 13's: no meeting ended by Scalelite either."""
 
     ended_by_platform: int
+    ended_by_scalelite: int
     avoidable: float
     """Overload node-minutes above the oracle's."""
     seed_avoidable: float
@@ -338,10 +386,11 @@ class GoalFigures:
     """Instance-hours as a multiple of the oracle's."""
 
     @property
-    def met(self) -> tuple[bool, bool, bool]:
-        """(no meeting ended, overload goal, instance-hours goal)."""
+    def met(self) -> tuple[bool, bool, bool, bool]:
+        """(none ended by the platform, none by Scalelite, overload goal, instance-hours goal)."""
         return (
             self.ended_by_platform == 0,
+            self.ended_by_scalelite == 0,
             self.share <= MAX_AVOIDABLE_OVERLOAD,
             self.ratio <= MAX_ORACLE_RATIO,
         )
@@ -356,7 +405,14 @@ def goal_figures(result: BacktestResult, name: str) -> GoalFigures:
     # With nothing avoidable in the seed's run, only nothing avoidable meets "10 % of it".
     share = avoidable / seed_avoidable if seed_avoidable else (math.inf if avoidable else 0.0)
     ratio = run.instance_hours / oracle.instance_hours if oracle.instance_hours else 0.0
-    return GoalFigures(run.meetings_ended_by_platform, avoidable, seed_avoidable, share, ratio)
+    return GoalFigures(
+        run.meetings_ended_by_platform,
+        run.meetings_ended_by_scalelite,
+        avoidable,
+        seed_avoidable,
+        share,
+        ratio,
+    )
 
 
 def goal_lines(result: BacktestResult) -> list[str]:
@@ -375,11 +431,12 @@ def _goals(name: str, g: GoalFigures) -> list[str]:
     def mark(ok: bool) -> str:
         return "met" if ok else "MISSED"
 
-    ended, overload, hours = g.met
+    ended, by_scalelite, overload, hours = g.met
     return [
         "",
         f"goals for {name}:",
         f"- meetings ended by the platform: {g.ended_by_platform} ({mark(ended)})",
+        f"- meetings ended by Scalelite: {g.ended_by_scalelite} ({mark(by_scalelite)})",
         f"- avoidable overload: {g.avoidable:,.0f} of the seed's {g.seed_avoidable:,.0f} "
         f"node-min = {g.share:.1%} (goal <= {MAX_AVOIDABLE_OVERLOAD:.0%}: {mark(overload)})",
         f"- instance-hours: {g.ratio:.2f}x the oracle's (goal <= {MAX_ORACLE_RATIO}x: "

@@ -13,19 +13,40 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
+from bbbsim.recording_processing import RecordingSpec
+from bbbsim.scalelite_poller import PollerSpec
 from bbbsim.trace_generate import KINDS
 
 COMMANDS: Final = ("backtest", "trace")
 PRESETS: Final = ("seed", "default")
-DEFAULT_POLL_INTERVAL: Final = 20.0
-"""Scalelite's poller interval the backtest assumes: ``poller.interval`` of this project's
-helm/scalelite chart (helm/scalelite/values.yaml), i.e. Scalelite as bbbfleet deploys it;
-Scalelite's own default is 60. Here, not in bbbsim.backtest, so ``--help`` stays fast."""
+POLLER: Final = PollerSpec()
+"""Scalelite's poller as helm/scalelite/values.yaml sets it (tests keep the two equal)."""
+RECORDINGS: Final = RecordingSpec()
+DEFAULT_POLL_INTERVAL: Final = POLLER.interval
+"""Scalelite's POLL_INTERVAL the backtest assumes: ``poller.interval`` of this project's
+helm/scalelite chart, i.e. Scalelite as bbbfleet deploys it; Scalelite's own default is 60."""
 NO_SCHEDULES: Final = "none"
 """``--schedules none``: no planned events, not even a shipped trace's own."""
 
 
-def count(text: str) -> int:
+def _at_least_one(text: str) -> int:
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
+    return value
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -33,6 +54,10 @@ def count(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
     return value
+
+
+count = _count
+"""The whole number >= 0 argument type (``bbbsim demo --warm-pool`` uses it too)."""
 
 
 def _seconds(text: str) -> float:
@@ -62,7 +87,7 @@ def add_commands(sub: Any, positive: Callable[[str], float]) -> None:
         "--trace",
         required=True,
         metavar="FILE",
-        help="CSV trace: start_s,duration_s,participants[,cameras]",
+        help="CSV trace: start_s,duration_s,participants[,cameras][,recorded]",
     )
     bt.add_argument(
         "--policy",
@@ -102,7 +127,7 @@ def add_commands(sub: Any, positive: Callable[[str], float]) -> None:
     )
     bt.add_argument(
         "--warm-pool",
-        type=count,
+        type=_count,
         default=0,
         metavar="N",
         help="stopped, ready hosts in a warm pool beside the group (cfn WarmPoolSize; default "
@@ -116,22 +141,95 @@ def add_commands(sub: Any, positive: Callable[[str], float]) -> None:
         metavar="S",
         help="a warm pool host's start to serving, seconds (default 45)",
     )
-    bt.add_argument(
+    sl = bt.add_argument_group(
+        "Scalelite's poller (its own variable names; defaults: helm/scalelite's values)"
+    )
+    sl.add_argument(
         "--poll-interval",
         type=positive,
         default=DEFAULT_POLL_INTERVAL,
         metavar="S",
-        help=f"Scalelite's poller interval, seconds (default {DEFAULT_POLL_INTERVAL:g}: "
-        "this project's Scalelite chart; Scalelite's own is 60)",
+        help=f"POLL_INTERVAL, seconds between rounds (default {DEFAULT_POLL_INTERVAL:g}; "
+        "Scalelite's own is 60)",
+    )
+    for flag, kind, default, text in (
+        ("--poller-threads", _count, POLLER.threads, "POLLER_THREADS, >= 2"),
+        ("--poller-wait-timeout", positive, POLLER.wait_timeout, "POLLER_WAIT_TIMEOUT"),
+        ("--response-timeout", positive, POLLER.response_timeout, "RESPONSE_TIMEOUT"),
+    ):
+        sl.add_argument(flag, type=kind, default=default, metavar="N" if kind is _count else "S",
+                        help=f"{text} (default {default:g})")  # fmt: skip
+    sl.add_argument(
+        "--server-unhealthy-threshold",
+        type=_at_least_one,
+        default=POLLER.unhealthy_threshold,
+        metavar="N",
+        help="SERVER_UNHEALTHY_THRESHOLD: failed polls in a row before Scalelite takes a server "
+        f"offline and ends its meetings (default {POLLER.unhealthy_threshold})",
+    )
+    sl.add_argument(
+        "--server-healthy-threshold",
+        type=_at_least_one,
+        default=POLLER.healthy_threshold,
+        metavar="N",
+        help=f"SERVER_HEALTHY_THRESHOLD (default {POLLER.healthy_threshold})",
+    )
+    sl.add_argument(
+        "--api-call-time",
+        type=positive,
+        default=POLLER.call_time,
+        metavar="S",
+        help=f"one BBB API call to a quiet host, for the round's length (default "
+        f"{POLLER.call_time:g})",
+    )
+    sl.add_argument(
+        "--answer-time-at-full",
+        type=positive,
+        default=POLLER.answer_time_at_full,
+        metavar="S",
+        help="mean answer time of a host at 100 %% CPU; above 80 %% it grows with the square "
+        "of the CPU, and a poll fails when the (exponential) answer takes longer than "
+        f"RESPONSE_TIMEOUT (default {POLLER.answer_time_at_full:g})",
     )
     bt.add_argument(
+        "--join-spread",
+        type=_share,
+        default=120.0,
+        metavar="S",
+        help="seconds over which a meeting's participants join after its create; each join "
+        "adds to Scalelite's load until the next poll (default 120)",
+    )
+    rec = bt.add_argument_group("recordings (the trace's recorded column)")
+    rec.add_argument(
+        "--recording-ratio",
+        type=_share,
+        default=RECORDINGS.ratio,
+        metavar="X",
+        help="seconds of processing on the host per second of recorded meeting "
+        f"(default {RECORDINGS.ratio:g}: BBB's 'a few minutes' for an hour)",
+    )
+    rec.add_argument(
+        "--recording-cores",
+        type=_share,
+        default=RECORDINGS.cores,
+        metavar="N",
+        help=f"busy cores while a host processes (default {RECORDINGS.cores:g})",
+    )
+    rec.add_argument(
+        "--no-recordings",
+        action="store_true",
+        help="ignore the recorded column: nothing is processed",
+    )
+    bt.add_argument("--seed", type=int, default=1, metavar="N",
+                    help="seed of Scalelite's failed polls (default 1)")  # fmt: skip
+    bt.add_argument(
         "--min-nodes",
-        type=count,
+        type=_count,
         default=1,
         metavar="N",
         help="the group's MinSize, serving from the start (default 1)",
     )
-    bt.add_argument("--max-nodes", type=count, default=500, metavar="N",
+    bt.add_argument("--max-nodes", type=_count, default=500, metavar="N",
                     help="the group's MaxSize (default 500)")  # fmt: skip
     bt.add_argument(
         "--rollout-at",
@@ -206,9 +304,26 @@ def _backtest(args: argparse.Namespace) -> int:
     if args.min_nodes > args.max_nodes:
         print("bbbsim backtest: --min-nodes is above --max-nodes", file=sys.stderr)
         return 2
+    if args.poller_threads < 2:
+        print("bbbsim backtest: --poller-threads must be at least 2", file=sys.stderr)
+        return 2
     settings = FleetSettings(
         boot_time=args.boot_time,
-        poll_interval=args.poll_interval,
+        poller=PollerSpec(
+            interval=args.poll_interval,
+            threads=args.poller_threads,
+            wait_timeout=args.poller_wait_timeout,
+            response_timeout=args.response_timeout,
+            unhealthy_threshold=args.server_unhealthy_threshold,
+            healthy_threshold=args.server_healthy_threshold,
+            call_time=args.api_call_time,
+            answer_time_at_full=args.answer_time_at_full,
+        ),
+        join_spread=args.join_spread,
+        recordings=RecordingSpec(
+            ratio=args.recording_ratio, cores=args.recording_cores, enabled=not args.no_recordings
+        ),
+        seed=args.seed,
         min_nodes=args.min_nodes,
         max_nodes=args.max_nodes,
         rollout_at=args.rollout_at,
@@ -246,5 +361,6 @@ def _backtest(args: argparse.Namespace) -> int:
 
         plot(result, args.plot)
     ended = sum(s.run.meetings_ended_by_platform for s in result.policies)
-    # A meeting ended by the platform breaks the scaler's first promise: fail loudly.
+    # A meeting ended by the platform breaks the scaler's first promise: fail loudly. One
+    # Scalelite ended is overload's price, reported beside it, not a safety bug of ours.
     return 1 if ended else 0

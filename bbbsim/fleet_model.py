@@ -1,23 +1,39 @@
 """The fleet as a discrete-event simulation, driven by bbbscaler's real ``decide``.
 
-What it models, and how:
+What it models, and how (Scalelite's facts: blindsidenetworks/scalelite at v1.8.5):
 
 - **Meetings** start and end as the trace says. Each ``create`` goes where
   Scalelite would put it: the least load among enabled, online servers with a
   known load, equal loads to the smaller id (``bbbcore.scalelite``'s rule).
-- **Scalelite's load** is its poller's: every ``poll_interval`` (20 s, the
-  ``poller.interval`` of this project's Scalelite chart; Scalelite's own
-  default is 60) each server's load becomes the sum of its meetings' weights
-  (``meeting_weight``: participants + one moderator, at least 15 while younger
-  than 15 minutes) times its ``load_multiplier``; between polls every
-  ``create`` adds one multiplier. A new server is online from the first poll
-  after it registered; a cordoned one polled at load 0 becomes disabled; a
-  disabled one has no load until a poll after it is enabled again.
+- **Participants join** after the create: the moderator with it, the others
+  in equal groups every 30 s over ``join_spread`` (120 s). Host CPU counts the
+  whole meeting from its create; joins change what Scalelite counts.
+- **Scalelite's load** is its poller's: every round (``bbbsim.scalelite_poller``:
+  POLL_INTERVAL after the last round ended) each server Scalelite can read gets
+  the load of its meetings' joined participants + one moderator (at least 15
+  while younger than 15 minutes) times its ``load_multiplier``
+  (lib/tasks/poll.rake:48-71). Between rounds every ``create`` of a new meeting
+  and every ``join`` add one multiplier to an enabled server's stored load
+  (app/controllers/bigbluebutton_api_controller.rb:203 and 328,
+  app/models/server.rb:204-211). A changed multiplier leaves the stored load
+  alone until the next poll, as ``updateServer`` does. A cordoned server
+  polled at load 0 becomes disabled (poll.rake:82).
+- **Scalelite's own hand**: a poll of a host fails with a probability that
+  rises with its CPU demand (never at or under 80 %; ``scalelite_poller``);
+  after SERVER_UNHEALTHY_THRESHOLD failures in a row Scalelite takes the
+  server offline and ends its meetings (poll.rake:93-118): those are
+  ``meetings_ended_by_scalelite``. SERVER_HEALTHY_THRESHOLD good polls in a row
+  bring it (and a newly registered server, added offline) online. A round
+  that outlasts POLLER_WAIT_TIMEOUT + 5 s leaves the servers after the cut-off
+  unpolled. The draws are seeded: a run is deterministic.
 - **Host CPU** is ``bbbsim.host_model`` over the node's meetings (see
-  ``bbbsim.demand``), reported to the scaler as it is at the decision.
+  ``bbbsim.demand``), plus recording processing (``bbbsim.recording_processing``):
+  a recorded meeting that ends queues work on its host's single worker, which
+  adds its cores until the queue is empty. Reported to the scaler as it is at
+  the decision.
 - **Instances** launch when the scaler raises desired capacity and serve
   ``boot_time`` (180 s) later: Pending until then (no metrics, not in
-  Scalelite), then InService, registered and enabled.
+  Scalelite), then InService, registered and enabled (offline until polled).
 - **A warm pool** (``warm_pool``, cfn/fleet.yaml's ``WarmPoolSize``: an
   absolute size) holds stopped hosts, all ready at the start. A launch takes a
   ready one first, which serves ``warm_start_time`` (45 s) later; the pool
@@ -33,7 +49,9 @@ What it models, and how:
   they end. A terminated node ends whatever it still hosts: those meetings are
   counted as ended by the platform (the safety rules say never), and so are a
   lowered desired capacity's victims (the newest instances, as a stand-in for
-  the ASG's choice).
+  the ASG's choice). A terminated node with recordings still to process stays
+  (Terminating:Wait, bbbnode's lifecycle hook) until they are done, costing
+  instance-hours: ``recording_wait_instance_hours``.
 - **A rollout** (``rollout_at``): from then on the group launches from a new
   launch template version, so every instance launched before is drifted and the
   policy replaces it; ``rollout_s`` is how long until the last of them left the
@@ -49,6 +67,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
+import random
 from collections import deque
 from dataclasses import dataclass, field, replace
 
@@ -58,7 +77,6 @@ from bbbcore.scalelite import (
     PlacementCandidate,
     PlacementSnapshot,
     ServerState,
-    meeting_weight,
     place_meeting,
     server_load,
 )
@@ -75,6 +93,8 @@ from bbbscaler.model import (
 )
 from bbbscaler.policy import History, PolicyConfig, Preset, decide
 from bbbsim.demand import MICRO, HostSpec, Steps, meeting_units
+from bbbsim.recording_processing import RecordingSpec
+from bbbsim.scalelite_poller import PollerSpec, failure_probability, round_duration
 from bbbsim.trace import Trace
 
 MONDAY = 1_767_571_200.0
@@ -83,6 +103,8 @@ MONDAY = 1_767_571_200.0
 _INF = math.inf
 # Decisions drawn on the timeline; "none" and "hold" change nothing.
 _CHANGES = frozenset({Action.SCALE_OUT, Action.UNDRAIN, Action.DRAIN, Action.TERMINATE})
+JOIN_STEP = 30.0
+"""Seconds between two groups of joins of one meeting."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +115,8 @@ class FleetSettings:
     """Launch to registered in Scalelite."""
     tick: float = 10.0
     """The scaler's loop interval."""
-    poll_interval: float = 20.0
-    """Scalelite's POLL_INTERVAL as helm/scalelite sets it (Scalelite's own default: 60)."""
+    poller: PollerSpec = field(default_factory=PollerSpec)
+    """Scalelite's poller as helm/scalelite sets it."""
     min_nodes: int = 1
     """The group's MinSize."""
     start_nodes: int | None = None
@@ -103,8 +125,13 @@ class FleetSettings:
     """The group's MaxSize."""
     moderators: int = 1
     """Per meeting, as Scalelite's load counts them (again) on top of participants."""
+    join_spread: float = 120.0
+    """Seconds after its create by which a meeting's participants have all joined."""
     metrics_age: float = 5.0
     """How old every node's data is when the scaler reads it."""
+    recordings: RecordingSpec = field(default_factory=RecordingSpec)
+    seed: int = 1
+    """Seed of Scalelite's failed polls."""
     host: HostSpec = field(default_factory=HostSpec)
     rule: LoadRule = field(default_factory=LoadRule)
     epoch: float = MONDAY
@@ -116,6 +143,18 @@ class FleetSettings:
     """Start of a warm pool host to registered in Scalelite."""
     verify: bool = False
 
+    @property
+    def poll_interval(self) -> float:
+        """Scalelite's POLL_INTERVAL."""
+        return self.poller.interval
+
+
+def join_groups(participants: int, spread: float) -> tuple[int, ...]:
+    """How many participants join at the create and at each JOIN_STEP after it."""
+    groups = max(1, min(participants, math.floor(spread / JOIN_STEP) + 1))
+    base, extra = divmod(participants, groups)
+    return tuple(base + (1 if k < extra else 0) for k in range(groups))
+
 
 @dataclass(frozen=True, slots=True)
 class PreparedTrace:
@@ -126,10 +165,11 @@ class PreparedTrace:
     end: tuple[float, ...]
     units: tuple[int, ...]
     participants: tuple[int, ...]
-    young_weight: tuple[int, ...]
-    old_weight: tuple[int, ...]
+    joins: tuple[tuple[int, ...], ...]
+    """Participants joining at the create and at each JOIN_STEP after it."""
     ages_at: tuple[float, ...]
     """When Scalelite stops counting the meeting as young (trace seconds)."""
+    recorded: tuple[bool, ...]
 
     @property
     def horizon(self) -> float:
@@ -139,16 +179,10 @@ class PreparedTrace:
 def prepare(trace: Trace, settings: FleetSettings) -> PreparedTrace:
     """Sort ``trace`` by start and work out every meeting's costs."""
     ordered = sorted(trace.meetings, key=lambda m: m.start_s)
-    young: list[int] = []
-    old: list[int] = []
     ages: list[float] = []
     for m in ordered:
-        created = settings.epoch + m.start_s
-        count = MeetingCount(m.participants, settings.moderators, math.floor(created * 1000))
         # Scalelite compares whole seconds of createTime: young while now < floor(created) + buffer.
-        aged = math.floor(created) + settings.rule.join_buffer_s
-        young.append(meeting_weight(count, created, settings.rule))
-        old.append(meeting_weight(count, aged, settings.rule))
+        aged = math.floor(settings.epoch + m.start_s) + settings.rule.join_buffer_s
         ages.append(aged - settings.epoch)
     return PreparedTrace(
         trace=trace,
@@ -156,9 +190,9 @@ def prepare(trace: Trace, settings: FleetSettings) -> PreparedTrace:
         end=tuple(m.end_s for m in ordered),
         units=tuple(meeting_units(m, settings.host) for m in ordered),
         participants=tuple(m.participants for m in ordered),
-        young_weight=tuple(young),
-        old_weight=tuple(old),
+        joins=tuple(join_groups(m.participants, settings.join_spread) for m in ordered),
         ages_at=tuple(ages),
+        recorded=tuple(m.recorded for m in ordered),
     )
 
 
@@ -189,6 +223,14 @@ class FleetRun:
     rollout_s: float | None = None
     """Seconds from ``rollout_at`` until no instance launched before it was left in the group;
     None without a rollout, or while one still is."""
+    meetings_ended_by_scalelite: int = 0
+    """Meetings Scalelite ended itself: their server failed SERVER_UNHEALTHY_THRESHOLD polls."""
+    servers_taken_offline: int = 0
+    recording_waits: tuple[float, ...] = ()
+    """Seconds each terminated instance waited for its recordings to be processed."""
+    poll_rounds_cut: int = 0
+    """Poll rounds that ran into POLLER_WAIT_TIMEOUT + 5 s and left servers unpolled."""
+    longest_poll_round_s: float = 0.0
     stopped_instance_hours: float = 0.0
     """Warm pool hosts stopped and ready, over time (they cost only their volumes)."""
     warm_starts: int = 0
@@ -198,6 +240,10 @@ class FleetRun:
     warm_pool: int = 0
     """The run's warm pool size."""
 
+    @property
+    def recording_wait_instance_hours(self) -> float:
+        return sum(self.recording_waits) / 3600
+
 
 class _SimNode:
     """One instance's mutable state inside a run (never leaves the simulation)."""
@@ -205,6 +251,7 @@ class _SimNode:
     __slots__ = (
         "draining_since",
         "excess",
+        "healthy",
         "id",
         "launched",
         "load",
@@ -213,10 +260,13 @@ class _SimNode:
         "online",
         "over",
         "participants",
+        "processed_at",
+        "processing",
         "ready",
         "state",
         "template",
         "true_load",
+        "unhealthy",
         "units",
         "up",
         "view",
@@ -232,8 +282,10 @@ class _SimNode:
         self.up = False
         self.state: ServerState = "disabled"
         self.online = False
+        self.healthy = 0
+        self.unhealthy = 0
         self.load: float | None = None
-        """What Scalelite stores: set by a poll, raised by each create."""
+        """What Scalelite stores: set by a poll, raised by each new create and each join."""
         self.multiplier = 1.0
         self.true_load = 0
         """Scalelite's load if it polled now (sum of meeting weights)."""
@@ -241,6 +293,10 @@ class _SimNode:
         self.meetings: set[int] = set()
         self.units = 0
         self.participants = 0
+        self.processing = 0
+        """Busy micro-cores of recording processing (0 when the queue is empty)."""
+        self.processed_at = 0.0
+        """When the recording queue is empty (trace seconds)."""
         self.over = False
         self.excess = 0
         """Busy micro-cores above the overload line (0 when not overloaded)."""
@@ -264,14 +320,22 @@ class FleetSim:
         self.config = config
         self.s = settings
         self.nodes: dict[str, _SimNode] = {}
+        self.waiting: dict[str, _SimNode] = {}
+        """Terminated instances the lifecycle hook holds while recordings are processed."""
         self.booting: list[_SimNode] = []
         """Soonest ready first (a warm start overtakes a cold boot launched before it)."""
         self.available: dict[str, tuple[float, str]] = {}
         """(load, id) of every server Scalelite may place on."""
-        self.where: list[_SimNode | None] = [None] * len(prepared.start)
-        self.aged = [False] * len(prepared.start)
+        n = len(prepared.start)
+        self.where: list[_SimNode | None] = [None] * n
+        self.aged = [False] * n
+        self.joined = [0] * n
         self.ends: list[tuple[float, int]] = []
         self.aging: deque[tuple[float, int]] = deque()
+        self.join_events: list[tuple[float, int, int]] = []
+        """(time, meeting, group) of joins still to come."""
+        self.processed: list[tuple[float, str]] = []
+        """(time, node id) at which a node's recording queue may be empty."""
         self.next_start = 0
         self.next_poll = 0.0
         self.launched = 0
@@ -279,6 +343,8 @@ class FleetSim:
         self.history = History()
         self.group: Group | None = None
         self.views: tuple[Node, ...] | None = None
+        self.rng = random.Random(settings.seed)
+        self.proc_units = round(settings.recordings.cores * MICRO)
         # Results.
         self.now = 0.0
         self.node_seconds = 0.0
@@ -288,9 +354,14 @@ class FleetSim:
         self.excess_units = 0
         self.on_overloaded = 0
         self.ended = 0
+        self.ended_by_scalelite = 0
+        self.taken_offline = 0
         self.refused = 0
         self.peak = 0
         self.capacity = 0
+        self.rounds_cut = 0
+        self.longest_round = 0.0
+        self.waits: list[float] = []
         self.instances_steps: list[tuple[float, int]] = []
         self.capacity_steps: list[tuple[float, int]] = []
         self.over_steps: list[tuple[float, int]] = [(0.0, 0)]
@@ -320,7 +391,7 @@ class FleetSim:
         dt = t - self.now
         if dt > 0:
             # A warm pool host warming up runs (and costs) like a member; a ready one is stopped.
-            self.node_seconds += (len(self.nodes) + len(self.pool_warming)) * dt
+            self.node_seconds += (len(self.nodes) + len(self.waiting) + len(self.pool_warming)) * dt
             self.stopped_seconds += self.pool_ready * dt
             self.over_seconds += self.over_count * dt
             self.excess_unit_seconds += self.excess_units * dt
@@ -334,18 +405,23 @@ class FleetSim:
             steps.append((t, value))
 
     def _count_instances(self, t: float) -> None:
-        self.peak = max(self.peak, len(self.nodes))
-        self._step(self.instances_steps, t, len(self.nodes))
+        count = len(self.nodes) + len(self.waiting)
+        self.peak = max(self.peak, count)
+        self._step(self.instances_steps, t, count)
         self.views = None
 
     def _set_capacity(self, t: float, delta: int) -> None:
         self.capacity += delta
         self._step(self.capacity_steps, t, self.capacity)
 
+    def _busy(self, node: _SimNode) -> int:
+        """Busy micro-cores of the node (the idle base not included)."""
+        return node.units + node.processing
+
     def _changed(self, node: _SimNode) -> None:
         """Refresh what depends on the node's state: overload, placement set, its view."""
         host = self.s.host
-        excess = max(0, host.idle_units + node.units - host.limit_units)
+        excess = max(0, host.idle_units + self._busy(node) - host.limit_units)
         self.excess_units += excess - node.excess
         node.excess = excess
         over = excess > 0
@@ -387,6 +463,7 @@ class FleetSim:
         return node
 
     def _boot(self, node: _SimNode) -> None:
+        # bbbnode registers and enables it; Scalelite adds it offline until a good poll.
         node.up = True
         node.state = "enabled"
         self._set_capacity(self.now, 1)
@@ -395,17 +472,24 @@ class FleetSim:
     def _terminate(self, node: _SimNode, t: float) -> None:
         # Whatever still runs there ends now: the count that must stay 0.
         self.ended += len(node.meetings)
-        for idx in node.meetings:
-            self.where[idx] = None
-        node.meetings.clear()
-        node.units = 0
-        self._changed(node)
+        for idx in list(node.meetings):
+            # Lost with the instance, recording and all.
+            self._remove(idx, node, record=False)
+        self._drop_overload(node)
         self.available.pop(node.id, None)
         del self.nodes[node.id]
         if node.up:
             self._set_capacity(t, -1)
         else:
             self.booting.remove(node)
+        if node.processed_at > t:
+            # bbbnode's lifecycle hook holds the instance until its recordings are done.
+            node.state, node.online, node.load = "disabled", False, None
+            self.waiting[node.id] = node
+            self.waits.append(node.processed_at - t)
+        else:
+            self.waits.append(0.0)
+        node.view = None
         self._count_instances(t)
         self._check_rollout(t)
 
@@ -416,7 +500,18 @@ class FleetSim:
         if all(n.template == self.template for n in self.nodes.values()):
             self.rollout_done = t
 
-    # ------------------------------------------------------------------ events
+    # ------------------------------------------------------------------ meetings
+
+    def _weight(self, idx: int) -> int:
+        """The meeting's share of Scalelite's load now (poll.rake:48-64)."""
+        attendees = self.joined[idx] + self.s.moderators
+        return attendees if self.aged[idx] else max(attendees, self.s.rule.min_user_count)
+
+    def _count_join(self, node: _SimNode, joins: int) -> None:
+        """``increment_load(1)`` per create or join: ZADD XX INCR, only in ``server_load``."""
+        if node.id in self.available:
+            node.load = (node.load or 0.0) + joins * node.multiplier
+            self.available[node.id] = (node.load, node.id)
 
     def _start(self, idx: int) -> None:
         best = min(self.available.values(), default=None)
@@ -432,59 +527,175 @@ class FleetSim:
         chosen.meetings.add(idx)
         chosen.units += p.units[idx]
         chosen.participants += p.participants[idx]
-        chosen.true_load += p.young_weight[idx]
-        # Scalelite's create bumps the stored load until the next poll recomputes it.
-        chosen.load = (chosen.load or 0.0) + chosen.multiplier
         self.where[idx] = chosen
+        groups = p.joins[idx]
+        self.joined[idx] = groups[0]
+        chosen.true_load += self._weight(idx)
+        # The create counts once, and so does every join that comes with it.
+        self._count_join(chosen, 1 + groups[0])
+        for g in range(1, len(groups)):
+            heapq.heappush(self.join_events, (p.start[idx] + g * JOIN_STEP, idx, g))
         heapq.heappush(self.ends, (p.end[idx], idx))
         self.aging.append((p.ages_at[idx], idx))
         self._changed(chosen)
 
-    def _end(self, idx: int) -> None:
+    def _join(self, idx: int, group: int) -> None:
         node = self.where[idx]
         if node is None:
-            return  # refused, or already ended with its node
+            return  # refused, or already ended
+        before = self._weight(idx)
+        count = self.p.joins[idx][group]
+        self.joined[idx] += count
+        node.true_load += self._weight(idx) - before
+        self._count_join(node, count)
+
+    def _drop_overload(self, node: _SimNode) -> None:
+        """A leaving node no longer counts towards overload."""
+        self.excess_units -= node.excess
+        node.excess = 0
+        if node.over:
+            node.over = False
+            self.over_count -= 1
+            self._step(self.over_steps, self.now, self.over_count)
+
+    def _remove(self, idx: int, node: _SimNode, record: bool = True) -> None:
+        """The meeting is over on ``node``: its costs go, its recording is queued."""
         self.where[idx] = None
         p = self.p
         node.meetings.discard(idx)
         node.units -= p.units[idx]
         node.participants -= p.participants[idx]
-        node.true_load -= p.old_weight[idx] if self.aged[idx] else p.young_weight[idx]
+        node.true_load -= self._weight(idx)
+        if record and p.recorded[idx]:
+            work = self.s.recordings.seconds(self.now - p.start[idx])
+            if work > 0:
+                node.processed_at = max(node.processed_at, self.now) + work
+                node.processing = self.proc_units
+                heapq.heappush(self.processed, (node.processed_at, node.id))
+
+    def _end(self, idx: int) -> None:
+        node = self.where[idx]
+        if node is None:
+            return  # refused, or already ended with its node
+        self._remove(idx, node)
         self._changed(node)
 
     def _age(self, idx: int) -> None:
-        self.aged[idx] = True
         node = self.where[idx]
         if node is not None:
-            node.true_load += self.p.old_weight[idx] - self.p.young_weight[idx]
+            before = self._weight(idx)
+            self.aged[idx] = True
+            node.true_load += self._weight(idx) - before
+        else:
+            self.aged[idx] = True
 
-    def _poll(self) -> None:
-        for node in self.nodes.values():
+    def _processing_done(self, t: float, iid: str) -> None:
+        node = self.nodes.get(iid) or self.waiting.get(iid)
+        if node is None or node.processed_at > t:
+            return  # gone, or more was queued since
+        node.processing = 0
+        if iid in self.waiting:
+            del self.waiting[iid]
+            self._count_instances(t)
+            return
+        self._changed(node)
+
+    # ------------------------------------------------------------------ Scalelite's poller
+
+    def _poll(self) -> float:
+        """One round of Scalelite's poller; returns how long it took."""
+        spec = self.s.poller
+        host = self.s.host
+        verify = self.s.verify
+        quiet = spec.quiet_cpu * host.full_units - host.idle_units
+        call, timeout, budget = spec.call_time, spec.response_timeout, spec.cutoff * spec.workers
+        server_work = version_work = 0.0
+        meetings = 0
+        longest = call
+        cut = False
+        for node in list(self.nodes.values()):
             if not node.up:
                 continue
-            if self.s.verify:
+            busy = node.units + node.processing
+            failed = False
+            if busy > quiet:
+                # Only a host above 80 % can fail a poll (bbbsim.scalelite_poller); a draw
+                # only for a chance above 0.
+                demand = (host.idle_units + busy) / host.full_units
+                chance = failure_probability(demand, spec)
+                failed = chance > 0.0 and self.rng.random() < chance
+            took = timeout if failed else call
+            server_work += took
+            longest = max(longest, took)
+            meetings += len(node.meetings)
+            version_work += call
+            if server_work > budget:
+                cut = True  # killed with the pool: neither an answer nor a failure
+                continue
+            if verify:
                 self._verify_load(node)
-            load = node.true_load * node.multiplier
-            was = (node.online, node.load, node.state)
+            if failed:
+                self._poll_failed(node)
+            else:
+                self._poll_answered(node)
+        meeting_work = meetings * call
+        longest = longest if version_work else 0.0
+        duration = round_duration(server_work, meeting_work, version_work, longest, spec)
+        if cut or duration >= spec.cutoff:
+            self.rounds_cut += 1
+        self.longest_round = max(self.longest_round, duration)
+        return duration
+
+    def _poll_answered(self, node: _SimNode) -> None:
+        # poll.rake:67-86.
+        node.unhealthy = 0
+        was = (node.online, node.load, node.state)
+        if not node.online:
+            node.healthy += 1
+            if node.healthy < self.s.poller.healthy_threshold:
+                return
+            node.healthy = 0
             node.online = True
-            node.load = None if node.state == "disabled" else load
-            if node.state == "cordoned" and load == 0:
-                node.state, node.load = "disabled", None
-            if (node.online, node.load, node.state) != was:
-                self._changed(node)
+        load = node.true_load * node.multiplier
+        node.load = None if node.state == "disabled" else load
+        if node.state == "cordoned" and load == 0:
+            node.state, node.load = "disabled", None
+        if (node.online, node.load, node.state) != was:
+            self._changed(node)
+
+    def _poll_failed(self, node: _SimNode) -> None:
+        # poll.rake:87-118: only an online server's failures in a row count.
+        node.healthy = 0
+        if not node.online:
+            return
+        node.unhealthy += 1
+        if node.unhealthy < self.s.poller.unhealthy_threshold:
+            return
+        # Offline: its meeting records destroyed and BBB told to end each meeting.
+        self.ended_by_scalelite += len(node.meetings)
+        self.taken_offline += 1
+        for idx in list(node.meetings):
+            self._remove(idx, node)
+        node.online, node.load, node.unhealthy = False, None, 0
+        self._changed(node)
+
+    # ------------------------------------------------------------------ events
 
     def advance(self, until: float) -> None:
-        """Process every event at or before ``until``: ends, aging, boots, polls, starts."""
+        """Process every event at or before ``until``: ends, aging, joins, recordings done,
+        boots, polls, starts."""
         p = self.p
         n = len(p.start)
         while True:
             te = self.ends[0][0] if self.ends else _INF
             ta = self.aging[0][0] if self.aging else _INF
+            tj = self.join_events[0][0] if self.join_events else _INF
+            tr = self.processed[0][0] if self.processed else _INF
             tb = self.booting[0].ready if self.booting else _INF
             tw = self.pool_warming[0] if self.pool_warming else _INF
             ts = p.start[self.next_start] if self.next_start < n else _INF
             tp = self.next_poll
-            t = min(te, ta, tb, tw, tp, ts)
+            t = min(te, ta, tj, tr, tb, tw, tp, ts)
             if t > until:
                 break
             self._clock(t)
@@ -492,6 +703,11 @@ class FleetSim:
                 self._end(heapq.heappop(self.ends)[1])
             elif ta == t:
                 self._age(self.aging.popleft()[1])
+            elif tj == t:
+                _, idx, group = heapq.heappop(self.join_events)
+                self._join(idx, group)
+            elif tr == t:
+                self._processing_done(t, heapq.heappop(self.processed)[1])
             elif tb == t:
                 self._boot(self.booting.pop(0))
             elif tw == t:
@@ -499,8 +715,7 @@ class FleetSim:
                 self.pool_ready += 1
                 self.pool_view = None
             elif tp == t:
-                self._poll()
-                self.next_poll += self.s.poll_interval
+                self.next_poll += self._poll() + self.s.poller.interval
             else:
                 self._start(self.next_start)
                 self.next_start += 1
@@ -511,6 +726,8 @@ class FleetSim:
     def _view(self, node: _SimNode) -> Node:
         e = self.s.epoch
         launch = Launch("lt-backtest", str(node.template))
+        if node.id in self.waiting:
+            return Node(node.id, "Terminating:Wait", launched_at=e + node.launched, launch=launch)
         if not node.up:
             return Node(
                 node.id,
@@ -524,11 +741,12 @@ class FleetSim:
         return Node(
             node.id,
             "InService",
-            protected=bool(node.meetings),
+            # bbbnode keeps protection on while a meeting runs or a recording is pending.
+            protected=bool(node.meetings) or node.processing > 0,
             launched_at=e + node.launched,
             draining_since=since,
             metrics=NodeMetrics(
-                self.s.host.cpu(node.units),
+                self.s.host.cpu(self._busy(node)),
                 len(node.meetings),
                 node.participants,
                 self.s.metrics_age,
@@ -542,7 +760,7 @@ class FleetSim:
         """The fleet at ``t`` as the scaler's observer would report it."""
         if self.views is None:
             views = []
-            for node in self.nodes.values():
+            for node in (*self.nodes.values(), *self.waiting.values()):
                 if node.view is None:
                     node.view = self._view(node)
                 views.append(node.view)
@@ -636,7 +854,7 @@ class FleetSim:
         p = self.p
         counts = [
             MeetingCount(
-                p.participants[i],
+                self.joined[i],
                 self.s.moderators,
                 math.floor((self.s.epoch + p.start[i]) * 1000),
             )
@@ -649,12 +867,14 @@ class FleetSim:
     # ------------------------------------------------------------------ the run
 
     def run(self, name: str) -> FleetRun:
-        """Every tick to the trace's end: events, then a round."""
+        """Every tick to the trace's end: events, then a round; then the recordings' tail."""
         ticks = math.ceil(self.p.horizon / self.s.tick)
         for k in range(ticks + 1):
             t = k * self.s.tick
             self.advance(t)
             self.round(t)
+        # Terminated instances still processing recordings run until they are done.
+        self.node_seconds += sum(n.processed_at - self.now for n in self.waiting.values())
         return self.result(name)
 
     def result(self, name: str) -> FleetRun:
@@ -672,6 +892,11 @@ class FleetSim:
             capacity=tuple(self.capacity_steps),
             overloaded=tuple(self.over_steps),
             decisions=tuple(self.decisions),
+            meetings_ended_by_scalelite=self.ended_by_scalelite,
+            servers_taken_offline=self.taken_offline,
+            recording_waits=tuple(self.waits),
+            poll_rounds_cut=self.rounds_cut,
+            longest_poll_round_s=self.longest_round,
             rollout_at=self.s.rollout_at,
             rollout_s=None
             if self.rollout_done is None or self.s.rollout_at is None

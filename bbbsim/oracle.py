@@ -11,6 +11,11 @@ that alone overloads a host gets a node of its own. A node is launched exactly
 Checking the fit at the meeting's start is enough: every meeting already on a
 node started no later (start order), so from then on the node's load only
 falls until the next start, which makes its own check.
+
+Recordings: an emptied node's instance runs on until its recorded meetings are
+processed (``bbbsim.recording_processing``: one worker, in the order the
+meetings ended), as the lifecycle hook holds it; the node takes no new meeting
+then, and the processing's CPU is not in its fit.
 """
 
 from __future__ import annotations
@@ -25,13 +30,22 @@ from bbbsim.fleet_model import FleetRun, FleetSettings, PreparedTrace
 
 
 class _OracleNode:
-    __slots__ = ("close", "ends", "opened", "units")
+    __slots__ = ("close", "ends", "opened", "recordings", "units")
 
     def __init__(self, opened: float) -> None:
         self.opened = opened
         self.close = opened
         self.units = 0
         self.ends: list[tuple[float, int]] = []
+        self.recordings: list[tuple[float, float]] = []
+        """(end, processing seconds) of its recorded meetings."""
+
+    def gone(self) -> float:
+        """When the instance goes: emptied, and its recordings processed."""
+        done = 0.0
+        for end, work in sorted(self.recordings):
+            done = max(done, end) + work
+        return max(self.close, done)
 
     def units_at(self, t: float) -> int:
         """Its meetings' cost at ``t`` (forgets meetings over by then; ``t`` never goes back)."""
@@ -67,11 +81,16 @@ def oracle_run(prepared: PreparedTrace, settings: FleetSettings) -> FleetRun:
     """Nodes of a meeting that alone overloads a host."""
     shared: list[tuple[float, int]] = []
     """(close, index into nodes) of the open nodes others may join, ascending."""
-    for start, end, units in zip(prepared.start, prepared.end, prepared.units, strict=True):
+    recordings = settings.recordings
+    meetings = zip(prepared.start, prepared.end, prepared.units, prepared.recorded, strict=True)
+    for start, end, units, recorded in meetings:
         del shared[: bisect.bisect_right(shared, (start, len(nodes)))]
+        work = recordings.seconds(end - start) if recorded else 0.0
         if host.overloaded(units):
             node = _OracleNode(start)
             node.add(end, units)
+            if work:
+                node.recordings.append((end, work))
             own.append(node)
             continue
         chosen = _choose(nodes, shared, start, end, units, room)
@@ -80,23 +99,29 @@ def oracle_run(prepared: PreparedTrace, settings: FleetSettings) -> FleetRun:
             nodes.append(node)
             node.add(end, units)
             bisect.insort(shared, (node.close, len(nodes) - 1))
-            continue
-        node = nodes[chosen]
-        if end > node.close:
-            shared.remove((node.close, chosen))
-            node.add(end, units)
-            bisect.insort(shared, (node.close, chosen))
         else:
-            node.add(end, units)
+            node = nodes[chosen]
+            if end > node.close:
+                shared.remove((node.close, chosen))
+                node.add(end, units)
+                bisect.insort(shared, (node.close, chosen))
+            else:
+                node.add(end, units)
+        if work:
+            node.recordings.append((end, work))
     boot = settings.boot_time
     every = nodes + own
     big_seconds = sum(n.close - n.opened for n in own)
     # A node of its own carries one meeting for its whole life: its excess is constant.
     excess = sum((host.idle_units + n.units - host.limit_units) * (n.close - n.opened) for n in own)
-    instances = _steps(c for n in every for c in ((n.opened - boot, 1), (n.close, -1)))
+    gone = [n.gone() for n in every]
+    instances = _steps(
+        c for n, end in zip(every, gone, strict=True) for c in ((n.opened - boot, 1), (end, -1))
+    )
     return FleetRun(
         name="oracle",
-        instance_hours=sum(n.close - n.opened + boot for n in every) / 3600,
+        instance_hours=sum(end - n.opened + boot for n, end in zip(every, gone, strict=True))
+        / 3600,
         overload_node_minutes=big_seconds / 60,
         overload_core_minutes=excess / MICRO / 60,
         meetings_on_overloaded_node=0,
@@ -106,6 +131,7 @@ def oracle_run(prepared: PreparedTrace, settings: FleetSettings) -> FleetRun:
         instances=instances,
         capacity=_steps(c for n in every for c in ((n.opened, 1), (n.close, -1))),
         overloaded=_steps(c for n in own for c in ((n.opened, 1), (n.close, -1))),
+        recording_waits=tuple(end - n.close for n, end in zip(every, gone, strict=True)),
     )
 
 

@@ -8,15 +8,26 @@ enough that bbbnode and bbbscaler cannot tell it apart where they look:
   sha384 refused), the same answers (404 on an empty list, XML
   ``checksumError`` with HTTP 200, state names ``enabled``/``cordoned``/
   ``disabled``, servers added ``disabled`` and ``offline``);
-- the BBB API under ``/bigbluebutton/api/``: ``create`` places a new meeting with
-  bbbcore.scalelite.place_meeting (the pure rule, also used by the backtest)
-  and forwards it, signed with the chosen server's secret; ``join`` redirects
-  to the server hosting the meeting; ``end``, ``isMeetingRunning`` and
-  ``getMeetingInfo`` are forwarded too;
-- ``poll()`` does what Scalelite's poller does: getMeetings on every server,
-  load from bbbcore.scalelite.server_load, online/offline with the healthy and
-  unhealthy thresholds, a cordoned server at load 0 becomes ``disabled``, and
-  meetings that ended are forgotten.
+- the BBB API under ``/bigbluebutton/api/`` as
+  app/controllers/bigbluebutton_api_controller.rb (v1.8.5) answers it:
+  ``create`` of a meeting Scalelite knows goes to its server and adds no load
+  (a stale one on a cordoned server, or one whose server is gone, is placed
+  anew); a new meeting is placed by bbbcore.scalelite.place_meeting (the pure
+  rule, also used by the backtest; tags included, ``serverTagUnavailable``)
+  and adds ``1 x load_multiplier``; ``join`` adds ``1 x load_multiplier`` and
+  redirects to the meeting's server (refused when it is offline or
+  disabled); ``end``, ``isMeetingRunning`` and ``getMeetingInfo`` are
+  forwarded, signed with the server's own secret;
+- ``poll()`` is one round of lib/tasks/poll.rake: ``poll:servers`` and
+  ``poll:meetings`` side by side, each on ``poller_threads - 1`` workers and cut
+  off ``poller_wait_timeout + 5`` seconds after it began. A server's
+  getMeetings gives its load (bbbcore.scalelite.server_load) and brings it
+  online after ``healthy_threshold`` answers in a row; ``unhealthy_threshold``
+  failures in a row (no answer within ``backend_timeout``, Scalelite's
+  RESPONSE_TIMEOUT, or an error) take it offline, forget its meetings and
+  send BBB ``end`` for each of them. A cordoned server at load 0 becomes
+  ``disabled``. A meeting whose getMeetingInfo answers ``notFound`` is
+  forgotten.
 
 Tests drive it through a small programmatic API (list servers, force a server
 offline, make the API fail or hang) and an injected clock.
@@ -26,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import re
 import secrets
@@ -46,16 +58,18 @@ from yarl import URL
 from bbbcore import checksum, logs
 from bbbcore.bbb_api import BbbClient, api_base
 from bbbcore.httpd import is_loopback
-from bbbcore.meetings import BbbApiError
+from bbbcore.meetings import BbbApiError, FailedResponse, parse_response
 from bbbcore.scalelite import (
     NO_SERVERS_ERROR,
     SCALELITE_ALGORITHMS,
+    SERVER_TAG_UNAVAILABLE,
     LoadRule,
     MeetingCount,
     PlacementCandidate,
     PlacementSnapshot,
     ScaleliteAlgorithm,
     ServerState,
+    TagUnavailable,
     place_meeting,
     server_load,
 )
@@ -90,6 +104,9 @@ _CHECKSUM_LENGTHS: Final[Mapping[int, ScaleliteAlgorithm]] = {
     128: "sha512",
 }
 _MAX_BODY: Final = 32 * 1024 * 1024
+POLLER_KILL_GRACE_S: Final = 5.0
+"""poll.rake:136-137: after POLLER_WAIT_TIMEOUT the pool is shut down (queued polls still run)
+and killed 5 s later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +244,19 @@ class ScaleliteEmulator:
         unhealthy_threshold: int = 2,
         backend_algorithm: checksum.Algorithm = "sha256",
         backend_timeout: float = 10.0,
+        poller_threads: int = 5,
+        poller_wait_timeout: float = 10.0,
+        poller_kill_grace: float = POLLER_KILL_GRACE_S,
         server_id_is_hostname: bool = False,
     ) -> None:
+        """Defaults are Scalelite's (config/application.rb:60, 64, 72, 126, 129 at v1.8.5):
+        SERVER_HEALTHY_THRESHOLD 1, SERVER_UNHEALTHY_THRESHOLD 2, RESPONSE_TIMEOUT 10 s
+        (``backend_timeout``, here for the whole answer), POLLER_THREADS 5,
+        POLLER_WAIT_TIMEOUT 10 s; ``poller_kill_grace`` is poll.rake's fixed 5 s (tests shorten
+        it)."""
+        if poller_threads < 2:
+            # FixedThreadPool.new(POLLER_THREADS - 1) needs at least one thread (poll.rake:34).
+            raise ValueError("poller_threads must be at least 2")
         self._secrets = (secret,) if isinstance(secret, str) else tuple(secret)
         if not self._secrets or not all(self._secrets):
             raise ValueError("the emulator needs a non-empty loadbalancer secret")
@@ -241,6 +269,8 @@ class ScaleliteEmulator:
         self._unhealthy_threshold = unhealthy_threshold
         self._backend_algorithm = backend_algorithm
         self._backend_timeout = backend_timeout
+        self._poll_workers = poller_threads - 1
+        self._poll_cutoff = poller_wait_timeout + poller_kill_grace
         self._id_is_hostname = server_id_is_hostname
         self._servers: dict[str, _Server] = {}
         self._meetings: dict[str, _Meeting] = {}
@@ -292,15 +322,13 @@ class ScaleliteEmulator:
         self._apply_state(self._servers[server_id], state)
 
     def force_offline(self, server_id: str, offline: bool = True) -> None:
-        """Make a server unreachable for the poller (and offline now), or reachable again.
+        """Make every poll of a server fail (as a host that is down), or succeed again.
 
-        Going offline panics the server's meetings, as Scalelite's poller does.
-        Coming back needs ``healthy_threshold`` good polls.
+        As in Scalelite, the server goes offline (and its meetings are ended) only
+        after ``unhealthy_threshold`` failed polls, and comes back after
+        ``healthy_threshold`` good ones.
         """
-        server = self._servers[server_id]
-        server.unreachable = offline
-        if offline and server.online:
-            self._take_offline(server)
+        self._servers[server_id].unreachable = offline
 
     def inject_outage(self, kind: FaultKind = "http_503", requests: int | None = None) -> None:
         """Fail the next ``requests`` API calls (all of them if None)."""
@@ -319,8 +347,37 @@ class ScaleliteEmulator:
     # ------------------------------------------------------------------ poller
 
     async def poll(self) -> None:
-        """One round of Scalelite's poller over every server, concurrently."""
-        await asyncio.gather(*(self._poll_server(s) for s in list(self._servers.values())))
+        """One round of Scalelite's poller (poll.rake:207-208 runs its tasks as a multitask).
+
+        ``poll:versions`` only reads bbbVersion and is left out.
+        """
+        servers = list(self._servers.values())
+        meetings = list(self._meetings.items())
+        await asyncio.gather(
+            self._pool("servers", [functools.partial(self._poll_server, s) for s in servers]),
+            self._pool(
+                "meetings", [functools.partial(self._poll_meeting, m, r) for m, r in meetings]
+            ),
+        )
+
+    async def _pool(self, task: str, jobs: Sequence[Callable[[], Awaitable[None]]]) -> None:
+        """``jobs`` on ``poller_threads - 1`` workers, cut off as poll.rake:131-137 does."""
+        workers = asyncio.Semaphore(self._poll_workers)
+
+        async def run(job: Callable[[], Awaitable[None]]) -> None:
+            async with workers:
+                await job()
+
+        tasks = [asyncio.create_task(run(job)) for job in jobs]
+        if not tasks:
+            return
+        _, left = await asyncio.wait(tasks, timeout=self._poll_cutoff)
+        for pending in left:
+            # A killed poll counts neither as an answer nor as a failure.
+            pending.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+        if left:
+            log.warning("scalelite_emulator_poll_cut_off", task=task, unfinished=len(left))
 
     def start_polling(self, interval_s: float, sleep: Sleep = asyncio.sleep) -> None:
         """Poll in the background every ``interval_s`` (with an injectable sleep)."""
@@ -364,23 +421,26 @@ class ScaleliteEmulator:
             self._session = aiohttp.ClientSession()
         return self._session
 
+    def _client(self, server: _Server) -> BbbClient:
+        return BbbClient(
+            self._http(),
+            server.url,
+            server.secret,
+            algorithm=self._backend_algorithm,
+            timeout=self._backend_timeout,
+        )
+
     async def _poll_server(self, server: _Server) -> None:
+        # poll.rake:36-129 (poll:servers), one server.
         try:
             if server.unreachable:
                 raise BbbApiError("forced offline")
             if not on_loopback(server.url):
                 raise BbbApiError("not on loopback: the emulator calls no other address")
-            client = BbbClient(
-                self._http(),
-                server.url,
-                server.secret,
-                algorithm=self._backend_algorithm,
-                timeout=self._backend_timeout,
-            )
-            meetings = await client.get_meetings()
+            meetings = await self._client(server).get_meetings()
         except BbbApiError as exc:
             if self._servers.get(server.id) is server:
-                self._poll_failed(server, str(exc))
+                await self._poll_failed(server, str(exc))
             return
         if self._servers.get(server.id) is not server:
             return  # deleted while we were asking
@@ -394,7 +454,7 @@ class ScaleliteEmulator:
         if not server.online:
             server.healthy_counter += 1
             if server.healthy_counter < self._healthy_threshold:
-                return
+                return  # poll.rake:74: not online yet, nothing else recorded
             server.healthy_counter = 0
             server.online = True
             log.info("scalelite_emulator_server_online", id=server.id)
@@ -407,32 +467,65 @@ class ScaleliteEmulator:
         server.users = sum(m.participant_count for m in meetings)
         server.largest_meeting = max((m.participant_count for m in meetings), default=0)
         server.videos = sum(m.video_count for m in meetings)
-        running = {m.meeting_id for m in meetings}
-        for meeting_id, rec in list(self._meetings.items()):
-            if rec.server_id == server.id and meeting_id not in running:
-                del self._meetings[meeting_id]
 
-    def _poll_failed(self, server: _Server, error: str) -> None:
+    async def _poll_failed(self, server: _Server, error: str) -> None:
+        # poll.rake:87-118: only consecutive failures of an online server count.
         server.healthy_counter = 0
         if not server.online:
             return
         server.unhealthy_counter += 1
         log.warning("scalelite_emulator_poll_error", id=server.id, error=error)
-        if server.unhealthy_counter >= self._unhealthy_threshold:
-            self._take_offline(server)
-
-    def _take_offline(self, server: _Server) -> None:
-        # Scalelite "panics" an unreachable server: its meetings are forgotten.
-        dropped = [m for m, rec in self._meetings.items() if rec.server_id == server.id]
-        for meeting_id in dropped:
+        if server.unhealthy_counter < self._unhealthy_threshold:
+            return
+        # "Panicking and setting offline": every meeting record of the server is destroyed and
+        # BBB is told to end it (poll.rake:100-110). A slow host may well obey.
+        dropped = [(m, rec) for m, rec in self._meetings.items() if rec.server_id == server.id]
+        for meeting_id, _ in dropped:
             del self._meetings[meeting_id]
+        ended = 0
+        for meeting_id, rec in dropped:
+            ended += await self._end_on(server, meeting_id, rec.moderator_pw)
         server.online = False
         server.load = None
         server.healthy_counter = server.unhealthy_counter = 0
         server.meetings = server.users = server.largest_meeting = server.videos = 0
         log.warning(
-            "scalelite_emulator_server_offline", id=server.id, meetings_dropped=len(dropped)
+            "scalelite_emulator_server_offline",
+            id=server.id,
+            meetings_dropped=len(dropped),
+            meetings_ended=ended,
         )
+
+    async def _end_on(self, server: _Server, meeting_id: str, moderator_pw: str) -> int:
+        """BBB ``end`` for one meeting; 1 if the host said SUCCESS."""
+        if server.unreachable or not on_loopback(server.url):
+            return 0
+        try:
+            parse_response(
+                await self._client(server).call(
+                    "end", [("meetingID", meeting_id), ("password", moderator_pw)]
+                )
+            )
+        except BbbApiError as exc:
+            log.warning("scalelite_emulator_end_failed", id=server.id, error=str(exc))
+            return 0
+        return 1
+
+    async def _poll_meeting(self, meeting_id: str, rec: _Meeting) -> None:
+        # poll.rake:146-165 (poll:meetings): one getMeetingInfo per meeting Scalelite knows.
+        server = self._servers.get(rec.server_id)
+        if server is None or server.unreachable or not on_loopback(server.url):
+            return
+        try:
+            parse_response(
+                await self._client(server).call("getMeetingInfo", [("meetingID", meeting_id)])
+            )
+        except FailedResponse as exc:
+            if exc.message_key == "notFound" and self._meetings.get(meeting_id) is rec:
+                del self._meetings[meeting_id]
+                log.info("scalelite_emulator_meeting_ended", meeting_id=meeting_id)
+        except BbbApiError as exc:
+            log.warning("scalelite_emulator_meeting_poll_failed", id=server.id, error=str(exc))
 
     # ------------------------------------------------------------------ state rules
 
@@ -690,29 +783,65 @@ class ScaleliteEmulator:
         return params, meeting_id
 
     async def _create_meeting(self, request: web.Request) -> web.StreamResponse:
+        # bigbluebutton_api_controller.rb:166-268 at v1.8.5.
         checked = self._meeting_call("create", request, required=True)
         if isinstance(checked, web.Response):
             return checked
         params, meeting_id = checked
-        # Scalelite looks for an available server before it looks the meeting up,
-        # so with no server available even a known meeting cannot be re-created.
-        chosen = place_meeting(self.snapshot(), dict(params).get("meta_server-tag"))
-        if chosen is None:
-            return _xml_error("internalError", "Could not find any available servers.")
-        existing = self._meetings.get(meeting_id)
-        if existing is None or existing.server_id not in self._servers:
-            moderator_pw = dict(params).get("moderatorPW") or secrets.token_hex(4)
-            existing = _Meeting(chosen, moderator_pw)
-            self._meetings[meeting_id] = existing
-        server = self._servers[existing.server_id]
-        if not any(k == "moderatorPW" for k, _ in params):
-            params.append(("moderatorPW", existing.moderator_pw))
-        if server.state == "enabled" and server.load is not None:
-            # increment_load(1): Redis ZADD XX INCR, a no-op outside server_load.
-            server.load += float(server.load_multiplier)
+        given = dict(params)
+        rec = self._meetings.get(meeting_id)
+        server = None if rec is None else self._servers.get(rec.server_id)
+        if (
+            rec is not None
+            and server is not None
+            and server.state == "cordoned"
+            and not await self._running_on(server, meeting_id)
+        ):
+            # A stale meeting on a cordoned server is placed anew (controller:175-180).
+            del self._meetings[meeting_id]
+            server = None
+        if server is None:
+            # A new meeting (or one whose server is gone: Server.find raises the same
+            # RecordNotFound): place it, and only then count it (controller:183-206).
+            try:
+                chosen = place_meeting(self.snapshot(), given.get("meta_server-tag"))
+            except TagUnavailable as exc:
+                return _xml_error(SERVER_TAG_UNAVAILABLE, str(exc))
+            if chosen is None:
+                return _xml_error("internalError", "Could not find any available servers.")
+            rec = _Meeting(chosen, given.get("moderatorPW") or secrets.token_hex(4))
+            self._meetings[meeting_id] = rec
+            server = self._servers[chosen]
+            self._increment_load(server)
+            # The generated moderatorPW goes along only on a new meeting's create.
+            params = [(k, v) for k, v in params if k != "moderatorPW"]
+            params.append(("moderatorPW", rec.moderator_pw))
+        # The server's own tag goes to BBB, whatever was asked (controller:219-223).
+        params = [(k, v) for k, v in params if k != "meta_server-tag"]
+        if server.tag:
+            params.append(("meta_server-tag", server.tag))
         log.info("scalelite_emulator_meeting_placed", meeting_id=meeting_id, server_id=server.id)
         body = await request.read() if request.method == "POST" else b""
         return await self._forward(server, "create", params, body)
+
+    @staticmethod
+    def _increment_load(server: _Server) -> None:
+        """``increment_load(1)``: Redis ZADD XX INCR, a no-op outside ``server_load``
+        (server.rb:204-211), which holds the enabled servers with a known load."""
+        if server.state == "enabled" and server.load is not None:
+            server.load += float(server.load_multiplier)
+
+    async def _running_on(self, server: _Server, meeting_id: str) -> bool:
+        """``meeting_running_on_server?`` (controller:583-591): any error reads as not running."""
+        if server.unreachable or not on_loopback(server.url):
+            return False
+        try:
+            root = parse_response(
+                await self._client(server).call("isMeetingRunning", [("meetingID", meeting_id)])
+            )
+        except BbbApiError:
+            return False
+        return root.findtext("running") == "true"
 
     def _hosting(self, meeting_id: str) -> _Server | None:
         rec = self._meetings.get(meeting_id)
@@ -730,6 +859,8 @@ class ScaleliteEmulator:
             return _xml_error(
                 "serverUnavailable", "The server for this meeting is disabled/offline."
             )
+        # Every join counts until the next poll (controller:327-328).
+        self._increment_load(server)
         raise web.HTTPFound(self._backend_url(server, "join", params))
 
     async def _end(self, request: web.Request) -> web.StreamResponse:

@@ -1,12 +1,14 @@
 """Load traces: one CSV row per meeting, read and checked, written back, and the shipped ones.
 
 The format (a contract, see DESIGN.md): a header naming ``start_s``,
-``duration_s``, ``participants`` and optionally ``cameras``, in any order;
-then one row per meeting. ``start_s`` counts seconds from the trace's start
-(>= 0), ``duration_s`` is > 0, ``participants`` a whole number >= 1,
-``cameras`` a whole number >= 0 (0 when the column is absent). Blank lines
-are skipped. Every error names the line and, where it is about one value, the
-column.
+``duration_s``, ``participants`` and optionally ``cameras`` and ``recorded``,
+in any order; then one row per meeting. ``start_s`` counts seconds from the
+trace's start (>= 0), ``duration_s`` is > 0, ``participants`` a whole number
+>= 1, ``cameras`` a whole number >= 0 (0 when the column is absent),
+``recorded`` 1 for a meeting created with ``record=true`` whose recording BBB
+processes on its host after it ends, else 0 (0 when the column is absent).
+Blank lines are skipped. Every error names the line and, where it is about
+one value, the column.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from pathlib import Path
 from typing import Final, TextIO
 
 REQUIRED: Final = ("start_s", "duration_s", "participants")
-OPTIONAL: Final = ("cameras",)
-HEADER: Final = "start_s,duration_s,participants[,cameras]"
+OPTIONAL: Final = ("cameras", "recorded")
+HEADER: Final = "start_s,duration_s,participants[,cameras][,recorded]"
 SHIPPED: Final = ("university-week", "exam-flash")
 """The traces shipped in bbbsim/traces/ (``<name>.csv``)."""
 
@@ -45,6 +47,8 @@ class TraceMeeting:
     duration_s: float
     participants: int
     cameras: int = 0
+    recorded: bool = False
+    """Created with record=true: BBB processes its recording on the host after it ends."""
 
     @property
     def end_s(self) -> float:
@@ -131,7 +135,13 @@ def _row(fields: list[str], columns: dict[str, int], source: str, line: int) -> 
         cameras = _whole(raw("cameras"), source, line, "cameras")
         if cameras < 0:
             raise TraceError(source, line, f"must be >= 0: {cameras}", "cameras")
-    return TraceMeeting(start, duration, participants, cameras)
+    recorded = False
+    if "recorded" in columns:
+        flag = raw("recorded")
+        if flag not in ("0", "1"):
+            raise TraceError(source, line, f"must be 0 or 1: {flag!r}", "recorded")
+        recorded = flag == "1"
+    return TraceMeeting(start, duration, participants, cameras, recorded)
 
 
 def parse_trace(text: TextIO, source: str = "trace") -> Trace:
@@ -172,11 +182,14 @@ def _plain(value: float) -> str:
 
 
 def render_trace(meetings: Iterable[TraceMeeting]) -> str:
-    """The CSV text of ``meetings`` (with the cameras column)."""
+    """The CSV text of ``meetings`` (with the cameras and recorded columns)."""
     out = io.StringIO()
     out.write(",".join((*REQUIRED, *OPTIONAL)) + "\n")
     for m in meetings:
-        out.write(f"{_plain(m.start_s)},{_plain(m.duration_s)},{m.participants},{m.cameras}\n")
+        out.write(
+            f"{_plain(m.start_s)},{_plain(m.duration_s)},{m.participants},{m.cameras},"
+            f"{int(m.recorded)}\n"
+        )
     return out.getvalue()
 
 

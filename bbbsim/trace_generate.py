@@ -17,10 +17,18 @@ traces and the benchmark's 100-node week.
 Each 5-minute step (quarter hour in lecture time) the generator starts as many
 meetings as the profile's level lacks, so the running count follows the profile
 and meetings that end are replaced in waves, as lectures are.
+
+Recordings (the ``recorded`` column): most lectures are recorded (70 % of
+weekday meetings started between 07:00 and 18:00, and every mass lecture), few
+other meetings (10 %: evening and weekend study groups, stand-ups, the exam
+night's background traffic), and no exam room (invigilated rooms are watched,
+not recorded). The choice uses a random stream of its own, so the meetings
+themselves are the same as without it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import math
@@ -67,6 +75,10 @@ WEEKEND: Final[Profile] = (
     (24.0, 0.01),
 )
 MASS_LECTURE_USERS: Final = 280
+RECORDED_LECTURES: Final = 0.7
+"""Share of lectures recorded: most."""
+RECORDED_OTHER: Final = 0.1
+"""Share of other meetings recorded: few."""
 
 
 def _level(profile: Profile, hour: float) -> float:
@@ -140,7 +152,15 @@ def university_week(seed: int, scale: float = 1.0) -> list[TraceMeeting]:
         for _ in range(max(1, round(scale))):
             start = float(day * DAY + 10 * HOUR + rng.randint(-2, 2) * MINUTE)
             meetings.append(TraceMeeting(start, 90.0 * MINUTE, MASS_LECTURE_USERS, 1))
-    return sorted(meetings, key=lambda m: m.start_s)
+    recording = _recording_stream("university-week", seed)
+
+    def share(m: TraceMeeting) -> float:
+        if m.participants == MASS_LECTURE_USERS:
+            return 1.0
+        # Rooms open up to 3 minutes before the quarter hour: judged by the slot they serve.
+        return RECORDED_LECTURES if lecture_time(m.start_s + 3 * MINUTE) else RECORDED_OTHER
+
+    return [_record(m, recording, share(m)) for m in sorted(meetings, key=lambda m: m.start_s)]
 
 
 def exam_flash(seed: int, scale: float = 1.0) -> list[TraceMeeting]:
@@ -163,8 +183,25 @@ def exam_flash(seed: int, scale: float = 1.0) -> list[TraceMeeting]:
         users -= room
         start = float(begin + rng.randint(0, 5 * MINUTE - 1))
         length = float(rng.randint(95, 120) * MINUTE)
-        meetings.append(TraceMeeting(start, length, room, 1))
-    return sorted(meetings, key=lambda m: m.start_s)
+        meetings.append(TraceMeeting(start, length, room, 1, recorded=False))
+    exam_end = begin + 5 * MINUTE
+    recording = _recording_stream("exam-flash", seed)
+    return [
+        # Exam rooms (long, started in the exam's 5 minutes) are not recorded.
+        m
+        if begin <= m.start_s < exam_end and m.duration_s > 90 * MINUTE
+        else _record(m, recording, RECORDED_OTHER)
+        for m in sorted(meetings, key=lambda m: m.start_s)
+    ]
+
+
+def _recording_stream(kind: Kind, seed: int) -> random.Random:
+    """A random stream for the recorded flags only (a str seed is hashed with SHA-512)."""
+    return random.Random(f"recorded:{kind}:{seed}")
+
+
+def _record(m: TraceMeeting, rng: random.Random, share: float) -> TraceMeeting:
+    return dataclasses.replace(m, recorded=rng.random() < share)
 
 
 def generate(kind: Kind, seed: int, scale: float = 1.0) -> list[TraceMeeting]:

@@ -1,13 +1,17 @@
-"""The README's backtest tables: scores, issue 5's goals, each setting's effect, other seeds.
+"""The README's backtest tables: scores, the goals, Scalelite's settings, what recordings cost,
+each setting's effect, other seeds.
 
-Deterministic (the backtest is a discrete-event simulation with seeded traces):
-any machine prints the same rows. Everything runs as ``bbbsim backtest`` does:
-the shipped traces (seed 1) with the exam's shipped 9-node planned window,
-Scalelite polled every 20 s, both presets, the oracle and the fluid bound.
+Deterministic (the backtest is a discrete-event simulation with seeded traces and seeded
+failed polls): any machine prints the same rows. Everything runs as ``bbbsim backtest``
+does: the shipped traces (seed 1, their recordings processed) with the exam's shipped
+9-node planned window, Scalelite as helm/scalelite sets it, both presets, the oracle and
+the fluid bound.
 
 - ``university-week``, ``exam-flash``: the score tables ``bbbsim backtest
   --trace NAME`` prints;
-- ``goals``: issue 5's goals for ``default`` on both traces;
+- ``goals``: issue 5's and issue 13's goals for ``default`` on both traces;
+- ``scalelite``: the week under Scalelite's stock poller settings and the chart's;
+- ``recordings``: both traces without recordings, with them, and with heavier processing;
 - ``settings``: ``default`` with one thing changed at a time;
 - ``seeds``: the same generator with seeds 1 to 4 (``bbbsim trace generate
   --kind K --seed N``);
@@ -43,6 +47,8 @@ from bbbsim.backtest import (
 )
 from bbbsim.demand import Steps, capacity_lags
 from bbbsim.fleet_model import FleetRun, FleetSettings, policy_config
+from bbbsim.recording_processing import RecordingSpec
+from bbbsim.scalelite_poller import PollerSpec
 from bbbsim.trace import Trace, shipped_trace
 from bbbsim.trace_generate import Kind, generate
 
@@ -67,27 +73,38 @@ SCORES = Table(
         Column("overload core-min", EMPTY_OR_INT),
         Column("meetings on overloaded node", EMPTY_OR_INT),
         Column("ended by platform", EMPTY_OR_INT),
+        Column("ended by Scalelite", EMPTY_OR_INT),
         Column("p95 time to capacity (s)", EMPTY_OR_INT),
+        Column("recording wait (instance-h)", rf"(?:{DECIMAL})?"),
     ),
     keys=("seed", "default", "oracle", "fluid bound"),
 )
 GOALS = (
     "0 meetings ended by the platform",
+    "0 meetings ended by Scalelite",
     "avoidable overload (node-minutes above the oracle's) ≤ 10 % of the seed's",
     f"instance-hours ≤ 1.5 {MUL} the oracle's",
 )
 SETTINGS = (
-    "the defaults",
+    "the defaults (`target_cpu` 0.72, `steer_cpu` 0.70)",
     "no steering (`steer_multiplier` 1)",
-    "the old `target_cpu` 0.65 and `headroom` 0.5",
+    "the previous `target_cpu` 0.70 and `steer_cpu` 0.50",
     "`lookahead` 180 (the boot time)",
     "Scalelite polled every 60 s, its own default (`--poll-interval 60`, the seed's run too)",
     "no planned window (`--schedules none`, the seed's run too)",
 )
 VARIANTS = {
     SETTINGS[1]: {"steer_multiplier": 1.0},
-    SETTINGS[2]: {"target_cpu": 0.65, "headroom": 0.5},
+    SETTINGS[2]: {"target_cpu": 0.70, "steer_cpu": 0.50},
     SETTINGS[3]: {"lookahead": 180.0},
+}
+STOCK = PollerSpec(threads=5, wait_timeout=10.0, response_timeout=10.0, unhealthy_threshold=2)
+"""Scalelite's own defaults (config/application.rb:60-72, 126-129 at v1.8.5)."""
+POLLERS = {"Scalelite's stock settings": STOCK, "the `scalelite` chart's": PollerSpec()}
+RECORDINGS = {
+    "no recordings": RecordingSpec(enabled=False),
+    "recordings (the tables above)": RecordingSpec(),
+    "15 minutes of processing an hour": RecordingSpec(ratio=0.25),
 }
 ROLLOUTS: tuple[tuple[Kind, float, str], ...] = (
     ("exam-flash", 3600.0, "exam flash, 3,600 s (Monday 01:00, before the exam)"),
@@ -111,6 +128,28 @@ TABLES = {
         ),
         keys=GOALS,
     ),
+    "scalelite": Table(
+        (
+            Column("university week", TEXT, numeric=False),
+            Column("seed: ended by Scalelite", INT),
+            Column(f"`seed` {MUL} oracle", TIMES),
+            Column("`default`: ended by Scalelite", INT),
+            Column(f"`default` {MUL} oracle / avoidable overload", RATIO_SHARE, numeric=False),
+        ),
+        keys=tuple(POLLERS),
+    ),
+    "recordings": Table(
+        (
+            Column("trace, processing", TEXT, numeric=False),
+            Column("`default` instance-hours", DECIMAL),
+            Column(f"{MUL} oracle", TIMES),
+            Column("oracle instance-hours", DECIMAL),
+            Column("`default` waiting for recordings (instance-h)", DECIMAL),
+            Column("p95 wait (s)", INT),
+            Column("`default` avoidable overload", PCT, numeric=False),
+        ),
+        keys=tuple(f"{kind}, {name}" for kind in TRACES for name in RECORDINGS),
+    ),
     "settings": Table(
         (
             Column("`default` with", TEXT, numeric=False),
@@ -125,6 +164,7 @@ TABLES = {
             Column("seed", INT),
             Column(f"`default` {MUL} oracle", TIMES),
             Column("`default` avoidable overload, of the seed's", OF_SEED, numeric=False),
+            Column("ended by Scalelite: `default` / seed", rf"{INT} / {INT}", numeric=False),
             Column(f"`seed` {MUL} oracle", TIMES),
         ),
         keys=tuple(kind for kind in TRACES for _ in SEEDS),
@@ -148,6 +188,7 @@ TABLES = {
             Column("overload node-min", INT),
             Column("overload core-min", INT),
             Column("meetings on overloaded node", INT),
+            Column("ended by Scalelite", INT),
             Column("p95 / max time to capacity (s)", rf"{INT} / {INT}", numeric=False),
             Column("launches warm / cold", rf"{INT} / {INT}", numeric=False),
         ),
@@ -173,7 +214,7 @@ TABLES = {
 
 
 def pct(share: float) -> str:
-    return "inf %" if math.isinf(share) else f"{share * 100:.1f} %"
+    return "inf %" if math.isinf(share) else f"{share * 100:,.1f} %"
 
 
 def of_seed(g: GoalFigures) -> str:
@@ -227,8 +268,9 @@ def score_table(result: BacktestResult) -> list[str]:
 
 def main() -> None:
     print(
-        "bbbsim backtest: shipped traces (seed 1), Scalelite polled every 20 s, boot 180 s, "
-        "10 s scaler loop, the exam's planned window of 9 nodes; deterministic"
+        "bbbsim backtest: shipped traces (seed 1) with their recordings, Scalelite as "
+        "helm/scalelite sets it (polled every 20 s), boot 180 s, 10 s scaler loop, the exam's "
+        "planned window of 9 nodes; deterministic"
     )
     base = {kind: run(kind, variants=True) for kind in TRACES}
     for kind in TRACES:
@@ -242,16 +284,65 @@ def main() -> None:
     for i, goal in enumerate(GOALS):
         cells = []
         for g in figures:
-            figure = (str(g.ended_by_platform), of_seed(g), f"{g.ratio:.2f} {MUL}")[i]
+            figure = (
+                str(g.ended_by_platform),
+                str(g.ended_by_scalelite),
+                of_seed(g),
+                f"{g.ratio:.2f} {MUL}",
+            )[i]
             cells.append(f"{figure}: {'met' if g.met[i] else 'MISSED'}")
         print(goals.row(goal, *cells))
+
+    table = TABLES["scalelite"]
+    print("\n" + table.header())
+    for name, poller in POLLERS.items():
+        week = (
+            base["university-week"]
+            if poller == PollerSpec()
+            else run("university-week", settings=FleetSettings(poller=poller))
+        )
+        g, sd = goal_figures(week, "default"), goal_figures(week, "seed")
+        by = {r.run.name: r.run for r in week.policies}
+        print(
+            table.row(
+                name,
+                f"{by['seed'].meetings_ended_by_scalelite:,}",
+                f"{sd.ratio:.2f}x",
+                f"{g.ended_by_scalelite:,}",
+                ratio_share(g),
+            )
+        )
+
+    table = TABLES["recordings"]
+    print("\n" + table.header())
+    for kind in TRACES:
+        for name, spec in RECORDINGS.items():
+            result = (
+                base[kind]
+                if spec == RecordingSpec()
+                else run(kind, settings=FleetSettings(recordings=spec))
+            )
+            g = goal_figures(result, "default")
+            scored = next(s for s in result.policies if s.run.name == "default")
+            d = scored.scores()
+            print(
+                table.row(
+                    f"{kind}, {name}",
+                    f"{scored.run.instance_hours:,.1f}",
+                    f"{g.ratio:.2f}x",
+                    f"{result.oracle.run.instance_hours:,.1f}",
+                    f"{d['recording_wait_instance_hours']:,.1f}",
+                    f"{d['recording_wait_p95_s']:,.0f}",
+                    pct(g.share),
+                )
+            )
 
     table = TABLES["settings"]
     print("\n" + table.header())
     for name in (SETTINGS[0], *VARIANTS):
         policy = "default" if name == SETTINGS[0] else name
         print(table.row(name, *(ratio_share(goal_figures(base[k], policy)) for k in TRACES)))
-    slow = FleetSettings(poll_interval=60.0)
+    slow = FleetSettings(poller=PollerSpec(interval=60.0))
     cells = [ratio_share(goal_figures(run(k, settings=slow), "default")) for k in TRACES]
     print(table.row(SETTINGS[4], *cells))
     unplanned = run("exam-flash", windows=())
@@ -263,7 +354,10 @@ def main() -> None:
         for seed in SEEDS:
             result = base[kind] if seed == 1 else run(kind, seed)
             g, s = goal_figures(result, "default"), goal_figures(result, "seed")
-            print(table.row(kind, str(seed), f"{g.ratio:.2f}x", of_seed(g), f"{s.ratio:.2f}x"))
+            ended = f"{g.ended_by_scalelite:,} / {s.ended_by_scalelite:,}"
+            print(
+                table.row(kind, str(seed), f"{g.ratio:.2f}x", of_seed(g), ended, f"{s.ratio:.2f}x")
+            )
 
     table = TABLES["exam-window"]
     print("\n" + table.header())
@@ -338,6 +432,7 @@ def _warm_cells(result: BacktestResult, scored: Scored) -> list[str]:
         f"{r.overload_node_minutes:,.0f}",
         f"{r.overload_core_minutes:,.0f}",
         f"{r.meetings_on_overloaded_node:,}",
+        f"{r.meetings_ended_by_scalelite:,}",
         f"{scored.p95_time_to_capacity_s:,.0f} / {max(lags, default=0.0):,.0f}",
         f"{r.warm_starts:,} / {r.cold_starts:,}",
     ]

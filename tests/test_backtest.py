@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 import bbbsim.backtest
 from bbbscaler.policy import Preset
@@ -23,6 +24,7 @@ from bbbsim.cli import main
 from bbbsim.demand import capacity_lags, p95
 from bbbsim.fleet_model import FleetSettings, prepare
 from bbbsim.oracle import oracle_run
+from bbbsim.scalelite_poller import PollerSpec, healthy_round
 from bbbsim.trace import SHIPPED, Trace, TraceMeeting, render_trace, shipped_trace
 
 BOTH: tuple[Preset, ...] = ("seed", "default")
@@ -142,6 +144,70 @@ def test_cli_writes_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[
     # The shipped exam-flash brings its planned exam (bbbsim/traces/exam-flash.toml).
     assert doc["schedules"] == [EXAM]
     assert "planned: exam mon 02:00-02:15 UTC holds 9 nodes" in printed
+    # The platform the runs shared, Scalelite's poller by its own variable names.
+    assert doc["model"]["scalelite"]["SERVER_UNHEALTHY_THRESHOLD"] == 5
+    assert doc["model"]["recordings"] == {"processed": True, "ratio": 0.05, "cores": 1.0}
+    assert "- meetings ended by Scalelite: 0 (met)" in printed
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_meetings_scalelite_ends_are_reported_not_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One meeting too big for a host (100 % CPU) under Scalelite's own thresholds: Scalelite
+    # ends it (poll.rake:93-118). The price of overload, reported beside the platform's count,
+    # which alone sets the exit status.
+    trace = tmp_path / "crush.csv"
+    trace.write_text(render_trace([TraceMeeting(0, 3600, 400, 1), TraceMeeting(5, 3600, 5)]))
+    out = tmp_path / "r.json"
+    stock = ["--server-unhealthy-threshold", "2", "--response-timeout", "10"]
+    args = ["backtest", "--trace", str(trace), "--policy", "seed", *stock]
+    assert main([*args, "--json", str(out), "--max-nodes", "1"]) == 0
+    scores = json.loads(out.read_text())["policies"]["seed"]
+    assert scores["meetings_ended_by_scalelite"] >= 2
+    assert scores["meetings_ended_by_platform"] == 0
+    assert "| ended by Scalelite |" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_cli_model_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "rec.csv"
+    trace.write_text(render_trace([TraceMeeting(0, 3600, 8, 1, recorded=True)]))
+    out = tmp_path / "r.json"
+    args = ["backtest", "--trace", str(trace), "--policy", "default", "--json", str(out)]
+    assert main([*args, "--recording-ratio", "0.5", "--recording-cores", "2"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["model"]["recordings"] == {"processed": True, "ratio": 0.5, "cores": 2.0}
+    # The oracle's node waits 30 minutes for the recording after the meeting ends.
+    assert doc["oracle"]["recording_wait_instance_hours"] == 0.5
+    assert main([*args, "--no-recordings", "--poll-interval", "60"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["oracle"]["recording_wait_instance_hours"] == 0
+    assert doc["model"]["scalelite"]["POLL_INTERVAL"] == 60
+    capsys.readouterr()
+    assert main([*args, "--poller-threads", "1"]) == 2
+    assert "--poller-threads must be at least 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--recording-ratio", "-1"])
+    assert exit_.value.code == 2
+
+
+def test_the_model_polls_as_helm_scalelite_configures_scalelite() -> None:
+    # The backtest's Scalelite is the one bbbfleet deploys: helm/scalelite's values.
+    values = yaml.safe_load(
+        (Path(__file__).resolve().parent.parent / "helm/scalelite/values.yaml").read_text()
+    )
+    env, spec = values["env"], PollerSpec()
+    assert values["poller"]["interval"] == spec.interval
+    assert int(env["POLLER_THREADS"]) == spec.threads
+    assert float(env["POLLER_WAIT_TIMEOUT"]) == spec.wait_timeout
+    assert float(env["RESPONSE_TIMEOUT"]) == spec.response_timeout
+    assert int(env["SERVER_UNHEALTHY_THRESHOLD"]) == spec.unhealthy_threshold
+    assert int(env["SERVER_HEALTHY_THRESHOLD"]) == spec.healthy_threshold
+    # A slow host's poll must end in an answer or a counted failure, never in the kill.
+    assert spec.wait_timeout >= spec.response_timeout
+    # Sized for 200 servers and 2,000 meetings polled in full every round.
+    assert healthy_round(200, 2_000, spec) <= spec.wait_timeout
 
 
 @pytest.mark.usefixtures("restore_logging")
@@ -208,19 +274,21 @@ def test_a_rollout_is_replayed_and_timed() -> None:
     # One node with a meeting from 0 to 3600 s, the launch template changes at 600 s. Both
     # presets: a replacement at once (the lower bound of one would not hold without the old
     # node), the old node cordoned once the replacement serves and the scale-in cooldown
-    # after the growth has passed (600 + 300 s), terminated when its meeting ends at 3600 s.
-    trace = Trace("t", (TraceMeeting(0, 3600, 5),))
+    # after the growth has passed (600 + 300 s), terminated in the first round after
+    # Scalelite's first poll after its meeting ended (rounds of 20.1 s: at 3,618 s). A later
+    # meeting (on the new node) keeps the trace going past it.
+    trace = Trace("t", (TraceMeeting(0, 3600, 5), TraceMeeting(3700, 300, 5)))
     result = backtest(trace, BOTH, FleetSettings(verify=True, rollout_at=600))
     for s in result.policies:
-        assert s.run.decisions == ((600.0, "scale_out"), (900.0, "drain"), (3600.0, "terminate"))
-        assert (s.run.rollout_s, s.run.meetings_ended_by_platform) == (3000.0, 0)
+        assert s.run.decisions == ((600.0, "scale_out"), (900.0, "drain"), (3620.0, "terminate"))
+        assert (s.run.rollout_s, s.run.meetings_ended_by_platform) == (3020.0, 0)
     doc = report_json(result)
     assert {name: p["rollout_s"] for name, p in doc["policies"].items()} == {
-        "seed": 3000.0,
-        "default": 3000.0,
+        "seed": 3020.0,
+        "default": 3020.0,
     }
     assert "rollout_s" not in doc["oracle"]
-    assert "rollout at 600 s: default all current after 3,000 s, 0 meeting(s) ended" in (
+    assert "rollout at 600 s: default all current after 3,020 s, 0 meeting(s) ended" in (
         render_table(result)
     )
     # Without a rollout no key; a rollout the trace's end comes before is null.
@@ -234,7 +302,10 @@ def test_a_rollout_is_replayed_and_timed() -> None:
 
 @pytest.mark.usefixtures("restore_logging")
 def test_cli_rollout_at(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    trace, out = str(tiny_trace(tmp_path)), tmp_path / "out.json"
+    path, out = tmp_path / "rollout.csv", tmp_path / "out.json"
+    # The old node's meeting ends at 1,800 s; a later one keeps the trace going past its drain.
+    path.write_text(render_trace([TraceMeeting(0, 1800, 5), TraceMeeting(2400, 1200, 5)]))
+    trace = str(path)
     assert main(["backtest", "--trace", trace, "--rollout-at", "60", "--json", str(out)]) == 0
     policies = json.loads(out.read_text())["policies"]
     assert all(isinstance(p["rollout_s"], float) for p in policies.values())
@@ -341,7 +412,7 @@ def shipped() -> dict[str, BacktestResult]:
         name: backtest(
             shipped_trace(name),
             BOTH,
-            FleetSettings(poll_interval=DEFAULT_POLL_INTERVAL, verify=name == "exam-flash"),
+            FleetSettings(verify=name == "exam-flash"),
             planned=shipped_schedules(name),
         )
         for name in SHIPPED

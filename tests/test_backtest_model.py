@@ -3,12 +3,17 @@ boot delay, drain, and the count of meetings a termination ends."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import pytest
 
 from bbbscaler.model import Action, Decision, FleetSnapshot, Node
 from bbbsim.demand import HostSpec, meeting_units
-from bbbsim.fleet_model import FleetSettings, FleetSim, policy_config, prepare
+from bbbsim.fleet_model import FleetSettings, FleetSim, join_groups, policy_config, prepare
 from bbbsim.host_model import cpu_utilization, meeting_load, total_load
+from bbbsim.recording_processing import RecordingSpec
+from bbbsim.scalelite_poller import PollerSpec, failure_probability, healthy_round
 from bbbsim.trace import Trace, TraceMeeting
 
 SETTINGS = FleetSettings(verify=True)
@@ -29,22 +34,39 @@ def meetings_on(snap: FleetSnapshot) -> list[int | None]:
 
 def test_placement_follows_scalelite_between_and_at_polls() -> None:
     two = FleetSettings(min_nodes=2, verify=True)
-    # Three creates before the next poll: each adds 1 to its server's load.
+    # Three creates of 10 before the next poll. Each adds 1 for the create and 1 for each of
+    # the 2 participants joining with it (10 join in 5 groups, 30 s apart).
+    assert join_groups(10, 120) == (2, 2, 2, 2, 2)
     s = sim(*(TraceMeeting(1 + k, 3600, 10) for k in range(3)), settings=two)
     s.advance(10)
     snap = s.snapshot(10)
     a, b = snap.nodes
-    # Equal loads go to the smaller id, then to the other (load 1 > 0), then back.
+    # Equal loads go to the smaller id, then to the other (load 3 > 0), then back (3 = 3).
     assert meetings_on(snap) == [2, 1]
-    assert (a.server and a.server.load, b.server and b.server.load) == (2.0, 1.0)
-    # The poll at 60 s recomputes: participants + 1 moderator, at least 15 while young.
-    s.advance(60)
-    a, b = s.snapshot(60).nodes
+    assert (a.server and a.server.load, b.server and b.server.load) == (6.0, 3.0)
+    # A round every POLL_INTERVAL after the last one ended (0.1 s each, one call): the one at
+    # 60.3 s recomputes: joined participants + 1 moderator, at least 15 while young.
+    s.advance(60.5)
+    a, b = s.snapshot(60.5).nodes
     assert (a.server and a.server.load, b.server and b.server.load) == (30.0, 15.0)
     # After the 15-minute join buffer the real count: 11 per meeting.
     s.advance(1020)
     a, b = s.snapshot(1020).nodes
     assert (a.server and a.server.load, b.server and b.server.load) == (22.0, 11.0)
+
+
+def test_joins_add_to_scalelites_load_between_polls() -> None:
+    # bigbluebutton_api_controller.rb:328: every join counts, times the multiplier.
+    s = sim(TraceMeeting(1, 3600, 10))
+    s.advance(10)
+    (node,) = s.snapshot(10).nodes
+    assert node.server is not None
+    assert node.server.load == 1 + 2
+    s.advance(25)  # polled at 20.1: max(2 joined + 1 moderator, 15)
+    assert s.snapshot(25).nodes[0].server.load == 15.0  # type: ignore[union-attr]
+    s.apply(Decision(Action.NONE, "test", steer=((node.instance_id, 4.0),)), 25)
+    s.advance(35)  # 2 more joined at 31: 2 x 4 on top of the polled 15
+    assert s.snapshot(35).nodes[0].server.load == 15.0 + 2 * 4.0  # type: ignore[union-attr]
 
 
 def test_node_cpu_is_the_host_model_of_its_meetings() -> None:
@@ -140,9 +162,9 @@ def test_undrain_puts_a_node_back_into_placement() -> None:
     s = sim(TraceMeeting(70, 600, 5), TraceMeeting(71, 600, 5), settings=two)
     first = s.snapshot(0).nodes[0].instance_id
     s.apply(Decision(Action.DRAIN, "test", drain=(first,)), 0)
-    s.advance(60)  # polled at load 0: disabled
-    s.apply(Decision(Action.UNDRAIN, "test", undrain=(first,)), 60)
-    back = nodes(s.snapshot(60))[first]
+    s.advance(61)  # polled at load 0 (at 20.1 s): disabled
+    s.apply(Decision(Action.UNDRAIN, "test", undrain=(first,)), 61)
+    back = nodes(s.snapshot(61))[first]
     assert not back.draining
     assert back.server is not None
     assert (back.server.state, back.server.load) == ("enabled", None)
@@ -172,3 +194,167 @@ def test_no_server_to_take_a_meeting_refuses_it() -> None:
     s = sim(TraceMeeting(5, 60, 5), settings=FleetSettings(min_nodes=0, verify=True))
     s.advance(10)
     assert s.result("x").meetings_refused == 1
+
+
+# --- Scalelite's own hand (lib/tasks/poll.rake at v1.8.5) -----------------------------------
+
+MASS = TraceMeeting(0, 3600, 280, 1)
+"""Alone 91 % of a host: above 80 % (polls may fail), below 100 %."""
+CRUSH = TraceMeeting(0, 3600, 400, 1)
+"""Alone more than the host: 100 % CPU."""
+
+
+def test_poll_failure_curve() -> None:
+    chart = PollerSpec()
+    stock = PollerSpec(threads=5, wait_timeout=10, response_timeout=10, unhealthy_threshold=2)
+    # At or under 80 % never (issue 13); above, exp(-T / mean answer), the mean growing with
+    # the square of the CPU over 80 %: 10 s at 100 %, and no further beyond.
+    for cpu in (0.0, 0.5, 0.8):
+        assert failure_probability(cpu, chart) == 0.0
+    assert failure_probability(1.0, stock) == pytest.approx(math.exp(-1))
+    assert failure_probability(1.0, chart) == pytest.approx(math.exp(-2))
+    assert failure_probability(1.7, chart) == failure_probability(1.0, chart)
+    assert failure_probability(0.9, chart) == pytest.approx(math.exp(-20 / 2.5))
+    cpus = [0.81 + k / 100 for k in range(20)]
+    probabilities = [failure_probability(c, chart) for c in cpus]
+    assert probabilities == sorted(probabilities)
+
+
+def test_a_host_at_100_percent_loses_its_meetings_to_scalelite() -> None:
+    # poll.rake:93-118: SERVER_UNHEALTHY_THRESHOLD failures in a row: offline, meetings ended.
+    stock = FleetSettings(
+        poller=PollerSpec(response_timeout=10, unhealthy_threshold=2, answer_time_at_full=1e6),
+        verify=True,
+    )
+    s = sim(CRUSH, TraceMeeting(5, 3600, 5), settings=stock)
+    # Polled at 0 (answered, before the meetings), failed at 20.1; a failed poll holds its
+    # worker for RESPONSE_TIMEOUT, so that round lasts 10 s: failed again at 50.1.
+    s.advance(45)
+    assert s.snapshot(45).nodes[0].server.online  # type: ignore[union-attr]
+    s.advance(55)
+    (node,) = s.snapshot(55).nodes
+    assert node.server is not None
+    assert (node.server.online, node.server.load) == (False, None)
+    assert node.metrics is not None
+    assert node.metrics.meetings == 0
+    run = s.result("x")
+    assert (run.meetings_ended_by_scalelite, run.servers_taken_offline) == (2, 1)
+    assert run.meetings_ended_by_platform == 0
+    # Empty again, it answers at 80.1: SERVER_HEALTHY_THRESHOLD (1) good poll puts it back.
+    s.advance(85)
+    (node,) = s.snapshot(85).nodes
+    assert node.server is not None
+    assert (node.server.online, node.server.load) == (True, 0.0)
+
+
+def test_a_host_at_or_under_80_percent_never_fails_a_poll() -> None:
+    harsh = FleetSettings(
+        poller=PollerSpec(response_timeout=0.001, unhealthy_threshold=1), verify=True
+    )
+    # 27 meetings of 8 with a camera: just under 80 % of the host, for a day.
+    load = [TraceMeeting(k, 86_400, 8, 1) for k in range(27)]
+    s = sim(*load, settings=harsh)
+    s.advance(86_400)
+    (node,) = s.snapshot(86_400).nodes
+    assert node.metrics is not None
+    assert 0.75 < node.metrics.cpu <= 0.80
+    assert s.result("x").meetings_ended_by_scalelite == 0
+
+
+def test_failed_polls_are_seeded() -> None:
+    def lost(seed: int) -> int:
+        # At 91 % a poll fails about 1 time in 800; one failure is enough here.
+        settings = FleetSettings(poller=PollerSpec(unhealthy_threshold=1), seed=seed)
+        s = sim(MASS, settings=settings)
+        s.advance(3600)
+        return s.result("x").meetings_ended_by_scalelite
+
+    assert [lost(7) for _ in range(3)] == [lost(7)] * 3
+    assert {lost(seed) for seed in range(16)} == {0, 1}
+
+
+def test_the_round_lasts_and_a_long_one_is_cut_off() -> None:
+    # poll.rake:12-23: rounds start POLL_INTERVAL after the last one ended; 131-137: a round
+    # past POLLER_WAIT_TIMEOUT + 5 s leaves the servers after the cut-off unpolled.
+    assert healthy_round(200, 2_000, PollerSpec()) == pytest.approx(8.0)
+    assert healthy_round(200, 2_000, PollerSpec(threads=5, wait_timeout=10)) == 15.0
+    tiny = PollerSpec(threads=2, wait_timeout=0.05, call_time=0.05)
+    s = sim(TraceMeeting(300, 600, 5), settings=FleetSettings(min_nodes=3, poller=tiny))
+    s.apply(Decision(Action.SCALE_OUT, "test", desired=4), 0)
+    s.advance(400)
+    # Three calls fit the 5.05 s cut-off at 0.05 s each on one worker... so a fourth does too.
+    assert s.result("x").poll_rounds_cut == 0
+    slow = PollerSpec(threads=2, wait_timeout=0.01, call_time=2.0)
+    s = sim(TraceMeeting(300, 600, 5), settings=FleetSettings(min_nodes=3, poller=slow))
+    s.apply(Decision(Action.SCALE_OUT, "test", desired=4), 0)
+    s.advance(400)
+    run = s.result("x")
+    assert run.poll_rounds_cut > 0
+    assert run.longest_poll_round_s == pytest.approx(slow.cutoff)
+    # The fourth server (booted at 180 s) is never reached: it stays offline, out of placement.
+    fourth = s.snapshot(400).nodes[3]
+    assert fourth.server is not None
+    assert (fourth.server.state, fourth.server.online) == ("enabled", False)
+
+
+# --- recordings (bbbsim.recording_processing) ----------------------------------------------
+
+
+def test_a_recorded_meeting_is_processed_on_its_host_after_it_ends() -> None:
+    spec = RecordingSpec(ratio=0.5, cores=2.0)
+    settings = FleetSettings(recordings=spec, verify=True)
+    s = sim(
+        TraceMeeting(0, 600, 8, 1, recorded=True),
+        TraceMeeting(0, 1200, 8, 1, recorded=True),
+        TraceMeeting(0, 600, 8, 1),
+        settings=settings,
+    )
+    s.advance(601)
+    (node,) = s.snapshot(601).nodes
+    quiet = cpu_utilization(total_load([meeting_load(8, 2, 1)]))
+    # One recording in the queue: 300 s on one worker, two cores busy, protection on.
+    assert node.metrics is not None
+    assert node.metrics.cpu == pytest.approx(quiet + 2 / 8, abs=1e-6)
+    assert node.protected
+    # Done at 900; idle (but the meeting) until the second ends at 1200: 600 s more, to 1800.
+    s.advance(901)
+    (node,) = s.snapshot(901).nodes
+    assert node.metrics is not None
+    assert node.metrics.cpu == pytest.approx(quiet, abs=1e-6)
+    s.advance(1799)
+    (node,) = s.snapshot(1799).nodes
+    assert node.metrics is not None
+    assert (node.metrics.meetings, node.protected) == (0, True)
+    assert node.metrics.cpu == pytest.approx(cpu_utilization(total_load([])) + 2 / 8, abs=1e-6)
+    s.advance(1801)
+    (node,) = s.snapshot(1801).nodes
+    assert node.metrics is not None
+    assert (node.metrics.cpu, node.protected) == (cpu_utilization(total_load([])), False)
+
+
+def test_a_terminated_host_runs_until_its_recordings_are_done() -> None:
+    # bbbnode's lifecycle hook holds the instance while a recording is pending.
+    settings = FleetSettings(min_nodes=0, start_nodes=1, recordings=RecordingSpec(ratio=1.0))
+    s = sim(TraceMeeting(0, 600, 8, 1, recorded=True), settings=settings)
+    s.advance(700)
+    (node,) = s.snapshot(700).nodes
+    assert node.metrics is not None
+    assert node.metrics.meetings == 0
+    s.apply(Decision(Action.TERMINATE, "test", terminate=(node.instance_id,)), 700)
+    (held,) = s.snapshot(700).nodes
+    assert (held.lifecycle, held.leaving) == ("Terminating:Wait", True)
+    assert s.result("x").capacity[-1] == (700.0, 0)
+    s.advance(1300)
+    assert s.snapshot(1300).nodes == ()
+    run = s.result("x")
+    assert run.recording_waits == (500.0,)
+    assert run.instance_hours == pytest.approx(1200 / 3600)
+    assert run.meetings_ended_by_platform == 0
+    # Without processing (--no-recordings) the same run ends at once.
+    off = replace(settings, recordings=RecordingSpec(enabled=False))
+    s = sim(TraceMeeting(0, 600, 8, 1, recorded=True), settings=off)
+    s.advance(700)
+    s.apply(
+        Decision(Action.TERMINATE, "test", terminate=(s.snapshot(700).nodes[0].instance_id,)), 700
+    )
+    assert s.result("x").recording_waits == (0.0,)

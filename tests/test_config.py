@@ -166,6 +166,28 @@ def test_cli_version_and_help() -> None:
     assert _cli().returncode == 2
 
 
+@pytest.mark.parametrize("bad", ["a;b", "exam!", "none", " exam"])
+def test_a_scalelite_tag_no_create_can_ask_for_exits_2(
+    bad: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Scalelite splits a create's tag list on ";", reads "none" as untagged and a trailing
+    # "!" as required (app/models/server.rb:291-308): such a server tag would never be used.
+    from bbbscaler.settings import ScalerSettings
+    from tests.scaler_fleets import required_settings
+
+    required_settings(monkeypatch)
+    monkeypatch.setenv("BBBNODE_SCALELITE__TAG", bad)
+    monkeypatch.setenv("BBBSCALER_SCALELITE__TAG", bad)
+    for cls in (NodeSettings, ScalerSettings):
+        with pytest.raises(ConfigError) as err:
+            load_settings(cls, None)
+        assert "scalelite.tag" in str(err.value)
+    monkeypatch.setenv("BBBNODE_SCALELITE__TAG", "exam")
+    monkeypatch.setenv("BBBSCALER_SCALELITE__TAG", "exam")
+    assert load_settings(NodeSettings, None).scalelite.tag == "exam"
+    assert load_settings(ScalerSettings, None).scalelite.tag == "exam"
+
+
 def test_a_ca_bundle_that_is_not_a_file_exits_2_naming_the_key(tmp_path: Path) -> None:
     result = _cli("check-config", env={"BBBNODE_TLS__CA_BUNDLE": str(tmp_path / "missing.pem")})
     assert result.returncode == 2

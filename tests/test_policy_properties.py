@@ -49,19 +49,37 @@ def member(n: Node) -> bool:
     return n.lifecycle not in LEAVING_STATES
 
 
+def offline(n: Node) -> bool:
+    """Scalelite lists its server offline (poll.rake:93-118)."""
+    return n.server is not None and n.server.state != "absent" and not n.server.online
+
+
+def other_tag(n: Node, config: PolicyConfig) -> bool:
+    """Its server has another Scalelite tag than the fleet's (scalelite.tag), not draining."""
+    s = n.server
+    return (
+        n.draining_since is None
+        and s is not None
+        and s.state != "absent"
+        and (s.tag or None) != config.tag
+    )
+
+
 def booting(n: Node, now: float, config: PolicyConfig) -> bool:
-    """docs/scaler.md: Pending*, or InService without metrics yet, not enabled in
-    Scalelite and launched less than boot_grace ago."""
+    """docs/scaler.md: Pending*, or InService, launched less than boot_grace ago, with
+    nothing on it yet: no metrics and not enabled in Scalelite, or enabled but not yet read
+    by Scalelite's poller (offline) and without a meeting."""
     if n.lifecycle in PENDING_STATES:
         return True
-    enabled = n.server is not None and n.server.state == "enabled"
-    return (
-        n.lifecycle == "InService"
-        and n.metrics is None
-        and not enabled
-        and n.launched_at is not None
-        and now - n.launched_at < config.boot_grace
-    )
+    if (
+        n.lifecycle != "InService"
+        or n.launched_at is None
+        or now - n.launched_at >= config.boot_grace
+    ):
+        return False
+    if n.server is not None and n.server.state == "enabled":
+        return offline(n) and (n.metrics is None or not n.metrics.meetings)
+    return n.metrics is None
 
 
 def knows_meetings(n: Node, config: PolicyConfig) -> bool:
@@ -78,11 +96,11 @@ def missing_data(snap: FleetSnapshot, config: PolicyConfig) -> bool:
     """Some node that should be seen is not: stale or missing data, or no Scalelite."""
     if not snap.scalelite_ok:
         return True
-    return any(
-        member(n)
-        and not booting(n, snap.at, config)
-        and (not knows_meetings(n, config) or n.server is None)
-        for n in snap.nodes
+    ours = [n for n in snap.nodes if member(n) and not other_tag(n, config)]
+    # An offline server is read like missing data, booting or not (issue 13).
+    return any(offline(n) for n in ours) or any(
+        not booting(n, snap.at, config) and (not knows_meetings(n, config) or n.server is None)
+        for n in ours
     )
 
 
@@ -130,25 +148,30 @@ def cordoned_by_operator(n: Node, now: float, config: PolicyConfig) -> bool:
 
 
 def operator_drained(snap: FleetSnapshot, config: PolicyConfig) -> list[Node]:
-    """Members someone else cordoned (not booting): meetings, but no capacity."""
+    """Members someone else cordoned (not booting, with the fleet's tag): meetings, but no
+    capacity."""
     return [
         n
         for n in snap.nodes
         if member(n)
+        and not other_tag(n, config)
         and not booting(n, snap.at, config)
         and cordoned_by_operator(n, snap.at, config)
     ]
 
 
 def serving_now(snap: FleetSnapshot, config: PolicyConfig) -> list[Node]:
-    """Members taking meetings: not draining, not booting, not cordoned by an operator."""
+    """Members taking this fleet's meetings: not draining, not booting, not cordoned by an
+    operator, not offline in Scalelite, and with the fleet's tag."""
     return [
         n
         for n in snap.nodes
         if member(n)
         and n.draining_since is None
+        and not other_tag(n, config)
         and not booting(n, snap.at, config)
         and not cordoned_by_operator(n, snap.at, config)
+        and not offline(n)
     ]
 
 
@@ -172,6 +195,7 @@ def check_terminations(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -
         assert n.metrics.participants == 0, f"{iid}: participants"
         s = n.server
         assert s is not None, f"{iid}: Scalelite unknown"
+        assert s.state == "absent" or s.online, f"{iid}: offline in Scalelite"
         assert s.load is None or s.load == 0, f"{iid}: Scalelite load {s.load}"
         assert s.state in ("disabled", "absent") or (s.state == "cordoned" and s.load == 0)
 
@@ -285,7 +309,7 @@ def load_key(n: Node) -> tuple[int, int, float, str]:
 def capacity_by_text(snap: FleetSnapshot, config: PolicyConfig) -> int:
     """Serving and booting members, and launches the ASG has not made yet."""
     members = [n for n in snap.nodes if member(n)]
-    booted = [n for n in members if booting(n, snap.at, config)]
+    booted = [n for n in members if not other_tag(n, config) and booting(n, snap.at, config)]
     return (
         len(serving_now(snap, config))
         + sum(n.draining_since is None for n in booted)
@@ -311,7 +335,9 @@ def check_steer(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
     """Steering (default, steer_multiplier > 1): only serving members with an enabled server
     and fresh data, not drained or terminated this round; each value 1 or steer_multiplier,
     never the node's current one. After it, a node at steer_cpu or above is steered, and of
-    the others the emptiest busy ones up to the spare capacity; every other one is at 1."""
+    the others the emptiest busy ones up to the spare capacity; every other one is at 1.
+    But never all of them: then every one is at 1 (Scalelite multiplies a stored load only
+    at its next poll, so the node steered last would take every meeting until then)."""
     high = config.steer_multiplier
     if config.preset == "seed" or high <= 1:
         assert d.steer == ()
@@ -344,6 +370,10 @@ def check_steer(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
         for n in steerable
         if n.metrics is not None and n.metrics.cpu >= config.steer_cpu
     }
+    if steerable and all(math.isclose(v, high) for v in after.values()):
+        raise AssertionError("every serving node steered away")
+    if steerable and all(math.isclose(v, 1.0) for v in after.values()) and hot:
+        return  # all would have been steered: none is
     for iid in hot:
         assert math.isclose(after[iid], high), f"{iid}: hot, not steered"
     rest = [n for n in steerable if n.instance_id not in hot]
@@ -354,6 +384,10 @@ def check_steer(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
     spare = capacity - len(d.drain) - max(keep, lower_bound(snap, config))
     busy = sorted((n for n in rest if not idle(n, config)), key=load_key)
     chosen = {n.instance_id for n in busy[: max(0, spare)]}
+    if steerable and len(hot | chosen) == len(steerable):
+        chosen = set()  # all would have been steered: none is (checked above when hot)
+        assert all(math.isclose(v, 1.0) for v in after.values())
+        return
     for n in rest:
         want = high if n.instance_id in chosen else 1.0
         assert math.isclose(after[n.instance_id], want), (n.instance_id, spare, want)
@@ -385,6 +419,9 @@ AGES = st.sampled_from([0.0, 5.0, 60.0, 60.5, 400.0])
 LOADS = st.sampled_from([0.0, 0.0, 1.0, 2.5, None])
 MULTIPLIERS = st.sampled_from([1.0, 1.0, 1.0, 10.0, 100.0])
 """Scalelite's load_multiplier as an earlier round (or an operator) left it."""
+ONLINE = st.sampled_from([True] * 9 + [False])
+SERVER_TAGS = st.sampled_from([None] * 6 + ["exam"])
+FLEET_TAGS = st.sampled_from([None] * 4 + ["exam"])
 DRAIN_ENDS: st.SearchStrategy[tuple[ServerState, float | None]] = st.sampled_from(
     [
         ("cordoned", 0.0),
@@ -423,13 +460,17 @@ def fleet_nodes(draw: st.DrawFn, iid: str, mode: str, untagged: int) -> Node:
             draw(st.sampled_from([0.0, 10.0, 60.0])),
         )
         state, load = draw(st.tuples(STATES, LOADS) if tag is None else DRAIN_ENDS)
-        server: ServerView | None = ServerView(iid, state, load, True, draw(MULTIPLIERS))
+        server: ServerView | None = ServerView(
+            iid, state, load, draw(ONLINE), draw(MULTIPLIERS), draw(SERVER_TAGS)
+        )
         lifecycle = draw(st.sampled_from(["InService"] * 8 + ["Pending", "Terminating"]))
     else:
         metrics = draw(st.none() | st.builds(NodeMetrics, st.floats(0, 1), COUNTS, COUNTS, AGES))
         server = draw(
             st.none()
-            | st.builds(ServerView, st.just(iid), STATES, LOADS, st.booleans(), MULTIPLIERS)
+            | st.builds(
+                ServerView, st.just(iid), STATES, LOADS, st.booleans(), MULTIPLIERS, SERVER_TAGS
+            )
         )
         lifecycle = draw(LIFECYCLES)
     return Node(
@@ -514,6 +555,7 @@ def configs(draw: st.DrawFn, presets: st.SearchStrategy[Preset] = PRESETS) -> Po
         steer_cpu=draw(st.sampled_from([base.steer_cpu, base.steer_cpu, 0.05, 0.9])),
         steer_multiplier=draw(st.sampled_from([base.steer_multiplier] * 3 + [10.0, 1.0])),
         drift_budget=draw(st.sampled_from([base.drift_budget] * 3 + [0.0, 0.5])),
+        tag=draw(FLEET_TAGS),
     )
 
 
@@ -649,6 +691,43 @@ def test_one_unseen_node_or_scalelite_blocks_a_due_scale_in(
     faulted = with_fault(snap, fault, index)
     assume(missing_data(faulted, config))
     check_blind_rounds(faulted, config, decide(faulted, history, config, T0))
+
+
+@FAST
+@given(quiet_rounds(), st.integers(0, 20))
+def test_a_node_scalelite_lists_offline_holds_scale_in(data: Round, index: int) -> None:
+    """Issue 13: Scalelite cannot read an offline node (poll.rake:93-118): the round treats
+    it like missing data, so nothing drains and nothing is terminated, that node least."""
+    snap, history, config = data
+    assume(snap.nodes)
+    nodes = list(snap.nodes)
+    n = nodes[index % len(nodes)]
+    server = n.server
+    assume(member(n) and server is not None and server.state != "absent")
+    assume(not other_tag(n, config))
+    assert server is not None
+    nodes[index % len(nodes)] = dataclasses.replace(
+        n, server=dataclasses.replace(server, online=False)
+    )
+    faulted = dataclasses.replace(snap, nodes=tuple(nodes))
+    d = decide(faulted, history, config, T0)
+    assert d.drain == ()
+    assert d.terminate == ()
+
+
+@FAST
+@given(ROUNDS)
+def test_only_the_fleets_tag_is_counted_and_steered(data: Round) -> None:
+    """Issue 13: with scalelite.tag set, a node whose server has another tag (or none) is not
+    capacity, is never drained, steered or terminated; the same without a tag for tagged ones."""
+    snap, _, config = data
+    d = decided(data)
+    foreign = {n.instance_id for n in snap.nodes if member(n) and other_tag(n, config)}
+    assert not foreign & set(d.drain)
+    assert not foreign & set(d.terminate)
+    assert not foreign & {iid for iid, _ in d.steer}
+    if "capacity" in d.numbers:
+        assert d.numbers["capacity"] == capacity_by_text(snap, config)
 
 
 @FAST

@@ -14,7 +14,10 @@ from bbbscaler.model import Action, Decision, FleetSnapshot, Node, NodeMetrics, 
 from bbbscaler.policy import IN, History, PolicyConfig, decide
 from tests.scaler_fleets import T0, booting, draining, held, serving, snapshot
 
-DEFAULT = PolicyConfig.preset_values("default")
+PRESET = PolicyConfig.preset_values("default")
+# The examples' arithmetic is written for round numbers (70 % target, steer from 50 %);
+# the preset's own values are checked on their own.
+DEFAULT = dataclasses.replace(PRESET, target_cpu=0.70, steer_cpu=0.50)
 SEED = PolicyConfig.preset_values("seed")
 HIGH = DEFAULT.steer_multiplier
 
@@ -42,7 +45,7 @@ def full() -> list[Node]:
 
 
 def test_defaults() -> None:
-    assert (DEFAULT.steer_cpu, DEFAULT.steer_multiplier) == (0.5, 100.0)
+    assert (PRESET.steer_cpu, PRESET.steer_multiplier) == (0.7, 100.0)
 
 
 def test_a_hot_node_is_steered() -> None:
@@ -143,6 +146,7 @@ def test_nodes_drained_this_round_are_not_steered() -> None:
 def test_only_serving_enabled_nodes_with_fresh_data_are_steered() -> None:
     nodes = [
         serving("hot", cpu=0.9, meetings=5),
+        serving("cool", cpu=0.02, meetings=0),
         # A draining node, hot or carrying a multiplier from before.
         draining("d-1", meetings=5, load=5.0, cpu=0.9),
         draining("d-2", meetings=1, load=1.0, cpu=0.2, multiplier=HIGH),
@@ -181,7 +185,7 @@ def test_a_steer_multiplier_of_one_turns_steering_off() -> None:
 
 def test_steer_multiplier_and_steer_cpu_are_the_config_s() -> None:
     config = dataclasses.replace(DEFAULT, steer_multiplier=10.0, steer_cpu=0.35)
-    nodes = full()
+    nodes = [*full(), serving("cool", cpu=0.02, meetings=0)]
     # A node at 100 from an earlier setting is set to the new 10.
     nodes[2] = serving("m-2", cpu=0.4, meetings=3, multiplier=HIGH)
     assert steered(run(snapshot(*nodes), config=config)) == {
@@ -198,10 +202,27 @@ def test_seed_never_steers() -> None:
 
 
 def test_steering_runs_beside_a_scale_out() -> None:
-    # Four nodes at 0.9 grow by one; all four are past steer_cpu, none is spare.
-    d = run(snapshot(*(serving(f"i-{k}", cpu=0.9) for k in range(4))))
-    assert (d.action, d.desired) == (Action.SCALE_OUT, 5)
+    # Four nodes at 0.9 and one at 0.45 grow by one (0.25 of room, 0.5 wanted); four are
+    # past steer_cpu, none is spare.
+    nodes = [*(serving(f"i-{k}", cpu=0.9) for k in range(4)), serving("cool", cpu=0.45)]
+    d = run(snapshot(*nodes), config=dataclasses.replace(DEFAULT, headroom=0.5))
+    assert (d.action, d.desired) == (Action.SCALE_OUT, 6)
     assert steered(d) == {f"i-{k}": HIGH for k in range(4)}
+
+
+def test_never_every_node_is_steered() -> None:
+    # Scalelite multiplies a stored load only at its next poll (updateServer leaves it; only
+    # creates and joins move it, app/models/server.rb:204-211): a node steered last would look
+    # the least loaded of all and take every meeting until then. All hot: none is steered,
+    # and those steered before are opened again; Scalelite's least-load rule spreads the wave.
+    hot = [serving(f"i-{k}", cpu=0.9) for k in range(3)]
+    assert run(snapshot(*hot)).steer == ()
+    hot[0] = serving("i-0", cpu=0.9, multiplier=HIGH)
+    hot[1] = serving("i-1", cpu=0.9, multiplier=HIGH)
+    assert steered(run(snapshot(*hot))) == {"i-0": 1.0, "i-1": 1.0}
+    # One cooler node left: the hot ones are steered towards it.
+    d = run(snapshot(*hot, serving("cool", cpu=0.3)))
+    assert steered(d) == {"i-2": HIGH}
 
 
 def test_steering_with_unseen_serving_nodes() -> None:

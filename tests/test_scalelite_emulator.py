@@ -7,6 +7,7 @@ import hashlib
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -21,15 +22,19 @@ from yarl import URL
 from bbbcore import checksum
 from bbbcore.scalelite import (
     SERVER_STATES,
+    SERVER_TAG_UNAVAILABLE,
     LoadRule,
     MeetingCount,
     PlacementCandidate,
     PlacementSnapshot,
     ScaleliteClient,
+    TagUnavailable,
     meeting_weight,
     place_meeting,
     server_load,
 )
+from bbbsim.bbb_emulator import EmulatedBbb, FaultMode, client_url
+from bbbsim.bbb_emulator import serve as serve_bbb
 from bbbsim.scalelite_emulator import ScaleliteEmulator, serve
 
 LB_SECRET = "lb-secret"
@@ -109,23 +114,46 @@ def test_place_multiplier_is_already_in_the_load() -> None:
 
 
 def test_place_tags() -> None:
+    # Server.find_available, app/models/server.rb:289-316 at v1.8.5.
     snap = PlacementSnapshot(
         (
             cand("bbb-1", 3, tag="test"),
             cand("bbb-2", 2),
             cand("bbb-3", 0),
             cand("bbb-4", 2, tag="test2"),
+            cand("bbb-5", 1, tag="test,x"),
         )
     )
-    assert place_meeting(snap) == "bbb-3"
-    assert place_meeting(snap, "") == "bbb-3"
-    assert place_meeting(snap, "!") == "bbb-3"
+    # No tag (or blank, or a lone "!", server.rb:291-296): untagged servers only.
+    for spec in (None, "", "  ", "!", " !"):
+        assert place_meeting(snap, spec) == "bbb-3"
     assert place_meeting(snap, "test") == "bbb-1"
     assert place_meeting(snap, "test!") == "bbb-1"
-    assert place_meeting(snap, "test,test2") == "bbb-4"
+    # A semicolon list (server.rb:297); the least-loaded match wins (server.rb:310).
+    assert place_meeting(snap, "test;test2") == "bbb-4"
+    # A comma is part of a tag name, not a separator.
+    assert place_meeting(snap, "test,x") == "bbb-5"
+    # "none" stands for the untagged servers (server.rb:308).
     assert place_meeting(snap, "none") == "bbb-3"
+    assert place_meeting(snap, "test;none") == "bbb-3"
+    # Unmatched: fall back to untagged (server.rb:314-315) ...
     assert place_meeting(snap, "test3") == "bbb-3"
-    assert place_meeting(snap, "test3!") is None
+    # ... unless required (server.rb:313): serverTagUnavailable.
+    with pytest.raises(TagUnavailable) as refused:
+        place_meeting(snap, "test3;other!")
+    assert refused.value.tags == "test3;other"
+    # Names are compared as written (no stripping).
+    assert place_meeting(snap, " test") == "bbb-3"
+
+
+def test_place_with_nothing_available_is_none_before_tags() -> None:
+    # server.rb:302: "Could not find any available servers." comes before the tag check.
+    snap = PlacementSnapshot((cand("a", None, tag="x"), cand("b", 0, state="cordoned")))
+    assert place_meeting(snap, "x!") is None
+    only_tagged = PlacementSnapshot((cand("t", 0, tag="x"),))
+    assert place_meeting(only_tagged) is None
+    with pytest.raises(TagUnavailable):
+        place_meeting(only_tagged, "y!")
 
 
 candidates = st.builds(
@@ -140,12 +168,22 @@ candidates = st.builds(
 
 @given(
     servers=st.lists(candidates, max_size=12),
-    tag=st.one_of(st.none(), st.sampled_from(["", "big", "big!", "new,none", "x!"])),
+    tag=st.one_of(st.none(), st.sampled_from(["", "big", "big!", "new;none", "x!"])),
 )
 def test_property_never_places_on_cordoned_disabled_or_offline(
     servers: list[PlacementCandidate], tag: str | None
 ) -> None:
-    chosen = place_meeting(PlacementSnapshot(tuple(servers)), tag)
+    try:
+        chosen = place_meeting(PlacementSnapshot(tuple(servers)), tag)
+    except TagUnavailable:
+        # Only a required list with no available match is refused.
+        assert tag is not None
+        assert tag.endswith("!")
+        wanted = set(tag[:-1].split(";"))
+        available = [s for s in servers if s.available]
+        assert available
+        assert not [s for s in available if (s.tag or "none") in wanted]
+        return
     eligible = [s for s in servers if s.state == "enabled" and s.online and s.load is not None]
     if chosen is None:
         if tag is None:
@@ -237,6 +275,8 @@ class BbbStub:
         if call == "end":
             self.meetings.pop(meeting_id, None)
             return self._xml(returncode="SUCCESS", messageKey="sentEndMeetingRequest")
+        if call == "getMeetingInfo" and meeting_id not in self.meetings:
+            return self._xml(returncode="FAILED", messageKey="notFound", message="no meeting")
         if call in ("isMeetingRunning", "getMeetingInfo"):
             running = "true" if meeting_id in self.meetings else "false"
             return self._xml(returncode="SUCCESS", running=running)
@@ -537,7 +577,9 @@ async def test_force_offline_and_back(fleet: Fleet) -> None:
     sid, _ = await fleet.backend()
     await fleet.emulator.poll()
     fleet.emulator.force_offline(sid)
-    assert fleet.emulator.server(sid).online is False
+    assert fleet.emulator.server(sid).online is True
+    await fleet.emulator.poll()
+    assert fleet.emulator.server(sid).online is True
     await fleet.emulator.poll()
     assert fleet.emulator.server(sid).online is False
     fleet.emulator.force_offline(sid, offline=False)
@@ -765,3 +807,195 @@ async def test_servers_off_loopback_are_never_called() -> None:
         assert emulator.server(sid).online is False
     finally:
         await emulator.close()
+
+
+# ================================================================ Scalelite's own hand (v1.8.5)
+
+
+@dataclass
+class Hosts:
+    """The Scalelite emulator in front of real emulated BBB hosts (bbbsim.bbb_emulator)."""
+
+    emulator: ScaleliteEmulator
+    base: str
+    http: aiohttp.ClientSession
+    bbbs: dict[str, EmulatedBbb] = field(default_factory=dict)
+    runners: list[web.AppRunner] = field(default_factory=list)
+
+    async def host(self, **kw: Any) -> tuple[str, EmulatedBbb]:
+        bbb = EmulatedBbb("host-secret")
+        runner, port = await serve_bbb(bbb)
+        self.runners.append(runner)
+        sid = self.emulator.add_server(client_url(port), "host-secret", state="enabled", **kw)
+        self.bbbs[sid] = bbb
+        return sid, bbb
+
+    async def front(self, call: str, **params: str) -> ET.Element:
+        query = checksum.signed_query(call, list(params.items()), LB_SECRET, "sha256")
+        url = URL(f"{self.base}/bigbluebutton/api/{call}?{query}", encoded=True)
+        async with self.http.get(url, allow_redirects=False) as resp:
+            if resp.status == 302:
+                return ET.Element("redirect")
+            return parse_xml(await resp.read())
+
+
+@asynccontextmanager
+async def hosts(**kw: Any) -> AsyncIterator[Hosts]:
+    emulator = ScaleliteEmulator(LB_SECRET, **kw)
+    runner, port = await serve(emulator)
+    async with aiohttp.ClientSession() as http:
+        h = Hosts(emulator, f"http://127.0.0.1:{port}", http)
+        try:
+            yield h
+        finally:
+            for r in h.runners:
+                await r.cleanup()
+            await runner.cleanup()
+
+
+async def test_a_slow_host_goes_offline_and_scalelite_ends_its_meetings() -> None:
+    # poll.rake:87-118: SERVER_UNHEALTHY_THRESHOLD (2) polls without an answer within
+    # RESPONSE_TIMEOUT, then the server's meetings are destroyed and BBB gets `end` for each.
+    async with hosts(backend_timeout=0.2, healthy_threshold=2) as h:
+        sid, bbb = await h.host()
+        await h.emulator.poll()
+        await h.emulator.poll()  # a new server is offline until two good answers
+        assert key(await h.front("create", meetingID="m1", name="m1")) == "SUCCESS"
+        bbb.set_participants("m1", 5)
+        bbb.set_fault(FaultMode.SLOW, delay=30.0, calls={"getMeetings"})
+        await h.emulator.poll()
+        assert h.emulator.server(sid).online is True  # one failure is not enough
+        assert bbb.meeting("m1") is not None
+        await h.emulator.poll()
+        server = h.emulator.server(sid)
+        assert (server.online, server.load) == (False, None)
+        assert "m1" not in h.emulator.meetings()
+        assert bbb.meeting("m1") is None  # the slow but live host obeyed the end
+        assert bbb.request_count("end") == 1
+        # An offline server gets no meetings.
+        assert key(await h.front("create", meetingID="m2", name="m2")) == "internalError"
+        # SERVER_HEALTHY_THRESHOLD good polls in a row bring it back (poll.rake:72-79).
+        bbb.clear_fault()
+        await h.emulator.poll()
+        assert h.emulator.server(sid).online is False
+        await h.emulator.poll()
+        assert h.emulator.server(sid).online is True
+
+
+async def test_a_down_host_goes_offline_and_its_meetings_are_forgotten() -> None:
+    async with hosts(backend_timeout=0.5) as h:
+        sid, bbb = await h.host()
+        await h.emulator.poll()
+        await h.front("create", meetingID="m1", name="m1")
+        bbb.set_fault(FaultMode.DOWN)
+        await h.emulator.poll()
+        await h.emulator.poll()
+        assert h.emulator.server(sid).online is False
+        assert "m1" not in h.emulator.meetings()
+        # The end could not reach it: BBB still runs the meeting Scalelite forgot.
+        assert bbb.meeting("m1") is not None
+
+
+async def test_only_consecutive_failures_count() -> None:
+    # poll.rake:67: a good answer resets the unhealthy counter.
+    async with hosts(backend_timeout=0.2) as h:
+        sid, bbb = await h.host()
+        await h.emulator.poll()
+        for _ in range(3):
+            bbb.set_fault(FaultMode.SLOW, delay=30.0, calls={"getMeetings"})
+            await h.emulator.poll()
+            bbb.clear_fault()
+            await h.emulator.poll()
+        assert h.emulator.server(sid).online is True
+
+
+async def test_load_between_polls_counts_new_creates_and_every_join() -> None:
+    # bigbluebutton_api_controller.rb:171-206 (create) and 312-328 (join), server.rb:204-211.
+    async with hosts() as h:
+        sid, _ = await h.host(load_multiplier=2.0)
+        await h.emulator.poll()
+        assert h.emulator.server(sid).load == 0
+        await h.front("create", meetingID="m1", name="m1")
+        assert h.emulator.server(sid).load == 2.0
+        # A re-create of a meeting Scalelite knows goes to its server and adds nothing.
+        await h.front("create", meetingID="m1", name="m1")
+        assert h.emulator.server(sid).load == 2.0
+        for user in ("a", "b", "c"):
+            answer = await h.front("join", meetingID="m1", fullName=user, role="VIEWER")
+            assert answer.tag == "redirect"
+        assert h.emulator.server(sid).load == 2.0 + 3 * 2.0
+        # The next poll replaces it with the meeting's own weight.
+        await h.emulator.poll()
+        assert h.emulator.server(sid).load == 15 * 2.0
+
+
+async def test_joins_on_a_cordoned_server_add_nothing() -> None:
+    async with hosts() as h:
+        sid, _ = await h.host()
+        await h.emulator.poll()
+        await h.front("create", meetingID="m1", name="m1")
+        await h.emulator.poll()
+        h.emulator.set_state(sid, "cordoned")
+        before = h.emulator.server(sid).load
+        assert (await h.front("join", meetingID="m1", fullName="a", role="VIEWER")).tag == (
+            "redirect"
+        )
+        assert h.emulator.server(sid).load == before
+
+
+async def test_a_stale_meeting_on_a_cordoned_server_is_placed_anew() -> None:
+    # 1.8.5: controller:175-180, "re-creates no longer land on a cordoned server".
+    async with hosts() as h:
+        old, old_bbb = await h.host()
+        new, new_bbb = await h.host()
+        await h.emulator.poll()
+        await h.front("create", meetingID="room", name="room")
+        first = h.emulator.meetings()["room"]
+        other = new if first == old else old
+        first_bbb = old_bbb if first == old else new_bbb
+        # Still running there: a re-create follows it even though it is cordoned.
+        first_bbb.set_participants("room", 3)
+        h.emulator.set_state(first, "cordoned")
+        await h.front("create", meetingID="room", name="room")
+        assert h.emulator.meetings()["room"] == first
+        # Ended on BBB but not yet forgotten by poll:meetings: placed anew, and counted.
+        first_bbb.end_meeting("room")
+        load = h.emulator.server(other).load
+        await h.front("create", meetingID="room", name="room")
+        assert h.emulator.meetings()["room"] == other
+        assert h.emulator.server(other).load == (load or 0) + 1
+
+
+async def test_required_tag_refused_with_server_tag_unavailable() -> None:
+    async with hosts() as h:
+        plain, _ = await h.host()
+        tagged, tagged_bbb = await h.host(tag="exam")
+        await h.emulator.poll()
+        refused = await h.front("create", meetingID="m0", name="m0", **{"meta_server-tag": "x!"})
+        assert key(refused) == SERVER_TAG_UNAVAILABLE
+        # (A list with "none" would match the plain server too, at equal load: pure tests.)
+        await h.front("create", meetingID="m1", name="m1", **{"meta_server-tag": "exam"})
+        await h.front("create", meetingID="m2", name="m2")
+        assert h.emulator.meetings()["m2"] == plain
+        assert h.emulator.meetings()["m1"] == tagged
+        # BBB is told the server's own tag (controller:219-223).
+        meta = tagged_bbb.meeting("m1")
+        assert meta is not None
+        assert meta.metadata.get("server-tag") == "exam"
+
+
+async def test_a_round_is_cut_off_after_the_wait_timeout() -> None:
+    # poll.rake:34 and 131-137: POLLER_THREADS - 1 workers; after POLLER_WAIT_TIMEOUT (+5 s)
+    # the rest of the round is dropped: those servers are neither answered nor failed.
+    async with hosts(
+        poller_threads=2, poller_wait_timeout=0.2, poller_kill_grace=0.1, backend_timeout=5.0
+    ) as h:
+        slow, slow_bbb = await h.host()
+        later, _ = await h.host()
+        slow_bbb.set_fault(FaultMode.SLOW, delay=30.0, calls={"getMeetings"})
+        await h.emulator.poll()
+        assert h.emulator.server(slow).online is False
+        assert h.emulator.server(later).online is False  # never polled: one worker, held
+        slow_bbb.clear_fault()
+        await h.emulator.poll()
+        assert h.emulator.server(later).online is True

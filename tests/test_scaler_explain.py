@@ -49,6 +49,30 @@ def test_no_steer_line_without_steering_and_no_multiplier_for_an_unknown_server(
     assert row.split()[-3:] == ["?", "-", "-"]
 
 
+def test_offline_servers_and_the_fleets_tag_are_shown() -> None:
+    # Issue 13: an offline server is its own role; a tagged scaler says what it counts.
+    offline = dataclasses.replace(
+        serving("i-o", meetings=0), server=ServerView("i-o", "enabled", None, False, tag="exam")
+    )
+    other = dataclasses.replace(serving("i-x"), server=ServerView("i-x", "enabled", 2.0, True))
+    ours = dataclasses.replace(
+        serving("i-a"), server=ServerView("i-a", "enabled", 2.0, True, tag="exam")
+    )
+    config = dataclasses.replace(CONFIG, tag="exam")
+    text = render(snapshot(ours, offline, other), Decision(Action.HOLD, "held"), config)
+    rows = {line.split()[0]: line for line in text.splitlines() if line.startswith("i-")}
+    assert " offline " in rows["i-o"]
+    assert "enabled offline" in rows["i-o"]
+    assert " other tag " in rows["i-x"]
+    assert " serving " in rows["i-a"]
+    assert (
+        "scalelite tag: counting and steering only servers tagged 'exam' (scalelite.tag); "
+        "1 node(s) with another tag not counted"
+    ) in text
+    # Untagged scaler, untagged fleet: nothing to say.
+    assert "scalelite tag" not in render(snapshot(other), Decision(Action.NONE, "s"), CONFIG)
+
+
 def test_a_rollout_shows_the_groups_launch_and_the_drifted_nodes() -> None:
     old, new = Launch("lt-0a", "3"), Launch("lt-0a", "4")
     snap = snapshot(

@@ -69,6 +69,8 @@ def test_view_of() -> None:
     assert view_of(server) == ServerView(id="s1", state="cordoned", load=0.0, online=True)
     steered = ScaleliteServer("s2", "https://y/", "enabled", True, 3.0, load_multiplier=100.0)
     assert view_of(steered).load_multiplier == 100.0
+    tagged = ScaleliteServer("s3", "https://z/", "enabled", False, None, tag="exam")
+    assert (view_of(tagged).tag, view_of(tagged).online) == ("exam", False)
 
 
 async def test_instances_map_to_their_servers(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import statistics
 from pathlib import Path
@@ -46,8 +47,15 @@ def test_reads_rows_with_and_without_cameras() -> None:
 
 
 def test_render_and_parse_round_trip() -> None:
-    meetings = (TraceMeeting(0, 60, 5, 2), TraceMeeting(12.25, 3600, 40, 0))
+    meetings = (TraceMeeting(0, 60, 5, 2), TraceMeeting(12.25, 3600, 40, 0, recorded=True))
     assert parse(render_trace(meetings)).meetings == meetings
+
+
+def test_the_optional_recorded_column() -> None:
+    t = parse("start_s,duration_s,participants,recorded\n0,60,5,1\n5,60,5,0\n")
+    assert [m.recorded for m in t.meetings] == [True, False]
+    # Absent: nothing recorded; the cameras column stays optional beside it.
+    assert parse("start_s,duration_s,participants\n0,60,5\n").meetings[0].recorded is False
 
 
 @pytest.mark.parametrize(
@@ -67,6 +75,8 @@ def test_render_and_parse_round_trip() -> None:
         ("start_s,duration_s,participants\n0,60,0\n", 2, "participants", ">= 1"),
         ("start_s,duration_s,participants,cameras\n0,60,3,-1\n", 2, "cameras", ">= 0"),
         ("start_s,duration_s,participants\n0,60\n", 2, None, "2 values"),
+        ("start_s,duration_s,participants,recorded\n0,60,3,yes\n", 2, "recorded", "0 or 1"),
+        ("start_s,duration_s,participants,recorded\n0,60,3,2\n", 2, "recorded", "0 or 1"),
     ],
 )
 def test_errors_name_the_line_and_column(
@@ -108,6 +118,21 @@ def test_university_week_has_the_issue_shape() -> None:
     assert all(42 * 60 <= m.duration_s <= 93 * 60 for m in lectures)
     # The mass lectures (a meeting bigger than one host) on Tuesday and Thursday.
     assert sum(m.participants == MASS_LECTURE_USERS for m in week) == 2
+
+
+def test_most_lectures_and_few_other_meetings_are_recorded() -> None:
+    week = generate("university-week", 2)
+    weekday = [m for m in week if m.start_s < 5 * DAY]
+    lectures = [m for m in weekday if 8 * 3600 <= m.start_s % DAY < 17 * 3600]
+    other = [m for m in week if m.start_s % DAY < 6 * 3600 or m.start_s >= 5 * DAY]
+    assert 0.6 <= statistics.mean(m.recorded for m in lectures) <= 0.8
+    assert 0.03 <= statistics.mean(m.recorded for m in other) <= 0.2
+    assert all(m.recorded for m in week if m.participants == MASS_LECTURE_USERS)
+    exam = generate("exam-flash", 2)
+    assert not any(m.recorded for m in exam if m.duration_s > 90 * 60)
+    # A stream of its own: the meetings are the same whatever is recorded.
+    plain = [dataclasses.replace(m, recorded=False) for m in week]
+    assert plain == [dataclasses.replace(m, recorded=False) for m in generate("university-week", 2)]
 
 
 def test_exam_flash_joins_1500_users_within_5_minutes() -> None:

@@ -26,7 +26,7 @@ class PolicyConfig:
     max_nodes: int = 0
     high_cpu: float = 0.80
     low_cpu: float = 0.06
-    target_cpu: float = 0.70
+    target_cpu: float = 0.72
     headroom: float = 0.15
     trend_window: float = 300.0
     lookahead: float = 300.0
@@ -39,7 +39,7 @@ class PolicyConfig:
     stale_after: float = 60.0
     max_draining: int = 2
     windows: tuple[Window, ...] = ()
-    steer_cpu: float = 0.50
+    steer_cpu: float = 0.70
     """Node CPU from which new meetings are steered away from the node."""
     steer_multiplier: float = 100.0
     """The load_multiplier of a steered node; 1 turns steering off."""
@@ -50,6 +50,8 @@ class PolicyConfig:
     0 turns rollouts off."""
     interval: float = 10.0
     """Seconds between rounds (loop.interval): how late a round may see anything."""
+    tag: str | None = None
+    """The Scalelite server tag of this fleet (scalelite.tag): only servers with it count."""
 
     @classmethod
     def preset_values(cls, preset: Preset) -> PolicyConfig:
@@ -103,6 +105,7 @@ class PolicyConfig:
             gap_limit=3 * s.loop.interval,
             drift_budget=p.drift_budget,
             interval=s.loop.interval,
+            tag=s.scalelite.tag,
         )
 
     @property

@@ -15,6 +15,9 @@ def drained(node: Node, config: PolicyConfig) -> bool:
     server = node.server
     if not node.draining or not node.idle(config.stale_after) or server is None:
         return False
+    if node.offline:
+        # Scalelite cannot read it: its own view (load, meetings) is no evidence of empty.
+        return False
     if server.load:
         # Scalelite still counts meetings on it, whatever state it shows (or a NaN load).
         return False
@@ -44,6 +47,19 @@ def scale_in_blocker(snapshot: FleetSnapshot, fleet: Fleet) -> str:
     if fleet.blind:
         ids = ", ".join(n.instance_id for n in fleet.blind[:3])
         return f"no fresh data from {len(fleet.blind)} node(s) ({ids})"
+    # Offline and serving otherwise, or booting (a new server not polled yet), draining or
+    # drained by an operator: every member of the fleet's tag.
+    offline = [
+        *fleet.offline,
+        *(n for n in fleet.booting if n.offline),
+        *(n for n in fleet.draining if n.offline),
+        *(n for n in fleet.operator_drained if n.offline),
+    ]
+    if offline:
+        # Like missing data: Scalelite's poller cannot read it (a slow host, a dead one, or a
+        # new one not polled yet), so what is placed where is not known this round.
+        ids = ", ".join(n.instance_id for n in offline[:3])
+        return f"Scalelite lists {len(offline)} node(s) offline ({ids})"
     listed = [n for n in fleet.members if n.server is not None and n.server.state != "absent"]
     if fleet.members and not listed and not fleet.booting:
         # Every node "absent" is far likelier a wrong server_url_template than a fleet

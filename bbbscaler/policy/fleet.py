@@ -33,6 +33,10 @@ class Fleet:
     """Desired capacity the ASG has not turned into instances yet."""
     drifted: tuple[Node, ...] = ()
     """Members launched from something else than the group launches from now."""
+    offline: tuple[Node, ...] = ()
+    """Members Scalelite lists offline (not booting): not serving, never idle."""
+    foreign: tuple[Node, ...] = ()
+    """Members whose Scalelite server has another tag than the fleet's: not counted."""
 
     @property
     def capacity(self) -> int:
@@ -76,22 +80,32 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
     drifted: list[Node] = []
     group = snapshot.group
     rollout = group.launch is not None
+    offline: list[Node] = []
+    foreign: list[Node] = []
+    tag, grace = config.tag, config.boot_grace
     # One pass: membership tests on tuples of dataclasses compare field by field (O(n²)).
     for n in snapshot.nodes:
         # A warm pool host is no member: only a scale-out brings it in (then it is Pending).
         if n.leaving or n.warmed:
             continue
         members.append(n)
+        s = n.server
         if rollout and group.drifted(n):
             drifted.append(n)
         if n.draining:
             draining.append(n)
-        elif n.booting(now, config.boot_grace):
+        elif s is not None and s.tag != tag and other_tag(n, config):
+            foreign.append(n)
+            continue
+        elif n.booting(now, grace):
             booting.append(n)
             continue
-        elif operator_drained(n, now, config.boot_grace):
+        elif operator_drained(n, now, grace):
             # Its meetings still count: unseen, it holds scale-in like any member.
             cordoned.append(n)
+        elif s is not None and not s.online and s.state != "absent":
+            offline.append(n)  # Node.offline, inlined: this loop runs every round
+            continue
         else:
             serving.append(n)
         if not n.fresh(config.stale_after) or n.server is None:
@@ -106,7 +120,16 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
         tuple(blind),
         pending,
         tuple(drifted),
+        offline=tuple(offline),
+        foreign=tuple(foreign),
     )
+
+
+def other_tag(node: Node, config: PolicyConfig) -> bool:
+    """Scalelite lists the node's server with another tag than the fleet's (scalelite.tag):
+    Scalelite sends it other meetings (server.rb:305-316), so it is not this fleet's capacity."""
+    s = node.server
+    return s is not None and s.state != "absent" and (s.tag or None) != config.tag
 
 
 def load_key(node: Node) -> tuple[int, int, float, str]:

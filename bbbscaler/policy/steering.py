@@ -39,6 +39,12 @@ def steering(
             n for n in steerable if n.instance_id not in away and not n.idle(config.stale_after)
         ]
         away.update(n.instance_id for n in sorted(busy, key=load_key)[:spare])
+    if steerable and len(away) == len(steerable):
+        # Nowhere cooler to send them: Scalelite's own least-load rule spreads the wave best.
+        # Steering all would also leave a node steered last looking the least loaded of all
+        # until its next poll (updateServer leaves the stored load alone, so only creates and
+        # joins raise it, app/models/server.rb:204-211), and it would take every meeting.
+        away.clear()
     changes = []
     for n in steerable:
         want = high if n.instance_id in away else 1.0
