@@ -287,7 +287,8 @@ def report_json(result: BacktestResult) -> dict[str, Any]:
 
 
 def model_json(settings: FleetSettings) -> dict[str, Any]:
-    """The platform the runs shared: Scalelite's poller by its variables, joins, recordings."""
+    """The platform the runs shared: Scalelite's poller by its variables, joins, recordings,
+    boots and the warm pool."""
     p, r = settings.poller, settings.recordings
     return {
         "scalelite": {
@@ -303,6 +304,8 @@ def model_json(settings: FleetSettings) -> dict[str, Any]:
         "join_spread_s": settings.join_spread,
         "recordings": {"processed": r.enabled, "ratio": r.ratio, "cores": r.cores},
         "boot_time_s": settings.boot_time,
+        "warm_pool": settings.warm_pool,
+        "warm_start_time_s": settings.warm_start_time,
         "seed": settings.seed,
     }
 
