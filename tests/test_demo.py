@@ -129,9 +129,13 @@ def test_node_demo_needs_no_moto() -> None:
 def test_summary_json_is_written_before_the_picture(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def played(duration: float, out: TextIO, workdir: Path) -> fleet_demo.DemoSummary:
+    async def played(
+        duration: float, out: TextIO, workdir: Path, warm_pool: int
+    ) -> fleet_demo.DemoSummary:
         del duration, out, workdir
-        return fleet_demo.DemoSummary(meetings_started=3, meetings_ended_normally=3)
+        return fleet_demo.DemoSummary(
+            meetings_started=3, meetings_ended_normally=3, warm_pool=warm_pool
+        )
 
     def broken_plot(summary: fleet_demo.DemoSummary, path: Path) -> None:
         raise RuntimeError("no picture today")
@@ -141,4 +145,6 @@ def test_summary_json_is_written_before_the_picture(
     summary = tmp_path / "summary.json"
     with pytest.raises(RuntimeError, match="no picture"):
         fleet_demo.main(1.0, summary, tmp_path / "t.png", out=io.StringIO())
-    assert json.loads(summary.read_text())["meetings_started"] == 3
+    doc = json.loads(summary.read_text())
+    assert doc["meetings_started"] == 3
+    assert doc["warm_pool"] == 2
