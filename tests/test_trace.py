@@ -154,6 +154,7 @@ def test_shipped_traces_are_the_generator_at_seed_1() -> None:
         shipped_trace("nope")
 
 
+@pytest.mark.usefixtures("restore_logging")
 def test_cli_generates_a_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "flash.csv"
     args = ["trace", "generate", "--kind", "exam-flash", "--seed", "2", "--scale", "0.5"]

@@ -17,6 +17,7 @@ The package is cut the way the Kubernetes cluster-autoscaler cuts scale-down:
 - ``capacity``: grow, shrink or reconcile, the steps every preset shares;
 - ``drift``: rollouts, drifted nodes replaced through the drain;
 - ``steering``: load_multipliers for Scalelite;
+- ``warm``: the warm pool, neither serving nor booting capacity, and the launch lag it buys;
 - ``windows``: the schedule windows in effect the fleet will be late for or short of.
 
 The safety rules every preset obeys (property-tested in tests/test_policy_properties.py):
@@ -41,7 +42,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bbbscaler.model import Decision, FleetSnapshot
-from bbbscaler.policy import default, seed, windows
+from bbbscaler.policy import default, seed, warm, windows
 from bbbscaler.policy.budgets import bounds
 from bbbscaler.policy.capacity import plan_capacity
 from bbbscaler.policy.config import PolicyConfig, Preset
@@ -69,6 +70,7 @@ __all__ = [
 
 def decide(snapshot: FleetSnapshot, history: History, config: PolicyConfig, now: float) -> Decision:
     """One round's decision over ``snapshot``; pure."""
+    config = warm.lagged(snapshot, config)
     fleet = sort_fleet(snapshot, config)
     lower, upper, window = bounds(snapshot, config, now)
 
@@ -85,5 +87,6 @@ def decide(snapshot: FleetSnapshot, history: History, config: PolicyConfig, now:
     if config.preset != "seed":
         steer = steering(fleet, need.keep, lower, config, decision)
         decision = replace(decision, steer=steer) if steer else decision
+    decision = warm.account(snapshot, fleet, config, decision)
     late = windows.misses(snapshot, fleet, decision, config, now)
     return replace(decision, schedule_misses=late) if late else decision
