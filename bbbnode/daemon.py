@@ -191,10 +191,11 @@ async def run(settings: NodeSettings, environ: Mapping[str, str] = os.environ) -
             # few polls, and a pass over every object held the loop for tens of
             # milliseconds (under one with start-up frozen; benchmarks/exporter.py).
             gc.freeze()
-            notifier.ready(status="serving")
+            in_pool = fleet is not None and not fleet.serving
+            notifier.ready(status="warm pool: not serving" if in_pool else "serving")
             tasks.append(asyncio.create_task(feed_watchdog(notifier, alive)))
-            for name, factory in (fleet.tasks() if fleet else {}).items():
-                tasks.append(asyncio.create_task(supervise(name, factory, crashed)))
+            if fleet is not None:
+                tasks.append(asyncio.create_task(_fleet_tasks(fleet, crashed)))
         else:
             ready.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -214,6 +215,14 @@ async def run(settings: NodeSettings, environ: Mapping[str, str] = os.environ) -
     stopped.cancel()
     log.info("stopped", exit_code=exit_code)
     return exit_code
+
+
+async def _fleet_tasks(fleet: FleetNode, crashed: Callable[[str], None]) -> None:
+    """The fleet's supervised tasks; a host that settled in a warm pool first waits to
+    enter service (a stopped one never does here: it boots again and starts anew)."""
+    if not fleet.serving:
+        await supervise("launch", fleet.until_serving, crashed)
+    await asyncio.gather(*(supervise(n, f, crashed) for n, f in fleet.tasks().items()))
 
 
 async def _start(collector: Collector, fleet: FleetNode | None, notifier: Notifier) -> bool:

@@ -75,9 +75,35 @@ Request = Literal["drain", "undrain"]
 
 TERMINATED: Final = "Terminated"
 """IMDS ``autoscaling/target-lifecycle-state`` once the ASG is terminating the instance."""
-WAITING_STATE: Final = "Terminating:Wait"
-PAST_WAIT: Final = frozenset({"Terminating:Proceed", "Terminated"})
+WAITING_STATES: Final = frozenset(
+    {"Terminating:Wait", "Warmed:Terminating:Wait", "Warmed:Pending:Wait"}
+)
+"""Where a termination hook holds an instance: leaving the group, leaving the warm pool, or
+(ReuseOnScaleIn) going back into the warm pool, which pauses "at the Warmed:Pending:Wait
+state for the autoscaling:EC2_INSTANCE_TERMINATING lifecycle action" ("Use lifecycle
+hooks with a warm pool", EC2 Auto Scaling User Guide)."""
+BEFORE_WAIT: Final = frozenset({"Terminating", "Warmed:Terminating", "Warmed:Pending"})
+PAST_WAIT: Final = frozenset(
+    {
+        "Terminating:Proceed",
+        "Terminated",
+        "Warmed:Terminating:Proceed",
+        "Warmed:Terminated",
+        "Warmed:Pending:Proceed",
+        "Warmed:Stopped",
+        "Warmed:Running",
+        "Warmed:Hibernated",
+    }
+)
 """ASG states after the termination hooks: no lifecycle action any more."""
+
+
+def leaving(target: str | None) -> bool:
+    """The target lifecycle state of a host that served and now leaves service: the group
+    terminates it, or (a warm pool's ReuseOnScaleIn) puts it back into the pool."""
+    return target == TERMINATED or (target is not None and target.startswith("Warmed:"))
+
+
 ACTIVITY_ENDED: Final = frozenset({"Successful", "Failed", "Cancelled"})
 """Scaling activity StatusCodes of an activity that is over (Activity, API Reference)."""
 MAX_GLOBAL_TIMEOUT: Final = 172_800
@@ -257,7 +283,7 @@ def resume(truth: Truth, now: float) -> DrainState:
     re-enabled by a restart); unknown ⇒ not settled, decided once Scalelite answers.
     The grace period always starts again: a restart never shortens a wait.
     """
-    if truth.target_state == TERMINATED:
+    if leaving(truth.target_state):
         base = DrainState(terminating=True, terminating_since=now, drain_started_at=now)
         if truth.lifecycle_open is False:
             return dataclasses.replace(base, phase=Phase.COMPLETED, lifecycle_gone=True)
@@ -293,7 +319,7 @@ def step(
             s = _cordoned(dataclasses.replace(s, operator=True, drain_started_at=now), now)
         s = dataclasses.replace(s, settled=True)
 
-    if obs.target_state == TERMINATED and not s.terminating:
+    if leaving(obs.target_state) and not s.terminating:
         s = dataclasses.replace(s, terminating=True, terminating_since=now)
 
     if obs.request == "drain" and s.phase is Phase.SERVING:
@@ -459,21 +485,25 @@ class AsgLifecycle:
                 raise LifecycleActionGone(str(exc)) from exc
             raise
 
+    async def state(self) -> str | None:
+        """The instance's LifecycleState in DescribeAutoScalingInstances; None: not listed."""
+        answer = await self._client.describe_auto_scaling_instances(InstanceIds=[self._instance])
+        for instance in answer.get("AutoScalingInstances", []):
+            if instance.get("InstanceId") == self._instance:
+                return str(instance.get("LifecycleState", "")) or None
+        return None
+
     async def is_open(self) -> bool | None:
         """True in Terminating:Wait; False once past it (Terminating:Proceed, Terminated, or
         its termination activity ended); None when it cannot tell: the brief ``Terminating``
         before the wait, another state, or a describe that does not list the instance yet."""
-        answer = await self._client.describe_auto_scaling_instances(InstanceIds=[self._instance])
-        for instance in answer.get("AutoScalingInstances", []):
-            if instance.get("InstanceId") != self._instance:
-                continue
-            state = str(instance.get("LifecycleState", ""))
-            if state == WAITING_STATE:
-                return True
-            if state in PAST_WAIT:
-                return False
-            if state != "Terminating":
-                return None
+        state = await self.state()
+        if state in WAITING_STATES:
+            return True
+        if state in PAST_WAIT:
+            return False
+        if state is not None and state not in BEFORE_WAIT:
+            return None
         # Not listed, or not waiting yet: the termination's activity tells an ended one.
         activity = await self._termination_activity()
         if activity is not None and str(activity.get("StatusCode")) in ACTIVITY_ENDED:
@@ -662,9 +692,7 @@ class Drain:
             self._read("scalelite", self._port.scalelite_state),
         )
         lifecycle_open = (
-            await self._read("lifecycle", self._port.lifecycle_open)
-            if target == TERMINATED
-            else None
+            await self._read("lifecycle", self._port.lifecycle_open) if leaving(target) else None
         )
         truth = Truth(target, presence, lifecycle_open)
         self._state = resume(truth, self._clock())

@@ -93,6 +93,13 @@ class NodeMetrics:
             ["phase"],
             registry=self.registry,
         )
+        self.launch_phase = Gauge(
+            "bbbnode_launch_phase",
+            "1 for the phase of the way in the host is in (warming, in_pool, joining, ..., "
+            "serving): a warm pool host settles in in_pool until it enters service.",
+            ["phase"],
+            registry=self.registry,
+        )
         self.drain_actions = Counter(
             "bbbnode_drain_actions",
             "Drain actions by kind and outcome (ok, failed, forced).",
@@ -125,10 +132,11 @@ class NodeMetrics:
 
     def set_drain_phase(self, phase: str) -> None:
         """Mark ``phase`` as the current one (the others drop to 0)."""
-        for sample in list(self.drain_phase._metrics):
-            if sample != (phase,):
-                self.drain_phase.labels(*sample).set(0)
-        self.drain_phase.labels(phase).set(1)
+        _one_hot(self.drain_phase, phase)
+
+    def set_launch_phase(self, phase: str) -> None:
+        """Mark ``phase`` as the way in's current one (the others drop to 0)."""
+        _one_hot(self.launch_phase, phase)
 
     def render(self) -> bytes:
         """The text exposition format (0.0.4): instruments, the snapshot's families, its age."""
@@ -139,6 +147,13 @@ class NodeMetrics:
             self._rendered = rendered
         age = prometheus_client.generate_latest(AgeCollector(snap, self._clock()))
         return prometheus_client.generate_latest(self.registry) + rendered[1] + age
+
+
+def _one_hot(gauge: Gauge, phase: str) -> None:
+    for sample in list(gauge._metrics):
+        if sample != (phase,):
+            gauge.labels(*sample).set(0)
+    gauge.labels(phase).set(1)
 
 
 class _DeadlineCollector(Collector):

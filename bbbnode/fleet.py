@@ -4,12 +4,18 @@ Start-up runs the issue's steps in order, each idempotent (it reads the truth
 from AWS, Scalelite and the host before acting), so a restart resumes:
 
 1. identity from IMDSv2, secrets resolved;
-2. Route53 A record, EFS mount and TLS certificate (the fleet's, read from
-   Secrets Manager; or, with ``tls.mode = host``, the host's own over ACME),
-   concurrently;
-3. host configuration (needs the name and the certificate);
-4. the drain's phase from the truth, then Scalelite registration (enabled
-   only when the host is not draining or terminating).
+2. where the instance is headed (IMDS target lifecycle state, bbbnode/launch.py):
+   into a warm pool, the warm-up only (EFS mount, TLS certificate), then the launch
+   hook is completed so AWS stops the instance, and nothing is published; out of
+   the pool (terminated there), the termination hook is completed, no drain;
+3. into service: Route53 A record, EFS mount and TLS certificate (the fleet's,
+   read from Secrets Manager; or, with ``tls.mode = host``, the host's own over
+   ACME), concurrently, for the current public address (a warm host that starts
+   has a new one);
+4. host configuration (needs the name and the certificate);
+5. the launch hook completed (with a warm pool), then the drain's phase from the
+   truth and Scalelite registration (enabled only when the host is not draining
+   or terminating).
 
 bbbnode itself changes nothing on the host: the EFS mount, installing the
 certificate and the host configuration are requests to the privileged host
@@ -48,6 +54,7 @@ from bbbnode.drain import (
     DrainConfig,
     DrainReport,
     FleetDrainPort,
+    LifecycleActionGone,
 )
 from bbbnode.exposition import NodeMetrics
 from bbbnode.fleet_certificate import FleetCertificateWatch, InstallFailed
@@ -60,6 +67,7 @@ from bbbnode.hostops import (
     MountEfsRequest,
 )
 from bbbnode.identity import Identity, fqdn, server_url
+from bbbnode.launch import SETTLED, AsgLaunch, Launch, LaunchState, Phase
 from bbbnode.protector import AsgProtection, Protector, ProtectorConfig, ProtectorReport
 from bbbnode.runner import Runner
 from bbbnode.sdnotify import Notifier
@@ -100,6 +108,8 @@ class Membership:
     fqdn: str
     server_url: str
     registered: bool
+    phase: Phase = Phase.SERVING
+    """Where the way in stopped: SERVING, or IN_POOL / LEFT_POOL for a warm pool host."""
 
 
 class FleetNode:
@@ -145,6 +155,10 @@ class FleetNode:
         self._autoscaling: Any = None
         self._http: aiohttp.ClientSession | None = None
         self._tasks: dict[str, Callable[[], Awaitable[None]]] = {}
+        self._ident: Identity | None = None
+        self._turn_secret = ""
+        self._registered = False
+        self.launch: Launch | None = None
 
     async def close(self) -> None:
         """Release every client; in-flight calls have finished or been cancelled."""
@@ -165,14 +179,15 @@ class FleetNode:
 
     async def _identity(self) -> Identity:
         s = self._settings
-        endpoint = (
-            s.aws.imds_endpoint
-            or self._environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT")
-            or DEFAULT_ENDPOINT
-        )
-        self._imds = await self._stack.enter_async_context(
-            ImdsClient(endpoint, timeout=s.aws.imds_timeout)
-        )
+        if self._imds is None:
+            endpoint = (
+                s.aws.imds_endpoint
+                or self._environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+                or DEFAULT_ENDPOINT
+            )
+            self._imds = await self._stack.enter_async_context(
+                ImdsClient(endpoint, timeout=s.aws.imds_timeout)
+            )
         ident = await self._imds.identity()
         asg = s.aws.asg_name or ident.asg_name
         if asg is None:
@@ -188,16 +203,16 @@ class FleetNode:
         )
 
     async def start(self) -> Membership:
-        """Run start-up; raises StartupError naming the step that failed."""
+        """Run start-up until the host serves, or settles in (or out of) a warm pool;
+        raises StartupError naming the step that failed."""
         s = self._settings
         ident: Identity = await self._step("identity", self._identity)
+        self._ident = ident
         self._metrics.set_identity(ident.instance_id)
-        name = fqdn(s.dns.name_template, ident, s.dns.domain)
-        url = server_url(s.scalelite.server_url_template, name, ident)
         self._scalelite_secret = await self._step(
             "secrets", lambda: self._secret(s.scalelite.secret, "scalelite.secret")
         )
-        turn_secret = await self._step(
+        self._turn_secret = await self._step(
             "secrets", lambda: self._secret(s.hostconfig.turn_secret, "hostconfig.turn_secret")
         )
         self._records = await self._stack.enter_async_context(
@@ -208,68 +223,175 @@ class FleetNode:
         )
         self._http = await self._stack.enter_async_context(aiohttp.ClientSession())
         if s.tls.enabled and s.tls.mode == "fleet":
+            name, _ = self._names(ident)
             self._fleet_certificate = await self._watch_fleet_certificate(name)
         elif s.tls.enabled:
             from bbbnode import tls
 
             self._txt = tls.route53_txt(self._records, s.dns.zone_id, s.tls)
-        txt = self._txt
+        self.launch = Launch(
+            self,
+            hooked=bool(s.lifecycle.launch_hook_name),
+            poll_interval=s.lifecycle.poll_interval,
+            report=self._launch_report,
+        )
+        state = await self.launch.until(SETTLED)
+        self.membership = self._membership(state.phase)
+        name, url = self.membership.fqdn, self.membership.server_url
+        if state.phase is Phase.SERVING:
+            log.info("joined_fleet", fqdn=name, server_url=url, registered=self._registered)
+        else:
+            log.info("warm_pool_settled", phase=state.phase, fqdn=name)
+        return self.membership
+
+    async def until_serving(self) -> None:
+        """After a start that settled in the warm pool: wait until the instance enters
+        service (a pool kept running or hibernated; a stopped one boots anew), then join."""
+        assert self.launch is not None
+        await self.launch.until(frozenset({Phase.SERVING}))
+        self.membership = self._membership(Phase.SERVING)
+        log.info(
+            "joined_fleet", fqdn=self.membership.fqdn, server_url=self.membership.server_url,
+            registered=self._registered,
+        )  # fmt: skip
+
+    def _membership(self, phase: Phase) -> Membership:
+        ident = self._ident
+        assert ident is not None
+        name, url = self._names(ident)
+        return Membership(ident, name, url, self._registered, phase)
+
+    @property
+    def serving(self) -> bool:
+        return self.launch is not None and self.launch.state.phase is Phase.SERVING
+
+    def _names(self, ident: Identity | None) -> tuple[str, str]:
+        assert ident is not None
+        s = self._settings
+        name = fqdn(s.dns.name_template, ident, s.dns.domain)
+        return name, server_url(s.scalelite.server_url_template, name, ident)
+
+    def _launch_report(self, state: LaunchState) -> None:
+        self._metrics.set_launch_phase(str(state.phase))
+
+    # --- the way in (bbbnode.launch.LaunchPort) ---------------------------------
+
+    async def target_state(self) -> str | None:
+        assert self._imds is not None
+        return await self._imds.target_lifecycle_state()
+
+    def _launch_action(self) -> AsgLaunch:
+        ident = self._ident
+        assert ident is not None
+        return AsgLaunch(
+            self._autoscaling, ident.asg_name or "", ident.instance_id,
+            self._settings.lifecycle.launch_hook_name,
+        )  # fmt: skip
+
+    async def asg_state(self) -> str | None:
+        return await self._launch_action().state()
+
+    async def complete(self) -> None:
+        await self._launch_action().complete()
+
+    async def _ensure_efs(self) -> None:
+        if self._settings.efs.enabled:
+            assert self._ident is not None
+            await self._host.run(MountEfsRequest(region=self._ident.region))
+
+    async def _ensure_tls(self, name: str) -> None:
+        s = self._settings
+        # A certificate that is ours but not yet nginx's is no failure of start-up:
+        # installing it checks nginx, whose TLS server the host configuration sets up;
+        # the fleet certificate's watch or the renewal task tries again.
+        if self._fleet_certificate is not None:
+            try:
+                await self._fleet_certificate.first()
+            except InstallFailed as exc:
+                log.warning("tls_install_deferred", error=str(exc))
+        elif self._txt is not None:
+            from bbbnode import tls
+
+            try:
+                status = await tls.ensure_until_issued(
+                    s.tls, name, self._txt, self._runner, rate_limited=self._rate_limited_at_start,
+                    retry_interval=s.tls.rate_limit_retry,
+                    install=self._install_certificate, deliver_always=True,
+                )  # fmt: skip
+            except tls.HookFailed as exc:
+                log.warning("tls_install_deferred", error=str(exc))
+                status = exc.status
+            self._host_certificate(status)
+
+    async def warm_up(self) -> None:
+        """Into the warm pool: what needs neither the public address nor serving. The first
+        collection (BBB answers) came before; the EFS mount and the certificate go through
+        the host helper. No A record, no host configuration, no Scalelite."""
+        name, _ = self._names(self._ident)
+        await asyncio.gather(
+            self._step("efs", self._ensure_efs), self._step("tls", lambda: self._ensure_tls(name))
+        )
+
+    async def clean_up(self) -> None:
+        """Terminated from the warm pool: nothing was served, so no drain. An A record left
+        from an earlier life goes (only if it still points here), then the termination hook
+        is completed so the instance does not wait out its heartbeat timeout."""
+        s = self._settings
+        ident = self._ident
+        assert ident is not None
+        assert self._records is not None
+        name, _ = self._names(ident)
+        if s.dns.enabled:
+            ip = ident.public_ipv4 or ident.local_ipv4
+            await self._records.delete_a_record_if_ours(s.dns.zone_id, name, ip)
+        if not s.lifecycle.enabled:
+            return
+        hook = AsgLifecycle(
+            self._autoscaling, ident.asg_name or "", ident.instance_id, s.lifecycle.hook_name
+        )
+        await self._step("leave_pool", lambda: complete_pool_termination(
+            hook, s.lifecycle.poll_interval
+        ))  # fmt: skip
+
+    async def join(self) -> None:
+        """Into service: the A record, the mount, the certificate and the host
+        configuration for the addresses the instance has now (a warm host that started has
+        a new public address: read again, never reused from the warm-up)."""
+        s = self._settings
+        ident: Identity = await self._step("identity", self._identity)
+        self._ident = ident
+        name, url = self._names(ident)
+        assert self._records is not None
+        records = self._records
 
         async def ensure_dns() -> None:
             if s.dns.enabled:
-                assert self._records is not None
                 ip = ident.public_ipv4 or ident.local_ipv4
-                await self._records.ensure_a_record(s.dns.zone_id, name, ip, s.dns.ttl)
-
-        async def ensure_efs() -> None:
-            if s.efs.enabled:
-                await self._host.run(MountEfsRequest(region=ident.region))
-
-        async def ensure_tls() -> None:
-            # A certificate that is ours but not yet nginx's is no failure of start-up:
-            # installing it checks nginx, whose TLS server the host configuration below
-            # sets up; the fleet certificate's watch or the renewal task tries again.
-            if self._fleet_certificate is not None:
-                try:
-                    await self._fleet_certificate.first()
-                except InstallFailed as exc:
-                    log.warning("tls_install_deferred", error=str(exc))
-            elif txt is not None:
-                from bbbnode import tls
-
-                try:
-                    status = await tls.ensure_until_issued(
-                        s.tls, name, txt, self._runner, rate_limited=self._rate_limited_at_start,
-                        retry_interval=s.tls.rate_limit_retry,
-                        install=self._install_certificate, deliver_always=True,
-                    )  # fmt: skip
-                except tls.HookFailed as exc:
-                    log.warning("tls_install_deferred", error=str(exc))
-                    status = exc.status
-                self._host_certificate(status)
+                await records.ensure_a_record(s.dns.zone_id, name, ip, s.dns.ttl)
 
         await asyncio.gather(
-            self._step("dns", ensure_dns), self._step("efs", ensure_efs),
-            self._step("tls", ensure_tls),
+            self._step("dns", ensure_dns), self._step("efs", self._ensure_efs),
+            self._step("tls", lambda: self._ensure_tls(name)),
         )  # fmt: skip
 
         async def configure() -> None:
             if s.hostconfig.enabled:
                 if not ident.public_ipv4:
                     raise HostStepInvalid("the instance has no public IPv4 address for media")
+                secret = self._turn_secret
                 await self._host.run(
                     HostConfigRequest(
                         fqdn=name, public_ip=ident.public_ipv4, private_ip=ident.local_ipv4,
-                        turn_secret=SecretStr(turn_secret) if turn_secret else None,
+                        turn_secret=SecretStr(secret) if secret else None,
                     )
                 )  # fmt: skip
 
         await self._step("hostconfig", configure)
         self._build_fleet_tasks(ident, name, url)
-        registered = await self._step("scalelite", lambda: self._register(url))
-        self.membership = Membership(ident, name, url, registered)
-        log.info("joined_fleet", fqdn=name, server_url=url, registered=registered)
-        return self.membership
+
+    async def register(self) -> None:
+        _, url = self._names(self._ident)
+        self._registered = await self._step("scalelite", lambda: self._register(url))
 
     async def _watch_fleet_certificate(self, fqdn: str) -> FleetCertificateWatch:
         s = self._settings.tls
@@ -337,6 +459,7 @@ class FleetNode:
 
     def _build_fleet_tasks(self, ident: Identity, name: str, url: str) -> None:
         s = self._settings
+        self._tasks = {}
         assert self._imds is not None
         assert self._records is not None
         imds, records = self._imds, self._records
@@ -439,6 +562,8 @@ class FleetNode:
     def status(self) -> dict[str, Any]:
         """The fleet part of /status."""
         doc: dict[str, Any] = {}
+        if self.launch is not None:
+            doc["launch_phase"] = str(self.launch.state.phase)
         if self.membership is not None:
             doc["instance_id"] = self.membership.identity.instance_id
             doc["fqdn"] = self.membership.fqdn
@@ -452,6 +577,30 @@ class FleetNode:
             # Names, expiry and the secret's version: never the key.
             doc["certificate"] = dict(self._certificate)
         return doc
+
+
+async def complete_pool_termination(
+    hook: AsgLifecycle,
+    poll_interval: float,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Complete the termination hook of an instance leaving the warm pool, once it waits.
+
+    A warm pool instance AWS terminates is ``Warmed:Terminating`` for a moment, then
+    ``Warmed:Terminating:Wait`` while the termination hooks hold it. Only the wait has an
+    action to complete; a describe that shows it past the wait (or no more) ends this.
+    """
+    while True:
+        state = await hook.state()
+        if state == "Warmed:Terminating:Wait":
+            try:
+                await hook.complete()
+                log.info("pool_termination_completed")
+            except LifecycleActionGone:
+                pass  # completed by a run before this one, or timed out: see next round
+        elif state != "Warmed:Terminating":
+            return
+        await sleep(poll_interval)
 
 
 async def reassert_dns_forever(

@@ -217,6 +217,9 @@ class LifecycleSettings(Section):
     """Drain the host when the ASG terminates it."""
     hook_name: str = "bbbfleet-drain"
     """Name of the ASG's termination lifecycle hook."""
+    launch_hook_name: str = ""
+    """Name of the ASG's launch lifecycle hook, which a warm pool needs ("": none). The host
+    completes it after its warm-up in the pool and after joining the fleet for service."""
     poll_interval: float = Field(default=5.0, gt=0)
     """Seconds between reads of the target lifecycle state from IMDS."""
     heartbeat_interval: float = Field(default=60.0, gt=0)

@@ -2,7 +2,8 @@
 
 Reads: DescribeAutoScalingGroups for the one group (sizes, suspended processes,
 the launch template or configuration it launches from, members with lifecycle
-state, health, scale-in protection and what each was launched from), then
+state, health, scale-in protection and what each was launched from), when the
+group has a warm pool DescribeWarmPool (its hosts are not members), then
 DescribeInstances for what only EC2 knows (private address, launch time, the
 drain tag, the launch template version it really launched from), and, only
 when the group names its template by ``$Latest``/``$Default`` or by name,
@@ -25,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bbbcore import aws, logs
-from bbbscaler.model import DRAIN_TAG, Group, Launch
+from bbbscaler.model import DRAIN_TAG, Group, Launch, WarmPool
 
 if TYPE_CHECKING:
     from types_aiobotocore_autoscaling.client import AutoScalingClient
@@ -35,6 +36,11 @@ log = logs.get(__name__)
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
+
+WARM_READY = frozenset({"Warmed:Stopped", "Warmed:Running", "Warmed:Hibernated"})
+"""Warm pool states a scale-out starts from ("Warm pool instance state", EC2 Auto Scaling
+User Guide)."""
+WARM_LEAVING_PREFIX = "Warmed:Terminat"
 
 EC2_CHUNK = 200
 """Instance ids per DescribeInstances filter (EC2 accepts at most 200 filter values)."""
@@ -208,6 +214,31 @@ def _group(raw: Mapping[str, Any]) -> tuple[Group, LaunchSpec | None, tuple[Inst
     return group, spec, tuple(sorted(members, key=lambda m: m.instance_id))
 
 
+def warm_pool(raw: Mapping[str, Any]) -> WarmPool:
+    """A DescribeWarmPool answer (its pages' instances joined) as the policy sees it."""
+    config = raw.get("WarmPoolConfiguration") or {}
+    ready: list[str] = []
+    warming: list[str] = []
+    leaving: list[str] = []
+    for instance in raw.get("Instances", []):
+        iid, state = str(instance["InstanceId"]), str(instance.get("LifecycleState", ""))
+        if state in WARM_READY:
+            ready.append(iid)
+        elif state.startswith(WARM_LEAVING_PREFIX):
+            leaving.append(iid)
+        else:
+            warming.append(iid)
+    prepared = config.get("MaxGroupPreparedCapacity")
+    return WarmPool(
+        min_size=int(config.get("MinSize") or 0),
+        max_prepared=None if prepared is None or int(prepared) < 0 else int(prepared),
+        pool_state=str(config.get("PoolState") or "Stopped"),
+        ready=tuple(sorted(ready)),
+        warming=tuple(sorted(warming)),
+        leaving=tuple(sorted(leaving)),
+    )
+
+
 def _ec2(raw: Mapping[str, Any]) -> Ec2Facts:
     instance_id = str(raw["InstanceId"])
     tags = {str(t.get("Key")): str(t.get("Value", "")) for t in raw.get("Tags", [])}
@@ -285,6 +316,11 @@ class AsgAdapter:
         self._known: dict[str, Ec2Facts] = {}
         self._spec: LaunchSpec | None = None
         """What the group launches from, as the last DescribeAutoScalingGroups named it."""
+        self._has_pool = False
+        """The last DescribeAutoScalingGroups showed a WarmPoolConfiguration."""
+        self._members: frozenset[str] = frozenset()
+        self._pooled: set[str] = set()
+        """Instances seen in the warm pool, so a member that came from it is told apart."""
 
     async def _retry(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
         def on_retry(exc: BaseException) -> None:
@@ -317,8 +353,40 @@ class AsgAdapter:
         for raw in answer.get("AutoScalingGroups", []):
             if raw.get("AutoScalingGroupName") == self.group_name:
                 group, self._spec, members = _group(raw)
+                self._has_pool = bool(raw.get("WarmPoolConfiguration"))
+                self._members = frozenset(m.instance_id for m in members)
                 return group, members
         raise GroupNotFound(self.group_name)
+
+    async def describe_warm_pool(self) -> WarmPool | None:
+        """The group's warm pool, paged through; None when the last describe of the group
+        showed none (no call then)."""
+        if not self._has_pool:
+            return None
+        merged: dict[str, Any] = {"Instances": []}
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"AutoScalingGroupName": self.group_name, "MaxRecords": 50}
+            if token:
+                kwargs["NextToken"] = token
+            page = await self._retry(
+                "DescribeWarmPool",
+                functools.partial(self._autoscaling.describe_warm_pool, **kwargs),
+            )
+            merged.setdefault("WarmPoolConfiguration", page.get("WarmPoolConfiguration"))
+            merged["Instances"] += list(page.get("Instances", []))
+            token = page.get("NextToken")
+            if not token:
+                break
+        pool = warm_pool(merged)
+        seen = {*pool.ready, *pool.warming, *pool.leaving}
+        # Forget what is neither in the pool nor a member any more.
+        self._pooled = (self._pooled | seen) & (seen | self._members)
+        return pool
+
+    def came_from_pool(self, instance_id: str) -> bool:
+        """``instance_id`` was in the warm pool when this adapter last looked."""
+        return instance_id in self._pooled
 
     async def resolve_launches(
         self, group: Group, members: Sequence[InstanceFacts]

@@ -69,6 +69,16 @@ class Round:
                 "drifted": list(d.drifted),
                 "replacing": list(d.replacing),
             },
+            "warm_pool": None
+            if (pool := self.snapshot.pool) is None
+            else {
+                "ready": list(pool.ready),
+                "warming": list(pool.warming),
+                "leaving": list(pool.leaving),
+                "min_size": pool.min_size,
+                "max_prepared": pool.max_prepared,
+                "pool_state": pool.pool_state,
+            },
             "numbers": d.numbers,
             "schedule_misses": [
                 {

@@ -80,6 +80,7 @@ def render(snapshot: FleetSnapshot, decision: Decision, config: PolicyConfig) ->
         + ("" if g.launch is None else f", launches {g.launch}")
         + ("" if "AZRebalance" in g.suspended else "  (WARNING: AZRebalance is not suspended)")
     )
+    lines.extend(pool_lines(snapshot, decision, config))
     if config.tag is not None or fleet.foreign:
         lines.append(_tag_line(config.tag, len(fleet.foreign)))
     if decision.drifted:
@@ -105,6 +106,25 @@ def render(snapshot: FleetSnapshot, decision: Decision, config: PolicyConfig) ->
     numbers = ", ".join(f"{k}={_num(v)}" for k, v in decision.numbers.items())
     lines.append(f"numbers: {numbers}")
     return "\n".join(lines) + "\n"
+
+
+def pool_lines(snapshot: FleetSnapshot, decision: Decision, config: PolicyConfig) -> list[str]:
+    """The warm pool: what it holds, and how soon the next launch serves because of it."""
+    pool = snapshot.pool
+    lag = decision.numbers.get("launch_lag_s")
+    if pool is None:
+        return []
+    lines = [
+        f"warm pool ({pool.pool_state}, min {pool.min_size}): {len(pool.ready)} ready, "
+        f"{len(pool.warming)} warming, {len(pool.leaving)} leaving; no capacity until a "
+        f"scale-out starts them (warm start {_num(config.warm_start_time)} s, "
+        f"cold {_num(config.boot_time)} s)"
+        + ("" if lag is None else f"; next launch serves in ~{_num(lag)} s")
+    ]
+    for label, ids in (("ready", pool.ready), ("warming", pool.warming), ("leaving", pool.leaving)):
+        if ids:
+            lines.append(f"  {label}: {', '.join(ids)}")
+    return lines
 
 
 def _tag_line(tag: str | None, others: int) -> str:

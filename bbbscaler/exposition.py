@@ -16,7 +16,8 @@ from bbbscaler.policy import Forecast
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 FORECAST_STATUSES = ("ok", "off", "short", "stale", "unreadable")
-OBSERVE_SOURCES = ("asg", "ec2", "metrics", "scalelite", "launch_templates")
+OBSERVE_SOURCES = ("asg", "ec2", "metrics", "scalelite", "launch_templates", "warm_pool")
+WARM_STATES = ("ready", "warming", "leaving")
 ACT_ACTIONS = (
     "set_desired",
     "terminate",
@@ -104,6 +105,23 @@ class ScalerMetrics:
         for name in self.windows:
             self.schedule_late.labels(name)
             self.schedule_short.labels(name)
+        self.warm_pool = Gauge(
+            "bbbscaler_warm_pool_instances",
+            "Hosts in the group's warm pool by state: ready (stopped, a scale-out starts them "
+            "first), warming (launched into the pool, not ready yet), leaving (terminating). "
+            "Neither serving nor booting capacity. All 0 without a warm pool.",
+            ["state"],
+            registry=r,
+        )
+        for state in WARM_STATES:
+            self.warm_pool.labels(state)
+        self.launch_lag = Gauge(
+            "bbbscaler_launch_lag_seconds",
+            "How long until the next launch serves, as the scaler estimates it: "
+            "policy.warm_start_time while the warm pool has ready hosts, policy.boot_time "
+            "after (the longest of this round's launches when it grows).",
+            registry=r,
+        )
         self.az_rebalance = Gauge(
             "bbbscaler_az_rebalance_suspended",
             "1 when the group's AZRebalance process is suspended, as it must be.",
@@ -209,6 +227,14 @@ class ScalerMetrics:
         self.lowest_cpu.set(lowest if lowest >= 0 else math.nan)
         self.demand.set(decision.demand if decision.demand is not None else math.nan)
         self.az_rebalance.set(int("AZRebalance" in group.suspended))
+        pool = snapshot.pool
+        counts = (0, 0, 0) if pool is None else (
+            len(pool.ready), len(pool.warming), len(pool.leaving)
+        )  # fmt: skip
+        for state, count in zip(WARM_STATES, counts, strict=True):
+            self.warm_pool.labels(state).set(count)
+        lag = decision.numbers.get("launch_lag_s")
+        self.launch_lag.set(math.nan if lag is None else lag)
         late = dict.fromkeys(self.windows, 0.0)
         short = dict.fromkeys(self.windows, 0)
         for m in decision.schedule_misses:

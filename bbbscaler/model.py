@@ -23,7 +23,9 @@ operator's own cordon (``bbbnode drain``, no tag) is never turned into a
 termination.
 """
 
-PENDING_STATES = frozenset({"Pending", "Pending:Wait", "Pending:Proceed", "Warmed:Pending"})
+PENDING_STATES = frozenset({"Pending", "Pending:Wait", "Pending:Proceed"})
+WARMED_PREFIX = "Warmed:"
+"""Lifecycle states of a warm pool instance: not a member of the group, no capacity."""
 LEAVING_STATES = frozenset(
     {
         "Terminating",
@@ -104,10 +106,18 @@ class Node:
     """None when Scalelite could not be read; state ``absent`` when not registered."""
     launch: Launch | None = None
     """What it was launched from; None when unknown."""
+    warm_start: bool = False
+    """It came out of the group's warm pool (seen there by this scaler): it boots in
+    ``warm_start_time``, not ``boot_time``."""
 
     @property
     def pending(self) -> bool:
         return self.lifecycle in PENDING_STATES
+
+    @property
+    def warmed(self) -> bool:
+        """In the warm pool (any ``Warmed:*`` state): neither serving nor booting capacity."""
+        return self.lifecycle.startswith(WARMED_PREFIX)
 
     @property
     def leaving(self) -> bool:
@@ -193,6 +203,33 @@ class Group:
 
 
 @dataclass(frozen=True, slots=True)
+class WarmPool:
+    """The group's warm pool: hosts launched, initialised and stopped beside the group.
+
+    A scale-out starts ready ones first (a *warm start*) and launches the rest (a *cold
+    start*); the pool then refills by itself ("Warm pools for Amazon EC2 Auto Scaling",
+    EC2 Auto Scaling User Guide). Its hosts take no meetings and are not booting capacity:
+    only a scale-out brings them into the group.
+    """
+
+    min_size: int = 0
+    max_prepared: int | None = None
+    """MaxGroupPreparedCapacity; None when unset."""
+    pool_state: str = "Stopped"
+    ready: tuple[str, ...] = ()
+    """Instance ids in ``Warmed:Stopped`` (or ``:Running``, ``:Hibernated``): a launch
+    starts one of these."""
+    warming: tuple[str, ...] = ()
+    """``Warmed:Pending(:Wait, :Proceed)``: launched into the pool, not ready yet."""
+    leaving: tuple[str, ...] = ()
+    """``Warmed:Terminating(...)``: the pool shrinks or replaces them."""
+
+    @property
+    def size(self) -> int:
+        return len(self.ready) + len(self.warming) + len(self.leaving)
+
+
+@dataclass(frozen=True, slots=True)
 class FleetSnapshot:
     """One round's observation of the whole fleet."""
 
@@ -204,6 +241,8 @@ class FleetSnapshot:
     """False when Scalelite's server list could not be read this round."""
     errors: tuple[str, ...] = ()
     """Observation sources that failed this round (asg, ec2, metrics, scalelite)."""
+    pool: WarmPool | None = None
+    """The group's warm pool; None without one (or when it could not be read)."""
 
     def node(self, instance_id: str) -> Node | None:
         for n in self.nodes:

@@ -10,7 +10,9 @@ snapshot: the ASG's failure is raised.
 Sources, as named in ``errors`` and in ``on_error``: ``asg``, ``ec2``,
 ``metrics``, ``scalelite``. ``launch_templates`` (resolving the group's
 ``$Latest``/``$Default``) is reported to ``on_error`` only: without it no node
-counts as drifted, which pauses a rollout and holds nothing else.
+counts as drifted, which pauses a rollout and holds nothing else; so is
+``warm_pool``: without it the round only estimates the next launch's lag as cold
+(the pool's hosts are never members, so sizing does not change).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from bbbcore import aws, logs, secrets
 from bbbcore.scalelite import RetryPolicy, ScaleliteClient, ScaleliteError
 from bbbscaler.asg import AsgAdapter, Ec2Facts, GroupNotFound, InstanceFacts, merge
-from bbbscaler.model import FleetSnapshot, Group, Node, ServerView
+from bbbscaler.model import FleetSnapshot, Group, Node, ServerView, WarmPool
 from bbbscaler.promapi import PrometheusError, PrometheusSource
 from bbbscaler.readings import MetricsSource, Reading
 from bbbscaler.scrape import Scraper
@@ -55,7 +57,7 @@ _OPERATIONAL = (
 
 SOURCES: Final = ("asg", "ec2", "metrics", "scalelite")
 """Every source name a snapshot's ``errors`` may hold."""
-REPORTED: Final = (*SOURCES, "launch_templates")
+REPORTED: Final = (*SOURCES, "launch_templates", "warm_pool")
 """Every source name observe() may report to ``on_error``, for pre-creating metric labels."""
 
 
@@ -72,6 +74,10 @@ class GroupSource(Protocol):
         self, group: Group, members: Sequence[InstanceFacts]
     ) -> tuple[Group, tuple[InstanceFacts, ...]]: ...
 
+    async def describe_warm_pool(self) -> WarmPool | None: ...
+
+    def came_from_pool(self, instance_id: str) -> bool: ...
+
 
 class ServerSource(Protocol):
     """Where each node's Scalelite server comes from (ScaleliteServers)."""
@@ -81,7 +87,7 @@ class ServerSource(Protocol):
     async def read_one(self, node: Node) -> ServerView | None: ...
 
 
-def _node(facts: InstanceFacts) -> Node:
+def _node(facts: InstanceFacts, warm_start: bool = False) -> Node:
     return Node(
         instance_id=facts.instance_id,
         lifecycle=facts.lifecycle,
@@ -91,6 +97,7 @@ def _node(facts: InstanceFacts) -> Node:
         launched_at=facts.launched_at,
         draining_since=facts.draining_since,
         launch=facts.launch,
+        warm_start=warm_start,
     )
 
 
@@ -151,7 +158,13 @@ class Observer:
         except Exception as exc:
             # Not in errors: an unknown launch only pauses rollouts (no node counts as drifted).
             self._failed("launch_templates", exc)
-        nodes = tuple(_node(m) for m in members)
+        pool: WarmPool | None = None
+        try:
+            pool = await self._asg.describe_warm_pool()
+        except Exception as exc:
+            # Not in errors: without the pool only the lag estimate is cold this round.
+            self._failed("warm_pool", exc)
+        nodes = tuple(_node(m, self._asg.came_from_pool(m.instance_id)) for m in members)
         # EC2 never described these, so whether the scaler drains them is unknown: no
         # metrics either, which makes them missing data and holds scale-in.
         known = [n for n, m in zip(nodes, members, strict=True) if m.ec2_known]
@@ -175,6 +188,7 @@ class Observer:
             ),
             scalelite_ok=views is not None,
             errors=tuple(s for s in SOURCES if s in errors),
+            pool=pool,
         )
 
     async def _guarded(

@@ -167,6 +167,9 @@ class PolicySettings(Section):
     every load_multiplier alone)."""
     boot_time: float = Field(default=180.0, ge=0)
     """Seconds from launch to serving: how early a schedule window's nodes are launched."""
+    warm_start_time: float = Field(default=45.0, ge=0)
+    """Seconds from the start of a warm pool host to serving: the lag of a launch while the
+    group's warm pool has ready hosts (boot_time after them)."""
     boot_grace: float = Field(default=900.0, gt=0)
     """Seconds a new instance may go without metrics before it counts as missing data."""
     max_draining: int = Field(default=2, gt=0)

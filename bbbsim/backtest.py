@@ -21,6 +21,11 @@ Scores (the JSON keys, per policy and for the oracle):
 - ``rollout_s`` (policies only, with a rollout): seconds from the launch
   template's change until no instance launched before it was left in the group;
   null when one still was at the trace's end.
+- ``stopped_instance_hours``: warm pool hosts stopped and ready, over time; they
+  cost only their volumes, so they are priced apart from ``instance_hours``
+  (which counts a pool host while it warms up: it runs). With a warm pool the
+  policies also report ``warm_starts`` and ``cold_starts``: launches served from
+  the pool, and launches that booted cold.
 
 And for the whole run ``fluid_bound_instance_hours``: the integral of the
 fluid need (``bbbsim.demand``), which no placement can undercut; and
@@ -64,6 +69,7 @@ from bbbsim.trace import Trace
 
 SCORE_KEYS = (
     "instance_hours",
+    "stopped_instance_hours",
     "overload_node_minutes",
     "meetings_on_overloaded_node",
     "meetings_ended_by_platform",
@@ -89,16 +95,22 @@ class Scored:
 
     def scores(self) -> dict[str, float | int | None]:
         r = self.run
-        return {
-            "instance_hours": round(r.instance_hours, 3),
-            "overload_node_minutes": round(r.overload_node_minutes, 3),
-            "meetings_on_overloaded_node": r.meetings_on_overloaded_node,
-            "meetings_ended_by_platform": r.meetings_ended_by_platform,
-            "meetings_ended_by_scalelite": r.meetings_ended_by_scalelite,
-            "p95_time_to_capacity_s": round(self.p95_time_to_capacity_s, 1),
-            "recording_wait_instance_hours": round(r.recording_wait_instance_hours, 3),
-            "recording_wait_p95_s": round(p95(r.recording_waits), 1),
-        } | ({} if r.rollout_at is None else {"rollout_s": r.rollout_s})
+        warm = {"warm_starts": r.warm_starts, "cold_starts": r.cold_starts} if r.warm_pool else {}
+        return (
+            {
+                "instance_hours": round(r.instance_hours, 3),
+                "stopped_instance_hours": round(r.stopped_instance_hours, 3),
+                "overload_node_minutes": round(r.overload_node_minutes, 3),
+                "meetings_on_overloaded_node": r.meetings_on_overloaded_node,
+                "meetings_ended_by_platform": r.meetings_ended_by_platform,
+                "meetings_ended_by_scalelite": r.meetings_ended_by_scalelite,
+                "p95_time_to_capacity_s": round(self.p95_time_to_capacity_s, 1),
+                "recording_wait_instance_hours": round(r.recording_wait_instance_hours, 3),
+                "recording_wait_p95_s": round(p95(r.recording_waits), 1),
+            }
+            | ({} if r.rollout_at is None else {"rollout_s": r.rollout_s})
+            | warm
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,13 +168,16 @@ def load_policy(path: Path, settings: FleetSettings) -> PolicyConfig:
 
     Every key of bbbscaler's ``[policy]`` section applies (schedules too: their
     clock is the trace's, second 0 being Monday 00:00 UTC). ``boot_time``
-    defaults to the simulated platform's. Raises ConfigError naming the key.
+    defaults to the simulated platform's, and so does ``warm_start_time``. Raises
+    ConfigError naming the key.
     """
     policy = _policy_settings(_policy_table(path))
     # Only the policy matters here; the rest of the scaler's settings keep their defaults.
     config = PolicyConfig.from_settings(ScalerSettings.model_construct(policy=policy))
     if "boot_time" not in policy.model_fields_set:
         config = replace(config, boot_time=settings.boot_time)
+    if "warm_start_time" not in policy.model_fields_set:
+        config = replace(config, warm_start_time=settings.warm_start_time)
     return replace(config, gap_limit=3 * settings.tick)
 
 
@@ -297,7 +312,8 @@ def report_json(result: BacktestResult) -> dict[str, Any]:
 
 
 def model_json(settings: FleetSettings) -> dict[str, Any]:
-    """The platform the runs shared: Scalelite's poller by its variables, joins, recordings."""
+    """The platform the runs shared: Scalelite's poller by its variables, joins, recordings,
+    boots and the warm pool."""
     p, r = settings.poller, settings.recordings
     return {
         "scalelite": {
@@ -313,6 +329,8 @@ def model_json(settings: FleetSettings) -> dict[str, Any]:
         "join_spread_s": settings.join_spread,
         "recordings": {"processed": r.enabled, "ratio": r.ratio, "cores": r.cores},
         "boot_time_s": settings.boot_time,
+        "warm_pool": settings.warm_pool,
+        "warm_start_time_s": settings.warm_start_time,
         "seed": settings.seed,
     }
 
@@ -350,6 +368,7 @@ def render_table(result: BacktestResult) -> str:
         f"| {max((v for _, v in result.need), default=0)} | | | | | | | |",
     ]
     lines += [rollout_line(s.run) for s in result.policies if s.run.rollout_at is not None]
+    lines += [warm_pool_line(s.run) for s in result.policies if s.run.warm_pool]
     refused = [s.run for s in result.policies if s.run.meetings_refused]
     lines += [f"WARNING: {r.name} left {r.meetings_refused} meeting(s) unplaced" for r in refused]
     cut = [s.run for s in result.policies if s.run.poll_rounds_cut]
@@ -378,6 +397,15 @@ def error_lines(result: BacktestResult) -> list[str]:
         "|---:|---:|---:|---:|",
         *(f"| {e.hour:02d} | {e.mape:.1%} | {e.bias:+.1%} | {e.steps} |" for e in errors),
     ]
+
+
+def warm_pool_line(run: FleetRun) -> str:
+    """``warm pool of 2: default 14 launches from the pool, 3 cold; 310.2 stopped hours``."""
+    return (
+        f"warm pool of {run.warm_pool}: {run.name} {run.warm_starts:,} launch(es) from the "
+        f"pool, {run.cold_starts:,} cold; {run.stopped_instance_hours:,.1f} stopped "
+        "instance-hours (volumes only)"
+    )
 
 
 def rollout_line(run: FleetRun) -> str:

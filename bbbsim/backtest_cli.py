@@ -56,6 +56,10 @@ def _count(text: str) -> int:
     return value
 
 
+count = _count
+"""The whole number >= 0 argument type (``bbbsim demo --warm-pool`` uses it too)."""
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -121,7 +125,23 @@ def add_commands(sub: Any, positive: Callable[[str], float]) -> None:
         type=positive,
         default=180.0,
         metavar="S",
-        help="launch to serving, seconds (default 180)",
+        help="a cold launch to serving, seconds (default 180)",
+    )
+    bt.add_argument(
+        "--warm-pool",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="stopped, ready hosts in a warm pool beside the group (cfn WarmPoolSize; default "
+        "0: none); a launch starts one first, the pool refills through a warm-up as long as "
+        "--boot-time; stopped_instance_hours counts their stopped time",
+    )
+    bt.add_argument(
+        "--warm-start-time",
+        type=_seconds,
+        default=45.0,
+        metavar="S",
+        help="a warm pool host's start to serving, seconds (default 45)",
     )
     sl = bt.add_argument_group(
         "Scalelite's poller (its own variable names; defaults: helm/scalelite's values)"
@@ -313,6 +333,8 @@ def _backtest(args: argparse.Namespace) -> int:
         min_nodes=args.min_nodes,
         max_nodes=args.max_nodes,
         rollout_at=args.rollout_at,
+        warm_pool=args.warm_pool,
+        warm_start_time=args.warm_start_time,
     )
     planned: tuple[Window, ...] = ()
     try:

@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="also write the summary as JSON")  # fmt: skip
     demo.add_argument("--plot", type=Path, metavar="PNG", default=Path("bbbsim-demo.png"),
                       help="timeline picture (default bbbsim-demo.png)")  # fmt: skip
+    demo.add_argument("--warm-pool", type=backtest_cli.count, default=2, metavar="N",
+                      help="stopped hosts in the warm pool (default 2; 0: none)")  # fmt: skip
     node_demo = sub.add_parser(
         "node-demo",
         help="one emulated BBB host and a real bbbnode: the exporter through a BBB outage",
@@ -90,7 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from bbbsim import fleet_demo  # imported here: keeps --help fast
 
-        return fleet_demo.main(args.duration, args.summary_json, args.plot)
+        return fleet_demo.main(
+            args.duration, args.summary_json, args.plot, warm_pool=args.warm_pool
+        )
     if args.command == "node-demo":
         from bbbsim import demo
 

@@ -4,9 +4,12 @@ It listens to the lifecycle layer: ``launched`` starts a host (BBB emulator,
 synthetic /proc/stat), an IMDSv2 emulator and a real ``bbbnode`` process with
 AWS on (protection, lifecycle drain, Route53, Scalelite registration; the fleet
 certificate from Secrets Manager when ``tls_secret`` is set, else TLS off; EFS
-off, host commands only logged); ``terminated`` stops them. Every host is
-reached through one loopback Router, so bbbnode and bbbscaler both derive a
-host's URLs from ``{instance_id}`` alone.
+off, host commands only logged); ``terminated`` stops them. A warm pool's
+instance stops (``stopped``: host, IMDS and bbbnode go, SIGTERM as at a
+shutdown; its host tree and bbbnode's state stay, as on its volume) and boots
+again (``started``), with the public address the layer gave the new start.
+Every host is reached through one loopback Router, so bbbnode and bbbscaler
+both derive a host's URLs from ``{instance_id}`` alone.
 """
 
 from __future__ import annotations
@@ -34,8 +37,13 @@ from bbbsim.router import Router
 log = logs.get(__name__)
 
 # moto's instances have no public address; a BBB host needs one for media.
-# 203.0.113.0/24 is a documentation range: nothing ever connects to it.
+# 203.0.113.0/24 is a documentation range: nothing ever connects to it. Warm pool
+# instances get theirs from the lifecycle layer, a new one at each start.
 PUBLIC_IP = "203.0.113.10"
+RUNNING = frozenset(
+    {"InService", "Pending", "Pending:Wait", "Warmed:Pending", "Warmed:Pending:Wait"}
+)
+"""Lifecycle states of an instance whose host runs (a warm pool's ready ones are stopped)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +65,10 @@ class FleetConfig:
     """The fleet certificate's secret: each bbbnode installs it into its own cert_dir."""
     tls_poll: float = 5.0
     """bbbnode's look at the secret's version (tls.fleet_poll_interval)."""
+    boot_delay: float = 0.0
+    """Seconds a launched instance boots before bbbnode starts (the image's services)."""
+    warm_boot_delay: float = 0.0
+    """The same for a warm pool instance started again (its services start, nothing more)."""
     extra_env: tuple[tuple[str, str], ...] = ()
 
 
@@ -82,6 +94,8 @@ class Instance:
     host: EmulatedHost
     imds: web.AppRunner
     node: NodeProcess
+    env: dict[str, str]
+    root: Path
 
 
 class EmulatedFleet:
@@ -138,7 +152,7 @@ class EmulatedFleet:
         """Follow the layer's events; start hosts for instances already there."""
         self._remove = self._layer.add_listener(self._events.put_nowait)
         for info in self._layer.instances():
-            if info.lifecycle_state in ("InService", "Pending"):
+            if info.lifecycle_state in RUNNING:
                 self._launch(info.instance_id)
         self._task = asyncio.create_task(self._follow())
         self._ticker = asyncio.create_task(self._tick(tick))
@@ -160,8 +174,10 @@ class EmulatedFleet:
             if event.group != self._config.ids.asg_name:
                 continue
             if event.kind == "launched":
-                self._launch(event.instance_id)
-            elif event.kind in ("terminated", "detached"):
+                self._launch(event.instance_id, self._config.boot_delay)
+            elif event.kind == "started":
+                self._launch(event.instance_id, self._config.warm_boot_delay)
+            elif event.kind in ("terminated", "detached", "stopped"):
                 await self._stop(event.instance_id)
 
     async def _tick(self, every: float) -> None:
@@ -170,24 +186,28 @@ class EmulatedFleet:
                 inst.host.tick()
             await asyncio.sleep(every)
 
-    def _launch(self, instance_id: str) -> None:
+    def _launch(self, instance_id: str, boot: float = 0.0) -> None:
         if instance_id in self._instances or instance_id in self._starting:
             return
-        task = asyncio.create_task(self._start_instance(instance_id))
+        task = asyncio.create_task(self._start_instance(instance_id, boot))
         self._starting[instance_id] = task
         task.add_done_callback(lambda _: self._starting.pop(instance_id, None))
 
-    async def _start_instance(self, instance_id: str) -> None:
+    async def _start_instance(self, instance_id: str, boot: float = 0.0) -> None:
         c = self._config
+        if boot > 0:
+            await asyncio.sleep(boot)
         info = next((i for i in self._layer.instances() if i.instance_id == instance_id), None)
         if info is None:
             return
         root = c.root / instance_id
         root.mkdir(parents=True, exist_ok=True)
         host = await start_host(instance_id, root, c.bbb_secret)
-        make_host(root / "hostroot")
+        if not (root / "hostroot").exists():
+            # The image's files, once: a stopped instance keeps its volume.
+            make_host(root / "hostroot")
         layer = self._layer
-        identity = dataclasses.replace(identity_from(info), public_ipv4=PUBLIC_IP)
+        identity = dataclasses.replace(identity_from(info), public_ipv4=info.public_ip or PUBLIC_IP)
         imds = ImdsEmulator(
             identity, target_state=lambda: layer.target_lifecycle_state(instance_id)
         )
@@ -212,9 +232,19 @@ class EmulatedFleet:
         self._router.add(instance_id, "bbb", host.port)
         self._router.add(instance_id, "node", port)
         node = await start_node(env, port, root / "bbbnode.log")
-        self._instances[instance_id] = Instance(instance_id, host, imds_runner, node)
+        self._instances[instance_id] = Instance(instance_id, host, imds_runner, node, env, root)
         self.started.append(instance_id)
         log.info("emulated_instance_started", instance_id=instance_id, node_port=port)
+
+    async def restart_node(self, instance_id: str) -> NodeProcess:
+        """Kill the instance's bbbnode (a crash) and start it again, as systemd would."""
+        inst = self._instances[instance_id]
+        inst.node.process.kill()
+        await inst.node.process.wait()
+        runs = len(list(inst.root.glob("bbbnode*.log")))
+        inst.node = await start_node(inst.env, inst.node.port, inst.root / f"bbbnode-{runs}.log")
+        log.info("emulated_node_restarted", instance_id=instance_id)
+        return inst.node
 
     async def _stop(self, instance_id: str) -> None:
         starting = self._starting.pop(instance_id, None)

@@ -33,7 +33,7 @@ from bbbcore.secret_versions import VersionedSecret
 from bbbnode.certificate import CertFiles
 from bbbsim.demo import SummaryContract
 from bbbsim.fleet import EmulatedFleet, FleetConfig
-from bbbsim.lifecycle_layer import LifecycleLayer
+from bbbsim.lifecycle_layer import WARMED_STEADY, LifecycleLayer
 from bbbsim.lifecycle_layer import serve as serve_layer
 from bbbsim.moto_server import FleetSpec, MotoServer, aws_session, create_fleet
 from bbbsim.node_process import free_port
@@ -49,9 +49,13 @@ SCALER_PACE = {
     "BBBSCALER_POLICY__COOLDOWN": "3",
     "BBBSCALER_POLICY__TREND_WINDOW": "10",
     "BBBSCALER_POLICY__BOOT_TIME": "3",
+    "BBBSCALER_POLICY__WARM_START_TIME": "1",
     "BBBSCALER_POLICY__BOOT_GRACE": "60",
     "BBBSCALER_METRICS__STALE_AFTER": "10",
 }
+BOOT_DELAYS = (3.0, 0.75)
+"""How long an emulated host boots before bbbnode starts: cold, and started from the warm
+pool (180 s and 45 s compressed as the scaler's pace is, about 60 times)."""
 BBB_SECRET = "demo-bbb-secret-0123456789abcdef"  # noqa: S105 - throwaway, loopback only
 LB_SECRET = "demo-scalelite-secret-0123456789ab"  # noqa: S105 - throwaway, loopback only
 
@@ -95,6 +99,15 @@ class DemoSummary(SummaryContract):
     """The fleet run's outcome: the contract keys plus what the fleet did."""
 
     final_nodes: int = 0
+    time_to_serving_s: float | None = None
+    """Seconds from the ramp's first meeting (``scale_out_latency_s``'s start) until the
+    first node the scale-out added serves: enabled and online in Scalelite."""
+    first_serving_from_warm_pool: bool | None = None
+    warm_pool: int = 0
+    warm_starts: int = 0
+    """Instances started from the warm pool (each with a new public address)."""
+    meetings_on_warm_started: int = 0
+    """Meetings Scalelite placed on an instance started from the warm pool."""
     certificates_issued: int = 0
     """Orders the CA (pebble) finalized during the run."""
     nodes_launched: int = 0
@@ -103,6 +116,13 @@ class DemoSummary(SummaryContract):
     decisions: dict[str, int] = field(default_factory=dict)
     bbbscaler_exit_code: int | None = None
     samples: list[Sample] = field(default_factory=list)
+
+
+def _serving(s: DemoSummary) -> str:
+    if s.time_to_serving_s is None:
+        return "-"
+    how = {None: "", True: " (from the warm pool)", False: " (cold)"}
+    return f"{s.time_to_serving_s:.1f} s{how[s.first_serving_from_warm_pool]}"
 
 
 def summary_table(s: DemoSummary) -> str:
@@ -114,6 +134,11 @@ def summary_table(s: DemoSummary) -> str:
         ("meetings ended normally", str(s.meetings_ended_normally)),
         ("meetings ended by the platform", str(s.meetings_ended_by_platform)),
         ("scale-out decision latency", latency),
+        ("time to a serving node", _serving(s)),
+        (
+            "warm pool: size, starts, their meetings",
+            f"{s.warm_pool}, {s.warm_starts}, {s.meetings_on_warm_started}",
+        ),
         ("nodes (min..max, at the end)", f"{s.min_nodes}..{s.max_nodes}, {s.final_nodes}"),
         ("node-seconds", f"{s.node_seconds:.0f}"),
         (
@@ -160,14 +185,21 @@ def _workdir(path: Path) -> Path:
 
 @contextlib.asynccontextmanager
 async def world(
-    workdir: Path, node_env: Mapping[str, str] | None = None, *, tls: bool = True
+    workdir: Path,
+    node_env: Mapping[str, str] | None = None,
+    *,
+    tls: bool = True,
+    warm_pool: int = 0,
+    boot: tuple[float, float] = (0.0, 0.0),
 ) -> AsyncIterator[World]:
     """Everything up and the first node registered; with ``tls``, the scaler running too.
 
     With ``tls`` pebble is the CA and the real bbbscaler issues the fleet certificate
     every node waits for; without, the nodes run with TLS off and the caller starts a
     scaler if it wants one. ``node_env`` is added to every bbbnode's environment
-    (benchmarks/footprint.py points the node at another BBB).
+    (benchmarks/footprint.py points the node at another BBB). ``warm_pool``: stopped hosts
+    beside the group (with the launch hook); ``boot``: seconds a host boots before its
+    bbbnode starts, cold and from the pool.
     """
     challtestsrv = (
         await asyncio.to_thread(start_challtestsrv, _workdir(workdir / "challtestsrv"))
@@ -198,13 +230,15 @@ async def world(
     scaler: asyncio.subprocess.Process | None = None
     stack = contextlib.AsyncExitStack()
     try:
-        ids = await create_fleet(aws, FleetSpec(name="bbb-demo", min_size=1, desired=1, max_size=4))
+        spec = FleetSpec(name="bbb-demo", min_size=1, desired=1, max_size=4, warm_pool=warm_pool)
+        ids = await create_fleet(aws, spec)
         sl_url = f"http://127.0.0.1:{sl_port}"
         extra = tuple((node_env or {}).items())
         if challtestsrv is None:
             config = FleetConfig(
-                ids, aws, sl_url, LB_SECRET, BBB_SECRET, workdir / "fleet", extra_env=extra
-            )
+                ids, aws, sl_url, LB_SECRET, BBB_SECRET, workdir / "fleet", extra_env=extra,
+                boot_delay=boot[0], warm_boot_delay=boot[1],
+            )  # fmt: skip
             fleet = EmulatedFleet(layer, config, router)
             await fleet.start()
             scaler_env = fleet.scaler_env(
@@ -212,6 +246,7 @@ async def world(
             )
             w = World(layer, fleet, router, scalelite, scaler_env, ids.asg_name, workdir)
             await _first_node_registered(w)
+            await _pool_warmed(w, warm_pool)
             yield w
             return
         pebble = await asyncio.to_thread(start_pebble, challtestsrv, _workdir(workdir / "pebble"))
@@ -236,7 +271,7 @@ async def world(
         account_arn = (await secrets.create_secret(Name="bbb-demo/acme-account"))["ARN"]
         config = FleetConfig(
             ids, aws, sl_url, LB_SECRET, BBB_SECRET, workdir / "fleet", tls_secret=cert_arn,
-            extra_env=extra,
+            extra_env=extra, boot_delay=boot[0], warm_boot_delay=boot[1],
         )  # fmt: skip
         fleet = EmulatedFleet(layer, config, router)
         await fleet.start()
@@ -261,6 +296,7 @@ async def world(
             VersionedSecret(secrets, cert_arn),
         )  # fmt: skip
         await _first_node_registered(w)
+        await _pool_warmed(w, warm_pool)
         yield w
     finally:
         if scaler is not None and scaler.returncode is None:
@@ -293,6 +329,16 @@ async def _first_node_registered(w: World) -> None:
     raise RuntimeError("the first node never registered in Scalelite")
 
 
+async def _pool_warmed(w: World, size: int) -> None:
+    """Wait until the warm pool holds ``size`` stopped, ready hosts (warmed before the day)."""
+    for _ in range(1200):
+        ready = [i for i in w.layer.instances() if i.lifecycle_state in WARMED_STEADY]
+        if len(ready) >= size:
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"the warm pool never had {size} ready hosts")
+
+
 async def _serving_fleet_certificate(w: World) -> int:
     """Launched nodes whose installed chain (what nginx reads) is the secret's current one."""
     if w.certificate is None:
@@ -315,12 +361,20 @@ async def _status(session: aiohttp.ClientSession, listen: str) -> dict[str, Any]
     return None
 
 
-async def run(duration: float, out: TextIO, workdir: Path) -> DemoSummary:
+def _public_ip(w: World, instance_id: str) -> str:
+    return next(
+        (i.public_ip or "?" for i in w.layer.instances() if i.instance_id == instance_id), "?"
+    )
+
+
+async def run(duration: float, out: TextIO, workdir: Path, warm_pool: int = 2) -> DemoSummary:
     """Play the story over ``duration`` seconds against the live fleet."""
-    summary = DemoSummary()
+    summary = DemoSummary(warm_pool=warm_pool)
     pending = sorted(story(), key=lambda m: m.start)
     running: dict[str, tuple[DemoMeeting, str]] = {}  # name -> (meeting, instance id)
-    async with world(workdir) as w:
+    async with world(workdir, warm_pool=warm_pool, boot=BOOT_DELAYS) as w:
+        serving_before = {s.url for s in w.scalelite.servers() if s.state == "enabled"}
+        from_pool: set[str] = set()
         listen = w.scaler_env["BBBSCALER_HTTP__LISTEN"]
         scaler = w.scaler
         assert scaler is not None, "world(tls=True) starts the scaler"
@@ -333,6 +387,13 @@ async def run(duration: float, out: TextIO, workdir: Path) -> DemoSummary:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
                 while (now := time.monotonic() - started) < duration:
                     notes: list[str] = []
+                    for event in w.layer.events():
+                        if event.kind == "started" and event.instance_id not in from_pool:
+                            from_pool.add(event.instance_id)
+                            notes.append(
+                                f"{event.instance_id} started from the warm pool at "
+                                f"{_public_ip(w, event.instance_id)}"
+                            )
                     for name, (meeting, iid) in list(running.items()):
                         inst = w.fleet.instances.get(iid)
                         if inst is None:
@@ -360,6 +421,8 @@ async def run(duration: float, out: TextIO, workdir: Path) -> DemoSummary:
                         )  # fmt: skip
                         running[meeting.name] = (meeting, inst.instance_id)
                         summary.meetings_started += 1
+                        if inst.instance_id in from_pool:
+                            summary.meetings_on_warm_started += 1
                         ramp_at = ramp_at if ramp_at is not None else now
                     status = await _status(session, listen)
                     target = status["desired"]["target"] if status else None
@@ -379,6 +442,16 @@ async def run(duration: float, out: TextIO, workdir: Path) -> DemoSummary:
                         and int(target) > first_desired
                     ):
                         summary.scale_out_latency_s = round(now - ramp_at, 1)
+                    if summary.time_to_serving_s is None and ramp_at is not None:
+                        new = [
+                            s.url for s in w.scalelite.servers()
+                            if s.state == "enabled" and s.online and s.url not in serving_before
+                        ]  # fmt: skip
+                        if new:
+                            summary.time_to_serving_s = round(now - ramp_at, 1)
+                            iid = w.router.instance_of(new[0]) or "?"
+                            summary.first_serving_from_warm_pool = iid in from_pool
+                            notes.append(f"{iid} serves ({'warm' if iid in from_pool else 'cold'})")
                     nodes = sum(
                         1 for i in w.layer.instances()
                         if i.group == w.asg and i.lifecycle_state == "InService"
@@ -401,6 +474,7 @@ async def run(duration: float, out: TextIO, workdir: Path) -> DemoSummary:
             summary.bbbscaler_exit_code = await scaler.wait()
             summary.certificates_issued = 0 if w.pebble is None else w.pebble.certificates_issued()
             summary.nodes_launched = len(w.fleet.started)
+            summary.warm_starts = len(from_pool)
             summary.nodes_with_fleet_certificate = await _serving_fleet_certificate(w)
     if summary.samples:
         counts = [s.nodes for s in summary.samples]
@@ -443,14 +517,14 @@ def plot(summary: DemoSummary, path: Path) -> None:
 
 
 def main(duration: float, summary_json: Path | None, plot_png: Path | None,
-         out: TextIO = sys.stdout) -> int:  # fmt: skip
+         out: TextIO = sys.stdout, warm_pool: int = 2) -> int:  # fmt: skip
     """Entry of ``bbbsim demo``; exit 0 only if no meeting was ended, the fleet moved and
     one certificate served every node."""
     if not available():
         sys.stderr.write("bbbsim demo: pebble is not installed (apt-get install pebble)\n")
         return 2
     with tempfile.TemporaryDirectory(prefix="bbbsim-demo-") as tmp:
-        summary = asyncio.run(run(duration, out, Path(tmp)))
+        summary = asyncio.run(run(duration, out, Path(tmp), warm_pool))
     out.write("\nsummary\n" + summary_table(summary) + "\n")
     # The summary is kept before the picture is drawn: a failing plot loses no result.
     if summary_json is not None:

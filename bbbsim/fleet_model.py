@@ -34,6 +34,14 @@ What it models, and how (Scalelite's facts: blindsidenetworks/scalelite at v1.8.
 - **Instances** launch when the scaler raises desired capacity and serve
   ``boot_time`` (180 s) later: Pending until then (no metrics, not in
   Scalelite), then InService, registered and enabled (offline until polled).
+- **A warm pool** (``warm_pool``, cfn/fleet.yaml's ``WarmPoolSize``: an
+  absolute size) holds stopped hosts, all ready at the start. A launch takes a
+  ready one first, which serves ``warm_start_time`` (45 s) later; the pool
+  refills at once with a new host that runs through its warm-up for
+  ``boot_time`` before it is stopped and ready; with none ready a launch is
+  cold. Stopped hosts cost only their volumes: their time is
+  ``stopped_instance_hours``; a host warming up runs, and its time counts in
+  ``instance_hours`` with the group's.
 - **The scaler** runs every ``tick`` (10 s): a FleetSnapshot built from the
   model, the real ``decide`` with the real ``History.record``, and the Decision
   carried out as bbbscaler's actuator does (re-enable, set desired, tag and
@@ -56,6 +64,7 @@ against ``place_meeting`` and every poll against ``server_load`` (slow; tests).
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import random
@@ -80,6 +89,7 @@ from bbbscaler.model import (
     Node,
     NodeMetrics,
     ServerView,
+    WarmPool,
 )
 from bbbscaler.policy import (
     DemandHistory,
@@ -135,6 +145,10 @@ class FleetSettings:
     epoch: float = MONDAY
     rollout_at: float | None = None
     """Trace second the group's launch template changes (a new image); None: never."""
+    warm_pool: int = 0
+    """Stopped hosts kept ready in a warm pool (its absolute size); 0: none."""
+    warm_start_time: float = 45.0
+    """Start of a warm pool host to registered in Scalelite."""
     verify: bool = False
 
     @property
@@ -225,6 +239,14 @@ class FleetRun:
     poll_rounds_cut: int = 0
     """Poll rounds that ran into POLLER_WAIT_TIMEOUT + 5 s and left servers unpolled."""
     longest_poll_round_s: float = 0.0
+    stopped_instance_hours: float = 0.0
+    """Warm pool hosts stopped and ready, over time (they cost only their volumes)."""
+    warm_starts: int = 0
+    """Launches a ready warm pool host served."""
+    cold_starts: int = 0
+    """Launches that booted cold (no warm pool host was ready)."""
+    warm_pool: int = 0
+    """The run's warm pool size."""
 
     @property
     def recording_wait_instance_hours(self) -> float:
@@ -256,6 +278,7 @@ class _SimNode:
         "units",
         "up",
         "view",
+        "warm",
     )
 
     def __init__(self, iid: str, launched: float, ready: float, template: int) -> None:
@@ -286,6 +309,12 @@ class _SimNode:
         self.excess = 0
         """Busy micro-cores above the overload line (0 when not overloaded)."""
         self.view: Node | None = None
+        self.warm = False
+        """Started from the warm pool (it serves ``warm_start_time`` after its start)."""
+
+
+def _ready_at(node: _SimNode) -> float:
+    return node.ready
 
 
 class FleetSim:
@@ -310,7 +339,8 @@ class FleetSim:
         self.nodes: dict[str, _SimNode] = {}
         self.waiting: dict[str, _SimNode] = {}
         """Terminated instances the lifecycle hook holds while recordings are processed."""
-        self.booting: deque[_SimNode] = deque()
+        self.booting: list[_SimNode] = []
+        """Soonest ready first (a warm start overtakes a cold boot launched before it)."""
         self.available: dict[str, tuple[float, str]] = {}
         """(load, id) of every server Scalelite may place on."""
         n = len(prepared.start)
@@ -356,6 +386,14 @@ class FleetSim:
         self.template = 1
         """The launch template version the group launches from now."""
         self.rollout_done: float | None = None
+        self.pool_ready = settings.warm_pool
+        """Warm pool hosts stopped and ready (the pool starts full)."""
+        self.pool_warming: deque[float] = deque()
+        """When each warm pool host warming up is ready (its warm-up lasts ``boot_time``)."""
+        self.pool_view: WarmPool | None = None
+        self.stopped_seconds = 0.0
+        self.warm_starts = 0
+        self.cold_starts = 0
         # The first nodes serve from the start, registered and polled.
         first = settings.min_nodes if settings.start_nodes is None else settings.start_nodes
         self._set_capacity(0.0, 0)
@@ -369,7 +407,9 @@ class FleetSim:
     def _clock(self, t: float) -> None:
         dt = t - self.now
         if dt > 0:
-            self.node_seconds += (len(self.nodes) + len(self.waiting)) * dt
+            # A warm pool host warming up runs (and costs) like a member; a ready one is stopped.
+            self.node_seconds += (len(self.nodes) + len(self.waiting) + len(self.pool_warming)) * dt
+            self.stopped_seconds += self.pool_ready * dt
             self.over_seconds += self.over_count * dt
             self.excess_unit_seconds += self.excess_units * dt
             self.now = t
@@ -417,15 +457,25 @@ class FleetSim:
 
     def _launch(self, t: float, up: bool = False) -> _SimNode:
         self.launched += 1
-        ready = t + (0.0 if up else self.s.boot_time)
+        warm = not up and self.pool_ready > 0
+        ready = t + (0.0 if up else self.s.warm_start_time if warm else self.s.boot_time)
         node = _SimNode(f"i-{self.launched:017x}", t, ready, self.template)
+        node.warm = warm
         self.nodes[node.id] = node
+        if warm:
+            # Its place in the pool is refilled at once, by a host that warms up first.
+            self.pool_ready -= 1
+            self.pool_warming.append(t + self.s.boot_time)
+            self.pool_view = None
+            self.warm_starts += 1
+        elif not up:
+            self.cold_starts += 1
         if up:
             self._boot(node)
             node.online, node.load = True, 0.0
             self._changed(node)
         else:
-            self.booting.append(node)
+            bisect.insort(self.booting, node, key=_ready_at)
         self._count_instances(t)
         return node
 
@@ -659,9 +709,10 @@ class FleetSim:
             tj = self.join_events[0][0] if self.join_events else _INF
             tr = self.processed[0][0] if self.processed else _INF
             tb = self.booting[0].ready if self.booting else _INF
+            tw = self.pool_warming[0] if self.pool_warming else _INF
             ts = p.start[self.next_start] if self.next_start < n else _INF
             tp = self.next_poll
-            t = min(te, ta, tj, tr, tb, tp, ts)
+            t = min(te, ta, tj, tr, tb, tw, tp, ts)
             if t > until:
                 break
             self._clock(t)
@@ -675,7 +726,11 @@ class FleetSim:
             elif tr == t:
                 self._processing_done(t, heapq.heappop(self.processed)[1])
             elif tb == t:
-                self._boot(self.booting.popleft())
+                self._boot(self.booting.pop(0))
+            elif tw == t:
+                self.pool_warming.popleft()
+                self.pool_ready += 1
+                self.pool_view = None
             elif tp == t:
                 self.next_poll += self._poll() + self.s.poller.interval
             else:
@@ -697,6 +752,7 @@ class FleetSim:
                 launched_at=e + node.launched,
                 server=ServerView(node.id, "absent", None, False),
                 launch=launch,
+                warm_start=node.warm,
             )
         since = None if node.draining_since is None else e + node.draining_since
         return Node(
@@ -714,6 +770,7 @@ class FleetSim:
             ),
             server=ServerView(node.id, node.state, node.load, node.online, node.multiplier),
             launch=launch,
+            warm_start=node.warm,
         )
 
     def snapshot(self, t: float) -> FleetSnapshot:
@@ -741,7 +798,22 @@ class FleetSim:
                 frozenset({"AZRebalance"}),
                 launch,
             )
-        return FleetSnapshot(self.s.epoch + t, self.group, self.views)
+        return FleetSnapshot(self.s.epoch + t, self.group, self.views, pool=self._pool())
+
+    def _pool(self) -> WarmPool | None:
+        """The warm pool as DescribeWarmPool would list it (ids stand for its hosts)."""
+        size = self.s.warm_pool
+        if not size:
+            return None
+        if self.pool_view is None:
+            ready = self.pool_ready
+            self.pool_view = WarmPool(
+                min_size=size,
+                max_prepared=size,
+                ready=tuple(f"w-{k}" for k in range(ready)),
+                warming=tuple(f"w-{k}" for k in range(ready, ready + len(self.pool_warming))),
+            )
+        return self.pool_view
 
     def forecast(self, now: float) -> Forecast | None:
         """The forecast preset's forecast at ``now``; made again when a new step of history
@@ -858,6 +930,10 @@ class FleetSim:
             rollout_s=None
             if self.rollout_done is None or self.s.rollout_at is None
             else self.rollout_done - self.s.rollout_at,
+            stopped_instance_hours=self.stopped_seconds / 3600,
+            warm_starts=self.warm_starts,
+            cold_starts=self.cold_starts,
+            warm_pool=self.s.warm_pool,
         )
 
 
@@ -866,6 +942,7 @@ def policy_config(preset: Preset, settings: FleetSettings) -> PolicyConfig:
     return replace(
         PolicyConfig.preset_values(preset),
         boot_time=settings.boot_time,
+        warm_start_time=settings.warm_start_time,
         gap_limit=3 * settings.tick,
     )
 

@@ -17,6 +17,7 @@ from it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from bbbnode.hostconfig import HostPaths
@@ -322,3 +323,14 @@ def make_host(root: Path) -> HostPaths:
         path.write_text(text)
         path.chmod(MODES.get(name, 0o644))
     return paths
+
+
+def traces(root: Path, *needles: str) -> list[str]:
+    """``file: needle`` for every file under ``root`` that still names one of ``needles``
+    (an address or a name), a whole token: 10.0.9.9 does not match inside 10.0.9.99."""
+    patterns = [re.compile(r"(?<![\d.])" + re.escape(n) + r"(?![\d])") for n in needles]
+    found = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        text = path.read_text(errors="replace")
+        found += [f"{path.relative_to(root)}: {p.pattern}" for p in patterns if p.search(text)]
+    return found

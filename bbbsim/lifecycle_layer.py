@@ -20,6 +20,21 @@ byte for byte except the Auto Scaling calls the layer owns:
 * the capacity rules moto skips: desired within min..max, and scale-in through
   desired capacity picks victims by the default termination policy, never a
   protected instance;
+* launch lifecycle hooks: a new instance is ``Pending`` for a moment
+  (``launching_pause``: no lifecycle action yet), then waits in ``Pending:Wait``
+  until its launch hooks are completed (CONTINUE: in service; ABANDON or a
+  timeout with ABANDON: terminated and replaced);
+* warm pools (PutWarmPool, DescribeWarmPool, DeleteWarmPool): the pool keeps its
+  size by itself (launching, or terminating surplus through the termination hooks
+  as ``Warmed:Terminating:Wait``, where a stopped instance answers nothing and
+  waits out its timeout); an instance launched into it is ``Warmed:Pending``, waits
+  in ``Warmed:Pending:Wait`` for the launch hooks, then is stopped
+  (``Warmed:Stopped``); a scale-out starts pool instances first, each with a new
+  public address, through ``Pending`` and ``Pending:Wait`` again, and launches the
+  rest cold; a warm start can be made to fail (``fail_warm_starts``), which makes
+  that launch a cold one. Warm instances are not members of the group in moto:
+  the layer lists them in DescribeWarmPool and DescribeAutoScalingInstances,
+  counts them in DescribeAutoScalingGroups' ``WarmPoolSize``, and runs them in EC2;
 * fault injection (throttling, HTTP 500/503, a DescribeAutoScalingInstances that
   answers empty) and an in-process view of launches and terminations for the
   simulator and the IMDS emulator.
@@ -48,7 +63,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 import aiohttp
@@ -70,10 +85,19 @@ log = logs.get(__name__)
 
 Clock = Callable[[], float]
 FaultKind = Literal["throttling", "http500", "http503", "empty"]
-EventKind = Literal["launched", "terminating", "terminated", "detached"]
+EventKind = Literal["launched", "terminating", "terminated", "detached", "stopped", "started"]
+"""``stopped``/``started``: a warm pool instance stopped after its warm-up, or started again
+to enter service (with a new public address): the emulated host stops and boots with it."""
 
 AUTOSCALING_NS = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
 TERMINATING_TRANSITION = "autoscaling:EC2_INSTANCE_TERMINATING"
+LAUNCHING_TRANSITION = "autoscaling:EC2_INSTANCE_LAUNCHING"
+POOL_STATES = ("Stopped", "Running", "Hibernated")
+"""PoolState's valid values (WarmPoolConfiguration, EC2 Auto Scaling API Reference)."""
+WARMED_STEADY = frozenset(f"Warmed:{state}" for state in POOL_STATES)
+"""A warm pool instance ready to be started into the group."""
+PUBLIC_POOL = "198.51.100"
+"""TEST-NET-2 (RFC 5737): the public addresses the layer hands out; nothing connects to them."""
 # AWS keeps an instance in a wait state at most 48 h or 100 heartbeat timeouts.
 MAX_GLOBAL_TIMEOUT = 172_800
 HEARTBEAT_LIMIT_FACTOR = 100
@@ -85,13 +109,21 @@ _HOP_BY_HOP = frozenset(
 )
 _READ_ONLY_PREFIXES = ("Describe", "Get", "List")
 _STATE_FOR_TARGET = {
+    "Pending": "InService",
+    "Pending:Wait": "InService",
     "InService": "InService",
     "Terminating": "Terminated",
     "Terminating:Wait": "Terminated",
     "Standby": "Standby",
+    "Warmed:Terminating": "Warmed:Terminated",
+    "Warmed:Terminating:Wait": "Warmed:Terminated",
+    **{state: state for state in WARMED_STEADY},
 }
-"""IMDS ``autoscaling/target-lifecycle-state`` for the ASG's state of an instance (the
-state it is headed for). A new transition (warm pools' ``Warmed:*``) adds its own."""
+"""IMDS ``autoscaling/target-lifecycle-state`` for the ASG's state of an instance: the
+steady state it is headed for ("InService", "Terminated", "Warmed:Stopped", ...;
+"Retrieve the target lifecycle state through instance metadata", EC2 Auto Scaling User
+Guide). An instance on its way into the warm pool heads for the pool's state
+(:meth:`LifecycleLayer.target_lifecycle_state`)."""
 EMPTY_CAPABLE = frozenset({"DescribeAutoScalingInstances"})
 """Calls an ``empty`` fault applies to: a describe that does not list the instance yet."""
 
@@ -250,10 +282,13 @@ class Termination:
     hooks: tuple[PendingHook, ...]
     wait_from: float = 0.0
     activity_id: str = ""
+    warm: bool = False
+    """A warm pool instance: its states are ``Warmed:Terminating(:Wait)``."""
 
     def state_at(self, now: float) -> str:
         """The ASG's LifecycleState of the instance at ``now``."""
-        return "Terminating" if now < self.wait_from else "Terminating:Wait"
+        state = "Terminating" if now < self.wait_from else "Terminating:Wait"
+        return f"Warmed:{state}" if self.warm else state
 
     def waiting(self, now: float) -> bool:
         """Its lifecycle actions exist (heartbeat and complete are accepted)."""
@@ -287,7 +322,90 @@ def start_termination(
     return Termination(instance_id, group, scope, protected, now, pending, wait_from)
 
 
-def record_heartbeat(term: Termination, hook_name: str, now: float) -> Termination:
+@dataclass(frozen=True, slots=True)
+class LaunchWait:
+    """An instance its launch hooks hold: into service, or (``into_pool``) into the warm pool.
+
+    ``Pending`` (``Warmed:Pending``) from ``started_at``, the lifecycle action does not
+    exist yet; ``Pending:Wait`` (``Warmed:Pending:Wait``) from ``wait_from`` until the
+    hooks are done. With a launch hook, an instance launched into the warm pool "first
+    pauses ... when it reaches the Warmed:Pending:Wait state, and then again when the
+    instance restarts and reaches the Pending:Wait state"; one launched straight into the
+    group pauses "only at the Pending:Wait state" ("Use lifecycle hooks with a warm pool",
+    EC2 Auto Scaling User Guide).
+    """
+
+    instance_id: str
+    group: str
+    scope: Scope
+    started_at: float
+    hooks: tuple[PendingHook, ...]
+    wait_from: float
+    into_pool: bool = False
+
+    def state_at(self, now: float) -> str:
+        state = "Pending" if now < self.wait_from else "Pending:Wait"
+        return f"Warmed:{state}" if self.into_pool else state
+
+    def waiting(self, now: float) -> bool:
+        return now >= self.wait_from
+
+
+def start_launch(
+    instance_id: str,
+    group: str,
+    scope: Scope,
+    hooks: Sequence[HookConfig],
+    now: float,
+    new_token: Callable[[], str],
+    pause: float = 0.0,
+    *,
+    into_pool: bool = False,
+) -> LaunchWait:
+    """The launch of an instance held by ``hooks``; the wait begins ``pause`` s after ``now``."""
+    wait_from = now + pause
+    pending = tuple(
+        PendingHook(
+            hook_name=hook.name,
+            token=new_token(),
+            heartbeat_timeout=hook.heartbeat_timeout,
+            default_result=hook.default_result,
+            deadline=wait_from + hook.heartbeat_timeout,
+            global_deadline=wait_from + global_timeout(hook.heartbeat_timeout),
+        )
+        for hook in hooks
+    )
+    return LaunchWait(instance_id, group, scope, now, pending, wait_from, into_pool)
+
+
+def complete_launch_hook(
+    wait: LaunchWait, hook_name: str, result: str
+) -> tuple[LaunchWait | None, bool]:
+    """(what still waits, abandoned): None with False lets the instance go on, into service
+    or into the pool; ABANDON terminates it (CompleteLifecycleAction, API Reference)."""
+    if result == "ABANDON":
+        return None, True
+    remaining = tuple(h for h in wait.hooks if h.hook_name != hook_name)
+    return (dataclasses.replace(wait, hooks=remaining) if remaining else None), False
+
+
+def expire_launch_hooks(wait: LaunchWait, now: float) -> tuple[LaunchWait | None, bool]:
+    """Apply the default result of every launch hook whose deadline has passed."""
+    current: LaunchWait | None = wait
+    for hook in wait.hooks:
+        if current is None:
+            break
+        if min(hook.deadline, hook.global_deadline) <= now:
+            current, abandoned = complete_launch_hook(current, hook.hook_name, hook.default_result)
+            if abandoned:
+                return None, True
+    return current, False
+
+
+_Waiting = TypeVar("_Waiting", Termination, LaunchWait)
+
+
+def record_heartbeat(term: _Waiting, hook_name: str, now: float) -> _Waiting:
     """Restart the hook's timeout from ``now``, never past its global timeout."""
     hooks = tuple(
         dataclasses.replace(h, deadline=min(now + h.heartbeat_timeout, h.global_deadline))
@@ -296,6 +414,64 @@ def record_heartbeat(term: Termination, hook_name: str, now: float) -> Terminati
         for h in term.hooks
     )
     return dataclasses.replace(term, hooks=hooks)
+
+
+@dataclass(frozen=True, slots=True)
+class WarmPoolConfig:
+    """A group's warm pool as PutWarmPool set it."""
+
+    min_size: int = 0
+    max_prepared: int | None = None
+    """MaxGroupPreparedCapacity; None (or -1 given): unset, the group's MaxSize counts."""
+    pool_state: str = "Stopped"
+    reuse_on_scale_in: bool = False
+    deleting: bool = False
+    """DeleteWarmPool was called: Status PendingDelete until its instances are gone."""
+
+    @property
+    def warmed_state(self) -> str:
+        """The lifecycle state of a ready instance: ``Warmed:Stopped`` and the like."""
+        return f"Warmed:{self.pool_state}"
+
+
+def warm_pool_size(config: WarmPoolConfig, max_size: int, desired: int) -> int:
+    """How many instances the pool keeps.
+
+    "If a value for MaxGroupPreparedCapacity is not specified, Amazon EC2 Auto Scaling
+    launches and maintains the difference between the group's maximum capacity and its
+    desired capacity. If you specify a value for MaxGroupPreparedCapacity, Amazon EC2 Auto
+    Scaling uses the difference between the MaxGroupPreparedCapacity and the desired
+    capacity instead ... Only when MaxGroupPreparedCapacity and MinSize are set to the same
+    value does the warm pool have an absolute size" (PutWarmPool, EC2 Auto Scaling API
+    Reference); MinSize is the floor.
+    """
+    if config.deleting:
+        return 0
+    cap = max_size if config.max_prepared is None else config.max_prepared
+    return max(config.min_size, cap - desired, 0)
+
+
+def warm_pool_config(params: Mapping[str, str], current: WarmPoolConfig | None) -> WarmPoolConfig:
+    """PutWarmPool's parameters over the current configuration, or ValidationError."""
+    base = current if current is not None and not current.deleting else WarmPoolConfig()
+    min_size = _optional_int(params, "MinSize")
+    prepared = _optional_int(params, "MaxGroupPreparedCapacity")
+    state = params.get("PoolState") or base.pool_state
+    if min_size is not None and min_size < 0:
+        raise _validation("MinSize must be greater than or equal to 0")
+    if prepared is not None and prepared < -1:
+        raise _validation("MaxGroupPreparedCapacity must be greater than or equal to -1")
+    if state not in POOL_STATES:
+        raise _validation(f"PoolState must be one of {', '.join(POOL_STATES)}")
+    reuse = params.get("InstanceReusePolicy.ReuseOnScaleIn")
+    return WarmPoolConfig(
+        min_size=base.min_size if min_size is None else min_size,
+        max_prepared=base.max_prepared
+        if prepared is None
+        else (None if prepared < 0 else prepared),
+        pool_state=state,
+        reuse_on_scale_in=base.reuse_on_scale_in if reuse is None else reuse.lower() == "true",
+    )
 
 
 def complete_hook(term: Termination, hook_name: str, result: str) -> Termination | None:
@@ -352,6 +528,7 @@ class InstanceInfo:
     """The launch template version number it was launched from ("" without a template)."""
     launch_named: str = ""
     """That version as the group named it at the launch (``$Latest``, ``$Default``, "3")."""
+    instance_type: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -680,6 +857,99 @@ def activities_result(activities: Sequence[Activity]) -> ET.Element:
     return result
 
 
+def _launch_template_element(parent: ET.Element, template_id: str, version: str) -> None:
+    if not template_id:
+        return
+    template = ET.SubElement(parent, _tag("LaunchTemplate"))
+    ET.SubElement(template, _tag("LaunchTemplateId")).text = template_id
+    ET.SubElement(template, _tag("Version")).text = version
+
+
+def warm_pool_result(
+    config: WarmPoolConfig | None, instances: Sequence[InstanceInfo], template_id: str
+) -> ET.Element:
+    """The ``DescribeWarmPoolResult``: the configuration (none without a pool) and the pool's
+    instances with their ``Warmed:*`` states."""
+    result = ET.Element(_tag("DescribeWarmPoolResult"))
+    if config is not None:
+        conf = ET.SubElement(result, _tag("WarmPoolConfiguration"))
+        if config.max_prepared is not None:
+            ET.SubElement(conf, _tag("MaxGroupPreparedCapacity")).text = str(config.max_prepared)
+        ET.SubElement(conf, _tag("MinSize")).text = str(config.min_size)
+        ET.SubElement(conf, _tag("PoolState")).text = config.pool_state
+        if config.deleting:
+            ET.SubElement(conf, _tag("Status")).text = "PendingDelete"
+        reuse = ET.SubElement(conf, _tag("InstanceReusePolicy"))
+        ET.SubElement(reuse, _tag("ReuseOnScaleIn")).text = str(config.reuse_on_scale_in).lower()
+    listed = ET.SubElement(result, _tag("Instances"))
+    for info in instances:
+        member = ET.SubElement(listed, _tag("member"))
+        for name, value in (
+            ("InstanceId", info.instance_id),
+            ("InstanceType", info.instance_type),
+            ("AvailabilityZone", info.availability_zone),
+            ("LifecycleState", info.lifecycle_state),
+            ("HealthStatus", "Healthy" if info.healthy else "Unhealthy"),
+        ):
+            ET.SubElement(member, _tag(name)).text = value
+        _launch_template_element(member, template_id, info.launch_version)
+    return result
+
+
+def add_warm_instances(
+    body: bytes, instances: Sequence[InstanceInfo], template_ids: Mapping[str, str]
+) -> bytes | None:
+    """A DescribeAutoScalingInstances answer that also lists ``instances`` of warm pools, as
+    AWS does (their LifecycleState is one of the ``Warmed:*`` values of
+    AutoScalingInstanceDetails, API Reference); None when there are none to add."""
+    if not instances:
+        return None
+    root = ET.fromstring(body)  # noqa: S314 - moto's answer on loopback
+    listed = root.find(
+        f"{_tag('DescribeAutoScalingInstancesResult')}/{_tag('AutoScalingInstances')}"
+    )
+    if listed is None:
+        return None
+    for info in instances:
+        member = ET.SubElement(listed, _tag("member"))
+        for name, value in (
+            ("InstanceId", info.instance_id),
+            ("InstanceType", info.instance_type),
+            ("AutoScalingGroupName", info.group),
+            ("AvailabilityZone", info.availability_zone),
+            ("LifecycleState", info.lifecycle_state),
+            # DescribeAutoScalingInstances spells health in capitals.
+            ("HealthStatus", "HEALTHY" if info.healthy else "UNHEALTHY"),
+            ("ProtectedFromScaleIn", "false"),
+        ):
+            ET.SubElement(member, _tag(name)).text = value
+        _launch_template_element(member, template_ids.get(info.group, ""), info.launch_version)
+    rewritten: bytes = ET.tostring(root, encoding="utf-8", default_namespace=AUTOSCALING_NS)
+    return rewritten
+
+
+def rewrite_warm_pool_sizes(body: bytes, sizes: Mapping[str, int]) -> bytes | None:
+    """A DescribeAutoScalingGroups answer with ``WarmPoolSize`` (the instances in each group's
+    warm pool) for the groups that have one; None when nothing changed."""
+    if not sizes:
+        return None
+    root = ET.fromstring(body)  # noqa: S314 - moto's answer on loopback
+    changed = False
+    for member in root.iter(_tag("member")):
+        name = member.findtext(_tag("AutoScalingGroupName"))
+        if name is None or name not in sizes or member.find(_tag("DesiredCapacity")) is None:
+            continue
+        node = member.find(_tag("WarmPoolSize"))
+        if node is None:
+            node = ET.SubElement(member, _tag("WarmPoolSize"))
+        node.text = str(sizes[name])
+        changed = True
+    if not changed:
+        return None
+    rewritten: bytes = ET.tostring(root, encoding="utf-8", default_namespace=AUTOSCALING_NS)
+    return rewritten
+
+
 # ------------------------------------------------------------------- the layer
 
 
@@ -700,9 +970,19 @@ class _GroupView:
     template_version: str = ""
     """The group's launch template and version as it names them ("" without a template)."""
     suspended: frozenset[str] = frozenset()
+    subnets: tuple[str, ...] = ()
 
     def in_service(self) -> tuple[InstanceInfo, ...]:
         return tuple(i for i in self.instances if i.lifecycle_state == "InService")
+
+    def active(self) -> tuple[InstanceInfo, ...]:
+        """In service or on the way there: what moto counts as InService, since the layer
+        holds launching instances there and only shows them Pending."""
+        return tuple(
+            i
+            for i in self.instances
+            if i.lifecycle_state in ("InService", "Pending", "Pending:Wait")
+        )
 
 
 class LifecycleLayer:
@@ -715,11 +995,14 @@ class LifecycleLayer:
         clock: Clock = time.time,
         rng: random.Random | None = None,
         terminating_pause: float = 0.0,
+        launching_pause: float = 0.0,
     ) -> None:
         """``terminating_pause``: seconds an instance is ``Terminating`` before its hooks'
-        ``Terminating:Wait`` (AWS moves on within moments; tests widen the window)."""
+        ``Terminating:Wait``; ``launching_pause`` the same for ``Pending`` before
+        ``Pending:Wait`` (AWS moves on within moments; tests widen the windows)."""
         self._moto = moto_endpoint.rstrip("/")
         self.terminating_pause = terminating_pause
+        self.launching_pause = launching_pause
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self._lock = asyncio.Lock()
@@ -740,6 +1023,14 @@ class LifecycleLayer:
         self._activities: dict[str, Activity] = {}
         self._surplus: dict[tuple[Scope, str], Surplus] = {}
         self._launch_first: dict[tuple[Scope, str], bool] = {}
+        self._pools: dict[tuple[str, str], WarmPoolConfig] = {}
+        """By (region, group): every fake access key lands in moto's one account."""
+        self._warm: dict[str, InstanceInfo] = {}
+        """Warm pool instances (never members of the group in moto), in their steady state."""
+        self._launches: dict[str, LaunchWait] = {}
+        self._pool_templates: dict[tuple[str, str], str] = {}
+        self._addresses = 0
+        self._failing_starts = 0
 
     @property
     def moto_endpoint(self) -> str:
@@ -772,27 +1063,49 @@ class LifecycleLayer:
     # ------------------------------------------------------ in-process API
 
     def instances(self) -> tuple[InstanceInfo, ...]:
-        """Instances currently in a group (in service, standby or terminating)."""
-        return tuple(
-            self._with_overlay(info) for info in sorted(self._known.values(), key=_launch_order)
-        )
+        """Instances of a group (in service, launching, standby or terminating) and of its
+        warm pool (``Warmed:*``)."""
+        every = [*self._known.values(), *self._warm.values()]
+        return tuple(self._with_overlay(info) for info in sorted(every, key=_launch_order))
 
     def target_lifecycle_state(self, instance_id: str) -> str | None:
         """What IMDS ``autoscaling/target-lifecycle-state`` shows; None if never seen."""
-        if instance_id in self._terminations:
-            return "Terminated"
-        info = self._known.get(instance_id)
+        term = self._terminations.get(instance_id)
+        if term is not None:
+            return "Warmed:Terminated" if term.warm else "Terminated"
+        wait = self._launches.get(instance_id)
+        if wait is not None and wait.into_pool:
+            # On its way into the pool it heads for the pool's state (Warmed:Stopped).
+            return self._pool_of(wait.scope, wait.group).warmed_state
+        info = self._known.get(instance_id) or self._warm.get(instance_id)
         if info is not None:
-            return _STATE_FOR_TARGET.get(info.lifecycle_state, info.lifecycle_state)
+            state = self._with_overlay(info).lifecycle_state
+            return _STATE_FOR_TARGET.get(state, state)
         return self._gone.get(instance_id)
 
     def lifecycle_actions(self) -> tuple[LifecycleAction, ...]:
         """Pending lifecycle actions with their tokens and deadlines."""
+        waits: list[Termination | LaunchWait] = [
+            *self._terminations.values(),
+            *self._launches.values(),
+        ]
         return tuple(
-            LifecycleAction(t.instance_id, t.group, h.hook_name, h.token, h.deadline)
-            for t in self._terminations.values()
-            for h in t.hooks
+            LifecycleAction(w.instance_id, w.group, h.hook_name, h.token, h.deadline)
+            for w in waits
+            for h in w.hooks
         )
+
+    def warm_pool(self, group: str) -> WarmPoolConfig | None:
+        """The warm pool of ``group`` as the layer runs it; None without one."""
+        return next((c for (_, g), c in self._pools.items() if g == group), None)
+
+    def fail_warm_starts(self, count: int = 1) -> None:
+        """Make the next ``count`` starts of warm pool instances fail (as a start does when
+        the zone is out of capacity): those launches are cold ones, and the instances stay
+        stopped in the pool ("Warm pools ... Limitations", EC2 Auto Scaling User Guide: "You
+        could also experience cold starts if an Availability Zone is out of capacity")."""
+        self._failing_starts += count
+        log.info("fault_injected", kind="warm_start", count=count)
 
     def events(self) -> tuple[FleetEvent, ...]:
         """Every event since start or the last reset."""
@@ -851,11 +1164,22 @@ class LifecycleLayer:
                     await self._finish(term)
                 elif updated != term:
                     self._terminations[instance_id] = updated
+            for instance_id, wait in list(self._launches.items()):
+                waited, abandoned = expire_launch_hooks(wait, now)
+                if waited is None:
+                    log.info(
+                        "lifecycle_hook_timeout", instance_id=instance_id, group=wait.group,
+                        abandoned=abandoned,
+                    )  # fmt: skip
+                    await self._launch_done(wait, abandoned)
+                elif waited != wait:
+                    self._launches[instance_id] = waited
             for surplus in list(self._surplus.values()):
                 await self._end_surplus(surplus)
             for scope in list(self._scopes):
                 await self._replace_unhealthy(scope)
                 await self._converge(scope)
+                await self._keep_pools(scope)
 
     async def rebalance(self, group: str, region: str | None = None) -> bool:
         """AZ rebalancing, as AWS starts it by itself: launch one instance first, then (at the
@@ -938,7 +1262,10 @@ class LifecycleLayer:
                 for observer in list(self._observers):
                     await observer(call.service, call.action)
             if call.service == "autoscaling" and call.action in _DESCRIBE_WITH_INSTANCES:
-                return self._overlay_response(response, call.scope)
+                response = self._overlay_response(response, call.scope)
+                if call.action == "DescribeAutoScalingInstances":
+                    return self._with_warm_instances(response, call)
+                return response
             if call.service == "autoscaling" and call.action == "DescribeLifecycleHooks":
                 return _rewritten(response, rewrite_hooks)
             if (
@@ -996,12 +1323,30 @@ class LifecycleLayer:
                     "ProtectedFromScaleIn": str(t.protected).lower(),
                 }
             )
+        for iid, w in self._launches.items():
+            overlay.setdefault(iid, {})["LifecycleState"] = w.state_at(now)
         # Every fake access key lands in moto's one default account: match the region only.
         desired = {
             g: sp.desired for (sc, g), sp in self._surplus.items() if sc.region == scope.region
         }
+        pools = {
+            g: sum(1 for w in self._warm.values() if w.group == g)
+            for (region, g) in self._pools
+            if region == scope.region
+        }
         response = _rewritten(response, lambda body: rewrite_instances(body, overlay))
+        response = _rewritten(response, lambda body: rewrite_warm_pool_sizes(body, pools))
         return _rewritten(response, lambda body: rewrite_groups(body, desired))
+
+    def _with_warm_instances(self, response: web.Response, call: Call) -> web.Response:
+        asked = set(member_list(call.params, "InstanceIds"))
+        warm = [
+            self._with_overlay(info)
+            for info in sorted(self._warm.values(), key=_launch_order)
+            if info.region == call.scope.region and (not asked or info.instance_id in asked)
+        ]
+        templates = {g: t for (r, g), t in self._pool_templates.items() if r == call.scope.region}
+        return _rewritten(response, lambda body: add_warm_instances(body, warm, templates))
 
     def _take_fault(self, call: Call) -> FaultKind | None:
         for index, fault in enumerate(self._faults):
@@ -1116,25 +1461,343 @@ class LifecycleLayer:
         result = _required(call.params, "LifecycleActionResult")
         if result not in LIFECYCLE_RESULTS:
             raise _validation(f"Invalid lifecycle action result: {result}")
-        term, hook_name = self._find_action(call)
-        updated = complete_hook(term, hook_name, result)
+        wait, hook_name = self._find_action(call)
         log.info(
             "lifecycle_action_completed",
-            instance_id=term.instance_id,
+            instance_id=wait.instance_id,
             hook=hook_name,
             result=result,
         )
+        if isinstance(wait, LaunchWait):
+            waited, abandoned = complete_launch_hook(wait, hook_name, result)
+            if waited is None:
+                await self._launch_done(wait, abandoned)
+            else:
+                self._launches[wait.instance_id] = waited
+            return query_response(call.action, ET.Element(_tag("CompleteLifecycleActionResult")))
+        updated = complete_hook(wait, hook_name, result)
         if updated is None:
-            await self._finish(term)
+            await self._finish(wait)
         else:
-            self._terminations[term.instance_id] = updated
+            self._terminations[wait.instance_id] = updated
         return query_response(call.action, ET.Element(_tag("CompleteLifecycleActionResult")))
 
     async def _heartbeat(self, call: Call, request: web.Request, body: bytes) -> web.StreamResponse:
-        term, hook_name = self._find_action(call)
-        self._terminations[term.instance_id] = record_heartbeat(term, hook_name, self._clock())
-        log.info("lifecycle_heartbeat", instance_id=term.instance_id, hook=hook_name)
+        wait, hook_name = self._find_action(call)
+        if isinstance(wait, LaunchWait):
+            self._launches[wait.instance_id] = record_heartbeat(wait, hook_name, self._clock())
+        else:
+            self._terminations[wait.instance_id] = record_heartbeat(wait, hook_name, self._clock())
+        log.info("lifecycle_heartbeat", instance_id=wait.instance_id, hook=hook_name)
         return query_response(call.action, ET.Element(_tag("RecordLifecycleActionHeartbeatResult")))
+
+    # ------------------------------------------------------------ warm pools
+
+    async def _put_warm_pool(
+        self, call: Call, request: web.Request, body: bytes
+    ) -> web.StreamResponse:
+        name = _required(call.params, "AutoScalingGroupName")
+        group = await self._group(call.scope, name)
+        key = (call.scope.region, name)
+        config = warm_pool_config(call.params, self._pools.get(key))
+        response = await self._forward(request, body)
+        if response.status >= 400:
+            return response
+        self._pools[key] = config
+        self._pool_templates[key] = group.template_id
+        log.info(
+            "warm_pool_put", group=name, min_size=config.min_size,
+            max_prepared=config.max_prepared, pool_state=config.pool_state,
+        )  # fmt: skip
+        await self._keep_pool(call.scope, group)
+        return query_response(call.action, ET.Element(_tag("PutWarmPoolResult")))
+
+    async def _describe_warm_pool(
+        self, call: Call, request: web.Request, body: bytes
+    ) -> web.StreamResponse:
+        name = _required(call.params, "AutoScalingGroupName")
+        await self._group(call.scope, name)
+        key = (call.scope.region, name)
+        members = [
+            self._with_overlay(info)
+            for info in sorted(self._warm.values(), key=_launch_order)
+            if info.group == name and info.region == call.scope.region
+        ]
+        result = warm_pool_result(self._pools.get(key), members, self._pool_templates.get(key, ""))
+        return query_response(call.action, result)
+
+    async def _delete_warm_pool(
+        self, call: Call, request: web.Request, body: bytes
+    ) -> web.StreamResponse:
+        name = _required(call.params, "AutoScalingGroupName")
+        force = call.params.get("ForceDelete", "false").lower() == "true"
+        key = (call.scope.region, name)
+        config = self._pools.get(key)
+        if config is None:
+            raise _validation(f"No warm pool found for Auto Scaling group {name}.")
+        self._pools[key] = dataclasses.replace(config, deleting=True)
+        hooks = [] if force else await self._hooks(call.scope, name, TERMINATING_TRANSITION)
+        for info in [w for w in self._warm.values() if w.group == name]:
+            if info.instance_id not in self._terminations:
+                await self._end_warm(call.scope, info, hooks, "the warm pool was deleted")
+        await self._drop_deleted_pool(call.scope, name)
+        return query_response(call.action, ET.Element(_tag("DeleteWarmPoolResult")))
+
+    async def _drop_deleted_pool(self, scope: Scope, name: str) -> None:
+        """Forget a deleted pool once its last instance is gone (moto's record with it)."""
+        key = (scope.region, name)
+        config = self._pools.get(key)
+        if config is None or not config.deleting:
+            return
+        if any(w.group == name and w.region == scope.region for w in self._warm.values()):
+            return
+        del self._pools[key]
+        with contextlib.suppress(ClientError, BotoCoreError, ResponseParserError):
+            await self._client(scope).autoscaling.delete_warm_pool(
+                AutoScalingGroupName=name, ForceDelete=True
+            )
+        log.info("warm_pool_deleted", group=name)
+
+    def _pool_of(self, scope: Scope, group: str) -> WarmPoolConfig:
+        return self._pools.get((scope.region, group)) or WarmPoolConfig()
+
+    async def _keep_pools(self, scope: Scope) -> None:
+        for region, name in list(self._pools):
+            if region != scope.region:
+                continue
+            groups = await self._groups(scope, [name])
+            if groups:
+                await self._keep_pool(scope, groups[0])
+            await self._drop_deleted_pool(scope, name)
+
+    async def _keep_pool(self, scope: Scope, group: _GroupView) -> None:
+        """Launch into the pool, or terminate from it, until it has its size: the pool
+        refills by itself after a scale-out took from it."""
+        config = self._pools.get((scope.region, group.name))
+        if config is None:
+            return
+        pool = [
+            w for w in self._warm.values()
+            if w.group == group.name and w.region == scope.region
+            and w.instance_id not in self._terminations
+        ]  # fmt: skip
+        size = warm_pool_size(config, group.max_size, group.desired)
+        for index in range(len(pool), size):
+            await self._launch_into_pool(scope, group, config, index)
+        if len(pool) > size:
+            victims = choose_victims(
+                [_candidate(w) for w in pool], len(pool) - size, self._clock(), self._rng
+            )
+            hooks = await self._hooks(scope, group.name, TERMINATING_TRANSITION)
+            for victim in victims:
+                await self._end_warm(
+                    scope, self._warm[victim], hooks, "the warm pool is larger than its size"
+                )
+
+    async def _launch_into_pool(
+        self, scope: Scope, group: _GroupView, config: WarmPoolConfig, index: int
+    ) -> None:
+        """Run one instance for the pool from the group's launch template; its launch hooks
+        hold it in Warmed:Pending:Wait, or it is stopped at once: AWS "does not wait for user
+        data to finish running" ("Use lifecycle hooks with a warm pool")."""
+        ec2 = self._client(scope).ec2
+        named, number = await self._template_version(scope, group)
+        spec: dict[str, Any] = {"MinCount": 1, "MaxCount": 1}
+        if group.template_id:
+            spec["LaunchTemplate"] = {"LaunchTemplateId": group.template_id, "Version": number}
+        if group.subnets:
+            spec["SubnetId"] = group.subnets[index % len(group.subnets)]
+        answer = await ec2.run_instances(**spec)
+        raw = answer["Instances"][0]
+        instance_id = raw["InstanceId"]
+        tags = [{"Key": "aws:autoscaling:groupName", "Value": group.name}]
+        if group.template_id:
+            tags += [
+                {"Key": "aws:ec2launchtemplate:id", "Value": group.template_id},
+                {"Key": "aws:ec2launchtemplate:version", "Value": number},
+            ]
+        await ec2.create_tags(Resources=[instance_id], Tags=tags)  # type: ignore[arg-type]
+        now = self._clock()
+        info = InstanceInfo(
+            instance_id=instance_id,
+            group=group.name,
+            region=scope.region,
+            availability_zone=str(raw.get("Placement", {}).get("AvailabilityZone", "")),
+            private_ip=str(raw.get("PrivateIpAddress", "")),
+            public_ip=self._new_public_ip(),
+            lifecycle_state=config.warmed_state,
+            protected=False,
+            launched_at=now,
+            launch_version=number,
+            launch_named=named,
+            instance_type=str(raw.get("InstanceType", "")),
+        )
+        self._warm[instance_id] = info
+        self._activity(
+            group.name, f"Launching a new EC2 instance into warm pool: {instance_id}",
+            "an instance was launched to maintain the warm pool's size", now, done=True,
+        )  # fmt: skip
+        hooks = await self._hooks(scope, group.name, LAUNCHING_TRANSITION)
+        log.info("warm_pool_launch", instance_id=instance_id, group=group.name, hooks=len(hooks))
+        self._emit("launched", instance_id, group.name)
+        if hooks:
+            self._launches[instance_id] = start_launch(
+                instance_id, group.name, scope, hooks, now, lambda: str(uuid.uuid4()),
+                self.launching_pause, into_pool=True,
+            )  # fmt: skip
+        else:
+            await self._enter_pool(scope, info)
+
+    async def _enter_pool(self, scope: Scope, info: InstanceInfo) -> None:
+        """The warm-up is over: the instance goes to the pool's state (stopped, mostly)."""
+        config = self._pool_of(scope, info.group)
+        self._warm[info.instance_id] = dataclasses.replace(
+            info, lifecycle_state=config.warmed_state
+        )
+        if config.pool_state != "Running":
+            # Hibernated is emulated as a stop: this project never uses it (cfn/fleet.yaml).
+            await self._client(scope).ec2.stop_instances(InstanceIds=[info.instance_id])
+            self._emit("stopped", info.instance_id, info.group)
+        log.info("warm_pool_ready", instance_id=info.instance_id, state=config.warmed_state)
+
+    async def _start_from_pool(self, scope: Scope, group: _GroupView, count: int) -> int:
+        """Start up to ``count`` ready pool instances into the group; how many started.
+
+        Each gets a new public address ("We release your instance's public IP address when
+        it is stopped, hibernated, or terminated. Your stopped or hibernated instance
+        receives a new public IP address when it is started": "Public IPv4 addresses",
+        Amazon EC2 User Guide) and goes through Pending and its launch hooks again. A
+        failed start (``fail_warm_starts``) leaves the instance stopped in the pool.
+        """
+        config = self._pools.get((scope.region, group.name))
+        if config is None or config.deleting or count <= 0:
+            return 0
+        ready = sorted(
+            (
+                w for w in self._warm.values()
+                if w.group == group.name and w.region == scope.region
+                and w.lifecycle_state in WARMED_STEADY
+                and w.instance_id not in self._launches and w.instance_id not in self._terminations
+            ),
+            key=_launch_order,
+        )  # fmt: skip
+        clients = self._client(scope)
+        hooks = await self._hooks(scope, group.name, LAUNCHING_TRANSITION)
+        started = 0
+        room = group.max_size - len(group.instances)
+        for info in ready[: min(count, max(0, room))]:
+            now = self._clock()
+            if self._failing_starts > 0:
+                self._failing_starts -= 1
+                log.warning("warm_start_failed", instance_id=info.instance_id, group=group.name)
+                self._activity(
+                    group.name, f"Launching a new EC2 instance from warm pool: {info.instance_id}",
+                    "InsufficientInstanceCapacity (injected): a cold launch takes its place",
+                    now, done=True, status="Failed",
+                )  # fmt: skip
+                continue
+            if info.lifecycle_state != "Warmed:Running":
+                await clients.ec2.start_instances(InstanceIds=[info.instance_id])
+            del self._warm[info.instance_id]
+            member = dataclasses.replace(
+                info, lifecycle_state="InService", public_ip=self._new_public_ip(), launched_at=now
+            )
+            self._known[info.instance_id] = member
+            await clients.autoscaling.attach_instances(
+                AutoScalingGroupName=group.name, InstanceIds=[info.instance_id]
+            )
+            if hooks:
+                self._launches[info.instance_id] = start_launch(
+                    info.instance_id, group.name, scope, hooks, now, lambda: str(uuid.uuid4()),
+                    self.launching_pause,
+                )  # fmt: skip
+            self._activity(
+                group.name, f"Launching a new EC2 instance from warm pool: {info.instance_id}",
+                "an instance was started from the warm pool in response to a difference "
+                "between desired and actual capacity", now, done=True,
+            )  # fmt: skip
+            log.info(
+                "warm_pool_start", instance_id=info.instance_id, group=group.name,
+                public_ip=member.public_ip,
+            )  # fmt: skip
+            self._emit("started", info.instance_id, group.name)
+            started += 1
+        return started
+
+    async def _end_warm(
+        self, scope: Scope, info: InstanceInfo, hooks: Sequence[HookConfig], cause: str
+    ) -> None:
+        """Terminate a pool instance: Warmed:Terminating, then Warmed:Terminating:Wait for the
+        termination hooks, which a stopped instance cannot answer: it waits them out."""
+        self._launches.pop(info.instance_id, None)
+        now = self._clock()
+        term = start_termination(
+            info.instance_id, info.group, scope, False, hooks, now,
+            lambda: str(uuid.uuid4()), self.terminating_pause,
+        )  # fmt: skip
+        activity = Activity(
+            str(uuid.uuid4()), info.group, f"Terminating EC2 instance: {info.instance_id}",
+            cause, now, status="MidLifecycleAction" if hooks else "InProgress",
+        )  # fmt: skip
+        self._activities[activity.activity_id] = activity
+        term = dataclasses.replace(term, activity_id=activity.activity_id, warm=True)
+        log.info("warm_pool_terminating", instance_id=info.instance_id, cause=cause)
+        self._emit("terminating", info.instance_id, info.group)
+        if hooks:
+            self._terminations[info.instance_id] = term
+        else:
+            await self._finish(term)
+
+    async def _launch_done(self, wait: LaunchWait, abandoned: bool) -> None:
+        """The launch hooks are over: into the pool or into service; abandoned: terminated
+        (the group, or the pool, launches a replacement by itself)."""
+        self._launches.pop(wait.instance_id, None)
+        scope = wait.scope
+        if wait.into_pool:
+            info = self._warm.get(wait.instance_id)
+            if info is None:
+                return
+            if abandoned:
+                await self._end_warm(scope, info, [], "its launch was abandoned")
+            else:
+                await self._enter_pool(scope, info)
+            return
+        if not abandoned:
+            log.info("instance_in_service", instance_id=wait.instance_id, group=wait.group)
+            return
+        log.info("launch_abandoned", instance_id=wait.instance_id, group=wait.group)
+        with contextlib.suppress(ClientError, BotoCoreError, ResponseParserError):
+            await self._client(scope).autoscaling.terminate_instance_in_auto_scaling_group(
+                InstanceId=wait.instance_id, ShouldDecrementDesiredCapacity=False
+            )
+        await self._sync(scope)
+
+    def _new_public_ip(self) -> str:
+        self._addresses += 1
+        return f"{PUBLIC_POOL}.{(self._addresses - 1) % 254 + 1}"
+
+    def _activity(
+        self, group: str, description: str, cause: str, at: float, *, done: bool,
+        status: str = "Successful",
+    ) -> None:  # fmt: skip
+        activity = Activity(
+            str(uuid.uuid4()), group, description, cause, at,
+            end=at if done else None, status=status if done else "InProgress",
+        )  # fmt: skip
+        self._activities[activity.activity_id] = activity
+
+    async def _template_version(self, scope: Scope, group: _GroupView) -> tuple[str, str]:
+        """(the version as the group names it, its number now)."""
+        named = group.template_version
+        if not group.template_id or named.isdigit():
+            return named, named
+        answer = await self._client(scope).ec2.describe_launch_templates(
+            LaunchTemplateIds=[group.template_id]
+        )
+        template = answer["LaunchTemplates"][0]
+        latest = named == "$Latest"
+        number = template["LatestVersionNumber"] if latest else template["DefaultVersionNumber"]
+        return named, str(number)
 
     async def _set_protection(
         self, call: Call, request: web.Request, body: bytes
@@ -1191,8 +1854,15 @@ class LifecycleLayer:
         for term in [t for t in self._terminations.values() if t.group == name]:
             await self._finish(term)
         running = [i for i in members if i in self._known]
-        if running:
-            await self._client(call.scope).ec2.terminate_instances(InstanceIds=running)
+        warm = [i for i, w in self._warm.items() if w.group == name]
+        for iid in warm:
+            del self._warm[iid]
+            self._launches.pop(iid, None)
+            self._gone[iid] = "Warmed:Terminated"
+            self._emit("terminated", iid, name)
+        self._pools.pop((call.scope.region, name), None)
+        if running or warm:
+            await self._client(call.scope).ec2.terminate_instances(InstanceIds=running + warm)
         await self._sync(call.scope)
         return response
 
@@ -1291,14 +1961,18 @@ class LifecycleLayer:
 
     # ---------------------------------------------------------- mechanics
 
-    def _find_action(self, call: Call) -> tuple[Termination, str]:
+    def _find_action(self, call: Call) -> tuple[Termination | LaunchWait, str]:
         group = _required(call.params, "AutoScalingGroupName")
         hook_name = _required(call.params, "LifecycleHookName")
         token = call.params.get("LifecycleActionToken")
         instance_id = call.params.get("InstanceId")
         now = self._clock()
-        for term in self._terminations.values():
-            # Before Terminating:Wait there is no lifecycle action to heartbeat or complete.
+        waits: list[Termination | LaunchWait] = [
+            *self._terminations.values(),
+            *self._launches.values(),
+        ]
+        for term in waits:
+            # Before Terminating:Wait (Pending:Wait) there is no lifecycle action yet.
             if term.group != group or not term.waiting(now):
                 continue
             for hook in term.hooks:
@@ -1314,16 +1988,19 @@ class LifecycleLayer:
         raise _validation(f"No active Lifecycle Action found with instance ID {instance_id}")
 
     async def _resize(self, scope: Scope, group: _GroupView, desired: int) -> None:
-        """Set desired capacity, scaling in by the layer's policy and hooks."""
-        in_service = group.in_service()
-        if desired < len(in_service):
+        """Set desired capacity: scaling in by the layer's policy and hooks, scaling out
+        from the warm pool first, then by cold launches (moto's own)."""
+        active = group.active()
+        if desired < len(active):
             victims = choose_victims(
-                [_candidate(i) for i in in_service],
-                len(in_service) - desired,
+                [_candidate(i) for i in active],
+                len(active) - desired,
                 self._clock(),
                 self._rng,
             )
             await self._scale_in(scope, group, victims)
+        elif desired > len(active):
+            await self._start_from_pool(scope, group, desired - len(active))
         await self._client(scope).autoscaling.set_desired_capacity(
             AutoScalingGroupName=group.name, DesiredCapacity=desired
         )
@@ -1338,7 +2015,7 @@ class LifecycleLayer:
         if not victims:
             return
         autoscaling = self._client(scope).autoscaling
-        in_service = len(group.in_service())
+        in_service = len(group.active())
         if group.desired != in_service:
             await autoscaling.set_desired_capacity(
                 AutoScalingGroupName=group.name, DesiredCapacity=in_service
@@ -1347,6 +2024,8 @@ class LifecycleLayer:
         by_id = {i.instance_id: i for i in group.instances}
         for instance_id in victims:
             log.info("scale_in_victim", group=group.name, instance_id=instance_id)
+            # A launching victim leaves without its launch ever finishing.
+            self._launches.pop(instance_id, None)
             if hooks:
                 await self._begin_wait(
                     scope,
@@ -1425,6 +2104,14 @@ class LifecycleLayer:
                 activity, end=self._clock(), status="Successful"
             )
         clients = self._client(term.scope)
+        if term.warm:
+            # Not a member of the group: only EC2 has it.
+            await clients.ec2.terminate_instances(InstanceIds=[term.instance_id])
+            self._warm.pop(term.instance_id, None)
+            self._gone[term.instance_id] = "Warmed:Terminated"
+            log.info("instance_terminated", instance_id=term.instance_id, group=term.group)
+            self._emit("terminated", term.instance_id, term.group)
+            return
         try:
             await clients.autoscaling.terminate_instance_in_auto_scaling_group(
                 InstanceId=term.instance_id, ShouldDecrementDesiredCapacity=False
@@ -1451,6 +2138,12 @@ class LifecycleLayer:
                 await self._sync(scope)
 
     async def _termination_hooks(self, scope: Scope, group: str) -> list[HookConfig]:
+        return await self._hooks(scope, group, TERMINATING_TRANSITION)
+
+    async def _hooks(self, scope: Scope, group: str, transition: str) -> list[HookConfig]:
+        """The group's lifecycle hooks of one transition (the same hooks hold warm pool
+        instances: "The API operations ... are not changed. Only the instance lifecycle is
+        changed", "Use lifecycle hooks with a warm pool")."""
         answer = await self._client(scope).autoscaling.describe_lifecycle_hooks(
             AutoScalingGroupName=group
         )
@@ -1461,7 +2154,7 @@ class LifecycleLayer:
                 default_result=hook.get("DefaultResult", "ABANDON"),
             )
             for hook in answer.get("LifecycleHooks", [])
-            if hook.get("LifecycleTransition") == TERMINATING_TRANSITION
+            if hook.get("LifecycleTransition") == transition
         ]
 
     async def _groups(self, scope: Scope, names: Sequence[str] = ()) -> list[_GroupView]:
@@ -1495,6 +2188,9 @@ class LifecycleLayer:
                         template_version=str(template.get("Version") or "$Default"),
                         suspended=frozenset(
                             str(p["ProcessName"]) for p in raw.get("SuspendedProcesses", [])
+                        ),
+                        subnets=tuple(
+                            s for s in str(raw.get("VPCZoneIdentifier") or "").split(",") if s
                         ),
                     )
                 )
@@ -1537,16 +2233,24 @@ class LifecycleLayer:
                     launch_named=named,
                     launch_version=number,
                 )
-                self._known[instance_id] = _strip_overlay(info, self._terminations)
+                self._known[instance_id] = _strip_overlay(info, self._terminations, self._launches)
                 log.info("instance_launched", instance_id=instance_id, group=group)
+                hooks = await self._hooks(scope, group, LAUNCHING_TRANSITION)
+                if hooks:
+                    self._launches[instance_id] = start_launch(
+                        instance_id, group, scope, hooks, now, lambda: str(uuid.uuid4()),
+                        self.launching_pause,
+                    )  # fmt: skip
                 self._emit("launched", instance_id, group)
             else:
                 self._known[instance_id] = dataclasses.replace(
                     known,
                     group=group,
                     availability_zone=info.availability_zone,
-                    lifecycle_state=_strip_overlay(info, self._terminations).lifecycle_state,
-                    protected=_strip_overlay(info, self._terminations).protected,
+                    lifecycle_state=_strip_overlay(
+                        info, self._terminations, self._launches
+                    ).lifecycle_state,
+                    protected=_strip_overlay(info, self._terminations, self._launches).protected,
                     healthy=info.healthy,
                 )
         vanished = [
@@ -1559,6 +2263,7 @@ class LifecycleLayer:
             for instance_id in vanished:
                 info = self._known.pop(instance_id)
                 self._terminations.pop(instance_id, None)
+                self._launches.pop(instance_id, None)
                 if states.get(instance_id, "terminated") in ("terminated", "shutting-down"):
                     self._gone[instance_id] = "Terminated"
                     self._emit("terminated", instance_id, info.group)
@@ -1664,7 +2369,10 @@ class LifecycleLayer:
     def _with_overlay(self, info: InstanceInfo) -> InstanceInfo:
         term = self._terminations.get(info.instance_id)
         if term is None:
-            return info
+            wait = self._launches.get(info.instance_id)
+            if wait is None:
+                return info
+            return dataclasses.replace(info, lifecycle_state=wait.state_at(self._clock()))
         return dataclasses.replace(
             info, lifecycle_state=term.state_at(self._clock()), protected=term.protected
         )
@@ -1687,6 +2395,11 @@ class LifecycleLayer:
 
     def _clear_state(self) -> None:
         self._terminations.clear()
+        self._launches.clear()
+        self._pools.clear()
+        self._pool_templates.clear()
+        self._warm.clear()
+        self._failing_starts = 0
         self._activities.clear()
         self._surplus.clear()
         self._launch_first.clear()
@@ -1732,8 +2445,13 @@ def _rewritten(response: web.Response, rewrite: Callable[[bytes], bytes | None])
     return web.Response(status=200, body=body, headers=headers)
 
 
-def _strip_overlay(info: InstanceInfo, terminations: Mapping[str, Termination]) -> InstanceInfo:
-    """The instance as moto holds it: a waiting one is Standby and protected there."""
+def _strip_overlay(
+    info: InstanceInfo, terminations: Mapping[str, Termination], launches: Mapping[str, LaunchWait]
+) -> InstanceInfo:
+    """The instance as moto holds it: a terminating one is Standby and protected there, a
+    launching one InService."""
+    if info.instance_id in launches:
+        return dataclasses.replace(info, lifecycle_state="InService")
     term = terminations.get(info.instance_id)
     if term is None:
         return info
@@ -1756,6 +2474,9 @@ _OWNED: dict[str, _Handler] = {
     "DetachInstances": LifecycleLayer._guard_waiting,
     "DeleteAutoScalingGroup": LifecycleLayer._delete_group,
     "DescribeScalingActivities": LifecycleLayer._describe_activities,
+    "PutWarmPool": LifecycleLayer._put_warm_pool,
+    "DescribeWarmPool": LifecycleLayer._describe_warm_pool,
+    "DeleteWarmPool": LifecycleLayer._delete_warm_pool,
 }
 
 

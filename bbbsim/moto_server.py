@@ -31,6 +31,7 @@ DEFAULT_REGION = "eu-central-1"
 TEST_ACCESS_KEY_ID = "testing"
 TEST_SECRET_ACCESS_KEY = "testing"  # noqa: S105 - a fake for moto, never a real secret
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
+LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 
 
 class MotoServer:
@@ -132,6 +133,15 @@ class FleetSpec:
     launch_first: bool = False
     """An instance maintenance policy of 100-200 %, as cfn/fleet.yaml sets: AWS's own
     replacements (a failed health check) launch before the old instance goes."""
+    warm_pool: int = 0
+    """Stopped instances kept in a warm pool, as cfn/fleet.yaml's ``WarmPoolSize`` makes it
+    (PoolState Stopped, MinSize = MaxGroupPreparedCapacity, ReuseOnScaleIn false); with
+    one, ``launch_hook`` is put on the group first, as the stack declares it."""
+    launch_hook: HookSpec = field(
+        default_factory=lambda: HookSpec("bbbnode-launch", heartbeat_timeout=900,
+                                         default_result="ABANDON")
+    )  # fmt: skip
+    """The launch hook a warm pool needs (only put on the group with ``warm_pool``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +157,8 @@ class FleetIds:
     hook_name: str | None
     hosted_zone_id: str
     domain: str
+    launch_hook_name: str | None = None
+    """The warm pool's launch hook (BBBNODE_LIFECYCLE__LAUNCH_HOOK_NAME); None without one."""
 
 
 def aws_session() -> AioSession:
@@ -243,6 +255,24 @@ async def create_fleet(
                 DefaultResult=hook.default_result,
             )
             hook_name = hook.name
+        launch_hook_name: str | None = None
+        if spec.warm_pool > 0:
+            launch = spec.launch_hook
+            await autoscaling.put_lifecycle_hook(
+                AutoScalingGroupName=spec.name,
+                LifecycleHookName=launch.name,
+                LifecycleTransition=LAUNCHING,
+                HeartbeatTimeout=launch.heartbeat_timeout,
+                DefaultResult=launch.default_result,
+            )
+            launch_hook_name = launch.name
+            await autoscaling.put_warm_pool(
+                AutoScalingGroupName=spec.name,
+                MinSize=spec.warm_pool,
+                MaxGroupPreparedCapacity=spec.warm_pool,
+                PoolState="Stopped",
+                InstanceReusePolicy={"ReuseOnScaleIn": False},
+            )
 
         hosted_zone = await route53.create_hosted_zone(
             Name=spec.domain, CallerReference=str(uuid.uuid4())
@@ -259,6 +289,7 @@ async def create_fleet(
         hook_name=hook_name,
         hosted_zone_id=hosted_zone_id,
         domain=spec.domain,
+        launch_hook_name=launch_hook_name,
     )
     log.info("fleet_created", asg=ids.asg_name, desired=spec.desired, zone=hosted_zone_id)
     return ids

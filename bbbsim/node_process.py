@@ -111,6 +111,7 @@ def fleet_node_env(
             "BBBNODE_SCALELITE__SECRET": scalelite_secret,
             "BBBNODE_SCALELITE__SERVER_URL_TEMPLATE": server_url,
             "BBBNODE_LIFECYCLE__HOOK_NAME": ids.hook_name or "",
+            "BBBNODE_LIFECYCLE__LAUNCH_HOOK_NAME": ids.launch_hook_name or "",
             "BBBNODE_LIFECYCLE__RECORDING_GRACE": "0",
         }
     )

@@ -20,7 +20,11 @@ oracle and the fluid bound.
   --kind K --seed N --weeks 5``);
 - ``exam-window``: the exam's planned window one node smaller and larger;
 - ``rollout``: ``--rollout-at``: the launch template changes at a given second,
-  and each run's ``rollout_s`` (until no host launched before is left).
+  and each run's ``rollout_s`` (until no host launched before is left);
+- ``warm-pool``: ``--warm-pool 0, 2, 5`` (warm start 45 s, cold boot 180 s): what a
+  pool of stopped hosts buys each preset on each trace, its stopped hours apart;
+- ``warm-sizing``: the largest number of launches within one cold boot in the run
+  without a pool, and the cold starts left with a pool of 2 and of 5.
 
     .venv/bin/python benchmarks/backtest_scores.py
 """
@@ -28,6 +32,7 @@ oracle and the fluid bound.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 from readme_table import DECIMAL, INT, TEXT, Column, Table
@@ -37,13 +42,15 @@ from bbbscaler.schedule import Window
 from bbbsim.backtest import (
     BacktestResult,
     GoalFigures,
+    Scored,
     backtest,
     error_lines,
     goal_figures,
     render_table,
     shipped_schedules,
 )
-from bbbsim.fleet_model import FleetSettings, policy_config
+from bbbsim.demand import Steps, capacity_lags
+from bbbsim.fleet_model import FleetRun, FleetSettings, policy_config
 from bbbsim.recording_processing import RecordingSpec
 from bbbsim.scalelite_poller import PollerSpec
 from bbbsim.trace import SHIPPED_WEEKS, Trace, shipped_trace
@@ -138,9 +145,11 @@ ROLLOUTS: tuple[tuple[Kind, float, str], ...] = (
     ("university-week", 122_400.0, "university week, 122,400 s (Tuesday 10:00)"),
 )
 ROLLOUT_BUDGET = 0.3
+POOLS = (0, 2, 5)
 SECONDS_OR_NOT = rf"(?:{INT} s|not done)"
 GOAL_CELL = rf"(?:{INT}|{OF_SEED}|{DECIMAL} {MUL}): (?:met|MISSED)"
 KINDS_TITLES = ("university week", "exam flash", "company week")
+TRACE_LABEL = dict(zip(TRACES, KINDS_TITLES, strict=True))
 TABLES = {
     "university-week": SCORES,
     "exam-flash": SCORES,
@@ -219,6 +228,31 @@ TABLES = {
             Column(f"`default`, `drift_budget` {ROLLOUT_BUDGET}", SECONDS_OR_NOT),
         ),
         keys=tuple(label for _, _, label in ROLLOUTS),
+    ),
+    "warm-pool": Table(
+        (
+            Column("trace", TEXT, numeric=False),
+            Column("run", TEXT, numeric=False),
+            Column("warm pool", INT),
+            Column("instance-hours", DECIMAL),
+            Column("stopped instance-hours", DECIMAL),
+            Column("overload node-min", INT),
+            Column("overload core-min", INT),
+            Column("meetings on overloaded node", INT),
+            Column("ended by Scalelite", INT),
+            Column("p95 / max time to capacity (s)", rf"{INT} / {INT}", numeric=False),
+            Column("launches warm / cold", rf"{INT} / {INT}", numeric=False),
+        ),
+        keys=tuple(TRACE_LABEL[k] for k in TRACES for _ in PRESETS for _ in POOLS),
+    ),
+    "warm-sizing": Table(
+        (
+            Column("trace", TEXT, numeric=False),
+            Column("most launches within one cold boot (180 s), no pool", INT),
+            Column("`default` cold starts, pool of 2", INT),
+            Column("`default` cold starts, pool of 5", INT),
+        ),
+        keys=tuple(TRACE_LABEL[k] for k in TRACES),
     ),
     "exam-window": Table(
         (
@@ -432,6 +466,74 @@ def main() -> None:
         print(table.row(f"{nodes} nodes", *cells))
 
     rollout_rows()
+    warm_rows()
+
+
+def burst(instances: Steps, within: float) -> int:
+    """The most instances added to the group within any ``within`` seconds."""
+    rises: list[tuple[float, int]] = []
+    for (_, before), (t, after) in itertools.pairwise(instances):
+        if after > before:
+            rises.append((t, after - before))
+    best = 0
+    start = 0
+    total = 0
+    for t, added in rises:
+        total += added
+        while rises[start][0] < t - within:
+            total -= rises[start][1]
+            start += 1
+        best = max(best, total)
+    return best
+
+
+def warm_rows() -> None:
+    """``warm-pool`` and ``warm-sizing``: the presets with a pool of 0, 2 and 5."""
+    table = TABLES["warm-pool"]
+    print("\n" + table.header())
+    runs: dict[tuple[str, int], BacktestResult] = {}
+    for kind in TRACES:
+        for pool in POOLS:
+            runs[kind, pool] = backtest(
+                shipped_trace(kind), PRESETS, FleetSettings(warm_pool=pool), (), planned(kind)
+            )
+    for kind in TRACES:
+        for preset in PRESETS:
+            for pool in POOLS:
+                result = runs[kind, pool]
+                scored = next(s for s in result.policies if s.run.name == preset)
+                if scored.run.meetings_ended_by_platform:
+                    raise ValueError(f"{kind}: meetings ended by the platform with a pool")
+                print(table.row(TRACE_LABEL[kind], f"`{preset}`", str(pool), *_warm_cells(
+                    result, scored
+                )))  # fmt: skip
+    table = TABLES["warm-sizing"]
+    print("\n" + table.header())
+    for kind in TRACES:
+        cold = {pool: _run(runs[kind, pool], "default") for pool in POOLS}
+        most = burst(cold[0].instances, FleetSettings().boot_time)
+        print(
+            table.row(TRACE_LABEL[kind], str(most), *(f"{cold[p].cold_starts:,}" for p in (2, 5)))
+        )
+
+
+def _run(result: BacktestResult, name: str) -> FleetRun:
+    return next(s.run for s in result.policies if s.run.name == name)
+
+
+def _warm_cells(result: BacktestResult, scored: Scored) -> list[str]:
+    r = scored.run
+    lags = capacity_lags(result.need, r.capacity)
+    return [
+        f"{r.instance_hours:,.1f}",
+        f"{r.stopped_instance_hours:,.1f}",
+        f"{r.overload_node_minutes:,.0f}",
+        f"{r.overload_core_minutes:,.0f}",
+        f"{r.meetings_on_overloaded_node:,}",
+        f"{r.meetings_ended_by_scalelite:,}",
+        f"{scored.p95_time_to_capacity_s:,.0f} / {max(lags, default=0.0):,.0f}",
+        f"{r.warm_starts:,} / {r.cold_starts:,}",
+    ]
 
 
 def rollout_rows() -> None:

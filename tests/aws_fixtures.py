@@ -12,6 +12,8 @@ Use with ``pytest_plugins = ["tests.aws_fixtures"]`` in the root conftest.
   still only reaches loopback.
 * ``aws_session``: an ``aioboto3.Session`` with the fake credentials and region.
 * ``make_fleet``: creates the fleet fixture through the layer.
+* ``asg`` / ``ec2``: clients on ``aws_endpoint`` that try each call once (``NO_RETRY``),
+  so a test sees the layer's own answer.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aioboto3
 import pytest
 import pytest_asyncio
+from aiobotocore.config import AioConfig
 
 from bbbsim.lifecycle_layer import LifecycleLayer, serve
 from bbbsim.moto_server import (
@@ -38,6 +41,13 @@ from bbbsim.moto_server import (
 
 # 2026-01-01T00:00:00Z: a fixed start keeps deadlines in test output readable.
 CLOCK_START = 1_767_225_600.0
+
+if TYPE_CHECKING:
+    from types_aiobotocore_autoscaling.client import AutoScalingClient
+    from types_aiobotocore_ec2.client import EC2Client
+
+NO_RETRY = AioConfig(retries={"total_max_attempts": 1, "mode": "standard"})
+"""One attempt a call: a test sees the layer's (or moto's) own answer, not a retry's."""
 
 
 class FakeClock:
@@ -135,3 +145,15 @@ def make_fleet(aws_endpoint: str) -> Callable[[FleetSpec | None], Awaitable[Flee
         return await create_fleet(aws_endpoint, spec)
 
     return make
+
+
+@pytest_asyncio.fixture
+async def asg(aws_session: Any, aws_endpoint: str) -> AsyncIterator[AutoScalingClient]:
+    async with aws_session.client("autoscaling", config=NO_RETRY) as client:
+        yield client
+
+
+@pytest_asyncio.fixture
+async def ec2(aws_session: Any, aws_endpoint: str) -> AsyncIterator[EC2Client]:
+    async with aws_session.client("ec2", config=NO_RETRY) as client:
+        yield client

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-pytest_plugins = ["tests.aws_fixtures", "tests.pebble_fixtures"]
+pytest_plugins = ["tests.aws_fixtures", "tests.pebble_fixtures", "tests.fleet_world"]
 
 
 @pytest.fixture

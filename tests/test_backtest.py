@@ -317,6 +317,27 @@ def test_cli_rollout_at(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 
 @pytest.mark.usefixtures("restore_logging")
+def test_cli_warm_pool(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, out = tmp_path / "ramp.csv", tmp_path / "out.json"
+    path.write_text(render_trace([TraceMeeting(60 * k, 3600, 40, 2) for k in range(30)]))
+    trace = str(path)
+    args = ["backtest", "--trace", trace, "--warm-pool", "2", "--warm-start-time", "30"]
+    assert main([*args, "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert (doc["model"]["warm_pool"], doc["model"]["warm_start_time_s"]) == (2, 30.0)
+    for scores in doc["policies"].values():
+        assert scores["stopped_instance_hours"] > 0
+        assert scores["warm_starts"] >= 1
+        assert {"cold_starts", "instance_hours"} <= set(scores)
+    assert "warm pool of 2: default" in capsys.readouterr().out
+    for flag, bad in (("--warm-pool", "-1"), ("--warm-pool", "two"), ("--warm-start-time", "-5")):
+        with pytest.raises(SystemExit) as exited:
+            main(["backtest", "--trace", trace, flag, bad])
+        assert exited.value.code == 2
+        assert flag in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("restore_logging")
 def test_cli_bad_schedules_exit_2_naming_the_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

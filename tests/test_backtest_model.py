@@ -358,3 +358,44 @@ def test_a_terminated_host_runs_until_its_recordings_are_done() -> None:
         Decision(Action.TERMINATE, "test", terminate=(s.snapshot(700).nodes[0].instance_id,)), 700
     )
     assert s.result("x").recording_waits == (0.0,)
+
+
+def test_a_warm_pool_serves_launches_in_its_start_time_and_refills() -> None:
+    pool = FleetSettings(warm_pool=2, verify=True)
+    s = sim(TraceMeeting(0, 7200, 5), settings=pool)
+    snap = s.snapshot(0)
+    assert snap.pool is not None
+    assert (len(snap.pool.ready), len(snap.pool.warming)) == (2, 0)
+    # Three launches: two from the pool (45 s), one cold (180 s).
+    s.apply(Decision(Action.SCALE_OUT, "test", desired=4), 0)
+    booting = [n for n in s.snapshot(0).nodes if n.lifecycle == "Pending"]
+    assert sorted(n.warm_start for n in booting) == [False, True, True]
+    pooled = s.snapshot(0).pool
+    assert pooled is not None
+    assert (len(pooled.ready), len(pooled.warming)) == (0, 2)
+    s.advance(45)
+    assert sum(n.lifecycle == "InService" for n in s.snapshot(45).nodes) == 3
+    s.advance(180)
+    snap = s.snapshot(180)
+    assert all(n.lifecycle == "InService" for n in snap.nodes)
+    # The pool refilled through a warm-up as long as a cold boot: ready again at 180 s.
+    assert snap.pool is not None
+    assert (len(snap.pool.ready), len(snap.pool.warming)) == (2, 0)
+    s.advance(3600)
+    run = s.result("warm")
+    assert (run.warm_starts, run.cold_starts) == (2, 1)
+    # Stopped: 2 hosts from 0 to 0 (taken at once), then 2 from 180 s to 3600 s.
+    assert run.stopped_instance_hours == pytest.approx(2 * (3600 - 180) / 3600)
+    # Running: 4 members for an hour, and the 2 refills while they warmed up.
+    assert run.instance_hours == pytest.approx((4 * 3600 + 2 * 180) / 3600)
+
+
+def test_without_a_pool_nothing_changes() -> None:
+    trace = Trace("t", tuple(TraceMeeting(60 * k, 1800, 30 + k) for k in range(20)))
+    plain = FleetSettings()
+    none = FleetSettings(warm_pool=0, warm_start_time=10.0)
+    runs = [
+        FleetSim(prepare(trace, s), policy_config("default", s), s).run("r") for s in (plain, none)
+    ]
+    assert runs[0] == runs[1]
+    assert runs[0].stopped_instance_hours == 0.0

@@ -31,6 +31,12 @@ def test_fleet_demo_short_run(tmp_path: Path) -> None:
     assert doc["max_nodes"] > doc["min_nodes"], "the fleet never grew"
     assert doc["final_nodes"] < doc["max_nodes"], "the fleet never shrank"
     assert doc["scale_out_latency_s"] is not None
+    # The scale-out starts the warm pool's hosts first, each with a new public address.
+    assert doc["warm_pool"] == 2
+    assert doc["warm_starts"] >= 1
+    assert doc["time_to_serving_s"] is not None
+    assert doc["time_to_serving_s"] >= doc["scale_out_latency_s"]
+    assert "started from the warm pool at 198.51.100." in result.stdout
     assert doc["bbbscaler_exit_code"] == 0
     # TLS on: pebble finalized one order, the fleet certificate, and every node serves it.
     assert doc["nodes_launched"] >= 3
@@ -123,9 +129,13 @@ def test_node_demo_needs_no_moto() -> None:
 def test_summary_json_is_written_before_the_picture(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def played(duration: float, out: TextIO, workdir: Path) -> fleet_demo.DemoSummary:
+    async def played(
+        duration: float, out: TextIO, workdir: Path, warm_pool: int
+    ) -> fleet_demo.DemoSummary:
         del duration, out, workdir
-        return fleet_demo.DemoSummary(meetings_started=3, meetings_ended_normally=3)
+        return fleet_demo.DemoSummary(
+            meetings_started=3, meetings_ended_normally=3, warm_pool=warm_pool
+        )
 
     def broken_plot(summary: fleet_demo.DemoSummary, path: Path) -> None:
         raise RuntimeError("no picture today")
@@ -135,4 +145,6 @@ def test_summary_json_is_written_before_the_picture(
     summary = tmp_path / "summary.json"
     with pytest.raises(RuntimeError, match="no picture"):
         fleet_demo.main(1.0, summary, tmp_path / "t.png", out=io.StringIO())
-    assert json.loads(summary.read_text())["meetings_started"] == 3
+    doc = json.loads(summary.read_text())
+    assert doc["meetings_started"] == 3
+    assert doc["warm_pool"] == 2

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 import tempfile
 from pathlib import Path
 from unittest import mock
@@ -27,6 +26,7 @@ from bbbsim.image_tree import (
     BUILDER_PUBLIC_IP,
     FIXTURES,
     make_host,
+    traces,
 )
 
 FQDN = "i-0abc123def4567890.bbb.example.org"
@@ -37,16 +37,6 @@ def main(argv: list[str]) -> int:
     here would detach the loggers other tests capture."""
     with mock.patch("bbbcore.logs.configure"):
         return cli.main(argv)
-
-
-def traces(root: Path, *needles: str) -> list[str]:
-    """``file: needle`` for every file under ``root`` that still names a needle."""
-    patterns = [re.compile(r"(?<![\d.])" + re.escape(n) + r"(?![\d])") for n in needles]
-    found = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        text = path.read_text(errors="replace")
-        found += [f"{path.relative_to(root)}: {p.pattern}" for p in patterns if p.search(text)]
-    return found
 
 
 def host_config(root: Path, public: str, private: str, *extra: str) -> list[str]:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import pytest_asyncio
 from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 from botocore.retries.standard import ExponentialBackoff
@@ -30,28 +29,15 @@ from bbbsim.lifecycle_layer import (
     start_termination,
 )
 from bbbsim.moto_server import FleetIds, FleetSpec, HookSpec, MotoServer
-from tests.aws_fixtures import FakeClock
+from tests.aws_fixtures import NO_RETRY, FakeClock
 
 if TYPE_CHECKING:
     from types_aiobotocore_autoscaling.client import AutoScalingClient
     from types_aiobotocore_ec2.client import EC2Client
 
 MakeFleet = Callable[[FleetSpec | None], Awaitable[FleetIds]]
-NO_RETRY = AioConfig(retries={"total_max_attempts": 1, "mode": "standard"})
 
 pytestmark = pytest.mark.integration
-
-
-@pytest_asyncio.fixture
-async def asg(aws_session: Any, aws_endpoint: str) -> AsyncIterator[AutoScalingClient]:
-    async with aws_session.client("autoscaling", config=NO_RETRY) as client:
-        yield client
-
-
-@pytest_asyncio.fixture
-async def ec2(aws_session: Any, aws_endpoint: str) -> AsyncIterator[EC2Client]:
-    async with aws_session.client("ec2", config=NO_RETRY) as client:
-        yield client
 
 
 async def group_of(asg: AutoScalingClient, name: str) -> dict[str, Any]:

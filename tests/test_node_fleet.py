@@ -41,7 +41,13 @@ import pytest
 from cryptography import x509
 
 from bbbsim.host import EmulatedHost, start_host
-from bbbsim.image_tree import BUILDER_NAME, BUILDER_PRIVATE_IP, BUILDER_PUBLIC_IP, make_host
+from bbbsim.image_tree import (
+    BUILDER_NAME,
+    BUILDER_PRIVATE_IP,
+    BUILDER_PUBLIC_IP,
+    make_host,
+    traces,
+)
 from bbbsim.imds import ImdsEmulator, identity_from
 from bbbsim.imds import serve as serve_imds
 from bbbsim.lifecycle_layer import LifecycleLayer
@@ -256,16 +262,6 @@ async def fleet(
             shutil.rmtree(shared, ignore_errors=True)
 
 
-def _traces(root: Path, *needles: str) -> list[str]:
-    """Every file under ``root`` that still names one of ``needles`` (an address or a name)."""
-    patterns = [re.compile(r"(?<![\d.])" + re.escape(n) + r"(?![\d])") for n in needles]
-    found = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        text = path.read_text(errors="replace")
-        found += [f"{path.relative_to(root)}: {p.pattern}" for p in patterns if p.search(text)]
-    return found
-
-
 def _hairpin_rules(root: Path) -> list[str]:
     return [
         line
@@ -277,7 +273,7 @@ def _hairpin_rules(root: Path) -> list[str]:
 def _check_host_configured(fleet: Fleet, public_ip: str, *gone: str) -> None:
     """The tree follows ``public_ip`` and the instance's private address; ``gone`` is nowhere."""
     private_ip = fleet.imds.identity.local_ipv4
-    assert _traces(fleet.hostroot, *gone) == []
+    assert traces(fleet.hostroot, *gone) == []
     dummy_nic = (fleet.hostroot / "lib/systemd/system/dummy-nic.service").read_text()
     assert f"ExecStart=/sbin/ip addr replace {public_ip}/32 dev lo\n" in dummy_nic
     rule = f"-s {private_ip}/32 -d {public_ip}/32 -p udp -j DNAT --to-destination {private_ip}"

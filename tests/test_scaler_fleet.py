@@ -15,146 +15,26 @@ instance left, the meeting that stayed never ended.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from bbbsim.fleet import EmulatedFleet, FleetConfig, Instance
-from bbbsim.lifecycle_layer import LifecycleLayer
-from bbbsim.moto_server import FleetIds, FleetSpec
+from bbbsim.fleet import Instance
+from bbbsim.moto_server import FleetSpec
 from bbbsim.node_process import free_port
-from bbbsim.router import Router
-from bbbsim.scalelite_emulator import ScaleliteEmulator
-from bbbsim.scalelite_emulator import serve as serve_scalelite
+from tests.fleet_world import LB_SECRET, World, scaler, tail, until
 from tests.processes import http_text, prometheus, prometheus_available, wait_for
 
 pytestmark = pytest.mark.integration
-
-BBB_SECRET = "scaler-e2e-bbb-secret-0123456789"
-LB_SECRET = "scaler-e2e-scalelite-secret-0123456789"
-
-
-@dataclass
-class World:
-    ids: FleetIds
-    fleet: EmulatedFleet
-    scalelite: ScaleliteEmulator
-    tmp: Path
-    autoscaling: Any
-    ec2: Any
-
-    def scaler_env(self, **extra: str) -> dict[str, str]:
-        settings = {
-            "BBBSCALER_LOOP__INTERVAL": "0.5",
-            "BBBSCALER_POLICY__SCALE_IN_AFTER": "3",
-            "BBBSCALER_POLICY__COOLDOWN": "2",
-            "BBBSCALER_POLICY__BOOT_GRACE": "120",
-        }
-        return self.fleet.scaler_env(**(settings | extra))
-
-    async def group(self) -> dict[str, Any]:
-        answer = await self.autoscaling.describe_auto_scaling_groups(
-            AutoScalingGroupNames=[self.ids.asg_name]
-        )
-        group: dict[str, Any] = answer["AutoScalingGroups"][0]
-        return group
-
-    def enabled(self) -> set[str]:
-        return {s.url for s in self.scalelite.servers() if s.state == "enabled" and s.online}
-
-
-@pytest.fixture
-def spec() -> FleetSpec:
-    """The group the world starts from (a test overrides it with its own fixture)."""
-    return FleetSpec(min_size=1, desired=1, max_size=3)
-
-
-@pytest.fixture
-async def world(
-    make_fleet: Callable[[FleetSpec | None], Awaitable[FleetIds]],
-    lifecycle_layer: LifecycleLayer,
-    aws_endpoint: str,
-    aws_session: Any,
-    tmp_path: Path,
-    spec: FleetSpec,
-) -> AsyncIterator[World]:
-    ids = await make_fleet(spec)
-    scalelite = ScaleliteEmulator(LB_SECRET)
-    sl_runner, sl_port = await serve_scalelite(scalelite)
-    scalelite.start_polling(0.5)
-    router = Router()
-    await router.start()
-    sl_url = f"http://127.0.0.1:{sl_port}"
-    config = FleetConfig(ids, aws_endpoint, sl_url, LB_SECRET, BBB_SECRET, tmp_path / "fleet")
-    fleet = EmulatedFleet(lifecycle_layer, config, router)
-    ticker = asyncio.create_task(lifecycle_layer.run_ticker(0.5))
-    await fleet.start()
-    try:
-        async with (
-            aws_session.client("autoscaling") as autoscaling,
-            aws_session.client("ec2") as ec2,
-        ):
-            yield World(ids, fleet, scalelite, tmp_path, autoscaling, ec2)
-    finally:
-        ticker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ticker
-        await fleet.close()
-        await scalelite.stop_polling()
-        await scalelite.close()
-        await sl_runner.cleanup()
-        await router.close()
-
-
-@contextlib.asynccontextmanager
-async def scaler(env: dict[str, str], log_path: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    with log_path.open("wb") as log:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bbbscaler.cli", "run",
-            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=log,
-        )  # fmt: skip
-    try:
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-
-
-def _tail(path: Path, lines: int = 60) -> str:
-    if not path.exists():
-        return "(no log yet)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-async def _until(
-    check: Callable[[], Awaitable[bool] | bool], what: str, logs: Path, within: float = 90
-) -> None:
-    async def probe() -> bool:
-        result = check()
-        return bool(await result) if asyncio.iscoroutine(result) else bool(result)
-
-    try:
-        await wait_for(probe, within=within, what=what)
-    except TimeoutError as exc:
-        raise AssertionError(f"{exc}\n--- log ---\n{_tail(logs)}") from None
 
 
 async def _first_node(world: World) -> tuple[Instance]:
     await wait_for(lambda: world.fleet.instances, within=30, what="the first instance started")
     (first,) = world.fleet.instances.values()
     try:
-        await _until(
+        await until(
             lambda: len(world.enabled()) == 1, "the first node registered", first.node.log_path
         )
     except AssertionError as exc:
@@ -175,8 +55,8 @@ async def test_scales_out_in_one_step_and_in_only_by_draining(world: World) -> N
         async def grown() -> bool:
             return int((await world.group())["DesiredCapacity"]) >= 2
 
-        await _until(grown, "desired capacity raised", log_path)
-        await _until(lambda: len(world.enabled()) >= 2, "the new node registered", log_path)
+        await until(grown, "desired capacity raised", log_path)
+        await until(lambda: len(world.enabled()) >= 2, "the new node registered", log_path)
         status, text = await http_text(f"http://127.0.0.1:{port}/metrics")
         assert status == 200
         assert 'bbbscaler_decisions_total{action="scale_out"}' in text
@@ -189,10 +69,10 @@ async def test_scales_out_in_one_step_and_in_only_by_draining(world: World) -> N
             group = await world.group()
             return int(group["DesiredCapacity"]) == 1 and len(group["Instances"]) == 1
 
-        await _until(shrunk, "drained and terminated back to one node", log_path, within=120)
+        await until(shrunk, "drained and terminated back to one node", log_path, within=120)
         assert first.instance_id in world.fleet.instances
         assert first.host.bbb.meeting("seminar") is not None, "a live meeting was ended"
-        assert proc.returncode is None, _tail(log_path)
+        assert proc.returncode is None, tail(log_path)
         events = [json.loads(line) for line in log_path.read_text().splitlines() if "{" in line]
         decided = [e for e in events if e.get("event") == "decided"]
         assert any(e["action"] == "drain" for e in decided), decided
@@ -202,7 +82,7 @@ async def test_scales_out_in_one_step_and_in_only_by_draining(world: World) -> N
         ]  # fmt: skip
         targets = sorted(e["target"] for e in terminated)
         assert targets
-        await _until(
+        await until(
             lambda: sorted(world.fleet.stopped) == targets, "the terminated hosts stopped", log_path
         )
         proc.terminate()
@@ -223,7 +103,7 @@ async def test_once_reads_node_metrics_from_prometheus(world: World) -> None:
             )
             return status == 200 and '"30"' in text
 
-        await _until(scraped, "Prometheus has the node's participants", log_path)
+        await until(scraped, "Prometheus has the node's participants", log_path)
         env = world.scaler_env(
             BBBSCALER_METRICS__SOURCE="prometheus",
             BBBSCALER_METRICS__PROMETHEUS_URL=prom.base,
@@ -247,7 +127,7 @@ async def _serving(world: World, count: int) -> list[Instance]:
     await wait_for(
         lambda: len(world.fleet.instances) >= count, within=30, what=f"{count} instances started"
     )
-    await _until(
+    await until(
         lambda: len(world.enabled()) >= count,
         f"{count} nodes registered",
         world.tmp / "bbbscaler.log",
@@ -263,7 +143,7 @@ async def _first_round(port: int, log_path: Path) -> None:
             return False
         return status == 200
 
-    await _until(decided, "the scaler's first round", log_path)
+    await until(decided, "the scaler's first round", log_path)
 
 
 async def _launch_versions(world: World) -> dict[str, str]:
@@ -309,7 +189,7 @@ async def test_a_new_launch_template_version_rolls_the_fleet_through_the_drain(
                 for s in world.scalelite.servers()
             )
 
-        await _until(busy_cordoned, "the busy drifted node cordoned", log_path, within=120)
+        await until(busy_cordoned, "the busy drifted node cordoned", log_path, within=120)
         assert idle.instance_id not in world.fleet.instances
         await asyncio.sleep(3)  # rounds pass: a cordoned node with a meeting stays
         assert busy.instance_id in world.fleet.instances
@@ -325,9 +205,9 @@ async def test_a_new_launch_template_version_rolls_the_fleet_through_the_drain(
                 and int(group["DesiredCapacity"]) == 2
             )
 
-        await _until(all_current, "every node launched from version 2", log_path, within=120)
+        await until(all_current, "every node launched from version 2", log_path, within=120)
         _, text = await http_text(f"http://127.0.0.1:{port}/metrics")
-        await _until(
+        await until(
             lambda: busy.instance_id in world.fleet.stopped, "the old nodes stopped", log_path
         )
         status, doc = await http_text(f"http://127.0.0.1:{port}/status")
@@ -370,9 +250,9 @@ async def test_aws_s_own_replacement_drains_and_is_not_fought(world: World) -> N
             states = {i["InstanceId"]: i["LifecycleState"] for i in group["Instances"]}
             return states.get(sick.instance_id) == "Terminating:Wait" and len(states) == 3
 
-        await _until(waiting, "the sick node in the termination hook", log_path)
+        await until(waiting, "the sick node in the termination hook", log_path)
         # bbbnode drains it as any termination: cordoned, the meeting goes on.
-        await _until(
+        await until(
             lambda: not any(sick.instance_id in url for url in world.enabled()),
             "the sick node cordoned",
             log_path,
@@ -386,9 +266,9 @@ async def test_aws_s_own_replacement_drains_and_is_not_fought(world: World) -> N
             desired.add(int(group["DesiredCapacity"]))
             return sick.instance_id not in {i["InstanceId"] for i in group["Instances"]}
 
-        await _until(replaced, "the sick node gone", log_path, within=120)
+        await until(replaced, "the sick node gone", log_path, within=120)
         # Members were above desired for a while: left to AWS, desired never raised.
-        assert desired == {2}, _tail(log_path, 200)
+        assert desired == {2}, tail(log_path, 200)
         events = [json.loads(line) for line in log_path.read_text().splitlines() if "{" in line]
         assert not [e for e in events if e.get("event") == "decided" and e["action"] == "reconcile"]
         proc.terminate()

@@ -195,6 +195,7 @@ def test_several_weeks_repeat_with_noise_holidays_and_growth() -> None:
     assert any(m.participants == ALL_HANDS_USERS for m in company)
 
 
+@pytest.mark.usefixtures("restore_logging")
 def test_cli_generates_a_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "flash.csv"
     args = ["trace", "generate", "--kind", "exam-flash", "--seed", "2", "--scale", "0.5"]

@@ -21,6 +21,7 @@ The package is cut the way the Kubernetes cluster-autoscaler cuts scale-down:
 - ``capacity``: grow, shrink or reconcile, the steps every preset shares;
 - ``drift``: rollouts, drifted nodes replaced through the drain;
 - ``steering``: load_multipliers for Scalelite;
+- ``warm``: the warm pool, neither serving nor booting capacity, and the launch lag it buys;
 - ``windows``: the schedule windows in effect the fleet will be late for or short of.
 
 The safety rules every preset obeys (property-tested in tests/test_policy_properties.py):
@@ -48,7 +49,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bbbscaler.model import Decision, FleetSnapshot
-from bbbscaler.policy import default, forecast, seed, windows
+from bbbscaler.policy import default, forecast, seed, warm, windows
 from bbbscaler.policy.budgets import bounds
 from bbbscaler.policy.capacity import plan_capacity
 from bbbscaler.policy.config import PolicyConfig, Preset
@@ -87,6 +88,7 @@ def decide(
 ) -> Decision:
     """One round's decision over ``snapshot``; pure. ``forecast_`` is used by the forecast
     preset only (None: no forecast, the reactive rules alone)."""
+    config = warm.lagged(snapshot, config)
     fleet = sort_fleet(snapshot, config)
     lower, upper, window = bounds(snapshot, config, now)
     planned = window is not None
@@ -108,5 +110,6 @@ def decide(
         decision = replace(decision, steer=steer) if steer else decision
     if config.preset == "forecast":
         decision = forecast.noted(decision, forecast_)
+    decision = warm.account(snapshot, fleet, config, decision)
     late = windows.misses(snapshot, fleet, decision, config, now)
     return replace(decision, schedule_misses=late) if late else decision

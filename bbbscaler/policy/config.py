@@ -32,6 +32,9 @@ class PolicyConfig:
     lookahead: float = 300.0
     """Seconds ahead the demand trend is projected."""
     boot_time: float = 180.0
+    """Seconds from a cold launch to serving."""
+    warm_start_time: float = 45.0
+    """Seconds from the start of a warm pool host to serving (while ready ones are left)."""
     boot_grace: float = 900.0
     stale_after: float = 60.0
     max_draining: int = 2
@@ -112,6 +115,7 @@ class PolicyConfig:
             trend_window=p.trend_window,
             lookahead=p.lookahead,
             boot_time=p.boot_time,
+            warm_start_time=p.warm_start_time,
             boot_grace=p.boot_grace,
             stale_after=s.metrics.stale_after,
             max_draining=p.max_draining if p.preset != "seed" else 1,

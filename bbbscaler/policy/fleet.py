@@ -85,7 +85,8 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
     tag, grace = config.tag, config.boot_grace
     # One pass: membership tests on tuples of dataclasses compare field by field (O(n²)).
     for n in snapshot.nodes:
-        if n.leaving:
+        # A warm pool host is no member: only a scale-out brings it in (then it is Pending).
+        if n.leaving or n.warmed:
             continue
         members.append(n)
         s = n.server

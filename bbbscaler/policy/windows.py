@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from bbbscaler.model import Decision, FleetSnapshot, WindowMiss
 from bbbscaler.policy.config import PolicyConfig
 from bbbscaler.policy.fleet import Fleet
+from bbbscaler.policy.warm import boot_lag, launch_lags
 from bbbscaler.schedule import Window, in_effect
 
 
@@ -25,19 +26,20 @@ def ready_times(
     """When each node the fleet will have after ``decision`` serves, soonest first.
 
     Serving nodes already do (-inf: they are late for nothing); the ones re-enabled now
-    serve now; a booting node ``boot_time`` after its launch (now, if it is already slower
-    than that); desired capacity the ASG has not launched yet, and the launches of this
-    decision, ``boot_time`` from now.
+    serve now; a booting node ``boot_time`` after its launch (``warm_start_time`` after its
+    start, for one from the warm pool; now, if it is already slower than that); desired
+    capacity the ASG has not launched yet, and the launches of this decision,
+    ``warm_start_time`` from now while the warm pool has ready hosts, ``boot_time`` after.
     """
     leaving = set(decision.drain) | set(decision.terminate)
     times = [-math.inf for n in fleet.serving if n.instance_id not in leaving]
     times += [now] * len(decision.undrain)
     for n in fleet.booting:
         launched = now if n.launched_at is None else n.launched_at
-        times.append(max(now, launched + config.boot_time))
+        times.append(max(now, launched + boot_lag(n, config)))
     base = max(snapshot.group.desired, len(fleet.members))
     launches = fleet.pending_launches + max(0, (decision.desired or base) - base)
-    times += [now + config.boot_time] * launches
+    times += [now + lag for lag in launch_lags(snapshot.pool, launches, config)]
     return sorted(times)
 
 
