@@ -574,6 +574,41 @@ SCALER_DECISIONS = Dashboard(
             "does not shrink.",
             width=24,
         ),
+        Panel(
+            "Forecast against actual: nodes",
+            (
+                t(f"bbbscaler_forecast_nodes{{{SCALER}}}", "forecast need"),
+                t(f"bbbscaler_actual_capacity{{{SCALER}}}", "actual"),
+                t(f"bbbscaler_desired_capacity{{{SCALER}}}", "desired"),
+            ),
+            description="forecast preset: the nodes the forecast demand needs by now + "
+            "boot_time + forecast.margin, against the nodes the fleet has. Gaps: the round "
+            "fell back to the reactive rules (the status panel says why).",
+        ),
+        Panel(
+            "Forecast against actual: demand (nodes of CPU)",
+            (
+                t(f"bbbscaler_forecast_demand_nodes{{{SCALER}}}", "forecast"),
+                t(f"bbbscaler_fleet_demand_nodes{{{SCALER}}}", "actual"),
+                t(f"bbbscaler_forecast_correction_ratio{{{SCALER}}}", "correction"),
+            ),
+            description="The forecast's demand for now against the serving nodes' measured "
+            "demand; the correction is today's demand over the earlier weeks'.",
+        ),
+        Panel(
+            "Forecast status",
+            (
+                t(f"max by (status) (bbbscaler_forecast_status{{{SCALER}}}) > 0", "{{status}}"),
+                t(
+                    "increase(bbbscaler_forecast_history_reads_total"
+                    f'{{{SCALER}, result="failed"}}[30m])',
+                    "failed history reads (30 min)",
+                ),
+            ),
+            description="ok: the forecast is in use; short (too few earlier weeks), stale, "
+            "unreadable, off: the round used the reactive rules alone.",
+            width=24,
+        ),
     ),
 )
 

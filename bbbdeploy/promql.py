@@ -21,6 +21,12 @@ BBBSCALER_METRICS = frozenset({
     "bbbscaler_draining_nodes",
     "bbbscaler_drifted_nodes",
     "bbbscaler_fleet_lowest_cpu_ratio",
+    "bbbscaler_fleet_demand_nodes",
+    "bbbscaler_forecast_nodes",
+    "bbbscaler_forecast_demand_nodes",
+    "bbbscaler_forecast_correction_ratio",
+    "bbbscaler_forecast_status",
+    "bbbscaler_forecast_history_reads_total",
     "bbbscaler_certificate_expiry_timestamp_seconds",
     "bbbscaler_certificate_rate_limited_until_timestamp_seconds",
 })  # fmt: skip

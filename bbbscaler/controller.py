@@ -19,10 +19,16 @@ from bbbcore import logs
 from bbbscaler.actuate import Actuator, Outcome
 from bbbscaler.exposition import ScalerMetrics
 from bbbscaler.model import Action, Decision, FleetSnapshot, Node, WindowMiss
-from bbbscaler.policy import History, PolicyConfig, decide, sort_fleet
+from bbbscaler.policy import Forecast, History, PolicyConfig, decide, sort_fleet
 from bbbscaler.policy.windows import oversized
 
 log = logs.get(__name__)
+
+
+class ForecastPort(Protocol):
+    """Where each round's forecast comes from (HistoryReader)."""
+
+    async def forecast(self, now: float) -> Forecast: ...
 
 
 class ObserverPort(Protocol):
@@ -41,6 +47,7 @@ class Round:
     decision: Decision
     outcomes: tuple[Outcome, ...]
     dry_run: bool
+    forecast: Forecast | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The decision as ``bbbscaler run --once`` prints it (keys in docs/scaler.md)."""
@@ -83,12 +90,34 @@ class Round:
                 }
                 for m in d.schedule_misses
             ],
+            "forecast": forecast_json(self.decision, self.forecast),
             "observe_errors": list(self.snapshot.errors),
             "outcomes": [
                 {"action": o.action, "target": o.target, "result": o.result, "detail": o.detail}
                 for o in self.outcomes
             ],
         }
+
+
+def forecast_json(d: Decision, forecast: Forecast | None) -> dict[str, Any] | None:
+    """The forecast against the actual, as the decision JSON shows it (None: not the
+    forecast preset)."""
+    if not d.forecast_status:
+        return None
+    n = d.numbers
+    used = d.forecast_status == "ok" and "forecast_nodes" in n
+    return {
+        "status": d.forecast_status,
+        "reason": d.forecast_reason,
+        "demand": n.get("forecast_demand") if used else None,
+        "actual_demand": d.demand,
+        "lead_demand": n.get("forecast_lead_demand") if used else None,
+        "nodes": n.get("forecast_nodes") if used else None,
+        "keep_busy": n.get("keep_busy") if used else None,
+        "capacity": n.get("capacity"),
+        "correction": None if forecast is None or not used else round(forecast.correction, 3),
+        "weeks": None if forecast is None or not used else forecast.weeks,
+    }
 
 
 def roles(snapshot: FleetSnapshot, config: PolicyConfig) -> dict[str, int]:
@@ -117,8 +146,10 @@ class Controller:
         metrics: ScalerMetrics,
         dry_run: bool = False,
         clock: Callable[[], float] = time.time,
+        forecaster: ForecastPort | None = None,
     ) -> None:
         self._observer = observer
+        self._forecaster = forecaster
         self._actuator = actuator
         self._config = config
         self._metrics = metrics
@@ -145,21 +176,33 @@ class Controller:
             return None
         self._check_az_rebalance(snapshot)
         now = self._clock()
-        decision = decide(snapshot, self.history, self._config, now)
+        forecast = await self.forecast(now)
+        decision = decide(snapshot, self.history, forecast, self._config, now)
         self.history = self.history.record(decision, now, self._config)
         self._log(decision)
         self._warn_schedules(decision)
         outcomes = await self._actuator.apply(decision, snapshot)
         self._metrics.record_round(snapshot, decision, roles(snapshot, self._config), now)
+        self._metrics.record_forecast(decision, forecast)
         self._metrics.loop_duration.observe(time.monotonic() - started)
-        self.last = Round(snapshot, decision, outcomes, self._dry_run)
+        self.last = Round(snapshot, decision, outcomes, self._dry_run, forecast)
         self.last_finished = time.monotonic()
         return self.last
 
     async def preview(self) -> tuple[FleetSnapshot, Decision]:
         """Observe and decide, act on nothing (``bbbscaler explain``)."""
         snapshot = await self._observer.observe()
-        return snapshot, decide(snapshot, self.history, self._config, self._clock())
+        now = self._clock()
+        forecast = await self.forecast(now)
+        return snapshot, decide(snapshot, self.history, forecast, self._config, now)
+
+    async def forecast(self, now: float) -> Forecast | None:
+        """This round's forecast; None when the preset uses none."""
+        if self._config.preset != "forecast":
+            return None
+        if self._forecaster is None:
+            return Forecast.unavailable(now, "off", "no history source")
+        return await self._forecaster.forecast(now)
 
     async def run(self, interval: float, stop: asyncio.Event) -> None:
         """Rounds every ``interval`` seconds until ``stop`` is set (the round in flight ends)."""

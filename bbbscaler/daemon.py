@@ -22,6 +22,7 @@ from bbbscaler.certificate import open_job
 from bbbscaler.controller import Controller
 from bbbscaler.explain import render
 from bbbscaler.exposition import ScalerMetrics
+from bbbscaler.history_source import HistoryReader, PrometheusHistory, history_query
 from bbbscaler.observe import SessionFactory, build_observer
 from bbbscaler.policy import PolicyConfig
 from bbbscaler.server import build_app
@@ -61,7 +62,29 @@ async def wire(settings: ScalerSettings) -> AsyncIterator[Wired]:
             dry_run=settings.dry_run,
             on_outcome=metrics.record_outcome,
         )
-        controller = Controller(kit.observer, actuator, config, metrics, dry_run=settings.dry_run)
+        reader = None
+        if config.preset == "forecast":
+            source = PrometheusHistory(
+                kit.http,
+                settings.forecast_url,
+                history_query(settings),
+                weeks=settings.forecast.weeks,
+                timeout=settings.forecast.timeout,
+            )
+            reader = HistoryReader(
+                source,
+                config,
+                settings.forecast.refresh_interval,
+                on_read=metrics.record_history_read,
+            )
+        controller = Controller(
+            kit.observer,
+            actuator,
+            config,
+            metrics,
+            dry_run=settings.dry_run,
+            forecaster=reader,
+        )
         yield Wired(controller, metrics, config)
 
 

@@ -101,6 +101,7 @@ def render(snapshot: FleetSnapshot, decision: Decision, config: PolicyConfig) ->
     ):
         if ids:
             lines.append(f"  {label}: {', '.join(ids)}")
+    lines.extend(forecast_lines(decision, config))
     lines.extend(schedule_lines(decision, config))
     numbers = ", ".join(f"{k}={_num(v)}" for k, v in decision.numbers.items())
     lines.append(f"numbers: {numbers}")
@@ -132,6 +133,25 @@ def _tag_line(tag: str | None, others: int) -> str:
     if others:
         line += f"; {others} node(s) with another tag not counted"
     return line
+
+
+def forecast_lines(decision: Decision, config: PolicyConfig) -> list[str]:
+    """The forecast against the actual, or why the round fell back to the reactive rules."""
+    status = decision.forecast_status
+    if not status:
+        return []
+    n = decision.numbers
+    if status != "ok" or "forecast_nodes" not in n:
+        return [f"forecast: {status} ({decision.forecast_reason}): the reactive rules alone"]
+    actual = "unknown" if decision.demand is None else f"{decision.demand:.2f}"
+    ahead = config.boot_time + config.forecast_margin
+    return [
+        f"forecast: ok ({decision.forecast_reason}): demand now {n['forecast_demand']:.2f} "
+        f"forecast, {actual} actual; {n['forecast_lead_demand']:.2f} within {ahead:.0f}s "
+        f"needs {_num(n['forecast_nodes'])} node(s) (capacity {_num(n['capacity'])}); "
+        f"nodes with meetings kept for {_num(n['keep_busy'])} within "
+        f"{config.forecast_hold:.0f}s"
+    ]
 
 
 def schedule_lines(decision: Decision, config: PolicyConfig) -> list[str]:

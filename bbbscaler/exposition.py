@@ -11,9 +11,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from bbbcore import __version__
 from bbbscaler.actuate import Outcome
 from bbbscaler.model import Action, Decision, FleetSnapshot
+from bbbscaler.policy import Forecast
 
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
+FORECAST_STATUSES = ("ok", "off", "short", "stale", "unreadable")
 OBSERVE_SOURCES = ("asg", "ec2", "metrics", "scalelite", "launch_templates", "warm_pool")
 WARM_STATES = ("ready", "warming", "leaving")
 ACT_ACTIONS = (
@@ -156,6 +158,47 @@ class ScalerMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
             registry=r,
         )
+        self.forecast_nodes = Gauge(
+            "bbbscaler_forecast_nodes",
+            "Nodes the forecast demand needs by now + boot_time + forecast.margin (forecast "
+            "preset; NaN when the round fell back to the reactive rules).",
+            registry=r,
+        )
+        self.forecast_demand = Gauge(
+            "bbbscaler_forecast_demand_nodes",
+            "The forecast's CPU demand in nodes for now, beside bbbscaler_fleet_demand_nodes "
+            "(NaN without a forecast).",
+            registry=r,
+        )
+        self.forecast_correction = Gauge(
+            "bbbscaler_forecast_correction_ratio",
+            "Today's demand over the earlier weeks' for the last forecast.window (NaN without "
+            "a forecast).",
+            registry=r,
+        )
+        self.forecast_status = Gauge(
+            "bbbscaler_forecast_status",
+            "1 for the forecast's status this round: ok (in use), off (no source), short "
+            "(too few earlier weeks), stale (no recent value), unreadable (Prometheus); "
+            "anything but ok means the round used the reactive rules alone.",
+            ["status"],
+            registry=r,
+        )
+        for status in FORECAST_STATUSES:
+            self.forecast_status.labels(status)
+        self.history_reads = Counter(
+            "bbbscaler_forecast_history_reads",
+            "Reads of the forecast's history from Prometheus, by result (ok, failed).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("ok", "failed"):
+            self.history_reads.labels(result)
+        self.history_read_seconds = Gauge(
+            "bbbscaler_forecast_history_read_seconds",
+            "Wall time of the last history read.",
+            registry=r,
+        )
         self.last_success = Gauge(
             "bbbscaler_last_success_timestamp_seconds",
             "When the last round finished its decision (epoch seconds).",
@@ -203,6 +246,22 @@ class ScalerMetrics:
             self.schedule_short.labels(name).set(count)
         self.decisions.labels(decision.action.value).inc()
         self.last_success.set(at)
+
+    def record_forecast(self, decision: Decision, forecast: Forecast | None) -> None:
+        """The forecast's gauges (left alone when the preset uses none)."""
+        if forecast is None:
+            return
+        for status in FORECAST_STATUSES:
+            self.forecast_status.labels(status).set(int(status == forecast.status))
+        used = forecast.usable and "forecast_nodes" in decision.numbers
+        n = decision.numbers
+        self.forecast_nodes.set(n["forecast_nodes"] if used else math.nan)
+        self.forecast_demand.set(forecast.now() if forecast.usable else math.nan)
+        self.forecast_correction.set(forecast.correction if forecast.usable else math.nan)
+
+    def record_history_read(self, result: str, seconds: float) -> None:
+        self.history_reads.labels(result).inc()
+        self.history_read_seconds.set(seconds)
 
     def record_outcome(self, outcome: Outcome) -> None:
         self.actions.labels(outcome.action, outcome.result).inc()

@@ -307,3 +307,7 @@ class Decision:
     """Fleet CPU demand in nodes (sum of node CPU), for the trend; None if unknown."""
     schedule_misses: tuple[WindowMiss, ...] = ()
     """Schedule windows in effect this round that the fleet will be late for or short of."""
+    forecast_status: str = ""
+    """The forecast preset's forecast: ``ok`` (in use), or why the round fell back to the
+    reactive rules (``short``, ``stale``, ``unreadable``, ``off``); "" for other presets."""
+    forecast_reason: str = ""

@@ -131,27 +131,9 @@ class PrometheusSource:
 
     async def _query(self, expr: str) -> list[tuple[dict[str, str], tuple[float, float]]]:
         """An instant vector query's (labels, (time, value)) pairs."""
-        try:
-            async with self._session.post(
-                self._url, data={"query": expr}, timeout=self._timeout, allow_redirects=False
-            ) as resp:
-                body = await read_body(resp, self._max_bytes)
-                status = resp.status
-        except TooLarge as exc:
-            raise PrometheusError(str(exc)) from None
-        except TimeoutError:
-            raise PrometheusError("query timed out") from None
-        except aiohttp.ClientError as exc:
-            raise PrometheusError(f"query failed: {type(exc).__name__}") from None
-        try:
-            doc = json.loads(body)
-        except ValueError:
-            raise PrometheusError(f"answer is not JSON (HTTP {status})") from None
-        if not isinstance(doc, dict) or doc.get("status") != "success":
-            error = doc.get("error") if isinstance(doc, dict) else None
-            raise PrometheusError(f"query refused (HTTP {status}): {error or 'no error text'}")
-        data = doc.get("data")
-        if not isinstance(data, dict) or data.get("resultType") != "vector":
+        data = await api_call(self._session, self._url, {"query": expr}, self._timeout,
+                              self._max_bytes)  # fmt: skip
+        if data.get("resultType") != "vector":
             raise PrometheusError("answer is not an instant vector")
         result = data.get("result")
         if not isinstance(result, list):
@@ -163,3 +145,37 @@ class PrometheusSource:
             labels = {str(k): str(v) for k, v in item["metric"].items()}
             pairs.append((labels, _sample(item.get("value"))))
         return pairs
+
+
+async def api_call(
+    session: aiohttp.ClientSession,
+    url: str,
+    form: Mapping[str, str],
+    limit: aiohttp.ClientTimeout,
+    max_bytes: int,
+) -> dict[str, Any]:
+    """POST ``form`` to a Prometheus API ``url``; the answer's ``data`` object.
+
+    Raises PrometheusError when Prometheus cannot be read or refuses the query.
+    """
+    try:
+        async with session.post(url, data=dict(form), timeout=limit, allow_redirects=False) as resp:
+            body = await read_body(resp, max_bytes)
+            status = resp.status
+    except TooLarge as exc:
+        raise PrometheusError(str(exc)) from None
+    except TimeoutError:
+        raise PrometheusError("query timed out") from None
+    except aiohttp.ClientError as exc:
+        raise PrometheusError(f"query failed: {type(exc).__name__}") from None
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise PrometheusError(f"answer is not JSON (HTTP {status})") from None
+    if not isinstance(doc, dict) or doc.get("status") != "success":
+        error = doc.get("error") if isinstance(doc, dict) else None
+        raise PrometheusError(f"query refused (HTTP {status}): {error or 'no error text'}")
+    data = doc.get("data")
+    if not isinstance(data, dict):
+        raise PrometheusError("answer has no data")
+    return data

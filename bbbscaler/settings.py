@@ -132,8 +132,10 @@ class ScheduleSettings(Section):
 
 
 class PolicySettings(Section):
-    preset: Literal["seed", "default"] = "default"
-    """seed: the write-up's lowest-CPU thresholds; default: headroom, sized steps, drain."""
+    preset: Literal["seed", "default", "forecast"] = "default"
+    """seed: the write-up's lowest-CPU thresholds; default: headroom, sized steps, drain;
+    forecast: default, plus capacity before the demand the fleet's earlier weeks forecast
+    (reads them from Prometheus: the [forecast] section)."""
     scale_out_after: float | None = Field(default=None, ge=0)
     """Seconds the scale-out condition must hold (seed 180, default 0)."""
     scale_in_after: float | None = Field(default=None, ge=0)
@@ -188,6 +190,40 @@ class PolicySettings(Section):
         return self
 
 
+class ForecastSettings(Section):
+    prometheus_url: str = ""
+    """Prometheus base URL the history is read from; empty: metrics.prometheus_url."""
+    query: str = 'sum(avg_over_time(bbbnode_cpu_utilization_ratio{asg="$asg_name"}[5m]))'
+    """PromQL of the fleet's CPU demand in nodes ($asg_name: aws.asg_name), read with
+    query_range at 5-minute steps."""
+    weeks: int = Field(default=4, ge=1, le=8)
+    """Earlier weeks the forecast learns from (Prometheus must keep them: 35 days for 4)."""
+    min_weeks: int = Field(default=2, ge=1, le=8)
+    """Fewer earlier weeks covering the next hour than this: no forecast (reactive)."""
+    quantile: float = Field(default=0.75, ge=0, le=1)
+    """Quantile of the earlier weeks' demand at the same week-time."""
+    margin: float = Field(default=300.0, ge=0, le=1800)
+    """Seconds beyond policy.boot_time the forecast need is met before it arrives."""
+    hold: float = Field(default=1800.0, ge=0, le=3000)
+    """Seconds ahead within which a node with meetings the forecast needs is not drained."""
+    window: float = Field(default=3600.0, gt=0, le=86400)
+    """Seconds of today the correction compares with their forecast."""
+    headroom: float = Field(default=0.05, ge=0)
+    """policy.headroom while the forecast is in use (the trend is not extrapolated then)."""
+    stale_after: float = Field(default=900.0, gt=0)
+    """Seconds after which the newest history value is too old to forecast on."""
+    refresh_interval: float = Field(default=300.0, gt=0)
+    """Seconds between two reads of the history."""
+    timeout: float = Field(default=10.0, gt=0)
+    """Seconds one history read may take."""
+
+    @model_validator(mode="after")
+    def _weeks(self) -> ForecastSettings:
+        if self.min_weeks > self.weeks:
+            raise ValueError("min_weeks must not exceed weeks")
+        return self
+
+
 class CertificateSettings(Section):
     secret: str = ""
     """Secrets Manager secret (ARN or name) the fleet's wildcard certificate is published to;
@@ -234,6 +270,7 @@ class ScalerSettings(BaseSettings):
     policy: PolicySettings = PolicySettings()
     loop: LoopSettings = LoopSettings()
     certificate: CertificateSettings = CertificateSettings()
+    forecast: ForecastSettings = ForecastSettings()
     log: LogSettings = LogSettings()
 
     @model_validator(mode="after")
@@ -270,6 +307,16 @@ class ScalerSettings(BaseSettings):
                 )
                 if not value
             )
+        if self.policy.preset == "forecast" and not self.forecast_url:
+            missing.append(
+                "forecast.prometheus_url (BBBSCALER_FORECAST__PROMETHEUS_URL) or "
+                "metrics.prometheus_url is required with policy.preset = forecast"
+            )
         if missing:
             raise ValueError("; ".join(missing))
         return self
+
+    @property
+    def forecast_url(self) -> str:
+        """Where the forecast's history is read from."""
+        return self.forecast.prometheus_url or self.metrics.prometheus_url

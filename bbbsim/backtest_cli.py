@@ -18,7 +18,7 @@ from bbbsim.scalelite_poller import PollerSpec
 from bbbsim.trace_generate import KINDS
 
 COMMANDS: Final = ("backtest", "trace")
-PRESETS: Final = ("seed", "default")
+PRESETS: Final = ("seed", "default", "forecast")
 POLLER: Final = PollerSpec()
 """Scalelite's poller as helm/scalelite/values.yaml sets it (tests keep the two equal)."""
 RECORDINGS: Final = RecordingSpec()
@@ -94,7 +94,9 @@ def add_commands(sub: Any, positive: Callable[[str], float]) -> None:
         action="append",
         choices=PRESETS,
         metavar="PRESET",
-        help="seed or default; repeat to compare (default: both)",
+        help="seed, default or forecast; repeat to compare (default: all three). A trace "
+        "longer than a week is scored on its last week; the weeks before are the forecast's "
+        "history",
     )
     bt.add_argument(
         "--policy-config",
@@ -244,7 +246,9 @@ def add_commands(sub: Any, positive: Callable[[str], float]) -> None:
         "generate",
         help="write a synthetic trace",
         description="Write a seeded synthetic trace (university-week: 7 days of lectures, about "
-        "225 meetings at peak; exam-flash: 1,500 users joining within 5 minutes).",
+        "225 meetings at peak; exam-flash: 1,500 users joining within 5 minutes; company-week: "
+        "two offices' meetings on the hour and half hour). With --weeks N, N weeks with "
+        "week-to-week noise, public holidays and a term growing in its last weeks.",
     )
     gen.add_argument("--kind", required=True, choices=KINDS)
     gen.add_argument("--seed", type=int, default=1, metavar="N", help="random seed (default 1)")
@@ -255,6 +259,8 @@ def add_commands(sub: Any, positive: Callable[[str], float]) -> None:
         metavar="X",
         help="meetings (exam users) times X (default 1)",
     )
+    gen.add_argument("--weeks", type=_at_least_one, default=1, metavar="N",
+                     help="weeks of it (default 1; the shipped traces have 5)")  # fmt: skip
     gen.add_argument("--out", required=True, type=Path, metavar="FILE")  # fmt: skip
 
 
@@ -269,7 +275,7 @@ def _generate(args: argparse.Namespace) -> int:
     from bbbsim.trace import render_trace
     from bbbsim.trace_generate import generate
 
-    meetings = generate(args.kind, args.seed, args.scale)
+    meetings = generate(args.kind, args.seed, args.scale, args.weeks)
     args.out.write_text(render_trace(meetings), encoding="utf-8")
     users = sum(m.participants for m in meetings)
     print(f"{args.out}: {len(meetings):,} meetings, {users:,} users")

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # after use(): the backend is chosen before pyp
 from bbbsim.backtest import BacktestResult
 from bbbsim.demand import Steps
 
-COLORS = {"seed": "tab:red", "default": "tab:blue", "oracle": "black"}
+COLORS = {"seed": "tab:red", "default": "tab:blue", "forecast": "tab:purple", "oracle": "black"}
 MARKERS = {
     "scale_out": ("^", "tab:green"),
     "undrain": ("o", "tab:cyan"),

@@ -91,7 +91,15 @@ from bbbscaler.model import (
     ServerView,
     WarmPool,
 )
-from bbbscaler.policy import History, PolicyConfig, Preset, decide
+from bbbscaler.policy import (
+    DemandHistory,
+    Forecast,
+    History,
+    PolicyConfig,
+    Preset,
+    decide,
+    forecast_from,
+)
 from bbbsim.demand import MICRO, HostSpec, Steps, meeting_units
 from bbbsim.recording_processing import RecordingSpec
 from bbbsim.scalelite_poller import PollerSpec, failure_probability, round_duration
@@ -315,10 +323,19 @@ class FleetSim:
     ``run`` does it all; tests step it by hand with ``advance``, ``snapshot`` and ``apply``.
     """
 
-    def __init__(self, prepared: PreparedTrace, config: PolicyConfig, settings: FleetSettings):
+    def __init__(
+        self,
+        prepared: PreparedTrace,
+        config: PolicyConfig,
+        settings: FleetSettings,
+        demand: DemandHistory | None = None,
+    ):
         self.p = prepared
         self.config = config
         self.s = settings
+        self.demand = demand
+        """The forecast's history (the trace's earlier weeks, and this one up to now)."""
+        self._forecast: tuple[int, Forecast] | None = None
         self.nodes: dict[str, _SimNode] = {}
         self.waiting: dict[str, _SimNode] = {}
         """Terminated instances the lifecycle hook holds while recordings are processed."""
@@ -798,10 +815,22 @@ class FleetSim:
             )
         return self.pool_view
 
+    def forecast(self, now: float) -> Forecast | None:
+        """The forecast preset's forecast at ``now``; made again when a new step of history
+        is complete, as the live scaler re-reads it."""
+        if self.config.preset != "forecast":
+            return None
+        if self.demand is None:
+            return Forecast.unavailable(now, "short", "the trace has no earlier week")
+        step = self.demand.index(now)
+        if self._forecast is None or self._forecast[0] != step:
+            self._forecast = (step, forecast_from(self.demand, now, self.config))
+        return self._forecast[1]
+
     def round(self, t: float) -> Decision:
         """One scaler round at ``t``: observe, the real decide and History.record, act."""
         now = self.s.epoch + t
-        decision = decide(self.snapshot(t), self.history, self.config, now)
+        decision = decide(self.snapshot(t), self.history, self.forecast(now), self.config, now)
         self.history = self.history.record(decision, now, self.config)
         self.apply(decision, t)
         return decision
@@ -919,7 +948,12 @@ def policy_config(preset: Preset, settings: FleetSettings) -> PolicyConfig:
 
 
 def simulate(
-    prepared: PreparedTrace, config: PolicyConfig, settings: FleetSettings, name: str = ""
+    prepared: PreparedTrace,
+    config: PolicyConfig,
+    settings: FleetSettings,
+    name: str = "",
+    demand: DemandHistory | None = None,
 ) -> FleetRun:
-    """Run the trace through the simulated fleet under ``config``."""
-    return FleetSim(prepared, config, settings).run(name or config.preset)
+    """Run the trace through the simulated fleet under ``config`` (``demand``: the forecast's
+    history, on the clock of ``settings.epoch``)."""
+    return FleetSim(prepared, config, settings, demand).run(name or config.preset)

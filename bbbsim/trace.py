@@ -25,8 +25,10 @@ from typing import Final, TextIO
 REQUIRED: Final = ("start_s", "duration_s", "participants")
 OPTIONAL: Final = ("cameras", "recorded")
 HEADER: Final = "start_s,duration_s,participants[,cameras][,recorded]"
-SHIPPED: Final = ("university-week", "exam-flash")
-"""The traces shipped in bbbsim/traces/ (``<name>.csv``)."""
+SHIPPED: Final = ("university-week", "exam-flash", "company-week")
+"""The traces shipped in bbbsim/traces/ (``<name>.csv``): ``bbbsim trace generate --kind NAME
+--seed 1 --weeks 5`` (the backtest scores the last week; the others are its history)."""
+SHIPPED_WEEKS: Final = 5
 
 
 class TraceError(ValueError):

@@ -3,18 +3,21 @@ each setting's effect, other seeds.
 
 Deterministic (the backtest is a discrete-event simulation with seeded traces and seeded
 failed polls): any machine prints the same rows. Everything runs as ``bbbsim backtest``
-does: the shipped traces (seed 1, their recordings processed) with the exam's shipped
-9-node planned window, Scalelite as helm/scalelite sets it, both presets, the oracle and
-the fluid bound.
+does: the shipped traces (seed 1, five weeks, their recordings processed; each scored on
+its last week, the four before are the forecast's history) with the exam's shipped
+9-node planned window, Scalelite as helm/scalelite sets it, the three presets, the
+oracle and the fluid bound.
 
-- ``university-week``, ``exam-flash``: the score tables ``bbbsim backtest
-  --trace NAME`` prints;
-- ``goals``: issue 5's and issue 13's goals for ``default`` on both traces;
+- ``university-week``, ``exam-flash``, ``company-week``: the score tables ``bbbsim
+  backtest --trace NAME`` prints, and ``*-error``: the forecast's own error per hour;
+- ``goals``: issue 16's goals for ``forecast`` (and issue 5's for ``default``) on every
+  shipped kind;
+- ``forecast-settings``: ``forecast`` with one of its settings changed at a time;
 - ``scalelite``: the week under Scalelite's stock poller settings and the chart's;
 - ``recordings``: both traces without recordings, with them, and with heavier processing;
 - ``settings``: ``default`` with one thing changed at a time;
 - ``seeds``: the same generator with seeds 1 to 4 (``bbbsim trace generate
-  --kind K --seed N``);
+  --kind K --seed N --weeks 5``);
 - ``exam-window``: the exam's planned window one node smaller and larger;
 - ``rollout``: ``--rollout-at``: the launch template changes at a given second,
   and each run's ``rollout_s`` (until no host launched before is left);
@@ -41,6 +44,7 @@ from bbbsim.backtest import (
     GoalFigures,
     Scored,
     backtest,
+    error_lines,
     goal_figures,
     render_table,
     shipped_schedules,
@@ -49,10 +53,11 @@ from bbbsim.demand import Steps, capacity_lags
 from bbbsim.fleet_model import FleetRun, FleetSettings, policy_config
 from bbbsim.recording_processing import RecordingSpec
 from bbbsim.scalelite_poller import PollerSpec
-from bbbsim.trace import Trace, shipped_trace
+from bbbsim.trace import SHIPPED_WEEKS, Trace, shipped_trace
 from bbbsim.trace_generate import Kind, generate
 
-TRACES: tuple[Kind, ...] = ("university-week", "exam-flash")
+TRACES: tuple[Kind, ...] = ("university-week", "exam-flash", "company-week")
+PRESETS: tuple[Preset, ...] = ("seed", "default", "forecast")
 SEEDS = (1, 2, 3, 4)
 WINDOWS = (8, 9, 10)
 EMPTY_OR_INT = rf"(?:{INT})?"
@@ -77,14 +82,43 @@ SCORES = Table(
         Column("p95 time to capacity (s)", EMPTY_OR_INT),
         Column("recording wait (instance-h)", rf"(?:{DECIMAL})?"),
     ),
-    keys=("seed", "default", "oracle", "fluid bound"),
+    keys=("seed", "default", "forecast", "oracle", "fluid bound"),
+)
+ERRORS = Table(
+    (
+        Column("hour (UTC)", INT),
+        Column("MAPE", rf"{DECIMAL}%"),
+        Column("bias", rf"[+-]{DECIMAL}%"),
+        Column("steps", INT),
+    )
 )
 GOALS = (
-    "0 meetings ended by the platform",
-    "0 meetings ended by Scalelite",
-    "avoidable overload (node-minutes above the oracle's) ≤ 10 % of the seed's",
-    f"instance-hours ≤ 1.5 {MUL} the oracle's",
+    "`forecast`: 0 meetings ended by the platform",
+    "`forecast`: 0 meetings ended by Scalelite",
+    "`forecast`: avoidable overload (node-minutes above the oracle's) ≤ 10 % of the seed's",
+    f"`forecast`: instance-hours ≤ 1.3 {MUL} the oracle's",
+    "`default`: avoidable overload ≤ 10 % of the seed's",
+    f"`default`: instance-hours ≤ 1.5 {MUL} the oracle's",
 )
+FORECAST_SETTINGS = (
+    "the defaults (`forecast.headroom` 0.05, `quantile` 0.75, `hold` 1800, `margin` 300)",
+    "`forecast.headroom` 0.15 (the default preset's)",
+    "`forecast.quantile` 0.5 (the median)",
+    "`forecast.hold` 0 (no busy node held for the forecast)",
+    "`forecast.margin` 0 (nodes serve just as the forecast demand arrives)",
+    "no correction by today (`forecast.window` 300 s, clipped to 1)",
+)
+FORECAST_VARIANTS = {
+    FORECAST_SETTINGS[1]: {"forecast_headroom": 0.15},
+    FORECAST_SETTINGS[2]: {"forecast_quantile": 0.5},
+    FORECAST_SETTINGS[3]: {"forecast_hold": 0.0},
+    FORECAST_SETTINGS[4]: {"forecast_margin": 0.0},
+    FORECAST_SETTINGS[5]: {
+        "forecast_window": 300.0,
+        "forecast_min_correction": 1.0,
+        "forecast_max_correction": 1.0,
+    },
+}
 SETTINGS = (
     "the defaults (`target_cpu` 0.72, `steer_cpu` 0.70)",
     "no steering (`steer_multiplier` 1)",
@@ -112,21 +146,29 @@ ROLLOUTS: tuple[tuple[Kind, float, str], ...] = (
 )
 ROLLOUT_BUDGET = 0.3
 POOLS = (0, 2, 5)
-PRESETS: tuple[Preset, ...] = ("seed", "default")
-TRACE_LABEL = {"university-week": "university week", "exam-flash": "exam flash"}
 SECONDS_OR_NOT = rf"(?:{INT} s|not done)"
+GOAL_CELL = rf"(?:{INT}|{OF_SEED}|{DECIMAL} {MUL}): (?:met|MISSED)"
+KINDS_TITLES = ("university week", "exam flash", "company week")
+TRACE_LABEL = dict(zip(TRACES, KINDS_TITLES, strict=True))
 TABLES = {
     "university-week": SCORES,
     "exam-flash": SCORES,
+    "company-week": SCORES,
+    "university-week-error": ERRORS,
+    "company-week-error": ERRORS,
     "goals": Table(
         (
             Column("goal", TEXT, numeric=False),
-            Column(
-                "university week", rf"(?:{INT}|{OF_SEED}|{DECIMAL} {MUL}): (?:met|MISSED)", False
-            ),
-            Column("exam flash", rf"(?:{INT}|{OF_SEED}|{DECIMAL} {MUL}): (?:met|MISSED)", False),
+            *(Column(title, GOAL_CELL, False) for title in KINDS_TITLES),
         ),
         keys=GOALS,
+    ),
+    "forecast-settings": Table(
+        (
+            Column("`forecast` with", TEXT, numeric=False),
+            *(Column(title, RATIO_SHARE, numeric=False) for title in KINDS_TITLES),
+        ),
+        keys=FORECAST_SETTINGS,
     ),
     "scalelite": Table(
         (
@@ -135,18 +177,20 @@ TABLES = {
             Column(f"`seed` {MUL} oracle", TIMES),
             Column("`default`: ended by Scalelite", INT),
             Column(f"`default` {MUL} oracle / avoidable overload", RATIO_SHARE, numeric=False),
+            Column("`forecast`: ended by Scalelite", INT),
+            Column(f"`forecast` {MUL} oracle / avoidable overload", RATIO_SHARE, numeric=False),
         ),
         keys=tuple(POLLERS),
     ),
     "recordings": Table(
         (
             Column("trace, processing", TEXT, numeric=False),
-            Column("`default` instance-hours", DECIMAL),
+            Column("`forecast` instance-hours", DECIMAL),
             Column(f"{MUL} oracle", TIMES),
             Column("oracle instance-hours", DECIMAL),
-            Column("`default` waiting for recordings (instance-h)", DECIMAL),
+            Column("`forecast` waiting for recordings (instance-h)", DECIMAL),
             Column("p95 wait (s)", INT),
-            Column("`default` avoidable overload", PCT, numeric=False),
+            Column("`forecast` avoidable overload", PCT, numeric=False),
         ),
         keys=tuple(f"{kind}, {name}" for kind in TRACES for name in RECORDINGS),
     ),
@@ -162,9 +206,15 @@ TABLES = {
         (
             Column("trace", TEXT, numeric=False),
             Column("seed", INT),
+            Column(f"`forecast` {MUL} oracle", TIMES),
+            Column("`forecast` avoidable overload, of the seed's", OF_SEED, numeric=False),
             Column(f"`default` {MUL} oracle", TIMES),
             Column("`default` avoidable overload, of the seed's", OF_SEED, numeric=False),
-            Column("ended by Scalelite: `default` / seed", rf"{INT} / {INT}", numeric=False),
+            Column(
+                "ended by Scalelite: `forecast` / `default` / seed",
+                rf"{INT} / {INT} / {INT}",
+                numeric=False,
+            ),
             Column(f"`seed` {MUL} oracle", TIMES),
         ),
         keys=tuple(kind for kind in TRACES for _ in SEEDS),
@@ -174,6 +224,7 @@ TABLES = {
             Column("trace, template changes at", TEXT, numeric=False),
             Column("`seed`", SECONDS_OR_NOT),
             Column("`default`", SECONDS_OR_NOT),
+            Column("`forecast`", SECONDS_OR_NOT),
             Column(f"`default`, `drift_budget` {ROLLOUT_BUDGET}", SECONDS_OR_NOT),
         ),
         keys=tuple(label for _, _, label in ROLLOUTS),
@@ -228,7 +279,7 @@ def ratio_share(g: GoalFigures) -> str:
 def trace_of(kind: Kind, seed: int) -> Trace:
     if seed == 1:
         return shipped_trace(kind)
-    return Trace(f"{kind}-seed{seed}", tuple(generate(kind, seed)))
+    return Trace(f"{kind}-seed{seed}", tuple(generate(kind, seed, weeks=SHIPPED_WEEKS)))
 
 
 def planned(kind: Kind, nodes: int | None = None) -> tuple[Window, ...]:
@@ -245,53 +296,86 @@ def run(
     variants: bool = False,
     windows: tuple[Window, ...] | None = None,
 ) -> BacktestResult:
-    """Both presets (and, with ``variants``, ``default`` with each setting changed)."""
+    """The three presets (and, with ``variants``, ``default`` and ``forecast`` with each
+    setting changed; the exam has no week of ``default``'s own variants)."""
     fleet = settings or FleetSettings()
-    configs = [
-        (name, dataclasses.replace(policy_config("default", fleet), **changes))  # type: ignore[arg-type]
-        for name, changes in (VARIANTS.items() if variants else ())
-    ]
+    configs = []
+    if variants:
+        configs += [
+            (name, dataclasses.replace(policy_config("default", fleet), **changes))  # type: ignore[arg-type]
+            for name, changes in VARIANTS.items()
+        ]
+        configs += [
+            (name, dataclasses.replace(policy_config("forecast", fleet), **changes))  # type: ignore[arg-type]
+            for name, changes in FORECAST_VARIANTS.items()
+        ]
     plan = planned(kind) if windows is None else windows
-    return backtest(trace_of(kind, seed), ("seed", "default"), fleet, configs, plan)
+    return backtest(trace_of(kind, seed), PRESETS, fleet, configs, plan)
 
 
 def score_table(result: BacktestResult) -> list[str]:
     """``bbbsim backtest``'s own table, presets only, checked against the README's form."""
-    presets = tuple(s for s in result.policies if s.run.name in ("seed", "default"))
+    presets = tuple(s for s in result.policies if s.run.name in PRESETS)
     text = render_table(dataclasses.replace(result, policies=presets))
-    lines = [line for line in text.splitlines() if line.startswith("|")]
+    lines = [line for line in text.split("\n\n")[1].splitlines() if line.startswith("|")]
     problems = SCORES.problems(lines)
     if problems:
         raise ValueError("; ".join(problems))
     return lines
 
 
+def print_errors(result: BacktestResult, name: str) -> None:
+    """The forecast's own error per hour of day, as ``bbbsim backtest`` prints it."""
+    said = error_lines(result)
+    lines = [line for line in said if line.startswith("|")]
+    problems = TABLES[name].problems(lines)
+    if problems:
+        raise ValueError("; ".join(problems))
+    print(f"\n{name}: {said[1]}")
+    print("\n".join(lines))
+
+
+def goal_cells(base: dict[Kind, BacktestResult], preset: str, index: int) -> list[str]:
+    cells = []
+    for kind in TRACES:
+        g = goal_figures(base[kind], preset)
+        figure = (
+            str(g.ended_by_platform),
+            str(g.ended_by_scalelite),
+            of_seed(g),
+            f"{g.ratio:.2f} {MUL}",
+        )[index]
+        cells.append(f"{figure}: {'met' if g.met[index] else 'MISSED'}")
+    return cells
+
+
 def main() -> None:
     print(
-        "bbbsim backtest: shipped traces (seed 1) with their recordings, Scalelite as "
-        "helm/scalelite sets it (polled every 20 s), boot 180 s, 10 s scaler loop, the exam's "
-        "planned window of 9 nodes; deterministic"
+        "bbbsim backtest: shipped traces (seed 1, 5 weeks: the last scored, the 4 before the "
+        "forecast's history) with their recordings, Scalelite as helm/scalelite sets it "
+        "(polled every 20 s), boot 180 s, 10 s scaler loop, the exam's planned window of 9 "
+        "nodes; deterministic"
     )
     base = {kind: run(kind, variants=True) for kind in TRACES}
     for kind in TRACES:
         result = base[kind]
         print(f"\n{kind}: {result.meetings:,} meetings over {result.hours:,.1f} h")
         print("\n".join(score_table(result)))
+    for kind in ("university-week", "company-week"):
+        print_errors(base[kind], f"{kind}-error")
 
     goals = TABLES["goals"]
     print("\n" + goals.header())
-    figures = [goal_figures(base[kind], "default") for kind in TRACES]
-    for i, goal in enumerate(GOALS):
-        cells = []
-        for g in figures:
-            figure = (
-                str(g.ended_by_platform),
-                str(g.ended_by_scalelite),
-                of_seed(g),
-                f"{g.ratio:.2f} {MUL}",
-            )[i]
-            cells.append(f"{figure}: {'met' if g.met[i] else 'MISSED'}")
-        print(goals.row(goal, *cells))
+    for i, goal in enumerate(GOALS[:4]):
+        print(goals.row(goal, *goal_cells(base, "forecast", i)))
+    print(goals.row(GOALS[4], *goal_cells(base, "default", 2)))
+    print(goals.row(GOALS[5], *goal_cells(base, "default", 3)))
+
+    table = TABLES["forecast-settings"]
+    print("\n" + table.header())
+    for name in FORECAST_SETTINGS:
+        policy = "forecast" if name == FORECAST_SETTINGS[0] else name
+        print(table.row(name, *(ratio_share(goal_figures(base[k], policy)) for k in TRACES)))
 
     table = TABLES["scalelite"]
     print("\n" + table.header())
@@ -301,15 +385,15 @@ def main() -> None:
             if poller == PollerSpec()
             else run("university-week", settings=FleetSettings(poller=poller))
         )
-        g, sd = goal_figures(week, "default"), goal_figures(week, "seed")
+        sd = goal_figures(week, "seed")
         by = {r.run.name: r.run for r in week.policies}
+        cells = []
+        for preset in ("default", "forecast"):
+            g = goal_figures(week, preset)
+            cells += [f"{g.ended_by_scalelite:,}", ratio_share(g)]
         print(
             table.row(
-                name,
-                f"{by['seed'].meetings_ended_by_scalelite:,}",
-                f"{sd.ratio:.2f}x",
-                f"{g.ended_by_scalelite:,}",
-                ratio_share(g),
+                name, f"{by['seed'].meetings_ended_by_scalelite:,}", f"{sd.ratio:.2f}x", *cells
             )
         )
 
@@ -322,8 +406,8 @@ def main() -> None:
                 if spec == RecordingSpec()
                 else run(kind, settings=FleetSettings(recordings=spec))
             )
-            g = goal_figures(result, "default")
-            scored = next(s for s in result.policies if s.run.name == "default")
+            g = goal_figures(result, "forecast")
+            scored = next(s for s in result.policies if s.run.name == "forecast")
             d = scored.scores()
             print(
                 table.row(
@@ -339,11 +423,13 @@ def main() -> None:
 
     table = TABLES["settings"]
     print("\n" + table.header())
+    week_and_exam: tuple[Kind, ...] = ("university-week", "exam-flash")
     for name in (SETTINGS[0], *VARIANTS):
         policy = "default" if name == SETTINGS[0] else name
-        print(table.row(name, *(ratio_share(goal_figures(base[k], policy)) for k in TRACES)))
+        cells = [ratio_share(goal_figures(base[k], policy)) for k in week_and_exam]
+        print(table.row(name, *cells))
     slow = FleetSettings(poller=PollerSpec(interval=60.0))
-    cells = [ratio_share(goal_figures(run(k, settings=slow), "default")) for k in TRACES]
+    cells = [ratio_share(goal_figures(run(k, settings=slow), "default")) for k in week_and_exam]
     print(table.row(SETTINGS[4], *cells))
     unplanned = run("exam-flash", windows=())
     print(table.row(SETTINGS[5], "", ratio_share(goal_figures(unplanned, "default"))))
@@ -353,10 +439,22 @@ def main() -> None:
     for kind in TRACES:
         for seed in SEEDS:
             result = base[kind] if seed == 1 else run(kind, seed)
-            g, s = goal_figures(result, "default"), goal_figures(result, "seed")
-            ended = f"{g.ended_by_scalelite:,} / {s.ended_by_scalelite:,}"
+            f, g = goal_figures(result, "forecast"), goal_figures(result, "default")
+            s = goal_figures(result, "seed")
+            ended = (
+                f"{f.ended_by_scalelite:,} / {g.ended_by_scalelite:,} / {s.ended_by_scalelite:,}"
+            )
             print(
-                table.row(kind, str(seed), f"{g.ratio:.2f}x", of_seed(g), ended, f"{s.ratio:.2f}x")
+                table.row(
+                    kind,
+                    str(seed),
+                    f"{f.ratio:.2f}x",
+                    of_seed(f),
+                    f"{g.ratio:.2f}x",
+                    of_seed(g),
+                    ended,
+                    f"{s.ratio:.2f}x",
+                )
             )
 
     table = TABLES["exam-window"]
@@ -364,7 +462,7 @@ def main() -> None:
     for nodes in WINDOWS:
         window = planned("exam-flash", nodes)
         results = [run("exam-flash", seed, windows=window) for seed in SEEDS]
-        cells = [ratio_share(goal_figures(r, "default")) for r in results]
+        cells = [ratio_share(goal_figures(r, "forecast")) for r in results]
         print(table.row(f"{nodes} nodes", *cells))
 
     rollout_rows()
@@ -390,7 +488,7 @@ def burst(instances: Steps, within: float) -> int:
 
 
 def warm_rows() -> None:
-    """``warm-pool`` and ``warm-sizing``: both presets with a pool of 0, 2 and 5."""
+    """``warm-pool`` and ``warm-sizing``: the presets with a pool of 0, 2 and 5."""
     table = TABLES["warm-pool"]
     print("\n" + table.header())
     runs: dict[tuple[str, int], BacktestResult] = {}
@@ -445,16 +543,14 @@ def rollout_rows() -> None:
     for kind, at, label in ROLLOUTS:
         fleet = FleetSettings(rollout_at=at)
         wider = dataclasses.replace(policy_config("default", fleet), drift_budget=ROLLOUT_BUDGET)
-        result = backtest(
-            shipped_trace(kind), ("seed", "default"), fleet, [("wider", wider)], planned(kind)
-        )
+        result = backtest(shipped_trace(kind), PRESETS, fleet, [("wider", wider)], planned(kind))
         ended = sum(s.run.meetings_ended_by_platform for s in result.policies)
         if ended:
             raise ValueError(f"{kind}: {ended} meeting(s) ended by the platform in a rollout")
         runs = {s.run.name: s.run.rollout_s for s in result.policies}
         cells = [
             "not done" if runs[n] is None else f"{runs[n]:,.0f} s"
-            for n in ("seed", "default", "wider")
+            for n in ("seed", "default", "forecast", "wider")
         ]
         print(table.row(label, *cells))
 

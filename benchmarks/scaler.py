@@ -305,12 +305,14 @@ def measure_decide(nodes: int, repeats: int = 300) -> dict[str, float]:
         snap = synthetic(nodes, now)
         for k in range(100):
             history = history.record(
-                decide(snap, history, config, now - 1000 + 10 * k), now - 1000 + 10 * k, config
+                decide(snap, history, None, config, now - 1000 + 10 * k),
+                now - 1000 + 10 * k,
+                config,
             )
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            decide(snap, history, config, now)
+            decide(snap, history, None, config, now)
             times.append(time.perf_counter() - t0)
         times.sort()
         out[f"decide_{preset}_p50_ms"] = 1000 * times[len(times) // 2]

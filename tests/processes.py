@@ -11,7 +11,7 @@ import contextlib
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,12 +70,16 @@ def prometheus_available() -> bool:
 
 @contextlib.asynccontextmanager
 async def prometheus(
-    tmp: Path, targets: list[str], labels: Mapping[str, str] | None = None
+    tmp: Path,
+    targets: list[str],
+    labels: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
 ) -> AsyncIterator[PrometheusProcess]:
     """A real Prometheus scraping ``targets`` (host:port) every second.
 
     ``labels`` maps a target to the ``instance_id`` label its series get, as the
-    EC2 service discovery of the monitoring chart would set it.
+    EC2 service discovery of the monitoring chart would set it. Its data directory is
+    ``tmp / "tsdb"`` (blocks made there beforehand are served); ``args`` go to it as well.
     """
     port = free_port()
     conf = tmp / "prometheus.yml"
@@ -96,6 +100,7 @@ async def prometheus(
             f"--config.file={conf}",
             f"--storage.tsdb.path={tmp / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{port}",
+            *args,
         ],
         stdout=log,
         stderr=log,

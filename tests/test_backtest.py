@@ -25,7 +25,7 @@ from bbbsim.demand import capacity_lags, p95
 from bbbsim.fleet_model import FleetSettings, prepare
 from bbbsim.oracle import oracle_run
 from bbbsim.scalelite_poller import PollerSpec, healthy_round
-from bbbsim.trace import SHIPPED, Trace, TraceMeeting, render_trace, shipped_trace
+from bbbsim.trace import SHIPPED_WEEKS, Trace, TraceMeeting, render_trace, shipped_trace
 
 BOTH: tuple[Preset, ...] = ("seed", "default")
 EXAM = {
@@ -251,7 +251,7 @@ def test_cli_schedules_hold_capacity_in_every_run(
          "timezone": "UTC", "min_nodes": 4}
     ]  # fmt: skip
     assert "planned: drill mon 00:10-00:40 UTC holds 4 nodes" in capsys.readouterr().out
-    assert set(hours["with"]) == {"seed", "default", "tuned"}
+    assert set(hours["with"]) == {"seed", "default", "forecast", "tuned"}
     for name, without in hours["without"].items():
         # Three more nodes from 180 s before 00:10 at least until 00:40: 1.5 h at least.
         assert hours["with"][name] >= without + 1.5, name
@@ -408,7 +408,7 @@ def test_cli_runs_a_policy_config_beside_the_presets(
     assert main(["backtest", "--trace", "exam-flash", "--policy-config", str(prewarm),
                  "--json", str(out)]) == 0  # fmt: skip
     doc = json.loads(out.read_text())
-    assert list(doc["policies"]) == ["seed", "default", "prewarm"]
+    assert list(doc["policies"]) == ["seed", "default", "forecast", "prewarm"]
     assert "goals for prewarm" in capsys.readouterr().out
     # The window holds 8 nodes from 180 s before 02:00 (the trace's clock starts on a Monday).
     assert (
@@ -424,6 +424,11 @@ def test_cli_runs_a_policy_config_beside_the_presets(
 
 # --- the shipped traces -----------------------------------------------------------------------
 
+ALL: tuple[Preset, ...] = ("seed", "default", "forecast")
+CHEAP = ("exam-flash",)
+"""The shipped traces run whole here: the weeks' scored weeks take a minute (their README
+tables come from benchmarks/backtest_scores.py)."""
+
 
 @pytest.fixture(scope="module")
 def shipped() -> dict[str, BacktestResult]:
@@ -432,15 +437,15 @@ def shipped() -> dict[str, BacktestResult]:
         # The small trace also checks every placement and poll against bbbcore's pure rule.
         name: backtest(
             shipped_trace(name),
-            BOTH,
-            FleetSettings(verify=name == "exam-flash"),
+            ALL,
+            FleetSettings(verify=True),
             planned=shipped_schedules(name),
         )
-        for name in SHIPPED
+        for name in CHEAP
     }
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", CHEAP)
 def test_no_meeting_ended_by_the_platform_on_shipped_traces(
     shipped: dict[str, BacktestResult], name: str
 ) -> None:
@@ -452,11 +457,17 @@ def test_no_meeting_ended_by_the_platform_on_shipped_traces(
     # No placement that keeps nodes at or under 80 % beats the fluid bound (a policy that
     # overloads nodes can).
     assert result.oracle.run.instance_hours >= result.fluid_bound_instance_hours
-    assert set(report_json(result)["policies"]) == set(BOTH)
+    assert set(report_json(result)["policies"]) == set(ALL)
+    # Scored on its last week, the four before are the forecast's history, and the forecast
+    # was made and measured.
+    assert result.weeks_before == SHIPPED_WEEKS - 1
+    assert result.forecast_error
+    assert "forecast error" in render_table(result)
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", CHEAP)
 def test_readme_tables_are_current(shipped: dict[str, BacktestResult], name: str) -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    rows = [line for line in render_table(shipped[name]).splitlines() if line.startswith("|")]
+    text = render_table(shipped[name])
+    rows = [line for line in text.split("\n\n")[1].splitlines() if line.startswith("|")]
     assert "\n".join(rows) in readme, f"run: bbbsim backtest --trace {name}; README's table"

@@ -305,3 +305,12 @@ async def test_install_runs_in_order_and_stops_at_the_first_failure(
     names = [r.release for r in releases]
     assert log.read_text().split() == names[: names.index("loki") + 1]
     assert "loki failed (helm exited 3)" in out.getvalue()
+
+
+def test_prometheus_keeps_the_forecast_s_five_weeks_on_a_volume() -> None:
+    # bbbscaler's forecast reads 4 weeks and the hour ahead of the oldest (35 days).
+    spec = _values("kube-prometheus-stack")["prometheus"]["prometheusSpec"]
+    assert spec["retention"].endswith("d")
+    assert int(spec["retention"][:-1]) >= 35
+    claim = spec["storageSpec"]["volumeClaimTemplate"]["spec"]
+    assert claim["resources"]["requests"]["storage"].endswith("Gi")

@@ -40,7 +40,7 @@ SEED = PolicyConfig.preset_values("seed")
 def run(
     snap: FleetSnapshot, history: History | None = None, config: PolicyConfig = DEFAULT
 ) -> Decision:
-    return decide(snap, history or History(), config, snap.at)
+    return decide(snap, history or History(), None, config, snap.at)
 
 
 def busy(count: int, cpu: float, prefix: str = "i") -> list[Node]:
@@ -386,11 +386,11 @@ def test_default_a_drain_does_not_restart_the_scale_in_cooldown() -> None:
         draining("c", meetings=1, load=1.0),
         draining("d", meetings=1, load=1.0),
     ]
-    again = decide(snapshot(*nodes, at=T0 + 10), after, DEFAULT, T0 + 10)
+    again = decide(snapshot(*nodes, at=T0 + 10), after, None, DEFAULT, T0 + 10)
     assert (again.action, again.drain) == (Action.DRAIN, ("e",))
     # seed's cooldown counts from that drain.
     seed = dataclasses.replace(SEED, scale_in_after=0.0)
-    assert "cooldown" in decide(snapshot(*nodes, at=T0 + 10), after, seed, T0 + 10).reason
+    assert "cooldown" in decide(snapshot(*nodes, at=T0 + 10), after, None, seed, T0 + 10).reason
 
 
 def test_seed_a_drain_restarts_the_scale_in_cooldown() -> None:

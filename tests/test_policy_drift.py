@@ -31,7 +31,7 @@ def rolled(*nodes: Node, launch: Launch | None = NEW, **kw: int) -> FleetSnapsho
 
 
 def run(snap: FleetSnapshot, config: PolicyConfig = DEFAULT) -> Decision:
-    return decide(snap, History(), config, snap.at)
+    return decide(snap, History(), None, config, snap.at)
 
 
 def warm(prefix: str = "o", count: int = 3) -> list[Node]:
@@ -149,7 +149,7 @@ def test_the_presets_own_drains_and_undrains_prefer_what_drifted() -> None:
     nodes = [old(n) if n.instance_id in "ef" else new(n) for n in nodes]
     history = History()
     config = dataclasses.replace(DEFAULT, scale_in_after=0.0)
-    d = decide(rolled(*nodes), history, config, T0)
+    d = decide(rolled(*nodes), history, None, config, T0)
     assert d.drain[:2] == ("e", "f")
     # A scale-out re-enables a current draining node before a drifted one.
     hot = [new(serving(f"h-{k}", cpu=0.95)) for k in range(3)]
@@ -179,14 +179,14 @@ def test_the_presets_cooldowns_hold_a_rollout_step() -> None:
     fresh = new(serving("n-1", cpu=0.02, meetings=0))
     # default: no drain within cooldown_in of the last growth (its own replacement, too).
     grown = History((), last_change_at=T0 - 100, last_growth_at=T0 - 100)
-    d = decide(rolled(*nodes, fresh), grown, DEFAULT, T0)
+    d = decide(rolled(*nodes, fresh), grown, None, DEFAULT, T0)
     assert (d.action, d.drain) == (Action.HOLD, ())
     assert d.reason.endswith("drain held: cooldown")
     later = History((), last_change_at=T0 - 300, last_growth_at=T0 - 300)
-    assert decide(rolled(*nodes, fresh), later, DEFAULT, T0).drain == ("o-2",)
+    assert decide(rolled(*nodes, fresh), later, None, DEFAULT, T0).drain == ("o-2",)
     # seed: no growth within cooldown_out of any change.
     seed = dataclasses.replace(SEED, min_nodes=3)
-    d = decide(rolled(*nodes), History((), last_change_at=T0 - 100), seed, T0)
+    d = decide(rolled(*nodes), History((), last_change_at=T0 - 100), None, seed, T0)
     assert (d.action, d.desired) == (Action.HOLD, None)
     assert d.reason.endswith("replacement held: cooldown")
 
@@ -197,9 +197,9 @@ def test_the_replacement_is_not_the_presets_surplus_while_drifted_nodes_serve() 
     busy_old = old(serving("o-0", cpu=0.1, meetings=1))
     fresh = new(serving("n-1", cpu=0.02, meetings=0))
     config = dataclasses.replace(SEED, scale_in_after=0.0, cooldown_in=0.0, min_nodes=1)
-    d = decide(rolled(busy_old, fresh), History(), config, T0)
+    d = decide(rolled(busy_old, fresh), History(), None, config, T0)
     assert "n-1" not in d.drain
     assert d.drain == ("o-0",)  # the rollout's own drain: the replacement serves
     # With rollouts off the replacement is just an idle node.
     off = dataclasses.replace(config, drift_budget=0.0)
-    assert decide(rolled(busy_old, fresh), History(), off, T0).drain == ("n-1",)
+    assert decide(rolled(busy_old, fresh), History(), None, off, T0).drain == ("n-1",)

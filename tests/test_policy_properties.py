@@ -36,7 +36,7 @@ from bbbscaler.model import (
     ServerState,
     ServerView,
 )
-from bbbscaler.policy import IN, OUT, History, PolicyConfig, Preset, Sample, decide
+from bbbscaler.policy import IN, OUT, Forecast, History, PolicyConfig, Preset, Sample, decide
 from bbbscaler.schedule import Window, scheduled_minimum
 from tests.scaler_fleets import T0
 
@@ -413,7 +413,7 @@ LIFECYCLES = st.sampled_from(
 STATES: st.SearchStrategy[ServerState] = st.sampled_from(
     ["enabled", "cordoned", "disabled", "absent"]
 )
-PRESETS: st.SearchStrategy[Preset] = st.sampled_from(["seed", "default"])
+PRESETS: st.SearchStrategy[Preset] = st.sampled_from(["seed", "default", "forecast"])
 COUNTS = st.sampled_from([0, 0, 0, 1, 3, None])
 AGES = st.sampled_from([0.0, 5.0, 60.0, 60.5, 400.0])
 LOADS = st.sampled_from([0.0, 0.0, 1.0, 2.5, None])
@@ -562,9 +562,26 @@ def configs(draw: st.DrawFn, presets: st.SearchStrategy[Preset] = PRESETS) -> Po
 Round = tuple[FleetSnapshot, History, PolicyConfig]
 
 
+def forecast_of(snap: FleetSnapshot, history: History) -> Forecast:
+    """A forecast for the round, as arbitrary as the history's demands: the last 13 (0-12
+    nodes, any shape) as the next hour's, from T0 - 100 on; unusable without any."""
+    demands = [s.demand for s in history.samples[-13:] if s.demand is not None]
+    if not demands:
+        return Forecast.unavailable(snap.at, "short", "no earlier week")
+    return Forecast(snap.at, "ok", "test", snap.at - 100.0, 300.0, tuple(demands), 1.0, 4)
+
+
+def decide_with(
+    snap: FleetSnapshot, history: History, config: PolicyConfig, now: float
+) -> Decision:
+    """decide(), with the round's forecast when the preset uses one."""
+    forecast = forecast_of(snap, history) if config.preset == "forecast" else None
+    return decide(snap, history, forecast, config, now)
+
+
 def decided(data: Round) -> Decision:
     snap, history, config = data
-    return decide(snap, history, config, snap.at)
+    return decide_with(snap, history, config, snap.at)
 
 
 @st.composite
@@ -690,7 +707,7 @@ def test_one_unseen_node_or_scalelite_blocks_a_due_scale_in(
     snap, history, config = data
     faulted = with_fault(snap, fault, index)
     assume(missing_data(faulted, config))
-    check_blind_rounds(faulted, config, decide(faulted, history, config, T0))
+    check_blind_rounds(faulted, config, decide_with(faulted, history, config, T0))
 
 
 @FAST
@@ -710,7 +727,7 @@ def test_a_node_scalelite_lists_offline_holds_scale_in(data: Round, index: int) 
         n, server=dataclasses.replace(server, online=False)
     )
     faulted = dataclasses.replace(snap, nodes=tuple(nodes))
-    d = decide(faulted, history, config, T0)
+    d = decide_with(faulted, history, config, T0)
     assert d.drain == ()
     assert d.terminate == ()
 
@@ -748,7 +765,7 @@ def test_an_unseen_operator_drain_blocks_a_due_scale_in(
     faulted = with_fault(dataclasses.replace(snap, nodes=tuple(nodes)), fault, k)
     assume(any(m.instance_id == n.instance_id for m in operator_drained(faulted, config)))
     assert missing_data(faulted, config)
-    check_blind_rounds(faulted, config, decide(faulted, history, config, T0))
+    check_blind_rounds(faulted, config, decide_with(faulted, history, config, T0))
 
 
 @FAST
@@ -770,7 +787,7 @@ def test_the_same_need_is_not_met_twice(data: Round) -> None:
     if first.desired is None or first.undrain:
         return
     group = dataclasses.replace(snap.group, desired=first.desired)
-    again = decide(
+    again = decide_with(
         dataclasses.replace(snap, group=group), history.record(first, T0, config), config, T0
     )
     if again.replacing and not first.replacing:
@@ -792,7 +809,7 @@ def test_steering_changes_nothing_but_the_steer(data: Round) -> None:
     """Steering moves no node in or out: with steering off the decision is the same."""
     snap, history, config = data
     first = decided(data)
-    off = decide(snap, history, dataclasses.replace(config, steer_multiplier=1.0), T0)
+    off = decide_with(snap, history, dataclasses.replace(config, steer_multiplier=1.0), T0)
     assert off.steer == ()
     assert dataclasses.replace(first, steer=()) == off
 
@@ -816,7 +833,7 @@ def test_default_a_drain_alone_restarts_no_cooldown(data: Round, drained_at: flo
     snap, history, config = data
     assume(config.preset == "default" and config.cooldown_out == 0)
     later = dataclasses.replace(history, last_change_at=drained_at)
-    assert decide(snap, later, config, T0) == decided(data)
+    assert decide_with(snap, later, config, T0) == decided(data)
 
 
 @FAST
@@ -895,8 +912,8 @@ def test_default_trend_suppression_is_only_the_window_s(
     config = dataclasses.replace(
         PolicyConfig(), windows=(Window("w", frozenset(range(7)), start, end, "UTC", 1),)
     )
-    d = decide(snap, rising, config, T0)
-    flat = decide(snap, History(), config, T0)
+    d = decide_with(snap, rising, config, T0)
+    flat = decide(snap, History(), None, config, T0)
     if scheduled_minimum(config.windows, T0, config.boot_time)[1] is not None:
         assert d.numbers["trend_per_s"] == 0.0
         assert (d.desired, d.drain) == (flat.desired, flat.drain)
@@ -1139,7 +1156,7 @@ def scaler_round(
     """One round on the toy fleet: decide, check every rule, carry the decision out, and
     assert that no termination hits a node with a meeting or without the scaler's drain."""
     snap = fleet.snapshot()
-    d = decide(snap, history, config, fleet.now)
+    d = decide_with(snap, history, config, fleet.now)
     history = history.record(d, fleet.now, config)
     for check in CHECKS:
         check(snap, config, d)
@@ -1386,6 +1403,6 @@ def test_seed_preset_does_what_the_seed_text_says(
         for _ in range(seg.rounds):
             now += seg.step
             snap = seed_fleet(seg, now, min_size, max_size)
-            d = decide(snap, history, config, now)
+            d = decide_with(snap, history, config, now)
             history = history.record(d, now, config)
             assert what_decide_did(d, snap) == oracle.round(now, snap), (now - T0, d.reason)

@@ -25,7 +25,7 @@ HIGH = DEFAULT.steer_multiplier
 def run(
     snap: FleetSnapshot, history: History | None = None, config: PolicyConfig = DEFAULT
 ) -> Decision:
-    return decide(snap, history or History(), config, snap.at)
+    return decide(snap, history or History(), None, config, snap.at)
 
 
 def steered(d: Decision) -> dict[str, float]:

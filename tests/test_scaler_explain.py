@@ -80,7 +80,7 @@ def test_a_rollout_shows_the_groups_launch_and_the_drifted_nodes() -> None:
         dataclasses.replace(serving("i-b"), launch=new),
     )
     snap = dataclasses.replace(snap, group=dataclasses.replace(snap.group, launch=new))
-    d = decide(snap, History(), CONFIG, snap.at)
+    d = decide(snap, History(), None, CONFIG, snap.at)
     text = render(snap, d, CONFIG)
     rows = {line.split()[0]: line for line in text.splitlines() if line.startswith("i-")}
     assert "serving (drifted)" in rows["i-a"]
@@ -107,7 +107,7 @@ def test_a_missed_window_and_a_window_too_big_are_named() -> None:
     huge = Window("huge", frozenset({0}), 600, 660, "UTC", 30)
     config = dataclasses.replace(CONFIG, windows=(exam, huge))
     snap = snapshot(*(serving(f"i-{k}", cpu=0.4) for k in range(2)), max_size=4)
-    text = render(snap, decide(snap, History(), config, T0), config)
+    text = render(snap, decide(snap, History(), None, config, T0), config)
     assert (
         "WARNING: schedule 'exam' (opens 2026-01-01 00:02:00 UTC, 5 nodes) will be missed: "
         "1 node(s) short: the upper bound holds fewer, 4 node(s) serve 60 s late\n"

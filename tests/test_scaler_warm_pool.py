@@ -63,8 +63,8 @@ def test_the_lag_is_the_warm_start_while_ready_hosts_are_left() -> None:
 
 def test_a_busy_fleet_grows_the_same_with_a_pool_and_says_how_soon() -> None:
     busy = snapshot(serving("i-a", cpu=0.9, meetings=9), serving("i-b", cpu=0.9, meetings=9))
-    without = decide(busy, History(), CONFIG, T0)
-    with_pool = decide(dataclasses.replace(busy, pool=POOL), History(), CONFIG, T0)
+    without = decide(busy, History(), None, CONFIG, T0)
+    with_pool = decide(dataclasses.replace(busy, pool=POOL), History(), None, CONFIG, T0)
     assert with_pool.action is Action.SCALE_OUT
     assert with_pool.desired == without.desired
     grown = (with_pool.desired or 0) - 2
@@ -89,8 +89,8 @@ def test_a_window_is_late_only_for_the_launches_the_pool_cannot_serve() -> None:
     window = Window("exam", frozenset({3}), 0, 60, "UTC", 5)
     config = dataclasses.replace(CONFIG, windows=(window,), interval=10.0)
     snap = snapshot(serving("i-a", cpu=0.3), serving("i-b", cpu=0.3), max_size=20)
-    cold = decide(snap, History(), config, T0)
-    warm = decide(dataclasses.replace(snap, pool=POOL), History(), config, T0)
+    cold = decide(snap, History(), None, config, T0)
+    warm = decide(dataclasses.replace(snap, pool=POOL), History(), None, config, T0)
     assert cold.desired == warm.desired == 5
     (late_cold,) = cold.schedule_misses
     (late_warm,) = warm.schedule_misses
@@ -98,7 +98,9 @@ def test_a_window_is_late_only_for_the_launches_the_pool_cannot_serve() -> None:
     assert late_warm.late_s == 180.0  # the third launch is cold either way
     small = dataclasses.replace(window, min_nodes=4)
     config = dataclasses.replace(config, windows=(small,))
-    (partly,) = decide(dataclasses.replace(snap, pool=POOL), History(), config, T0).schedule_misses
+    (partly,) = decide(
+        dataclasses.replace(snap, pool=POOL), History(), None, config, T0
+    ).schedule_misses
     assert partly == WindowMiss("exam", partly.start, 4, 45.0, 0)
 
 
@@ -107,7 +109,7 @@ def test_a_window_is_late_only_for_the_launches_the_pool_cannot_serve() -> None:
 
 def test_explain_shows_the_pool() -> None:
     snap = pooled(serving("i-a"), pool=dataclasses.replace(POOL, warming=("i-w3",)))
-    d = decide(snap, History(), CONFIG, T0)
+    d = decide(snap, History(), None, CONFIG, T0)
     text = render(snap, d, CONFIG)
     assert (
         "warm pool (Stopped, min 2): 2 ready, 1 warming, 0 leaving; no capacity until a "
@@ -119,7 +121,7 @@ def test_explain_shows_the_pool() -> None:
 
 def test_metrics_and_the_decision_json_show_the_pool() -> None:
     snap = pooled(serving("i-a"))
-    d = decide(snap, History(), CONFIG, T0)
+    d = decide(snap, History(), None, CONFIG, T0)
     metrics = ScalerMetrics("default", dry_run=False)
     metrics.record_round(snap, d, {}, T0)
     text = metrics.render().decode()
@@ -136,9 +138,9 @@ def test_metrics_and_the_decision_json_show_the_pool() -> None:
         "pool_state": "Stopped",
     }
     plain = snapshot(serving("i-a"))
-    none = Round(plain, decide(plain, History(), CONFIG, T0), (), dry_run=False).as_json()
+    none = Round(plain, decide(plain, History(), None, CONFIG, T0), (), dry_run=False).as_json()
     assert none["warm_pool"] is None
-    metrics.record_round(plain, decide(plain, History(), CONFIG, T0), {}, T0)
+    metrics.record_round(plain, decide(plain, History(), None, CONFIG, T0), {}, T0)
     assert 'bbbscaler_warm_pool_instances{state="ready"} 0.0' in metrics.render().decode()
 
 

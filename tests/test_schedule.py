@@ -139,7 +139,7 @@ def test_a_window_raises_the_lower_bound_ahead_of_its_start() -> None:
     before = utc(2026, 1, 5, 8, 57)
     snap = snapshot(*nodes, at=before)
     assert bounds(snap, config, before) == (6, 20, "office")
-    d = decide(snap, History(), config, before)
+    d = decide(snap, History(), None, config, before)
     assert (d.action, d.desired) == (Action.SCALE_OUT, 6)
     assert "schedule 'office'" in d.reason
     # Never above the upper bound.
@@ -239,7 +239,7 @@ def test_a_window_known_in_time_is_no_miss() -> None:
     # Seen 180 s ahead (and up to one round later): launched now, serving by the start.
     for ahead in (180, 175):
         at = EXAM_MONDAY - ahead
-        d = decide(three_serving(at), History(), exam(), at)
+        d = decide(three_serving(at), History(), None, exam(), at)
         assert (d.action, d.desired) == (Action.SCALE_OUT, 6)
         assert d.schedule_misses == ()
 
@@ -247,14 +247,14 @@ def test_a_window_known_in_time_is_no_miss() -> None:
 def test_a_window_known_too_late_says_by_how_much() -> None:
     # Schedule changed at 07:58 for 08:00: the three new nodes serve at 08:01.
     at = EXAM_MONDAY - 120
-    d = decide(three_serving(at), History(), exam(), at)
+    d = decide(three_serving(at), History(), None, exam(), at)
     assert d.desired == 6
     assert d.schedule_misses == (WindowMiss("exam", EXAM_MONDAY, 6, 60.0, 0),)
     # A round later they are booting (launched at 07:58): still 60 s late.
     later = at + 10
     booted = [launched(f"n-{k}", at) for k in range(3)]
     snap = snapshot(*(serving(f"i-{k}", cpu=0.4) for k in range(3)), *booted, at=later)
-    d = decide(snap, History(), exam(), later)
+    d = decide(snap, History(), None, exam(), later)
     assert d.desired is None
     assert d.schedule_misses == (WindowMiss("exam", EXAM_MONDAY, 6, 60.0, 0),)
 
@@ -264,31 +264,32 @@ def test_nodes_booting_slower_than_boot_time_make_the_window_late() -> None:
     at = EXAM_MONDAY + 30
     booted = [launched(f"n-{k}", EXAM_MONDAY - 180) for k in range(3)]
     snap = snapshot(*(serving(f"i-{k}", cpu=0.4) for k in range(3)), *booted, at=at)
-    d = decide(snap, History(), exam(), at)
+    d = decide(snap, History(), None, exam(), at)
     assert d.schedule_misses == (WindowMiss("exam", EXAM_MONDAY, 6, 30.0, 0),)
     # Once they serve, nothing is missed any more.
     serving_all = snapshot(*(serving(f"i-{k}", cpu=0.4) for k in range(6)), at=at)
-    assert decide(serving_all, History(), exam(), at).schedule_misses == ()
+    assert decide(serving_all, History(), None, exam(), at).schedule_misses == ()
 
 
 def test_a_window_the_upper_bound_cannot_hold_is_short() -> None:
     at = EXAM_MONDAY - 180
-    d = decide(three_serving(at, max_size=4), History(), exam(min_nodes=6), at)
+    d = decide(three_serving(at, max_size=4), History(), None, exam(min_nodes=6), at)
     assert d.desired == 4
     assert d.schedule_misses == (WindowMiss("exam", EXAM_MONDAY, 6, 0.0, 2),)
     # policy.max_nodes is an upper bound too; so are members that serve no more.
     capped = dataclasses.replace(exam(min_nodes=6), max_nodes=5)
-    assert decide(three_serving(at), History(), capped, at).schedule_misses[0].short == 1
+    assert decide(three_serving(at), History(), None, capped, at).schedule_misses[0].short == 1
     cordoned = serving("o", cpu=0.4, state="cordoned")
     snap = snapshot(*(serving(f"i-{k}", cpu=0.4) for k in range(3)), cordoned, max_size=6, at=at)
-    assert decide(snap, History(), exam(min_nodes=6), at).schedule_misses[0].short == 1
+    assert decide(snap, History(), None, exam(min_nodes=6), at).schedule_misses[0].short == 1
 
 
 def test_a_window_with_all_its_nodes_serving_is_no_miss() -> None:
     at = EXAM_MONDAY + 60
     snap = snapshot(*(serving(f"i-{k}", cpu=0.4) for k in range(6)), at=at)
-    assert decide(snap, History(), exam(), at).schedule_misses == ()
+    assert decide(snap, History(), None, exam(), at).schedule_misses == ()
     # Outside any window: nothing to miss.
     assert (
-        decide(three_serving(at + 3 * 3600), History(), exam(), at + 3 * 3600).schedule_misses == ()
+        decide(three_serving(at + 3 * 3600), History(), None, exam(), at + 3 * 3600).schedule_misses
+        == ()
     )

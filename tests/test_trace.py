@@ -12,6 +12,7 @@ import pytest
 from bbbsim.cli import main
 from bbbsim.trace import (
     SHIPPED,
+    SHIPPED_WEEKS,
     Trace,
     TraceError,
     TraceMeeting,
@@ -20,7 +21,14 @@ from bbbsim.trace import (
     render_trace,
     shipped_trace,
 )
-from bbbsim.trace_generate import EXAM_USERS, MASS_LECTURE_USERS, generate
+from bbbsim.trace_generate import (
+    ALL_HANDS_USERS,
+    EXAM_USERS,
+    MASS_LECTURE_USERS,
+    WEEK,
+    generate,
+    levels,
+)
 
 DAY = 86_400
 
@@ -149,9 +157,42 @@ def test_shipped_traces_are_the_generator_at_seed_1() -> None:
     for name in SHIPPED:
         shipped = shipped_trace(name)
         assert shipped.name == name
-        assert list(shipped.meetings) == generate(name, 1)
+        assert list(shipped.meetings) == generate(name, 1, weeks=SHIPPED_WEEKS)
     with pytest.raises(ValueError, match="no shipped trace"):
         shipped_trace("nope")
+
+
+def test_several_weeks_repeat_with_noise_holidays_and_growth() -> None:
+    one = generate("university-week", 3)
+    term = generate("university-week", 3, weeks=5)
+    # One week is the trace as it always was; a term starts every week on a Monday.
+    assert one == generate("university-week", 3, weeks=1)
+    assert max(m.start_s for m in term) > 4 * WEEK
+
+    def running(meetings: list[TraceMeeting], at: float) -> int:
+        return sum(m.start_s <= at < m.end_s for m in meetings)
+
+    mondays = [running(term, w * WEEK + 9.5 * 3600) for w in range(5)]
+    thursdays = [running(term, w * WEEK + 3 * 86_400 + 9.5 * 3600) for w in range(5)]
+    # The second week's Monday and the last week's Thursday are public holidays at 20 %.
+    assert mondays[1] < 0.3 * mondays[0]
+    assert thursdays[4] < 0.3 * thursdays[3]
+    # No two weeks are alike, and the term grows in its last weeks: by about 10 % in the
+    # last, over many seeds (one seed's week-to-week noise is 5 %).
+    assert len(set(mondays)) == 5
+
+    def gain(seed: int) -> float:
+        level = levels("university-week", seed, 5)
+        tuesday = [level(w * WEEK + 86_400 + 1) for w in range(5)]
+        return tuesday[4] / statistics.mean(tuesday[:3])
+
+    assert 1.07 < statistics.mean(gain(seed) for seed in range(1, 41)) < 1.13
+    # Every kind makes several weeks; the exam is a night a week, none in the second week.
+    exams = generate("exam-flash", 1, weeks=4)
+    big_nights = {int(m.start_s // WEEK) for m in exams if m.duration_s > 90 * 60}
+    assert big_nights == {0, 2, 3}
+    company = generate("company-week", 1, weeks=2)
+    assert any(m.participants == ALL_HANDS_USERS for m in company)
 
 
 @pytest.mark.usefixtures("restore_logging")

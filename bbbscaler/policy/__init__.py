@@ -1,9 +1,11 @@
 """decide(): the pure heart of bbbscaler, and the presets it offers.
 
-``decide(snapshot, history, config, now) -> Decision`` does no I/O and keeps no
-state: what it needs from earlier rounds is in History, which the caller
-extends with ``history.record(decision, now, config)``. The backtest calls the
-same two functions on simulated snapshots.
+``decide(snapshot, history, forecast, config, now) -> Decision`` does no I/O and
+keeps no state: what it needs from earlier rounds is in History, which the caller
+extends with ``history.record(decision, now, config)``, and what it knows of the
+coming hour is the Forecast, made by the caller from the fleet's earlier weeks
+(``forecast_from``; None: none). The backtest calls the same functions on
+simulated snapshots.
 
 The package is cut the way the Kubernetes cluster-autoscaler cuts scale-down:
 
@@ -12,7 +14,9 @@ The package is cut the way the Kubernetes cluster-autoscaler cuts scale-down:
 - ``fleet``: sort_fleet, the snapshot sorted into serving, booting, draining,
   operator-drained, blind, drifted;
 - ``eligibility``: which nodes may drain or be terminated, what holds every scale-in;
-- ``need``, ``seed``, ``default``: how many nodes the load needs, per preset;
+- ``need``, ``seed``, ``default``, ``forecast``: how many nodes the load needs, per
+  preset; ``forecast`` also holds the forecast itself (DemandHistory, Forecast,
+  forecast_from);
 - ``budgets``: bounds, and how many drains may start;
 - ``capacity``: grow, shrink or reconcile, the steps every preset shares;
 - ``drift``: rollouts, drifted nodes replaced through the drain;
@@ -35,6 +39,9 @@ The safety rules every preset obeys (property-tested in tests/test_policy_proper
   min_nodes, the ASG's MinSize, the open schedule windows).
 - A rollout drains at most its budget of drifted nodes at once, and only once the
   nodes that serve without them meet the preset's need and the lower bound.
+- The forecast only adds capacity or holds it: the forecast preset wants at least what
+  the default rule wants, keeps at least what it keeps, and is the default rule exactly
+  when its forecast is unusable (short, stale or unreadable history).
 """
 
 from __future__ import annotations
@@ -42,13 +49,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bbbscaler.model import Decision, FleetSnapshot
-from bbbscaler.policy import default, seed, warm, windows
+from bbbscaler.policy import default, forecast, seed, warm, windows
 from bbbscaler.policy.budgets import bounds
 from bbbscaler.policy.capacity import plan_capacity
 from bbbscaler.policy.config import PolicyConfig, Preset
 from bbbscaler.policy.drift import replace_drifted
 from bbbscaler.policy.eligibility import drained
 from bbbscaler.policy.fleet import Fleet, sort_fleet
+from bbbscaler.policy.forecast import DemandHistory, Forecast, forecast_from
 from bbbscaler.policy.history import IN, OUT, History, Sample
 from bbbscaler.policy.need import Need
 from bbbscaler.policy.steering import steering
@@ -56,7 +64,9 @@ from bbbscaler.policy.steering import steering
 __all__ = [
     "IN",
     "OUT",
+    "DemandHistory",
     "Fleet",
+    "Forecast",
     "History",
     "PolicyConfig",
     "Preset",
@@ -64,20 +74,31 @@ __all__ = [
     "bounds",
     "decide",
     "drained",
+    "forecast_from",
     "sort_fleet",
 ]
 
 
-def decide(snapshot: FleetSnapshot, history: History, config: PolicyConfig, now: float) -> Decision:
-    """One round's decision over ``snapshot``; pure."""
+def decide(
+    snapshot: FleetSnapshot,
+    history: History,
+    forecast_: Forecast | None,
+    config: PolicyConfig,
+    now: float,
+) -> Decision:
+    """One round's decision over ``snapshot``; pure. ``forecast_`` is used by the forecast
+    preset only (None: no forecast, the reactive rules alone)."""
     config = warm.lagged(snapshot, config)
     fleet = sort_fleet(snapshot, config)
     lower, upper, window = bounds(snapshot, config, now)
+    planned = window is not None
 
     def need_of(f: Fleet) -> Need:
         if config.preset == "seed":
             return seed.need(f, config)
-        return default.need(f, history, config, now, planned=window is not None)
+        if config.preset == "forecast":
+            return forecast.need(f, history, forecast_, config, now, planned)
+        return default.need(f, history, config, now, planned)
 
     need = need_of(fleet)
     decision = plan_capacity(snapshot, history, config, now, fleet, need, lower, upper, window)
@@ -85,8 +106,10 @@ def decide(snapshot: FleetSnapshot, history: History, config: PolicyConfig, now:
         snapshot, history, config, now, fleet, need, need_of, lower, upper, decision
     )
     if config.preset != "seed":
-        steer = steering(fleet, need.keep, lower, config, decision)
+        steer = steering(fleet, need.keep_for_busy, lower, config, decision)
         decision = replace(decision, steer=steer) if steer else decision
+    if config.preset == "forecast":
+        decision = forecast.noted(decision, forecast_)
     decision = warm.account(snapshot, fleet, config, decision)
     late = windows.misses(snapshot, fleet, decision, config, now)
     return replace(decision, schedule_misses=late) if late else decision

@@ -62,7 +62,10 @@ def choose_drains(
         empty = _within([n for n in candidates if n.idle(stale)], drifted, current)[:surplus]
         current -= sum(n.instance_id not in drifted for n in empty)
         busy = _within([n for n in candidates if not n.idle(stale)], drifted, current)
-        picked = empty + busy[: max(0, min(budget, surplus - len(empty)))]
+        # A busy node's drain takes as long as its meetings: it keeps what the load needs
+        # for longer (the forecast's hold).
+        busy_surplus = min(surplus, fleet.capacity - max(need.keep_for_busy, lower))
+        picked = empty + busy[: max(0, min(budget, busy_surplus - len(empty)))]
     chosen = tuple(n.instance_id for n in picked)
     if not chosen and budget <= 0:
         return (), f"scale-in held: {len(fleet.draining)} node(s) already draining"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bbbscaler.model import Action, Decision, FleetSnapshot
-from bbbscaler.policy import default, seed
+from bbbscaler.policy import default, forecast, seed
 from bbbscaler.policy.budgets import choose_drains
 from bbbscaler.policy.config import PolicyConfig
 from bbbscaler.policy.eligibility import drained, scale_in_blocker
@@ -31,7 +31,7 @@ def plan_capacity(
     window: str | None,
 ) -> Decision:
     """Grow, shrink or reconcile the group (every preset)."""
-    preset = seed if config.preset == "seed" else default
+    preset = {"seed": seed, "default": default, "forecast": forecast}[config.preset]
     group = snapshot.group
     signals = frozenset(s for s, on in ((OUT, need.out), (IN, need.inward)) if on)
     held_out = history.held_for(OUT, now, config.gap_limit) if need.out else 0.0

@@ -8,7 +8,7 @@ from typing import Literal
 from bbbscaler.schedule import Window
 from bbbscaler.settings import ScalerSettings
 
-Preset = Literal["seed", "default"]
+Preset = Literal["seed", "default", "forecast"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +52,26 @@ class PolicyConfig:
     """Seconds between rounds (loop.interval): how late a round may see anything."""
     tag: str | None = None
     """The Scalelite server tag of this fleet (scalelite.tag): only servers with it count."""
+    forecast_weeks: int = 4
+    """Earlier weeks the forecast's seasonal values come from."""
+    forecast_min_weeks: int = 2
+    """Fewer earlier weeks than this covering the next hour: no forecast (reactive)."""
+    forecast_quantile: float = 0.75
+    """The quantile of the earlier weeks' values at the same week-time."""
+    forecast_margin: float = 300.0
+    """Seconds beyond boot_time the forecast need is met before it arrives."""
+    forecast_hold: float = 1800.0
+    """Seconds ahead within which a node the forecast needs is never drained."""
+    forecast_window: float = 3600.0
+    """Seconds of today the correction compares with their seasonal forecast."""
+    forecast_stale_after: float = 900.0
+    """Seconds after which the newest history value is too old to forecast on."""
+    forecast_min_correction: float = 0.1
+    forecast_max_correction: float = 2.0
+    forecast_min_evidence: float = 0.5
+    """Mean seasonal demand (nodes) over the window below which today is not judged."""
+    forecast_headroom: float = 0.05
+    """headroom while the forecast is in use (the trend is not extrapolated then)."""
 
     @classmethod
     def preset_values(cls, preset: Preset) -> PolicyConfig:
@@ -65,7 +85,7 @@ class PolicyConfig:
                 cooldown_in=300.0,
                 max_draining=1,
             )
-        return cls()
+        return cls(preset=preset)
 
     @classmethod
     def from_settings(cls, s: ScalerSettings) -> PolicyConfig:
@@ -98,7 +118,7 @@ class PolicyConfig:
             warm_start_time=p.warm_start_time,
             boot_grace=p.boot_grace,
             stale_after=s.metrics.stale_after,
-            max_draining=p.max_draining if p.preset == "default" else 1,
+            max_draining=p.max_draining if p.preset != "seed" else 1,
             windows=tuple(Window.from_settings(w) for w in p.schedules),
             steer_cpu=p.steer_cpu,
             steer_multiplier=p.steer_multiplier,
@@ -106,6 +126,14 @@ class PolicyConfig:
             drift_budget=p.drift_budget,
             interval=s.loop.interval,
             tag=s.scalelite.tag,
+            forecast_weeks=s.forecast.weeks,
+            forecast_min_weeks=s.forecast.min_weeks,
+            forecast_quantile=s.forecast.quantile,
+            forecast_margin=s.forecast.margin,
+            forecast_hold=s.forecast.hold,
+            forecast_window=s.forecast.window,
+            forecast_stale_after=s.forecast.stale_after,
+            forecast_headroom=s.forecast.headroom,
         )
 
     @property

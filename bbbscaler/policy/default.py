@@ -10,8 +10,19 @@ from bbbscaler.policy.history import History
 from bbbscaler.policy.need import Need, serving_cpu
 
 
-def need(fleet: Fleet, history: History, config: PolicyConfig, now: float, planned: bool) -> Need:
-    """The default rule's need this round (``planned``: a schedule window is open)."""
+def need(
+    fleet: Fleet,
+    history: History,
+    config: PolicyConfig,
+    now: float,
+    planned: bool,
+    growth: float | None = None,
+) -> Need:
+    """The default rule's need this round (``planned``: a schedule window is open).
+
+    ``growth``: the demand expected to come within the lookahead, when something knows it
+    (the forecast); None extrapolates the trend of the last ``trend_window``.
+    """
     cpu = serving_cpu(fleet, config.target_cpu)
     lowest = cpu.lowest
     numbers: dict[str, float] = {"lowest_cpu": lowest if lowest is not None else -1.0}
@@ -26,13 +37,15 @@ def need(fleet: Fleet, history: History, config: PolicyConfig, now: float, plann
     # rise is the planned event its min_nodes already provides for: extrapolating it would
     # buy nodes that boot after the crowd has been placed.
     if (
-        not planned
+        growth is None
+        and not planned
         and not cpu.unseen
         and then is not None
         and now - then[0] >= config.trend_window / 2
     ):
         rate = max(0.0, (demand - then[1]) / (now - then[0]))
-    growth = rate * config.lookahead
+    if growth is None:
+        growth = rate * config.lookahead
     # Grow by room, not by the mean: meetings stay where Scalelite put them, so what the next
     # meetings need is room below the target on the nodes there are (a booting node is all
     # room), the headroom plus the growth expected before a new node could serve.

@@ -23,6 +23,13 @@ class Need:
     demand: float | None
     idle_only: bool
     """Only idle nodes may be drained (seed: "removing an idle node")."""
+    keep_busy: int | None = None
+    """Serving capacity to keep when the drain is of a node with meetings (which lasts as
+    long as they do); None: ``keep``. The forecast keeps more for those."""
+
+    @property
+    def keep_for_busy(self) -> int:
+        return self.keep if self.keep_busy is None else max(self.keep, self.keep_busy)
 
 
 @dataclass(frozen=True, slots=True)
