@@ -609,6 +609,25 @@ SCALER_DECISIONS = Dashboard(
             "unreadable, off: the round used the reactive rules alone.",
             width=24,
         ),
+        Panel(
+            "Warm pool and launch lag",
+            (
+                t(f"bbbscaler_warm_pool_instances{{{SCALER}}}", "pool {{state}}"),
+                t(f"bbbscaler_launch_lag_seconds{{{SCALER}}} / 60", "next launch serves in (min)"),
+            ),
+            description="Hosts stopped and ready in the warm pool, warming up, leaving; how "
+            "soon the next launch serves (warm_start_time while one is ready, boot_time "
+            "after). Ready at 0 during a ramp: launches are cold.",
+        ),
+        Panel(
+            "Planned windows the fleet will miss",
+            (
+                t(f"bbbscaler_schedule_late_seconds{{{SCALER}}} > 0", "{{window}}: late (s)"),
+                t(f"bbbscaler_schedule_short_nodes{{{SCALER}}} > 0", "{{window}}: short nodes"),
+            ),
+            description="A schedule window in effect whose nodes serve after it opens (it "
+            "became known less than boot_time ahead), or that asks for more than MaxSize.",
+        ),
     ),
 )
 

@@ -27,6 +27,10 @@ BBBSCALER_METRICS = frozenset({
     "bbbscaler_forecast_correction_ratio",
     "bbbscaler_forecast_status",
     "bbbscaler_forecast_history_reads_total",
+    "bbbscaler_warm_pool_instances",
+    "bbbscaler_launch_lag_seconds",
+    "bbbscaler_schedule_late_seconds",
+    "bbbscaler_schedule_short_nodes",
     "bbbscaler_certificate_expiry_timestamp_seconds",
     "bbbscaler_certificate_rate_limited_until_timestamp_seconds",
 })  # fmt: skip

@@ -123,7 +123,8 @@ def test_rules_and_dashboards_cover_the_issue() -> None:
 
 
 def test_scaler_metrics_exist_in_bbbscaler() -> None:
-    metrics = ScalerMetrics("default", dry_run=False)
+    # A configured schedule window gives the per-window gauges their series.
+    metrics = ScalerMetrics("default", dry_run=False, windows=("exam",))
     # The certificate job registers its series on the same registry (certificate.secret set).
     CertificateMetrics(metrics.registry)
     exposition = metrics.render().decode()
