@@ -3,13 +3,13 @@
 Target (issues 5 and 16): at most 10 s per policy. The trace is the university
 term at ``--scale`` 10 (about 2,250 meetings at peak, 88,000 a week), five
 weeks of it as the shipped traces are: the last week scored, the four before
-the forecast's history. Issue 5 chose ×10 when ``default`` served it with
+the forecast's history. Issue 5 chose scale 10 when ``default`` served it with
 about 100 nodes; with joins, poll rounds and recordings in the model it now
 peaks at about 140 (the script prints each run's peak). Timed: the whole
-backtest as the CLI runs it (prepare, the forecast's history, the three presets through the discrete-event fleet with the real
-``decide`` every 10 s, the oracle, the fluid bound, the lags, the forecast's
-error), and each part on its own. Prints the conditions, then the README's
-``speed`` table.
+backtest as the CLI runs it (prepare, the forecast's history, the three
+presets through the discrete-event fleet with the real ``decide`` every 10 s,
+the oracle, the fluid bound, the lags, the forecast's error), and each part on
+its own. Prints the conditions, then the README's ``speed`` table.
 
     .venv/bin/python benchmarks/backtest.py [--scale 10] [--repeat 3]
 """
