@@ -199,7 +199,8 @@ class Group:
 
         Unknown on either side is not drift: a rollout never starts on a guess.
         """
-        return self.launch is not None and node.launch is not None and node.launch != self.launch
+        launch, mine = self.launch, node.launch
+        return launch is not None and mine is not None and mine is not launch and mine != launch
 
 
 @dataclass(frozen=True, slots=True)

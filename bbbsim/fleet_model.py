@@ -65,6 +65,7 @@ against ``place_meeting`` and every poll against ``server_load`` (slow; tests).
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 import math
 import random
@@ -311,6 +312,13 @@ class _SimNode:
         self.view: Node | None = None
         self.warm = False
         """Started from the warm pool (it serves ``warm_start_time`` after its start)."""
+
+
+@functools.cache
+def _launch_of(template: int) -> Launch:
+    """The launch template version ``template``: one object each, so the policy's drift
+    check compares identities first."""
+    return Launch("lt-backtest", str(template))
 
 
 def _ready_at(node: _SimNode) -> float:
@@ -742,7 +750,7 @@ class FleetSim:
 
     def _view(self, node: _SimNode) -> Node:
         e = self.s.epoch
-        launch = Launch("lt-backtest", str(node.template))
+        launch = _launch_of(node.template)
         if node.id in self.waiting:
             return Node(node.id, "Terminating:Wait", launched_at=e + node.launched, launch=launch)
         if not node.up:
@@ -787,7 +795,7 @@ class FleetSim:
             # A new image: the group launches from version 2 from now on.
             self.template = 2
             self._check_rollout(rollout)
-        launch = Launch("lt-backtest", str(self.template))
+        launch = _launch_of(self.template)
         if self.group is None or (self.group.desired, self.group.launch) != (self.desired, launch):
             s = self.s
             self.group = Group(

@@ -59,9 +59,13 @@ def choose_drains(
     if seed:
         picked = _within(candidates, drifted, current)[: max(0, min(budget, surplus))]
     else:
-        empty = _within([n for n in candidates if n.idle(stale)], drifted, current)[:surplus]
+        idle: list[Node] = []
+        occupied: list[Node] = []
+        for n in candidates:
+            (idle if n.idle(stale) else occupied).append(n)
+        empty = _within(idle, drifted, current)[:surplus]
         current -= sum(n.instance_id not in drifted for n in empty)
-        busy = _within([n for n in candidates if not n.idle(stale)], drifted, current)
+        busy = _within(occupied, drifted, current)
         # A busy node's drain takes as long as its meetings: it keeps what the load needs
         # for longer (the forecast's hold).
         busy_surplus = min(surplus, fleet.capacity - max(need.keep_for_busy, lower))
