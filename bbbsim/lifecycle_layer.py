@@ -295,6 +295,23 @@ class Termination:
         return now >= self.wait_from
 
 
+def _pending_hooks(
+    hooks: Sequence[HookConfig], wait_from: float, new_token: Callable[[], str]
+) -> tuple[PendingHook, ...]:
+    """One action per hook, each with a token; every timeout counts from ``wait_from``."""
+    return tuple(
+        PendingHook(
+            hook_name=hook.name,
+            token=new_token(),
+            heartbeat_timeout=hook.heartbeat_timeout,
+            default_result=hook.default_result,
+            deadline=wait_from + hook.heartbeat_timeout,
+            global_deadline=wait_from + global_timeout(hook.heartbeat_timeout),
+        )
+        for hook in hooks
+    )
+
+
 def start_termination(
     instance_id: str,
     group: str,
@@ -308,17 +325,7 @@ def start_termination(
     """The termination of an instance entering it with ``hooks``; the wait begins ``pause``
     seconds after ``now`` and every timeout counts from there."""
     wait_from = now + pause
-    pending = tuple(
-        PendingHook(
-            hook_name=hook.name,
-            token=new_token(),
-            heartbeat_timeout=hook.heartbeat_timeout,
-            default_result=hook.default_result,
-            deadline=wait_from + hook.heartbeat_timeout,
-            global_deadline=wait_from + global_timeout(hook.heartbeat_timeout),
-        )
-        for hook in hooks
-    )
+    pending = _pending_hooks(hooks, wait_from, new_token)
     return Termination(instance_id, group, scope, protected, now, pending, wait_from)
 
 
@@ -364,17 +371,7 @@ def start_launch(
 ) -> LaunchWait:
     """The launch of an instance held by ``hooks``; the wait begins ``pause`` s after ``now``."""
     wait_from = now + pause
-    pending = tuple(
-        PendingHook(
-            hook_name=hook.name,
-            token=new_token(),
-            heartbeat_timeout=hook.heartbeat_timeout,
-            default_result=hook.default_result,
-            deadline=wait_from + hook.heartbeat_timeout,
-            global_deadline=wait_from + global_timeout(hook.heartbeat_timeout),
-        )
-        for hook in hooks
-    )
+    pending = _pending_hooks(hooks, wait_from, new_token)
     return LaunchWait(instance_id, group, scope, now, pending, wait_from, into_pool)
 
 

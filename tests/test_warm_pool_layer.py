@@ -7,12 +7,10 @@ DescribeWarmPool (API Reference), "Public IPv4 addresses" (Amazon EC2 User Guide
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import pytest_asyncio
-from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
 from bbbsim.lifecycle_layer import (
@@ -35,22 +33,10 @@ if TYPE_CHECKING:
     from types_aiobotocore_ec2.client import EC2Client
 
 MakeFleet = Callable[[FleetSpec | None], Awaitable[FleetIds]]
-NO_RETRY = AioConfig(retries={"total_max_attempts": 1, "mode": "standard"})
 LAUNCH = "bbbnode-launch"
 
+# The asg and ec2 clients are tests/aws_fixtures.py's.
 pytestmark = pytest.mark.integration
-
-
-@pytest_asyncio.fixture
-async def asg(aws_session: Any, aws_endpoint: str) -> AsyncIterator[AutoScalingClient]:
-    async with aws_session.client("autoscaling", config=NO_RETRY) as client:
-        yield client
-
-
-@pytest_asyncio.fixture
-async def ec2(aws_session: Any, aws_endpoint: str) -> AsyncIterator[EC2Client]:
-    async with aws_session.client("ec2", config=NO_RETRY) as client:
-        yield client
 
 
 async def members(asg: AutoScalingClient, name: str) -> dict[str, str]:
