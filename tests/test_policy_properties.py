@@ -36,7 +36,17 @@ from bbbscaler.model import (
     ServerState,
     ServerView,
 )
-from bbbscaler.policy import IN, OUT, Forecast, History, PolicyConfig, Preset, Sample, decide
+from bbbscaler.policy import (
+    IN,
+    OUT,
+    Forecast,
+    History,
+    PolicyConfig,
+    Preset,
+    Sample,
+    decide,
+    sort_fleet,
+)
 from bbbscaler.schedule import Window, scheduled_minimum
 from tests.scaler_fleets import T0
 
@@ -783,12 +793,19 @@ def test_the_same_need_is_not_met_twice(data: Round) -> None:
     """After a scale-out, the next round (launches pending, nothing else changed) adds none
     (a rollout's own growth for replacements, after a growth for the load, excepted)."""
     snap, history, config = data
-    first = decided(data)
+    # The same forecast both rounds: forecast_of reads the history, and a forecast that
+    # changed would be another need.
+    forecast = forecast_of(snap, history) if config.preset == "forecast" else None
+    first = decide(snap, history, forecast, config, snap.at)
     if first.desired is None or first.undrain:
         return
     group = dataclasses.replace(snap.group, desired=first.desired)
-    again = decide_with(
-        dataclasses.replace(snap, group=group), history.record(first, T0, config), config, T0
+    again = decide(
+        dataclasses.replace(snap, group=group),
+        history.record(first, T0, config),
+        forecast,
+        config,
+        T0,
     )
     if again.replacing and not first.replacing:
         return  # a rollout's replacement, after a growth for the load: another need
@@ -1406,3 +1423,64 @@ def test_seed_preset_does_what_the_seed_text_says(
             d = decide_with(snap, history, config, now)
             history = history.record(d, now, config)
             assert what_decide_did(d, snap) == oracle.round(now, snap), (now - T0, d.reason)
+
+
+@FAST
+@given(
+    snapshots(),
+    configs(),
+    st.floats(-1000, 2000),
+    st.sampled_from([None, "lt-0b"]),
+    st.booleans(),
+)
+def test_sort_fleet_remembers_nothing_it_should_not(
+    snap: FleetSnapshot, config: PolicyConfig, later: float, launch: str | None, tag: bool
+) -> None:
+    """sort_fleet keeps each node's facts between rounds (the same node objects repeat):
+    a later round, with another clock, launch or config, files them as a fresh copy."""
+    sort_fleet(snap, config)
+    group = snap.group
+    if launch is not None:
+        group = dataclasses.replace(group, launch=Launch(launch, "1"))
+    if tag:
+        config = dataclasses.replace(config, tag="other", stale_after=5.0, boot_grace=30.0)
+    again = dataclasses.replace(snap, at=snap.at + later, group=group)
+    assert sort_fleet(again, config) == sort_fleet(copy.deepcopy(again), config)
+
+
+@FAST
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([-700.0, -5.0, 0.0, 10.0, 10.0, 10.0, 400.0, math.nan]),
+            st.none() | st.floats(0, 12),
+        ),
+        max_size=60,
+    ),
+    st.booleans(),
+)
+def test_history_keeps_what_a_full_filter_keeps(
+    steps: list[tuple[float, float | None]], unordered_start: bool
+) -> None:
+    """History.record cuts old samples by bisection while they are in time order: with a
+    clock that goes back (or a NaN), it keeps exactly what filtering every sample keeps."""
+    config = PolicyConfig.preset_values("default")
+    history = History()
+    if unordered_start:
+        history = History((Sample(T0 + 50, frozenset(), 1.0), Sample(T0, frozenset(), None)))
+    kept = list(history.samples)
+    now = T0
+    for step, demand in steps:
+        now = step if math.isnan(step) else now + step
+        d = Decision(Action.NONE, "steady", demand=demand)
+        history = history.record(d, now, config)
+        kept = [s for s in kept if s.at >= now - config.horizon] + [
+            Sample(now, frozenset(), demand)
+        ]
+        assert repr(history.samples) == repr(tuple(kept))  # repr: NaN is not equal to NaN
+        start = now - config.trend_window
+        assert history.demand_since(start) == next(
+            ((s.at, s.demand) for s in kept if s.at >= start and s.demand is not None), None
+        )
+        if math.isnan(step):
+            now = T0

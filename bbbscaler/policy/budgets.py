@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from bbbscaler.model import FleetSnapshot, Node
 from bbbscaler.policy.config import PolicyConfig
-from bbbscaler.policy.eligibility import enabled
 from bbbscaler.policy.fleet import Fleet, load_key
 from bbbscaler.policy.history import History
 from bbbscaler.policy.need import Need
@@ -36,10 +35,10 @@ def choose_drains(
     # each drain waiting out the last would let the fleet shrink one node per cooldown.
     if history.cooling(now, config.cooldown_in, since_growth=not seed):
         return (), "scale-in held: cooldown"
-    stale = config.stale_after
     # The budget bounds capacity lost to drains that take a while; an idle node's drain ends
     # in the next round (default preset).
-    busy_draining = [n for n in fleet.draining if seed or not n.idle(stale)]
+    idle_ids = fleet.idle
+    busy_draining = [n for n in fleet.draining if seed or n.instance_id not in idle_ids]
     budget = config.max_draining - len(busy_draining)
     # The lower bound counts nodes serving now: a booting one may never come up.
     surplus = min(fleet.capacity - max(need.keep, lower), len(fleet.serving) - lower)
@@ -51,18 +50,16 @@ def choose_drains(
     drifted = {n.instance_id for n in fleet.drifted}
     owed = sum(n.instance_id in drifted for n in fleet.serving) if config.drift_budget else 0
     current = max(0, surplus - owed)
-    candidates = sorted(
-        enabled(fleet, config), key=lambda n: (n.instance_id not in drifted, load_key(n))
-    )
+    candidates = sorted(fleet.enabled, key=lambda n: (n.instance_id not in drifted, load_key(n)))
     if need.idle_only:
-        candidates = [n for n in candidates if n.idle(stale)]
+        candidates = [n for n in candidates if n.instance_id in idle_ids]
     if seed:
         picked = _within(candidates, drifted, current)[: max(0, min(budget, surplus))]
     else:
         idle: list[Node] = []
         occupied: list[Node] = []
         for n in candidates:
-            (idle if n.idle(stale) else occupied).append(n)
+            (idle if n.instance_id in idle_ids else occupied).append(n)
         empty = _within(idle, drifted, current)[:surplus]
         current -= sum(n.instance_id not in drifted for n in empty)
         busy = _within(occupied, drifted, current)

@@ -26,17 +26,6 @@ def drained(node: Node, config: PolicyConfig) -> bool:
     return server.state == "cordoned" and server.load == 0
 
 
-def enabled(fleet: Fleet, config: PolicyConfig) -> list[Node]:
-    """Serving nodes with fresh data that Scalelite has enabled: the ones a drain or a steer
-    may pick. An operator's cordon (no tag) is never turned into a termination, and an
-    unregistered node is not ours to judge."""
-    return [
-        n
-        for n in fleet.serving
-        if n.fresh(config.stale_after) and n.server is not None and n.server.state == "enabled"
-    ]
-
-
 def scale_in_blocker(snapshot: FleetSnapshot, fleet: Fleet) -> str:
     """Why no scale-in step may run this round, or "" when none holds it."""
     if not snapshot.scalelite_ok:

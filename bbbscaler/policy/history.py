@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from itertools import pairwise
+from operator import attrgetter
 
 from bbbscaler.model import Decision
 from bbbscaler.policy.config import PolicyConfig
@@ -10,6 +13,8 @@ from bbbscaler.policy.config import PolicyConfig
 # Signal names kept in History.
 OUT = "out"
 IN = "in"
+
+_at = attrgetter("at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,17 +33,34 @@ class History:
     """When a round last changed capacity (scale-out, undrain, or a new drain)."""
     last_growth_at: float | None = None
     """When a round last added capacity (scale-out, reconcile or undrain)."""
+    ordered: bool = field(default=False, compare=False)
+    """The samples are known to be in time order (and no time is NaN): the old ones are
+    then a prefix, found by bisection. ``record`` keeps track of it; a History made
+    otherwise is checked at its first ``record``. A clock that goes back makes a round's
+    sample older than the one before: until that one is cut, every ``record`` filters
+    the whole history instead."""
 
     def record(self, decision: Decision, now: float, config: PolicyConfig) -> History:
         """This history, with ``decision`` (made at ``now``) appended and old samples cut."""
         keep_from = now - config.horizon
-        samples = tuple(s for s in self.samples if s.at >= keep_from)
-        samples += (Sample(now, decision.signals, decision.demand),)
+        # A NaN clock fails every comparison: bisection would keep all, the filter none.
+        sane = keep_from <= now
+        if self.ordered and sane:
+            kept = self.samples[bisect_left(self.samples, keep_from, key=_at) :]
+        else:
+            kept = tuple(s for s in self.samples if s.at >= keep_from)
+        # The new sample keeps the order if it is not older than the last.
+        ordered = (
+            sane
+            and (self.ordered or all(a.at <= b.at for a, b in pairwise(kept)))
+            and (not kept or kept[-1].at <= now)
+        )
         grew = decision.desired is not None or bool(decision.undrain)
         return History(
-            samples,
+            (*kept, Sample(now, decision.signals, decision.demand)),
             now if grew or decision.drain else self.last_change_at,
             now if grew else self.last_growth_at,
+            ordered,
         )
 
     def held_for(self, signal: str, now: float, gap_limit: float) -> float:
@@ -52,7 +74,9 @@ class History:
 
     def demand_since(self, start: float) -> tuple[float, float] | None:
         """(time, demand) of the oldest sample at or after ``start`` with a known demand."""
-        for s in self.samples:
+        samples = self.samples
+        first = bisect_left(samples, start, key=_at) if self.ordered else 0
+        for s in samples[first:] if first else samples:
             if s.at >= start and s.demand is not None:
                 return s.at, s.demand
         return None

@@ -55,7 +55,8 @@ def serving_cpu(fleet: Fleet, target: float) -> Cpu:
     if not seen:
         return Cpu(None, None if unseen else 0.0, unseen, None if unseen else 0.0)
     total = sum(seen)
-    room = sum(max(0.0, target - c) for c in seen)
+    # The nodes at or above the target add no room (a NaN neither: max(0.0, nan) is 0.0).
+    room = sum((target - c for c in seen if c < target), 0.0)
     # Not "assume busy": nodes that stay unseen (a metrics outage, a broken exporter on new
     # instances) would then grow the fleet by a fraction every round, up to its max.
     return Cpu(

@@ -10,7 +10,6 @@ import math
 
 from bbbscaler.model import Decision
 from bbbscaler.policy.config import PolicyConfig
-from bbbscaler.policy.eligibility import enabled
 from bbbscaler.policy.fleet import Fleet, load_key
 
 
@@ -30,14 +29,13 @@ def steering(
     if high <= 1:
         return ()
     leaving = set(decision.drain) | set(decision.terminate)
-    steerable = [n for n in enabled(fleet, config) if n.instance_id not in leaving]
+    steerable = [n for n in fleet.enabled if n.instance_id not in leaving]
     away = {n.instance_id for n in steerable if n.metrics and n.metrics.cpu >= config.steer_cpu}
     spare = fleet.capacity - len(decision.drain) - max(keep, lower)
     if spare > 0:
         # Idle nodes are left open: an empty node drains, it does not need steering to empty.
-        busy = [
-            n for n in steerable if n.instance_id not in away and not n.idle(config.stale_after)
-        ]
+        idle = fleet.idle
+        busy = [n for n in steerable if n.instance_id not in away and n.instance_id not in idle]
         away.update(n.instance_id for n in sorted(busy, key=load_key)[:spare])
     if steerable and len(away) == len(steerable):
         # Nowhere cooler to send them: Scalelite's own least-load rule spreads the wave best.
@@ -48,6 +46,8 @@ def steering(
     changes = []
     for n in steerable:
         want = high if n.instance_id in away else 1.0
-        if n.server is not None and not math.isclose(n.server.load_multiplier, want):
+        # isclose only when it differs at all: this loop runs over every node every round.
+        now = None if n.server is None else n.server.load_multiplier
+        if now is not None and now != want and not math.isclose(now, want):
             changes.append((n.instance_id, want))
     return tuple(changes)
