@@ -7,7 +7,7 @@ launches from now).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bbbscaler.model import FleetSnapshot, Group, Launch, Node
 from bbbscaler.policy.config import PolicyConfig
@@ -43,6 +43,8 @@ class Fleet:
     unregistered node is not ours to judge."""
     idle: frozenset[str] = frozenset()
     """Instance ids of members whose fresh data says no meeting and no participant."""
+    by_load: tuple[Node, ...] = ()
+    """``enabled``, emptiest first (``load_key``)."""
 
     @property
     def capacity(self) -> int:
@@ -77,16 +79,39 @@ def operator_drained(node: Node, young: bool) -> bool:
 # A node's role in the fleet, as sort_fleet files it.
 _SKIP, _SERVING, _BOOTING, _DRAINING, _CORDONED, _OFFLINE, _FOREIGN = range(7)
 
-_Key = tuple[bool, str | None, float, float, Launch | None]
-_Facts = tuple[int, bool, bool, bool, bool]
-"""(role, blind, drifted, enabled, idle)."""
+_Basis = tuple[str | None, float, float, Launch | None]
+"""What besides the node and the clock its facts depend on: the fleet's tag, boot_grace,
+stale_after, and the launch a rollout compares with."""
+_Facts = tuple[int, bool, bool, bool, bool, tuple[int, int, float, str]]
+"""(role, blind, drifted, enabled, idle, load_key)."""
 
-_memo: dict[int, tuple[Node, _Key, _Facts]] = {}
-"""A node's facts by ``id(node)``, with the node itself (so its id is not reused while
-it is here) and what else they were derived from. Snapshots repeat unchanged nodes
-from round to round (the observer's and the simulator's), so most rounds derive the
-facts of the few nodes that changed only: in the backtest this is the single largest
-saving of the policy's round. A memo of a pure function, so decide stays pure."""
+
+@dataclass(slots=True)
+class _Memo:
+    """Each node's facts by ``id(node)``, with the node itself (so its id is not reused
+    while it is here) and whether it was young. Snapshots repeat unchanged nodes from
+    round to round (the observer's and the simulator's), so a round derives the facts of
+    the few nodes that changed only. A memo of a pure function: decide stays pure."""
+
+    basis: _Basis | None = None
+    facts: dict[int, tuple[Node, bool, _Facts]] = field(default_factory=dict)
+
+    def on(self, basis: _Basis) -> dict[int, tuple[Node, bool, _Facts]]:
+        """The facts derived on ``basis`` (none when it changed)."""
+        if basis != self.basis:
+            self.basis = basis
+            self.facts = {}
+        return self.facts
+
+    def trim(self, nodes: tuple[Node, ...]) -> None:
+        """Forget the nodes gone from the fleet (or seen in an earlier version), now and
+        then: a node's entry costs less than checking for it every round."""
+        if len(self.facts) > 2 * len(nodes) + 64:
+            here = {id(n) for n in nodes}
+            self.facts = {k: v for k, v in self.facts.items() if k in here}
+
+
+_memo = _Memo()
 
 
 def _facts(n: Node, young: bool, group: Group, rollout: bool, config: PolicyConfig) -> _Facts:
@@ -94,7 +119,7 @@ def _facts(n: Node, young: bool, group: Group, rollout: bool, config: PolicyConf
     than ``boot_grace`` ago, the only way the time enters."""
     if n.leaving or n.warmed:
         # A warm pool host is no member: only a scale-out brings it in (then it is Pending).
-        return (_SKIP, False, False, False, False)
+        return (_SKIP, False, False, False, False, _UNSEEN)
     s = n.server
     drifted = rollout and group.drifted(n)
     stale = config.stale_after
@@ -102,19 +127,19 @@ def _facts(n: Node, young: bool, group: Group, rollout: bool, config: PolicyConf
     if n.draining:
         role = _DRAINING
     elif s is not None and s.tag != config.tag and other_tag(n, config):
-        return (_FOREIGN, False, drifted, False, False)
+        return (_FOREIGN, False, drifted, False, False, _UNSEEN)
     elif n.booting(young):
-        return (_BOOTING, False, drifted, False, False)
+        return (_BOOTING, False, drifted, False, False, _UNSEEN)
     elif operator_drained(n, young):
         # Its meetings still count: unseen, it holds scale-in like any member.
         role = _CORDONED
     elif s is not None and not s.online and s.state != "absent":
-        return (_OFFLINE, False, drifted, False, False)
+        return (_OFFLINE, False, drifted, False, False, _UNSEEN)
     else:
         role = _SERVING
     blind = not fresh or s is None
     enabled = role == _SERVING and fresh and s is not None and s.state == "enabled"
-    return (role, blind, drifted, enabled, fresh and n.idle(stale))
+    return (role, blind, drifted, enabled, fresh and n.idle(stale), load_key(n))
 
 
 def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
@@ -125,22 +150,22 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
     blind: list[Node] = []
     drifted: list[Node] = []
     enabled: list[Node] = []
+    keys: list[tuple[int, int, float, str]] = []
     idle: list[str] = []
     group = snapshot.group
     rollout = group.launch is not None
     grace = config.boot_grace
-    head = (config.tag, grace, config.stale_after, group.launch if rollout else None)
-    memo = _memo
+    memo = _memo.on((config.tag, grace, config.stale_after, group.launch if rollout else None))
     for n in snapshot.nodes:
         launched = n.launched_at  # Node.young, inlined: this loop is the round's hottest
-        key = (launched is not None and now - launched < grace, *head)
+        young = launched is not None and now - launched < grace
         seen = memo.get(id(n))
-        if seen is not None and seen[0] is n and seen[1] == key:
+        if seen is not None and seen[0] is n and seen[1] is young:
             facts = seen[2]
         else:
-            facts = _facts(n, key[0], group, rollout, config)
-            memo[id(n)] = (n, key, facts)
-        role, is_blind, is_drifted, is_enabled, is_idle = facts
+            facts = _facts(n, young, group, rollout, config)
+            memo[id(n)] = (n, young, facts)
+        role, is_blind, is_drifted, is_enabled, is_idle, key = facts
         if role == _SKIP:
             continue
         members.append(n)
@@ -151,13 +176,12 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
             blind.append(n)
         if is_enabled:
             enabled.append(n)
+            keys.append(key)
         if is_idle:
             idle.append(n.instance_id)
-    if len(memo) > 2 * len(snapshot.nodes) + 64:
-        # Nodes gone from the fleet (or seen in an earlier version) leave the memo.
-        keep = {id(n) for n in snapshot.nodes}
-        for k in [k for k in memo if k not in keep]:
-            del memo[k]
+    _memo.trim(snapshot.nodes)
+    # Stable, and by index: two nodes never compare, even under one instance id.
+    by_load = sorted(range(len(enabled)), key=keys.__getitem__)
     pending = max(0, group.desired - len(members))
     return Fleet(
         tuple(members),
@@ -172,6 +196,7 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
         foreign=tuple(roles[_FOREIGN]),
         enabled=tuple(enabled),
         idle=frozenset(idle),
+        by_load=tuple(enabled[k] for k in by_load),
     )
 
 
@@ -180,6 +205,10 @@ def other_tag(node: Node, config: PolicyConfig) -> bool:
     Scalelite sends it other meetings (server.rb:305-316), so it is not this fleet's capacity."""
     s = node.server
     return s is not None and s.state != "absent" and (s.tag or None) != config.tag
+
+
+_UNSEEN = (1 << 30, 1 << 30, 2.0, "")
+"""The load key of a node no rule picks by load (only enabled nodes are sorted)."""
 
 
 def load_key(node: Node) -> tuple[int, int, float, str]:
