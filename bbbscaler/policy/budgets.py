@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bbbscaler.model import FleetSnapshot, Node
 from bbbscaler.policy.config import PolicyConfig
-from bbbscaler.policy.fleet import Fleet
+from bbbscaler.policy.fleet import Fleet, load_key
 from bbbscaler.policy.history import History
 from bbbscaler.policy.need import Need
 from bbbscaler.schedule import scheduled_minimum
@@ -50,10 +50,7 @@ def choose_drains(
     drifted = {n.instance_id for n in fleet.drifted}
     owed = sum(n.instance_id in drifted for n in fleet.serving) if config.drift_budget else 0
     current = max(0, surplus - owed)
-    # Emptiest first (by_load), a drifted node before the rest.
-    candidates = [n for n in fleet.by_load if n.instance_id in drifted] + [
-        n for n in fleet.by_load if n.instance_id not in drifted
-    ]
+    candidates = sorted(fleet.enabled, key=lambda n: (n.instance_id not in drifted, load_key(n)))
     if need.idle_only:
         candidates = [n for n in candidates if n.instance_id in idle_ids]
     if seed:

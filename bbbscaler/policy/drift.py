@@ -31,7 +31,7 @@ from dataclasses import replace
 from bbbscaler.model import Action, Decision, FleetSnapshot, Node
 from bbbscaler.policy.config import PolicyConfig
 from bbbscaler.policy.eligibility import scale_in_blocker
-from bbbscaler.policy.fleet import Fleet
+from bbbscaler.policy.fleet import Fleet, load_key
 from bbbscaler.policy.history import History
 from bbbscaler.policy.need import Need
 
@@ -59,7 +59,6 @@ def without(fleet: Fleet, nodes: list[Node], serving_only: bool) -> Fleet:
         pending_launches=0 if serving_only else fleet.pending_launches,
         drifted=tuple(n for n in fleet.drifted if n.instance_id not in gone),
         enabled=tuple(n for n in fleet.enabled if n.instance_id not in gone),
-        by_load=tuple(n for n in fleet.by_load if n.instance_id not in gone),
     )
 
 
@@ -107,7 +106,7 @@ def replace_drifted(
         # The preset says it already when a scale-in of its own was due.
         return decision if blocked in decision.reason else _held(decision, f"drift: {blocked}")
     ids = {n.instance_id for n in fleet.drifted}
-    candidates = [n for n in fleet.by_load if n.instance_id in ids]
+    candidates = sorted((n for n in fleet.enabled if n.instance_id in ids), key=load_key)
     candidates = candidates[: allowed - draining]
     if not candidates:
         return decision

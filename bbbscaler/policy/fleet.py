@@ -43,8 +43,6 @@ class Fleet:
     unregistered node is not ours to judge."""
     idle: frozenset[str] = frozenset()
     """Instance ids of members whose fresh data says no meeting and no participant."""
-    by_load: tuple[Node, ...] = ()
-    """``enabled``, emptiest first (``load_key``)."""
 
     @property
     def capacity(self) -> int:
@@ -82,8 +80,8 @@ _SKIP, _SERVING, _BOOTING, _DRAINING, _CORDONED, _OFFLINE, _FOREIGN = range(7)
 _Basis = tuple[str | None, float, float, Launch | None]
 """What besides the node and the clock its facts depend on: the fleet's tag, boot_grace,
 stale_after, and the launch a rollout compares with."""
-_Facts = tuple[int, bool, bool, bool, bool, tuple[int, int, float, str]]
-"""(role, blind, drifted, enabled, idle, load_key)."""
+_Facts = tuple[int, bool, bool, bool, bool]
+"""(role, blind, drifted, enabled, idle)."""
 
 
 @dataclass(slots=True)
@@ -119,7 +117,7 @@ def _facts(n: Node, young: bool, group: Group, rollout: bool, config: PolicyConf
     than ``boot_grace`` ago, the only way the time enters."""
     if n.leaving or n.warmed:
         # A warm pool host is no member: only a scale-out brings it in (then it is Pending).
-        return (_SKIP, False, False, False, False, _UNSEEN)
+        return (_SKIP, False, False, False, False)
     s = n.server
     drifted = rollout and group.drifted(n)
     stale = config.stale_after
@@ -127,19 +125,19 @@ def _facts(n: Node, young: bool, group: Group, rollout: bool, config: PolicyConf
     if n.draining:
         role = _DRAINING
     elif s is not None and s.tag != config.tag and other_tag(n, config):
-        return (_FOREIGN, False, drifted, False, False, _UNSEEN)
+        return (_FOREIGN, False, drifted, False, False)
     elif n.booting(young):
-        return (_BOOTING, False, drifted, False, False, _UNSEEN)
+        return (_BOOTING, False, drifted, False, False)
     elif operator_drained(n, young):
         # Its meetings still count: unseen, it holds scale-in like any member.
         role = _CORDONED
     elif s is not None and not s.online and s.state != "absent":
-        return (_OFFLINE, False, drifted, False, False, _UNSEEN)
+        return (_OFFLINE, False, drifted, False, False)
     else:
         role = _SERVING
     blind = not fresh or s is None
     enabled = role == _SERVING and fresh and s is not None and s.state == "enabled"
-    return (role, blind, drifted, enabled, fresh and n.idle(stale), load_key(n))
+    return (role, blind, drifted, enabled, fresh and n.idle(stale))
 
 
 def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
@@ -150,7 +148,6 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
     blind: list[Node] = []
     drifted: list[Node] = []
     enabled: list[Node] = []
-    keys: list[tuple[int, int, float, str]] = []
     idle: list[str] = []
     group = snapshot.group
     rollout = group.launch is not None
@@ -165,7 +162,7 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
         else:
             facts = _facts(n, young, group, rollout, config)
             memo[id(n)] = (n, young, facts)
-        role, is_blind, is_drifted, is_enabled, is_idle, key = facts
+        role, is_blind, is_drifted, is_enabled, is_idle = facts
         if role == _SKIP:
             continue
         members.append(n)
@@ -176,12 +173,9 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
             blind.append(n)
         if is_enabled:
             enabled.append(n)
-            keys.append(key)
         if is_idle:
             idle.append(n.instance_id)
     _memo.trim(snapshot.nodes)
-    # Stable, and by index: two nodes never compare, even under one instance id.
-    by_load = sorted(range(len(enabled)), key=keys.__getitem__)
     pending = max(0, group.desired - len(members))
     return Fleet(
         tuple(members),
@@ -196,7 +190,6 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
         foreign=tuple(roles[_FOREIGN]),
         enabled=tuple(enabled),
         idle=frozenset(idle),
-        by_load=tuple(enabled[k] for k in by_load),
     )
 
 
@@ -205,10 +198,6 @@ def other_tag(node: Node, config: PolicyConfig) -> bool:
     Scalelite sends it other meetings (server.rb:305-316), so it is not this fleet's capacity."""
     s = node.server
     return s is not None and s.state != "absent" and (s.tag or None) != config.tag
-
-
-_UNSEEN = (1 << 30, 1 << 30, 2.0, "")
-"""The load key of a node no rule picks by load (only enabled nodes are sorted)."""
 
 
 def load_key(node: Node) -> tuple[int, int, float, str]:

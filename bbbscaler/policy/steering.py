@@ -10,7 +10,7 @@ import math
 
 from bbbscaler.model import Decision
 from bbbscaler.policy.config import PolicyConfig
-from bbbscaler.policy.fleet import Fleet
+from bbbscaler.policy.fleet import Fleet, load_key
 
 
 def steering(
@@ -35,14 +35,8 @@ def steering(
     if spare > 0:
         # Idle nodes are left open: an empty node drains, it does not need steering to empty.
         idle = fleet.idle
-        busy = [
-            n.instance_id
-            for n in fleet.by_load
-            if n.instance_id not in leaving
-            and n.instance_id not in away
-            and n.instance_id not in idle
-        ]
-        away.update(busy[:spare])
+        busy = [n for n in steerable if n.instance_id not in away and n.instance_id not in idle]
+        away.update(n.instance_id for n in sorted(busy, key=load_key)[:spare])
     if steerable and len(away) == len(steerable):
         # Nowhere cooler to send them: Scalelite's own least-load rule spreads the wave best.
         # Steering all would also leave a node steered last looking the least loaded of all
