@@ -34,10 +34,9 @@ future: walk-forward by construction.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
-from bbbscaler.model import Decision
 from bbbscaler.policy import default
 from bbbscaler.policy.config import PolicyConfig
 from bbbscaler.policy.fleet import Fleet
@@ -260,11 +259,11 @@ def need(
     )
 
 
-def noted(decision: Decision, forecast: Forecast | None) -> Decision:
-    """``decision`` with the forecast's status and reason, for explain, JSON and metrics."""
+def noted(forecast: Forecast | None) -> tuple[Status, str]:
+    """The forecast's status and reason, for the decision (explain, JSON and metrics)."""
     if forecast is None:
-        return replace(decision, forecast_status="off", forecast_reason="no forecast source")
-    return replace(decision, forecast_status=forecast.status, forecast_reason=forecast.reason)
+        return "off", "no forecast source"
+    return forecast.status, forecast.reason
 
 
 def _nodes(demand: float, headroom: float, config: PolicyConfig) -> int:
