@@ -17,12 +17,16 @@ def need(
     now: float,
     planned: bool,
     growth: float | None = None,
+    headroom: float | None = None,
 ) -> Need:
     """The default rule's need this round (``planned``: a schedule window is open).
 
     ``growth``: the demand expected to come within the lookahead, when something knows it
-    (the forecast); None extrapolates the trend of the last ``trend_window``.
+    (the forecast); None extrapolates the trend of the last ``trend_window``. ``headroom``:
+    another than ``config.headroom`` (the forecast's).
     """
+    if headroom is None:
+        headroom = config.headroom
     cpu = serving_cpu(fleet, config.target_cpu)
     lowest = cpu.lowest
     numbers: dict[str, float] = {"lowest_cpu": lowest if lowest is not None else -1.0}
@@ -50,11 +54,11 @@ def need(
     # meetings need is room below the target on the nodes there are (a booting node is all
     # room), the headroom plus the growth expected before a new node could serve.
     room = cpu.room + (len(fleet.booting) + fleet.pending_launches) * config.target_cpu
-    short = config.headroom + growth - room
+    short = headroom + growth - room
     wanted = fleet.capacity + max(0, math.ceil(short / config.target_cpu - 1e-9))
     wanted = max(1, wanted)
     # Shrink by the mean: what the whole load needs at the target, with the same allowances.
-    keep = max(1, math.ceil((demand + growth + config.headroom) / config.target_cpu - 1e-9))
+    keep = max(1, math.ceil((demand + growth + headroom) / config.target_cpu - 1e-9))
     numbers |= {
         "demand": round(demand, 4),
         "trend_per_s": round(rate, 6),

@@ -49,7 +49,7 @@ def scale_in_blocker(snapshot: FleetSnapshot, fleet: Fleet) -> str:
         # new one not polled yet), so what is placed where is not known this round.
         ids = ", ".join(n.instance_id for n in offline[:3])
         return f"Scalelite lists {len(offline)} node(s) offline ({ids})"
-    listed = [n for n in fleet.members if n.server is not None and n.server.state != "absent"]
+    listed = any(n.server is not None and n.server.state != "absent" for n in fleet.members)
     if fleet.members and not listed and not fleet.booting:
         # Every node "absent" is far likelier a wrong server_url_template than a fleet
         # that never registered; "absent" must not read as "drained" then.

@@ -7,7 +7,7 @@ launches from now).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bbbscaler.model import FleetSnapshot, Group, Launch, Node
 from bbbscaler.policy.config import PolicyConfig
@@ -77,16 +77,39 @@ def operator_drained(node: Node, young: bool) -> bool:
 # A node's role in the fleet, as sort_fleet files it.
 _SKIP, _SERVING, _BOOTING, _DRAINING, _CORDONED, _OFFLINE, _FOREIGN = range(7)
 
-_Key = tuple[bool, str | None, float, float, Launch | None]
+_Basis = tuple[str | None, float, float, Launch | None]
+"""What besides the node and the clock its facts depend on: the fleet's tag, boot_grace,
+stale_after, and the launch a rollout compares with."""
 _Facts = tuple[int, bool, bool, bool, bool]
 """(role, blind, drifted, enabled, idle)."""
 
-_memo: dict[int, tuple[Node, _Key, _Facts]] = {}
-"""A node's facts by ``id(node)``, with the node itself (so its id is not reused while
-it is here) and what else they were derived from. Snapshots repeat unchanged nodes
-from round to round (the observer's and the simulator's), so most rounds derive the
-facts of the few nodes that changed only: in the backtest this is the single largest
-saving of the policy's round. A memo of a pure function, so decide stays pure."""
+
+@dataclass(slots=True)
+class _Memo:
+    """Each node's facts by ``id(node)``, with the node itself (so its id is not reused
+    while it is here) and whether it was young. Snapshots repeat unchanged nodes from
+    round to round (the observer's and the simulator's), so a round derives the facts of
+    the few nodes that changed only. A memo of a pure function: decide stays pure."""
+
+    basis: _Basis | None = None
+    facts: dict[int, tuple[Node, bool, _Facts]] = field(default_factory=dict)
+
+    def on(self, basis: _Basis) -> dict[int, tuple[Node, bool, _Facts]]:
+        """The facts derived on ``basis`` (none when it changed)."""
+        if basis != self.basis:
+            self.basis = basis
+            self.facts = {}
+        return self.facts
+
+    def trim(self, nodes: tuple[Node, ...]) -> None:
+        """Forget the nodes gone from the fleet (or seen in an earlier version), now and
+        then: a node's entry costs less than checking for it every round."""
+        if len(self.facts) > 2 * len(nodes) + 64:
+            here = {id(n) for n in nodes}
+            self.facts = {k: v for k, v in self.facts.items() if k in here}
+
+
+_memo = _Memo()
 
 
 def _facts(n: Node, young: bool, group: Group, rollout: bool, config: PolicyConfig) -> _Facts:
@@ -129,17 +152,16 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
     group = snapshot.group
     rollout = group.launch is not None
     grace = config.boot_grace
-    head = (config.tag, grace, config.stale_after, group.launch if rollout else None)
-    memo = _memo
+    memo = _memo.on((config.tag, grace, config.stale_after, group.launch if rollout else None))
     for n in snapshot.nodes:
         launched = n.launched_at  # Node.young, inlined: this loop is the round's hottest
-        key = (launched is not None and now - launched < grace, *head)
+        young = launched is not None and now - launched < grace
         seen = memo.get(id(n))
-        if seen is not None and seen[0] is n and seen[1] == key:
+        if seen is not None and seen[0] is n and seen[1] is young:
             facts = seen[2]
         else:
-            facts = _facts(n, key[0], group, rollout, config)
-            memo[id(n)] = (n, key, facts)
+            facts = _facts(n, young, group, rollout, config)
+            memo[id(n)] = (n, young, facts)
         role, is_blind, is_drifted, is_enabled, is_idle = facts
         if role == _SKIP:
             continue
@@ -153,11 +175,7 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
             enabled.append(n)
         if is_idle:
             idle.append(n.instance_id)
-    if len(memo) > 2 * len(snapshot.nodes) + 64:
-        # Nodes gone from the fleet (or seen in an earlier version) leave the memo.
-        keep = {id(n) for n in snapshot.nodes}
-        for k in [k for k in memo if k not in keep]:
-            del memo[k]
+    _memo.trim(snapshot.nodes)
     pending = max(0, group.desired - len(members))
     return Fleet(
         tuple(members),

@@ -33,12 +33,10 @@ future: walk-forward by construction.
 
 from __future__ import annotations
 
-import functools
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
-from bbbscaler.model import Decision
 from bbbscaler.policy import default
 from bbbscaler.policy.config import PolicyConfig
 from bbbscaler.policy.fleet import Fleet
@@ -235,13 +233,13 @@ def need(
     # Inside an open schedule window the operator's plan sizes the growth (as in the default
     # rule, which extrapolates nothing there) with the default rule's own headroom; the
     # forecast still holds what it needs.
-    lean = config if planned else _lean(config)
+    headroom = config.headroom if planned else config.forecast_headroom
     rise = 0.0 if planned else forecast.peak(now, now + config.lookahead) - forecast.now()
-    base = default.need(fleet, history, lean, now, planned, growth=max(0.0, rise))
+    base = default.need(fleet, history, config, now, planned, max(0.0, rise), headroom)
     lead = forecast.peak(now, now + config.boot_time + config.forecast_margin)
     held = forecast.peak(now, now + config.forecast_hold)
-    out_nodes = 0 if planned else _nodes(lead, lean)
-    keep_nodes = _nodes(held, lean)
+    out_nodes = 0 if planned else _nodes(lead, headroom, config)
+    keep_nodes = _nodes(held, headroom, config)
     planned_nodes = 0
     if not planned:
         planned_nodes, _ = scheduled_minimum(config.windows, now, config.boot_time + REGISTRATION)
@@ -249,7 +247,7 @@ def need(
     # An empty node drains at once and a new one serves within boot_time: it is kept for
     # what the forecast needs that soon. A node with meetings drains as long as they run:
     # it is kept for what the forecast needs within the hold.
-    keep = max(base.keep, _nodes(lead, lean))
+    keep = max(base.keep, _nodes(lead, headroom, config))
     keep_busy = max(keep, keep_nodes)
     numbers = base.numbers | {
         "forecast_demand": round(forecast.now(), 4),
@@ -276,23 +274,16 @@ def need(
     )
 
 
-@functools.lru_cache(maxsize=8)
-def _lean(config: PolicyConfig) -> PolicyConfig:
-    """``config`` with the forecast's headroom; made once per config (a round's replace of
-    its 36 fields is a tenth of a backtest round's cost)."""
-    return replace(config, headroom=config.forecast_headroom)
-
-
-def noted(decision: Decision, forecast: Forecast | None) -> Decision:
-    """``decision`` with the forecast's status and reason, for explain, JSON and metrics."""
+def noted(forecast: Forecast | None) -> tuple[Status, str]:
+    """The forecast's status and reason, for the decision (explain, JSON and metrics)."""
     if forecast is None:
-        return replace(decision, forecast_status="off", forecast_reason="no forecast source")
-    return replace(decision, forecast_status=forecast.status, forecast_reason=forecast.reason)
+        return "off", "no forecast source"
+    return forecast.status, forecast.reason
 
 
-def _nodes(demand: float, config: PolicyConfig) -> int:
-    """Nodes that carry ``demand`` at the target CPU with the headroom to spare."""
-    return max(1, math.ceil((demand + config.headroom) / config.target_cpu - 1e-9))
+def _nodes(demand: float, headroom: float, config: PolicyConfig) -> int:
+    """Nodes that carry ``demand`` at the target CPU with ``headroom`` to spare."""
+    return max(1, math.ceil((demand + headroom) / config.target_cpu - 1e-9))
 
 
 def out_reason(config: PolicyConfig, need: Need, held: float) -> str:

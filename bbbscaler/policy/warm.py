@@ -50,9 +50,9 @@ def boot_lag(node: Node, config: PolicyConfig) -> float:
 
 def account(
     snapshot: FleetSnapshot, fleet: Fleet, config: PolicyConfig, decision: Decision
-) -> Decision:
-    """``decision`` with how soon the next launch (the last of this round's, when it grows)
-    serves, ``launch_lag_s``, and with a warm pool what it holds."""
+) -> dict[str, float]:
+    """``decision``'s numbers with how soon the next launch (the last of this round's, when
+    it grows) serves, ``launch_lag_s``, and with a warm pool what it holds."""
     pool = snapshot.pool
     base = max(snapshot.group.desired, len(fleet.members))
     grow = max(0, (decision.desired or base) - base)
@@ -64,4 +64,4 @@ def account(
             "warm_warming": len(pool.warming),
             "warm_leaving": len(pool.leaving),
         }
-    return replace(decision, numbers=numbers)
+    return numbers
