@@ -94,6 +94,7 @@ from bbbscaler.model import (
 )
 from bbbscaler.policy import (
     DemandHistory,
+    FleetMemo,
     Forecast,
     History,
     PolicyConfig,
@@ -370,6 +371,8 @@ class FleetSim:
         self.launched = 0
         self.desired = 0
         self.history = History()
+        self.memo = FleetMemo()
+        """The policy's facts of the nodes of the round before: views repeat here."""
         self.group: Group | None = None
         self.views: tuple[Node, ...] | None = None
         self.rng = random.Random(settings.seed)
@@ -873,7 +876,8 @@ class FleetSim:
     def round(self, t: float) -> Decision:
         """One scaler round at ``t``: observe, the real decide and History.record, act."""
         now = self.s.epoch + t
-        decision = decide(self.snapshot(t), self.history, self.forecast(now), self.config, now)
+        snapshot, forecast = self.snapshot(t), self.forecast(now)
+        decision = decide(snapshot, self.history, forecast, self.config, now, self.memo)
         self.history = self.history.record(decision, now, self.config)
         self.apply(decision, t)
         return decision

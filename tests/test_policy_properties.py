@@ -39,6 +39,7 @@ from bbbscaler.model import (
 from bbbscaler.policy import (
     IN,
     OUT,
+    FleetMemo,
     Forecast,
     History,
     PolicyConfig,
@@ -1436,16 +1437,18 @@ def test_seed_preset_does_what_the_seed_text_says(
 def test_sort_fleet_remembers_nothing_it_should_not(
     snap: FleetSnapshot, config: PolicyConfig, later: float, launch: str | None, tag: bool
 ) -> None:
-    """sort_fleet keeps each node's facts between rounds (the same node objects repeat):
-    a later round, with another clock, launch or config, files them as a fresh copy."""
-    sort_fleet(snap, config)
+    """With a memo, sort_fleet keeps each node's facts between rounds (the same node objects
+    repeat): a later round, with another clock, launch or config, files them as a fresh
+    copy without one."""
+    memo = FleetMemo()
+    assert sort_fleet(snap, config, memo) == sort_fleet(snap, config)
     group = snap.group
     if launch is not None:
         group = dataclasses.replace(group, launch=Launch(launch, "1"))
     if tag:
         config = dataclasses.replace(config, tag="other", stale_after=5.0, boot_grace=30.0)
     again = dataclasses.replace(snap, at=snap.at + later, group=group)
-    assert sort_fleet(again, config) == sort_fleet(copy.deepcopy(again), config)
+    assert sort_fleet(again, config, memo) == sort_fleet(copy.deepcopy(again), config)
 
 
 @FAST

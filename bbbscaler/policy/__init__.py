@@ -55,7 +55,7 @@ from bbbscaler.policy.capacity import plan_capacity
 from bbbscaler.policy.config import PolicyConfig, Preset
 from bbbscaler.policy.drift import replace_drifted
 from bbbscaler.policy.eligibility import drained
-from bbbscaler.policy.fleet import Fleet, sort_fleet
+from bbbscaler.policy.fleet import Fleet, FleetMemo, sort_fleet
 from bbbscaler.policy.forecast import DemandHistory, Forecast, forecast_from
 from bbbscaler.policy.history import IN, OUT, History, Sample
 from bbbscaler.policy.need import Need
@@ -66,6 +66,7 @@ __all__ = [
     "OUT",
     "DemandHistory",
     "Fleet",
+    "FleetMemo",
     "Forecast",
     "History",
     "PolicyConfig",
@@ -85,11 +86,13 @@ def decide(
     forecast_: Forecast | None,
     config: PolicyConfig,
     now: float,
+    memo: FleetMemo | None = None,
 ) -> Decision:
     """One round's decision over ``snapshot``; pure. ``forecast_`` is used by the forecast
-    preset only (None: no forecast, the reactive rules alone)."""
+    preset only (None: no forecast, the reactive rules alone). ``memo``: for a caller whose
+    snapshots repeat unchanged node objects (the backtest); the result is the same."""
     config = warm.lagged(snapshot, config)
-    fleet = sort_fleet(snapshot, config)
+    fleet = sort_fleet(snapshot, config, memo)
     lower, upper, window = bounds(snapshot, config, now)
     planned = window is not None
 

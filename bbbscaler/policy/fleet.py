@@ -84,32 +84,29 @@ _Facts = tuple[int, bool, bool, bool, bool]
 """(role, blind, drifted, enabled, idle)."""
 
 
+_Seen = dict[int, tuple[Node, bool, _Facts]]
+
+
 @dataclass(slots=True)
-class _Memo:
-    """Each node's facts by ``id(node)``, with the node itself (so its id is not reused
-    while it is here) and whether it was young. Snapshots repeat unchanged nodes from
-    round to round (the observer's and the simulator's), so a round derives the facts of
-    the few nodes that changed only. A memo of a pure function: decide stays pure."""
+class FleetMemo:
+    """The last round's facts of each node, for a caller whose snapshots repeat an
+    unchanged node's object from round to round (the backtest's simulator): its rounds
+    then derive the facts of the few nodes that changed only, and decide's result is the
+    same as without it. The live observer builds every node anew (its data's age moves
+    every round), so the live scaler passes none: there a memo would only cost.
+
+    Keyed by ``id(node)``, with the node itself (so the id is not reused while it is
+    here) and whether it was young."""
 
     basis: _Basis | None = None
-    facts: dict[int, tuple[Node, bool, _Facts]] = field(default_factory=dict)
+    last: _Seen = field(default_factory=dict)
 
-    def on(self, basis: _Basis) -> dict[int, tuple[Node, bool, _Facts]]:
-        """The facts derived on ``basis`` (none when it changed)."""
+    def recall(self, basis: _Basis) -> _Seen:
+        """The last round's facts if they were derived on ``basis``, else none."""
         if basis != self.basis:
             self.basis = basis
-            self.facts = {}
-        return self.facts
-
-    def trim(self, nodes: tuple[Node, ...]) -> None:
-        """Forget the nodes gone from the fleet (or seen in an earlier version), now and
-        then: a node's entry costs less than checking for it every round."""
-        if len(self.facts) > 2 * len(nodes) + 64:
-            here = {id(n) for n in nodes}
-            self.facts = {k: v for k, v in self.facts.items() if k in here}
-
-
-_memo = _Memo()
+            self.last = {}
+        return self.last
 
 
 def _facts(n: Node, young: bool, group: Group, rollout: bool, config: PolicyConfig) -> _Facts:
@@ -120,8 +117,14 @@ def _facts(n: Node, young: bool, group: Group, rollout: bool, config: PolicyConf
         return (_SKIP, False, False, False, False)
     s = n.server
     drifted = rollout and group.drifted(n)
-    stale = config.stale_after
-    fresh = n.fresh(stale)
+    m = n.metrics
+    # Node.fresh and Node.idle, inlined: this runs for every node of a live round.
+    fresh = (
+        m is not None
+        and m.meetings is not None
+        and m.participants is not None
+        and m.age <= config.stale_after
+    )
     if n.draining:
         role = _DRAINING
     elif s is not None and s.tag != config.tag and other_tag(n, config):
@@ -137,11 +140,15 @@ def _facts(n: Node, young: bool, group: Group, rollout: bool, config: PolicyConf
         role = _SERVING
     blind = not fresh or s is None
     enabled = role == _SERVING and fresh and s is not None and s.state == "enabled"
-    return (role, blind, drifted, enabled, fresh and n.idle(stale))
+    idle = fresh and m is not None and m.meetings == 0 and m.participants == 0
+    return (role, blind, drifted, enabled, idle)
 
 
-def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
-    """Sort the snapshot's nodes into serving, booting, draining, operator-drained and blind."""
+def sort_fleet(
+    snapshot: FleetSnapshot, config: PolicyConfig, memo: FleetMemo | None = None
+) -> Fleet:
+    """Sort the snapshot's nodes into serving, booting, draining, operator-drained and blind.
+    ``memo``: the facts of the round before, when its nodes may repeat (see FleetMemo)."""
     now = snapshot.at
     roles: tuple[list[Node], ...] = ([], [], [], [], [], [], [])
     members: list[Node] = []
@@ -152,16 +159,20 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
     group = snapshot.group
     rollout = group.launch is not None
     grace = config.boot_grace
-    memo = _memo.on((config.tag, grace, config.stale_after, group.launch if rollout else None))
+    basis = (config.tag, grace, config.stale_after, group.launch if rollout else None)
+    last: _Seen = {} if memo is None else memo.recall(basis)
+    seen: _Seen = {}
     for n in snapshot.nodes:
         launched = n.launched_at  # Node.young, inlined: this loop is the round's hottest
         young = launched is not None and now - launched < grace
-        seen = memo.get(id(n))
-        if seen is not None and seen[0] is n and seen[1] is young:
-            facts = seen[2]
-        else:
+        if memo is None:
             facts = _facts(n, young, group, rollout, config)
-            memo[id(n)] = (n, young, facts)
+        else:
+            entry = last.get(id(n))
+            if entry is None or entry[0] is not n or entry[1] is not young:
+                entry = (n, young, _facts(n, young, group, rollout, config))
+            seen[id(n)] = entry
+            facts = entry[2]
         role, is_blind, is_drifted, is_enabled, is_idle = facts
         if role == _SKIP:
             continue
@@ -175,7 +186,8 @@ def sort_fleet(snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
             enabled.append(n)
         if is_idle:
             idle.append(n.instance_id)
-    _memo.trim(snapshot.nodes)
+    if memo is not None:
+        memo.last = seen  # the nodes gone since are forgotten
     pending = max(0, group.desired - len(members))
     return Fleet(
         tuple(members),
