@@ -5,7 +5,9 @@ keeps no state: what it needs from earlier rounds is in History, which the calle
 extends with ``history.record(decision, now, config)``, and what it knows of the
 coming hour is the Forecast, made by the caller from the fleet's earlier weeks
 (``forecast_from``; None: none). The backtest calls the same functions on
-simulated snapshots.
+simulated snapshots, and passes a FleetMemo (``sort_fleet``'s facts of the nodes it
+saw the round before: the simulator repeats unchanged node objects; the result is
+the same without it).
 
 The package is cut the way the Kubernetes cluster-autoscaler cuts scale-down:
 
