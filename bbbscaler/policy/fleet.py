@@ -117,14 +117,7 @@ def _facts(n: Node, young: bool, group: Group, rollout: bool, config: PolicyConf
         return (_SKIP, False, False, False, False)
     s = n.server
     drifted = rollout and group.drifted(n)
-    m = n.metrics
-    # Node.fresh and Node.idle, inlined: this runs for every node of a live round.
-    fresh = (
-        m is not None
-        and m.meetings is not None
-        and m.participants is not None
-        and m.age <= config.stale_after
-    )
+    fresh = n.fresh(config.stale_after)
     if n.draining:
         role = _DRAINING
     elif s is not None and s.tag != config.tag and other_tag(n, config):
@@ -140,8 +133,7 @@ def _facts(n: Node, young: bool, group: Group, rollout: bool, config: PolicyConf
         role = _SERVING
     blind = not fresh or s is None
     enabled = role == _SERVING and fresh and s is not None and s.state == "enabled"
-    idle = fresh and m is not None and m.meetings == 0 and m.participants == 0
-    return (role, blind, drifted, enabled, idle)
+    return (role, blind, drifted, enabled, fresh and n.idle(config.stale_after))
 
 
 def sort_fleet(
