@@ -149,6 +149,16 @@ def test_it_pre_warms_before_the_ramp() -> None:
     assert d.desired is None
 
 
+def test_its_room_reason_names_the_headroom_it_used() -> None:
+    # Two nodes at 90 %: no room below the target, so the room rule grows, with the
+    # forecast's headroom (0.05), not the default preset's (0.15); the forecast wants less.
+    snap = snapshot(serving("a", cpu=0.9), serving("b", cpu=0.9))
+    d = decide(snap, History(), ahead(0.2, 0.2), FORECAST, T0)
+    assert d.action is Action.SCALE_OUT
+    assert d.numbers["headroom"] == FORECAST.forecast_headroom
+    assert f"{FORECAST.forecast_headroom} headroom" in d.reason, d.reason
+
+
 def test_it_launches_a_schedule_window_s_nodes_before_scalelite_must_place_on_them() -> None:
     # A window at 00:10 holds 9. The lower bound launches them boot_time (180 s) ahead, so
     # they serve at 00:10 but Scalelite only puts meetings on them after its first poll;

@@ -63,6 +63,7 @@ def need(
         "demand": round(demand, 4),
         "trend_per_s": round(rate, 6),
         "projected": round(demand + growth, 4),
+        "headroom": headroom,
         "room": round(room, 4),
         "need": wanted,
         "keep": keep,
@@ -82,9 +83,11 @@ def need(
 def out_reason(config: PolicyConfig, need: Need, held: float) -> str:
     """Why the default rule grows."""
     growth = need.numbers["projected"] - need.numbers["demand"]
+    # The headroom the need was sized with: the forecast preset's own, outside a window.
+    headroom = need.numbers.get("headroom", config.headroom)
     return (
         f"room {need.numbers['room']:.2f} below the {config.target_cpu:.0%} target short of "
-        f"{config.headroom} headroom + {growth:.2f} growth: needs {need.wanted}"
+        f"{headroom} headroom + {growth:.2f} growth: needs {need.wanted}"
     )
 
 
