@@ -156,13 +156,10 @@ class Node:
         m = self.metrics
         return self.fresh(stale_after) and m is not None and m.meetings == 0 and m.participants == 0
 
-    def young(self, now: float, boot_grace: float) -> bool:
-        """Launched less than ``boot_grace`` before ``now``."""
-        return self.launched_at is not None and now - self.launched_at < boot_grace
-
     def booting(self, young: bool) -> bool:
         """Still coming up: nothing can have been placed on it, so no data is expected.
-        ``young``: :meth:`young` at this round's time (the only way the time enters).
+        ``young``: launched less than ``boot_grace`` before this round (sort_fleet tells;
+        the only way the time enters).
 
         A node Scalelite already has enabled is serving, whatever its age: if we
         cannot see it, that is missing data, not boot.

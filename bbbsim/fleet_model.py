@@ -645,9 +645,6 @@ class FleetSim:
         meetings = 0
         longest = call
         cut = False
-        # Every poll visits every host: this loop is half the simulator's time, hence the
-        # answered online host's poll.rake:67-86 inlined (the rest in _poll_answered).
-        changed = self._changed
         for node in list(self.nodes.values()):
             if not node.up:
                 continue
@@ -673,17 +670,6 @@ class FleetSim:
                 self._verify_load(node)
             if failed:
                 self._poll_failed(node)
-            elif node.online:
-                node.unhealthy = 0
-                state = node.state
-                load = node.true_load * node.multiplier
-                if state == "disabled" or (state == "cordoned" and load == 0):
-                    if node.load is not None or state != "disabled":
-                        node.state, node.load = "disabled", None
-                        changed(node)
-                elif load != node.load:
-                    node.load = load
-                    changed(node)
             else:
                 self._poll_answered(node)
         meeting_work = meetings * call
@@ -695,20 +681,26 @@ class FleetSim:
         return duration
 
     def _poll_answered(self, node: _SimNode) -> None:
-        # poll.rake:67-86.
+        # poll.rake:67-86: SERVER_HEALTHY_THRESHOLD good polls in a row bring an offline
+        # server online; a disabled server's load is nil, a cordoned one with no load is
+        # disabled, any other takes the polled load. Every poll visits every host (half the
+        # simulator's time), so an unchanged host is left without a tuple or a refresh.
         node.unhealthy = 0
-        was = (node.online, node.load, node.state)
-        if not node.online:
+        came_online = not node.online
+        if came_online:
             node.healthy += 1
             if node.healthy < self.s.poller.healthy_threshold:
                 return
             node.healthy = 0
             node.online = True
+        state = node.state
         load = node.true_load * node.multiplier
-        node.load = None if node.state == "disabled" else load
-        if node.state == "cordoned" and load == 0:
-            node.state, node.load = "disabled", None
-        if (node.online, node.load, node.state) != was:
+        if state == "disabled" or (state == "cordoned" and load == 0):
+            if came_online or node.load is not None or state != "disabled":
+                node.state, node.load = "disabled", None
+                self._changed(node)
+        elif came_online or load != node.load:
+            node.load = load
             self._changed(node)
 
     def _poll_failed(self, node: _SimNode) -> None:

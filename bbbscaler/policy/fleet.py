@@ -155,7 +155,8 @@ def sort_fleet(
     last: _Seen = {} if memo is None else memo.recall(basis)
     seen: _Seen = {}
     for n in snapshot.nodes:
-        launched = n.launched_at  # Node.young, inlined: this loop is the round's hottest
+        # Launched less than boot_grace ago: the one place the rule and the clock enter.
+        launched = n.launched_at
         young = launched is not None and now - launched < grace
         if memo is None:
             facts = _facts(n, young, group, rollout, config)

@@ -47,7 +47,7 @@ def steering(
     for n in steerable:
         want = high if n.instance_id in away else 1.0
         # isclose only when it differs at all: this loop runs over every node every round.
-        now = None if n.server is None else n.server.load_multiplier
-        if now is not None and now != want and not math.isclose(now, want):
+        current = None if n.server is None else n.server.load_multiplier
+        if current is not None and current != want and not math.isclose(current, want):
             changes.append((n.instance_id, want))
     return tuple(changes)
