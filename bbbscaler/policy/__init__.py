@@ -108,7 +108,7 @@ def decide(
     need = need_of(fleet)
     decision = plan_capacity(snapshot, history, config, now, fleet, need, lower, upper, window)
     decision = replace_drifted(
-        snapshot, history, config, now, fleet, need, need_of, lower, upper, decision
+        snapshot, history, config, now, fleet, need_of, lower, upper, decision
     )
     steer = decision.steer
     if config.preset != "seed":

@@ -19,7 +19,10 @@ waiting for scale-in protected instances, fails after one hour: RefreshPreferenc
 4. a drained node is terminated by the usual step, after the usual re-check.
 
 A rollout never competes with a scale-out, a re-enable or the preset's own drains, and
-anything unseen holds it like any other scale-in step.
+anything unseen holds it like any other scale-in step. A scale-out whose condition holds
+but is not yet due does not hold it: step 2 sizes the replacement from that need, so a
+rollout round launches the pending growth with the replacement, and step 3 drains
+nothing while the need is unmet.
 """
 
 from __future__ import annotations
@@ -75,7 +78,6 @@ def replace_drifted(
     config: PolicyConfig,
     now: float,
     fleet: Fleet,
-    need: Need,
     need_of: NeedOf,
     lower: int,
     upper: int,
@@ -92,11 +94,14 @@ def replace_drifted(
         numbers={**decision.numbers, "drifted": len(fleet.drifted), "drift_budget": allowed},
     )
     # The preset's own steps come first; a scale-in hold (cooldown, lower bound) is no step.
+    # A scale-out not yet due (its delay or cooldown running) is none either: the growth
+    # below is sized from the same need, so the replacement brings that growth with it.
+    # Holding the rollout instead would let a forecast of demand launch less this round
+    # than a forecast of none (the forecast may only add capacity or hold it).
     quiet = (
         decision.desired is None
         and not decision.undrain
         and not decision.drain
-        and not need.out
         and fleet.capacity >= lower
     )
     if not quiet or draining >= allowed:
