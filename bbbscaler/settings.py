@@ -78,6 +78,10 @@ class ScaleliteSettings(Section):
     tag: str | None = None
     """Scalelite server tag the fleet's nodes register with (bbbnode's scalelite.tag): only
     servers with this tag are counted and steered. Unset: untagged servers."""
+    poll_interval: float = Field(default=60.0, gt=0, le=3600)
+    """Scalelite's POLL_INTERVAL (its default 60; the scalelite chart's poller.interval, 20):
+    a new node takes meetings only once a poll brought it online, so a schedule window's
+    nodes are launched policy.boot_time plus this before it opens."""
 
     _url = field_validator("server_url_template")(template(("instance_id", "domain", "private_ip")))
 

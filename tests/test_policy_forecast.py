@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 
 from bbbscaler.model import Action, Decision, FleetSnapshot
 from bbbscaler.policy import DemandHistory, Forecast, History, PolicyConfig, decide, forecast_from
-from bbbscaler.policy.forecast import REGISTRATION, STEP, WEEK, quantile
-from bbbscaler.schedule import Window
+from bbbscaler.policy.forecast import STEP, WEEK, quantile
 from tests.scaler_fleets import T0, serving, snapshot
 from tests.test_policy_properties import ROUNDS, Round, check_terminations, forecast_of
 
@@ -157,26 +156,6 @@ def test_its_room_reason_names_the_headroom_it_used() -> None:
     assert d.action is Action.SCALE_OUT
     assert d.numbers["headroom"] == FORECAST.forecast_headroom
     assert f"{FORECAST.forecast_headroom} headroom" in d.reason, d.reason
-
-
-def test_it_launches_a_schedule_window_s_nodes_before_scalelite_must_place_on_them() -> None:
-    # A window at 00:10 holds 9. The lower bound launches them boot_time (180 s) ahead, so
-    # they serve at 00:10 but Scalelite only puts meetings on them after its first poll;
-    # the forecast preset launches them REGISTRATION (60 s) earlier than that.
-    window = Window("exam", frozenset(range(7)), 10, 20, "UTC", 9)
-    config = dataclasses.replace(FORECAST, windows=(window,))
-    snap = snapshot(serving("a", cpu=0.1), serving("b", cpu=0.1))
-    opens = T0 + 600
-    early = opens - config.boot_time - REGISTRATION
-    d = decide(snap, History(), ahead(0.2, 0.2, at=early), config, early)
-    assert (d.action, d.desired) == (Action.SCALE_OUT, 9)
-    assert d.numbers["forecast_planned"] == 9
-    assert "launched 60s early" in d.reason
-    # Not before then, and the default preset waits for the lower bound.
-    d = decide(snap, History(), ahead(0.2, 0.2, at=early - 10), config, early - 10)
-    assert d.desired is None
-    default = dataclasses.replace(PolicyConfig.preset_values("default"), windows=(window,))
-    assert decide(snap, History(), None, default, early).desired is None
 
 
 def test_it_holds_a_busy_node_the_forecast_needs_soon_but_drains_an_empty_one() -> None:

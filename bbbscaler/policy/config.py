@@ -33,6 +33,12 @@ class PolicyConfig:
     """Seconds ahead the demand trend is projected."""
     boot_time: float = 180.0
     """Seconds from a cold launch to serving."""
+    registration: float = 60.0
+    """Seconds after a node serves before Scalelite places meetings on it (scalelite.
+    poll_interval): Scalelite brings a server online only at a successful poll
+    (lib/tasks/poll.rake, poll:servers: "Only bring the server online if the number of
+    successful requests is >= the acceptable threshold"), one every POLL_INTERVAL, 60 s
+    unless set (task :poll, ``interval: 60.seconds``)."""
     warm_start_time: float = 45.0
     """Seconds from the start of a warm pool host to serving (while ready ones are left)."""
     boot_grace: float = 900.0
@@ -115,6 +121,7 @@ class PolicyConfig:
             trend_window=p.trend_window,
             lookahead=p.lookahead,
             boot_time=p.boot_time,
+            registration=s.scalelite.poll_interval,
             warm_start_time=p.warm_start_time,
             boot_grace=p.boot_grace,
             stale_after=s.metrics.stale_after,
@@ -135,6 +142,12 @@ class PolicyConfig:
             forecast_stale_after=s.forecast.stale_after,
             forecast_headroom=s.forecast.headroom,
         )
+
+    @property
+    def schedule_lead(self) -> float:
+        """Seconds before a window opens that its nodes are launched: they boot, then wait
+        for Scalelite's poll to bring them online, before the first rooms arrive."""
+        return self.boot_time + self.registration
 
     @property
     def horizon(self) -> float:
