@@ -210,6 +210,10 @@ class ForecastSettings(Section):
     """Seconds beyond policy.boot_time the forecast need is met before it arrives."""
     hold: float = Field(default=1800.0, ge=0, le=3000)
     """Seconds ahead within which a node with meetings the forecast needs is not drained."""
+    steer_from: float = Field(default=600.0, ge=0, le=3000)
+    """New meetings go to the nodes the forecast needs from this many seconds ahead to
+    forecast.hold, and one more; the rest are steered away to empty as demand falls.
+    0: off (new meetings spread over every node the round keeps)."""
     window: float = Field(default=3600.0, gt=0, le=86400)
     """Seconds of today the correction compares with their forecast."""
     headroom: float = Field(default=0.05, ge=0)
@@ -225,6 +229,8 @@ class ForecastSettings(Section):
     def _weeks(self) -> ForecastSettings:
         if self.min_weeks > self.weeks:
             raise ValueError("min_weeks must not exceed weeks")
+        if self.steer_from > self.hold:
+            raise ValueError("steer_from must not exceed hold")
         return self
 
 

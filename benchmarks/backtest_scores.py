@@ -101,23 +101,26 @@ GOALS = (
     f"`default`: instance-hours ≤ 1.5 {MUL} the oracle's",
 )
 FORECAST_SETTINGS = (
-    "the defaults (`forecast.headroom` 0.05, `quantile` 0.75, `hold` 1800, `margin` 300)",
+    "the defaults (`forecast.headroom` 0.05, `quantile` 0.75, `hold` 1800, `margin` 300, "
+    "`steer_from` 600)",
     "`forecast.headroom` 0.15 (the default preset's)",
     "`forecast.quantile` 0.5 (the median)",
-    "`forecast.hold` 0 (no busy node held for the forecast)",
+    "`forecast.hold` 0 (no busy node held for the forecast; `steer_from` 0 with it)",
     "`forecast.margin` 0 (nodes serve just as the forecast demand arrives)",
     "no correction by today (`forecast.window` 300 s, clipped to 1)",
+    "`forecast.steer_from` 0 (new meetings spread over every node the forecast holds)",
 )
 FORECAST_VARIANTS = {
     FORECAST_SETTINGS[1]: {"forecast_headroom": 0.15},
     FORECAST_SETTINGS[2]: {"forecast_quantile": 0.5},
-    FORECAST_SETTINGS[3]: {"forecast_hold": 0.0},
+    FORECAST_SETTINGS[3]: {"forecast_hold": 0.0, "forecast_steer_from": 0.0},
     FORECAST_SETTINGS[4]: {"forecast_margin": 0.0},
     FORECAST_SETTINGS[5]: {
         "forecast_window": 300.0,
         "forecast_min_correction": 1.0,
         "forecast_max_correction": 1.0,
     },
+    FORECAST_SETTINGS[6]: {"forecast_steer_from": 0.0},
 }
 SETTINGS = (
     "the defaults (`target_cpu` 0.72, `steer_cpu` 0.70)",

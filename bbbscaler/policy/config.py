@@ -68,6 +68,9 @@ class PolicyConfig:
     """Seconds beyond boot_time the forecast need is met before it arrives."""
     forecast_hold: float = 1800.0
     """Seconds ahead within which a node the forecast needs is never drained."""
+    forecast_steer_from: float = 600.0
+    """New meetings go to what the forecast needs from this far ahead to the hold, plus
+    one node; 0: off."""
     forecast_window: float = 3600.0
     """Seconds of today the correction compares with their seasonal forecast."""
     forecast_stale_after: float = 900.0
@@ -138,6 +141,7 @@ class PolicyConfig:
             forecast_quantile=s.forecast.quantile,
             forecast_margin=s.forecast.margin,
             forecast_hold=s.forecast.hold,
+            forecast_steer_from=s.forecast.steer_from,
             forecast_window=s.forecast.window,
             forecast_stale_after=s.forecast.stale_after,
             forecast_headroom=s.forecast.headroom,

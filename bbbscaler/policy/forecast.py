@@ -214,8 +214,10 @@ def need(
     With a usable forecast, the growth the room rule provides for is the forecast's own rise
     over the lookahead (not the trend), with ``forecast_headroom``; the fleet grows to what
     the forecast demand needs at ``now + boot_time + forecast_margin`` (so it serves before
-    the demand arrives) and keeps what it needs within ``forecast_hold``. Without one, the
-    default rule as it is: the forecast only ever adds capacity or holds it.
+    the demand arrives) and keeps what it needs within ``forecast_hold``; new meetings go
+    to what it needs from ``forecast_steer_from`` to ``forecast_hold`` ahead, and one node
+    more (``steer_keep``). Without one, the default rule as it is: the forecast only ever
+    adds capacity or holds it.
     """
     if forecast is None or not forecast.usable:
         return default.need(fleet, history, config, now, planned)
@@ -235,6 +237,13 @@ def need(
     # it is kept for what the forecast needs within the hold.
     keep = max(base.keep, _nodes(lead, headroom, config))
     keep_busy = max(keep, keep_nodes)
+    steer_keep = keep_busy
+    if config.forecast_steer_from > 0:
+        # A new meeting holds its node as long as it runs: where the forecast falls, send
+        # new meetings only to what it needs later (and one node for the next wave's
+        # room), so the others empty with the demand instead of a meeting or two each.
+        later = forecast.peak(now + config.forecast_steer_from, now + config.forecast_hold)
+        steer_keep = min(keep_busy, _nodes(later, headroom, config) + 1)
     numbers = base.numbers | {
         "forecast_demand": round(forecast.now(), 4),
         "forecast_lead_demand": round(lead, 4),
@@ -245,6 +254,7 @@ def need(
         "need": wanted,
         "keep": keep,
         "keep_busy": keep_busy,
+        "steer_keep": steer_keep,
     }
     return Need(
         out=wanted > fleet.capacity,
@@ -256,6 +266,7 @@ def need(
         demand=base.demand,
         idle_only=False,
         keep_busy=keep_busy,
+        steer_keep=steer_keep,
     )
 
 
