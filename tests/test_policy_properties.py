@@ -391,7 +391,10 @@ def check_steer(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
     for n in rest:
         assert math.isclose(after[n.instance_id], 1.0) or math.isclose(after[n.instance_id], high)
     capacity = capacity_by_text(snap, config)
-    keep = int(d.numbers.get("keep", capacity))
+    # What steering keeps open: the preset's keep (default), the nodes the forecast holds
+    # for busy ones, or, where the forecast falls, what it needs later and one more.
+    said = d.numbers
+    keep = int(said.get("steer_keep", said.get("keep_busy", said.get("keep", capacity))))
     spare = capacity - len(d.drain) - max(keep, lower_bound(snap, config))
     busy = sorted((n for n in rest if not idle(n, config)), key=load_key)
     chosen = {n.instance_id for n in busy[: max(0, spare)]}
