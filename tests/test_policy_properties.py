@@ -1451,6 +1451,74 @@ def test_sort_fleet_remembers_nothing_it_should_not(
     assert sort_fleet(again, config, memo) == sort_fleet(copy.deepcopy(again), config)
 
 
+MEMO_STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["same", "same", "replace", "replace", "young", "add", "drop", "launch"]),
+        st.sampled_from([0.0, 10.0, 10.0, 300.0, 871.0, 4000.0, -20.0, math.nan]),
+        st.integers(0, 30),
+    ),
+    max_size=12,
+)
+"""Rounds after the first: which nodes change (the same tuple again, node objects replaced
+by new ones, one relaunched 30 s ago, a node added or gone, the group's launch template
+changed), the clock's step (launches are 30, 600 and 5000 s before T0: steps cross
+boot_grace; it goes back too), and which node."""
+
+
+def new_servers(launched: float) -> tuple[Node, ...]:
+    """Nodes filed by their age alone: booting while young, offline or operator-drained
+    once older than boot_grace (an enabled server not polled yet; a disabled one)."""
+    return tuple(
+        Node(
+            f"i-n{state[0]}",
+            "InService",
+            launched_at=launched,
+            server=ServerView("x", state, None, False),
+        )
+        for state in ("enabled", "disabled")
+    )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(snapshots(), snapshots(), configs(), MEMO_STEPS, st.sampled_from([None, 30.0, 600.0]))
+def test_sort_fleet_with_a_memo_is_sort_fleet(
+    snap: FleetSnapshot,
+    other: FleetSnapshot,
+    config: PolicyConfig,
+    steps: list[tuple[str, float, int]],
+    age: float | None,
+) -> None:
+    """Over rounds whose nodes mostly repeat (the backtest's), the memo re-files only the
+    node objects that changed: every round's Fleet, its lists in the snapshot's order, is
+    the one sort_fleet sorts from a fresh copy without a memo."""
+    memo = FleetMemo()
+    if age is not None:
+        snap = dataclasses.replace(snap, nodes=snap.nodes + new_servers(T0 - age))
+    spare = list(other.nodes) or [dataclasses.replace(n) for n in snap.nodes]
+    for op, dt, k in [("same", 0.0, 0), *steps]:
+        nodes = list(snap.nodes)
+        group = snap.group
+        if op == "replace" and nodes:
+            # A new object for a node: its own values again or another node's, same id.
+            new = spare[k % len(spare)] if spare and k % 3 else nodes[k % len(nodes)]
+            nodes[k % len(nodes)] = dataclasses.replace(new, instance_id=f"i-{k % len(nodes):02d}")
+        elif op == "young" and nodes:
+            i = k % len(nodes)
+            nodes[i] = dataclasses.replace(nodes[i], launched_at=snap.at + dt - 30)
+        elif op == "add" and spare:
+            nodes.insert(k % (len(nodes) + 1), spare[k % len(spare)])
+        elif op == "drop" and nodes:
+            del nodes[k % len(nodes)]
+        elif op == "launch":
+            group = dataclasses.replace(group, launch=[None, CURRENT, Launch("lt-0b", "1")][k % 3])
+        same = op == "same" or (op in ("replace", "young") and not nodes)
+        snap = dataclasses.replace(
+            snap, at=snap.at + dt, group=group, nodes=snap.nodes if same else tuple(nodes)
+        )
+        fleet = sort_fleet(snap, config, memo)
+        assert fleet == sort_fleet(copy.deepcopy(snap), config), (op, dt, k)
+
+
 @FAST
 @given(
     st.lists(
