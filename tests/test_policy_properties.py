@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -48,6 +49,7 @@ from bbbscaler.policy import (
     decide,
     sort_fleet,
 )
+from bbbscaler.policy.fleet import emptiest_first
 from bbbscaler.schedule import Window, scheduled_minimum
 from tests.scaler_fleets import T0
 
@@ -1453,16 +1455,18 @@ def test_sort_fleet_remembers_nothing_it_should_not(
 
 MEMO_STEPS = st.lists(
     st.tuples(
-        st.sampled_from(["same", "same", "replace", "replace", "young", "add", "drop", "launch"]),
+        st.sampled_from(
+            ["same", "same", "replace", "replace", "young", "nan", "add", "drop", "launch"]
+        ),
         st.sampled_from([0.0, 10.0, 10.0, 300.0, 871.0, 4000.0, -20.0, math.nan]),
         st.integers(0, 30),
     ),
     max_size=12,
 )
 """Rounds after the first: which nodes change (the same tuple again, node objects replaced
-by new ones, one relaunched 30 s ago, a node added or gone, the group's launch template
-changed), the clock's step (launches are 30, 600 and 5000 s before T0: steps cross
-boot_grace; it goes back too), and which node."""
+by new ones, one relaunched 30 s ago, one with a NaN CPU, a node added or gone, the
+group's launch template changed), the clock's step (launches are 30, 600 and 5000 s before
+T0: steps cross boot_grace; it goes back too), and which node."""
 
 
 def new_servers(launched: float) -> tuple[Node, ...]:
@@ -1505,18 +1509,30 @@ def test_sort_fleet_with_a_memo_is_sort_fleet(
         elif op == "young" and nodes:
             i = k % len(nodes)
             nodes[i] = dataclasses.replace(nodes[i], launched_at=snap.at + dt - 30)
+        elif op == "nan" and nodes:
+            i = k % len(nodes)
+            m = nodes[i].metrics
+            if m is not None:
+                nodes[i] = dataclasses.replace(
+                    nodes[i], metrics=dataclasses.replace(m, cpu=math.nan)
+                )
         elif op == "add" and spare:
             nodes.insert(k % (len(nodes) + 1), spare[k % len(spare)])
         elif op == "drop" and nodes:
             del nodes[k % len(nodes)]
         elif op == "launch":
             group = dataclasses.replace(group, launch=[None, CURRENT, Launch("lt-0b", "1")][k % 3])
-        same = op == "same" or (op in ("replace", "young") and not nodes)
+        same = len(nodes) == len(snap.nodes) and all(map(operator.is_, nodes, snap.nodes))
         snap = dataclasses.replace(
             snap, at=snap.at + dt, group=group, nodes=snap.nodes if same else tuple(nodes)
         )
         fleet = sort_fleet(snap, config, memo)
-        assert fleet == sort_fleet(copy.deepcopy(snap), config), (op, dt, k)
+        plain = sort_fleet(copy.deepcopy(snap), config)
+        assert fleet == plain, (op, dt, k)
+        # The memo's order of the enabled nodes by load is what sorting them gives.
+        some = frozenset(n.instance_id for n in plain.enabled[::2])
+        for leave_out in (frozenset(), some):
+            assert emptiest_first(fleet, leave_out) == emptiest_first(plain, leave_out), (op, k)
 
 
 @FAST

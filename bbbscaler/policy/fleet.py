@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import functools
 import math
+from bisect import bisect_left, insort
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from itertools import compress, count
-from operator import is_not
+from operator import is_not, itemgetter
 
 from bbbscaler.model import FleetSnapshot, Group, Launch, Node
 from bbbscaler.policy.config import PolicyConfig
@@ -47,6 +49,11 @@ class Fleet:
     unregistered node is not ours to judge."""
     idle: frozenset[str] = frozenset()
     """Instance ids of members whose fresh data says no meeting and no participant."""
+    ordered: tuple[tuple[Node, ...], tuple[Node, ...]] | None = field(
+        default=None, compare=False, repr=False
+    )
+    """(``enabled``, the same nodes by ``load_key``) when a FleetMemo keeps that order from
+    round to round; None: sorted when asked (``emptiest_first``)."""
 
     @property
     def capacity(self) -> int:
@@ -131,6 +138,13 @@ def _lists(facts: _Facts) -> tuple[int, ...]:
 
 
 _NOTHING = Fleet((), (), (), (), (), (), 0)
+_node_of = itemgetter(2)
+
+
+def _unordered(key: _Key) -> bool:
+    """A NaN CPU: its key compares neither below nor above another; ``sorted``'s order then
+    depends on where it started, so no kept order can match it."""
+    return key[2] != key[2]
 
 
 @dataclass(slots=True)
@@ -157,6 +171,9 @@ class FleetMemo:
     filed: list[dict[int, Node]] = field(default_factory=list)
     """Each of sort_fleet's lists as the nodes' places in the snapshot, in order."""
     fleet: Fleet | None = None
+    order: list[tuple[_Key, int, Node]] | None = None
+    """The enabled nodes by (load_key, place): the order ``sorted`` by load_key gives (equal
+    keys in place order). None while a key holds a NaN CPU (no order: sorted each time)."""
 
     def sort(self, snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
         """sort_fleet's Fleet of ``snapshot``, from the last round's where it can."""
@@ -189,6 +206,8 @@ class FleetMemo:
                 self.oldest_young = min(self.oldest_young, launched)
             facts = _facts(n, young, group, rollout, config)
             was, now_in = _lists(self.facts[i]), _lists(facts)
+            if self.order is not None and (_ENABLED in was or _ENABLED in now_in):
+                self._reorder(i, _ENABLED in was, n if _ENABLED in now_in else None)
             self.facts[i], self.young[i] = facts, young
             for k in was:
                 if k not in now_in:
@@ -231,7 +250,23 @@ class FleetMemo:
                 filed[k][i] = n
         self.basis, self.nodes, self.facts, self.young = basis, snapshot.nodes, facts, youth
         self.at, self.oldest_young, self.filed = now, oldest, filed
+        order = sorted((load_key(n), i, n) for i, n in filed[_ENABLED].items())
+        self.order = None if any(_unordered(k) for k, _, _ in order) else order
         return self._fleet(group, set(range(_FILED)), _NOTHING)
+
+    def _reorder(self, place: int, was: bool, node: Node | None) -> None:
+        """The enabled node at ``place`` (``was`` enabled) is now ``node`` (None: not enabled)."""
+        order = self.order
+        assert order is not None
+        if was:
+            old = self.filed[_ENABLED][place]
+            del order[bisect_left(order, (load_key(old), place))]
+        if node is not None:
+            key = load_key(node)
+            if _unordered(key):
+                self.order = None
+                return
+            insort(order, (key, place, node))
 
     def _fleet(self, group: Group, touched: set[int], last: Fleet) -> Fleet:
         """The Fleet of the lists filed, the untouched ones as ``last`` holds them."""
@@ -246,6 +281,12 @@ class FleetMemo:
             if _IDLE in touched
             else last.idle
         )
+        enabled = listed(_ENABLED, last.enabled)
+        ordered = last.ordered
+        if self.order is None:
+            ordered = None
+        elif ordered is None or _ENABLED in touched:
+            ordered = (enabled, tuple(map(_node_of, self.order)))
         self.fleet = Fleet(
             members,
             listed(_SERVING, last.serving),
@@ -257,8 +298,9 @@ class FleetMemo:
             listed(_DRIFTED, last.drifted),
             offline=listed(_OFFLINE, last.offline),
             foreign=listed(_FOREIGN, last.foreign),
-            enabled=listed(_ENABLED, last.enabled),
+            enabled=enabled,
             idle=idle,
+            ordered=ordered,
         )
         return self.fleet
 
@@ -321,7 +363,19 @@ def other_tag(node: Node, config: PolicyConfig) -> bool:
     return s is not None and s.state != "absent" and (s.tag or None) != config.tag
 
 
-def load_key(node: Node) -> tuple[int, int, float, str]:
+def emptiest_first(fleet: Fleet, leave_out: AbstractSet[str] = frozenset()) -> list[Node]:
+    """The enabled nodes whose ids are not in ``leave_out``, emptiest first (``load_key``;
+    equal keys in the snapshot's order): the memo's order when it keeps one, else sorted."""
+    ordered = fleet.ordered
+    if ordered is not None and ordered[0] is fleet.enabled:
+        return [n for n in ordered[1] if n.instance_id not in leave_out]
+    return sorted((n for n in fleet.enabled if n.instance_id not in leave_out), key=load_key)
+
+
+_Key = tuple[int, int, float, str]
+
+
+def load_key(node: Node) -> _Key:
     """Sort key, emptiest node first (an unseen node last)."""
     m = node.metrics
     if m is None:
