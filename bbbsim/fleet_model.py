@@ -373,6 +373,11 @@ class FleetSim:
         self.group: Group | None = None
         self.views: tuple[Node, ...] | None = None
         self.rng = random.Random(settings.seed)
+        host = settings.host
+        # HostSpec's figures are properties: computed once here, read on every event.
+        self.idle_units, self.full_units = host.idle_units, host.full_units
+        self.over_units = host.limit_units - host.idle_units
+        """Busy micro-cores (the idle base not included) at which a host is overloaded."""
         self.proc_units = round(settings.recordings.cores * MICRO)
         # Results.
         self.now = 0.0
@@ -446,14 +451,9 @@ class FleetSim:
         self.capacity += delta
         self._step(self.capacity_steps, t, self.capacity)
 
-    def _busy(self, node: _SimNode) -> int:
-        """Busy micro-cores of the node (the idle base not included)."""
-        return node.units + node.processing
-
     def _changed(self, node: _SimNode) -> None:
         """Refresh what depends on the node's state: overload, placement set, its view."""
-        host = self.s.host
-        excess = max(0, host.idle_units + self._busy(node) - host.limit_units)
+        excess = max(0, node.units + node.processing - self.over_units)
         self.excess_units += excess - node.excess
         node.excess = excess
         over = excess > 0
@@ -656,7 +656,7 @@ class FleetSim:
             if busy > quiet:
                 # Only a host above 80 % can fail a poll (bbbsim.scalelite_poller); a draw
                 # only for a chance above 0.
-                demand = (host.idle_units + busy) / host.full_units
+                demand = (self.idle_units + busy) / self.full_units
                 chance = failure_probability(demand, spec)
                 failed = chance > 0.0 and self.rng.random() < chance
             if failed:
@@ -782,7 +782,9 @@ class FleetSim:
         # rebuilt a few times a round, and the values are equal either way).
         last = node.shown
         metrics = None if last is None else last.metrics
-        cpu, meetings = self.s.host.cpu(self._busy(node)), len(node.meetings)
+        # HostSpec.cpu, with its figures read once.
+        cpu = min(1.0, (self.idle_units + node.units + node.processing) / self.full_units)
+        meetings = len(node.meetings)
         if metrics is None or (metrics.cpu, metrics.meetings, metrics.participants) != (
             cpu,
             meetings,
