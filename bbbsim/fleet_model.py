@@ -372,6 +372,13 @@ class FleetSim:
         """The policy's facts of the nodes of the round before: views repeat here."""
         self.group: Group | None = None
         self.views: tuple[Node, ...] | None = None
+        """The last snapshot's nodes; None once one changed."""
+        self.shown: list[Node] = []
+        """The nodes of the last snapshot, place by place."""
+        self.places: dict[str, int] | None = None
+        """Each instance's place in ``shown``; None once one came or left (all rebuilt)."""
+        self.unseen: list[_SimNode] = []
+        """Instances whose Node changed since the last snapshot (the others' repeat)."""
         self.rng = random.Random(settings.seed)
         host = settings.host
         # HostSpec's figures are properties: computed once here, read on every event.
@@ -445,7 +452,7 @@ class FleetSim:
         count = len(self.nodes) + len(self.waiting)
         self.peak = max(self.peak, count)
         self._step(self.instances_steps, t, count)
-        self.views = None
+        self.views = self.places = None
 
     def _set_capacity(self, t: float, delta: int) -> None:
         self.capacity += delta
@@ -465,7 +472,9 @@ class FleetSim:
             self.available[node.id] = (node.load, node.id)
         else:
             self.available.pop(node.id, None)
-        node.view = None
+        if node.view is not None:
+            node.view = None
+            self.unseen.append(node)
         self.views = None
 
     # ------------------------------------------------------------------ instances
@@ -816,12 +825,22 @@ class FleetSim:
     def snapshot(self, t: float) -> FleetSnapshot:
         """The fleet at ``t`` as the scaler's observer would report it."""
         if self.views is None:
-            views = []
-            for node in (*self.nodes.values(), *self.waiting.values()):
-                if node.view is None:
-                    node.view = self._view(node)
-                views.append(node.view)
-            self.views = tuple(views)
+            shown, places = self.shown, self.places
+            if places is None:
+                shown.clear()
+                places = self.places = {}
+                for node in (*self.nodes.values(), *self.waiting.values()):
+                    if node.view is None:
+                        node.view = self._view(node)
+                    places[node.id] = len(shown)
+                    shown.append(node.view)
+            else:
+                for node in self.unseen:
+                    if node.view is None:
+                        node.view = self._view(node)
+                        shown[places[node.id]] = node.view
+            self.unseen.clear()
+            self.views = tuple(shown)
         rollout = self.s.rollout_at
         if rollout is not None and t >= rollout and self.template == 1:
             # A new image: the group launches from version 2 from now on.
