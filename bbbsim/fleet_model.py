@@ -385,6 +385,7 @@ class FleetSim:
         self.idle_units, self.full_units = host.idle_units, host.full_units
         self.over_units = host.limit_units - host.idle_units
         """Busy micro-cores (the idle base not included) at which a host is overloaded."""
+        self.moderators, self.min_users = settings.moderators, settings.rule.min_user_count
         self.proc_units = round(settings.recordings.cores * MICRO)
         # Results.
         self.now = 0.0
@@ -547,8 +548,8 @@ class FleetSim:
 
     def _weight(self, idx: int) -> int:
         """The meeting's share of Scalelite's load now (poll.rake:48-64)."""
-        attendees = self.joined[idx] + self.s.moderators
-        return attendees if self.aged[idx] else max(attendees, self.s.rule.min_user_count)
+        attendees = self.joined[idx] + self.moderators
+        return attendees if self.aged[idx] else max(attendees, self.min_users)
 
     def _count_join(self, node: _SimNode, joins: int) -> None:
         """``increment_load(1)`` per create or join: ZADD XX INCR, only in ``server_load``."""
@@ -587,10 +588,14 @@ class FleetSim:
         node = self.where[idx]
         if node is None:
             return  # refused, or already ended
-        before = self._weight(idx)
         count = self.p.joins[idx][group]
+        before = self.joined[idx] + self.moderators
         self.joined[idx] += count
-        node.true_load += self._weight(idx) - before
+        # _weight after less _weight before: an aged meeting counts its attendees.
+        if self.aged[idx]:
+            node.true_load += count
+        else:
+            node.true_load += max(before + count, self.min_users) - max(before, self.min_users)
         self._count_join(node, count)
 
     def _drop_overload(self, node: _SimNode) -> None:
@@ -682,6 +687,12 @@ class FleetSim:
                 self._verify_load(node)
             if failed:
                 self._poll_failed(node)
+            elif (
+                node.online
+                and node.state == "enabled"
+                and node.load == node.true_load * node.multiplier
+            ):
+                node.unhealthy = 0  # _poll_answered's case of most polls: nothing else changes
             else:
                 self._poll_answered(node)
         meeting_work = meetings * call
