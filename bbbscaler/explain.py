@@ -151,6 +151,11 @@ def forecast_lines(decision: Decision, config: PolicyConfig) -> list[str]:
         f"needs {_num(n['forecast_nodes'])} node(s) (capacity {_num(n['capacity'])}); "
         f"nodes with meetings kept for {_num(n['keep_busy'])} within "
         f"{config.forecast_hold:.0f}s"
+        + (
+            f"; new meetings go to {_num(n['steer_keep'])}, the forecast falling"
+            if n.get("steer_keep", n["keep_busy"]) < n["keep_busy"]
+            else ""
+        )
     ]
 
 

@@ -113,8 +113,8 @@ def in_effect(windows: Iterable[Window], at: float, lead: float) -> tuple[Openin
 def scheduled_minimum(windows: Iterable[Window], at: float, lead: float) -> tuple[int, str | None]:
     """The largest ``min_nodes`` of the windows in effect at ``at`` (see ``opening``).
 
-    Looking ``lead`` seconds ahead opens a window early by the boot time, so its
-    nodes are serving when it starts; looking at ``at`` too keeps them until it ends.
+    Looking ``lead`` seconds ahead opens a window early (by the policy's schedule_lead), so
+    its nodes are serving when it starts; looking at ``at`` too keeps them until it ends.
     """
     best, name = 0, None
     for o in in_effect(windows, at, lead):

@@ -78,6 +78,10 @@ class ScaleliteSettings(Section):
     tag: str | None = None
     """Scalelite server tag the fleet's nodes register with (bbbnode's scalelite.tag): only
     servers with this tag are counted and steered. Unset: untagged servers."""
+    poll_interval: float = Field(default=60.0, gt=0, le=3600)
+    """Scalelite's POLL_INTERVAL (its default 60; the scalelite chart's poller.interval, 20):
+    a new node takes meetings only once a poll brought it online, so a schedule window's
+    nodes are launched policy.boot_time plus this before it opens."""
 
     _url = field_validator("server_url_template")(template(("instance_id", "domain", "private_ip")))
 
@@ -206,6 +210,10 @@ class ForecastSettings(Section):
     """Seconds beyond policy.boot_time the forecast need is met before it arrives."""
     hold: float = Field(default=1800.0, ge=0, le=3000)
     """Seconds ahead within which a node with meetings the forecast needs is not drained."""
+    steer_from: float = Field(default=600.0, ge=0, le=3000)
+    """New meetings go to the nodes the forecast needs from this many seconds ahead to
+    forecast.hold, and one more; the rest are steered away to empty as demand falls.
+    0: off (new meetings spread over every node the round keeps)."""
     window: float = Field(default=3600.0, gt=0, le=86400)
     """Seconds of today the correction compares with their forecast."""
     headroom: float = Field(default=0.05, ge=0)
@@ -221,6 +229,8 @@ class ForecastSettings(Section):
     def _weeks(self) -> ForecastSettings:
         if self.min_weeks > self.weeks:
             raise ValueError("min_weeks must not exceed weeks")
+        if self.steer_from > self.hold:
+            raise ValueError("steer_from must not exceed hold")
         return self
 
 

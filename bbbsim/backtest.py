@@ -168,8 +168,9 @@ def load_policy(path: Path, settings: FleetSettings) -> PolicyConfig:
 
     Every key of bbbscaler's ``[policy]`` section applies (schedules too: their
     clock is the trace's, second 0 being Monday 00:00 UTC). ``boot_time``
-    defaults to the simulated platform's, and so does ``warm_start_time``. Raises
-    ConfigError naming the key.
+    defaults to the simulated platform's, and so does ``warm_start_time``; a window's
+    lead waits for the simulated Scalelite's poll (``--poll-interval``), whatever the
+    file's ``scalelite.poll_interval``. Raises ConfigError naming the key.
     """
     policy = _policy_settings(_policy_table(path))
     # Only the policy matters here; the rest of the scaler's settings keep their defaults.
@@ -178,7 +179,7 @@ def load_policy(path: Path, settings: FleetSettings) -> PolicyConfig:
         config = replace(config, boot_time=settings.boot_time)
     if "warm_start_time" not in policy.model_fields_set:
         config = replace(config, warm_start_time=settings.warm_start_time)
-    return replace(config, gap_limit=3 * settings.tick)
+    return replace(config, gap_limit=3 * settings.tick, registration=settings.poll_interval)
 
 
 def _schedules(table: dict[str, Any], source: str) -> tuple[Window, ...]:

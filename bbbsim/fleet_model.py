@@ -1014,6 +1014,7 @@ def policy_config(preset: Preset, settings: FleetSettings) -> PolicyConfig:
         PolicyConfig.preset_values(preset),
         boot_time=settings.boot_time,
         warm_start_time=settings.warm_start_time,
+        registration=settings.poll_interval,
         gap_limit=3 * settings.tick,
     )
 

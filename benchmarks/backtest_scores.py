@@ -18,6 +18,8 @@ oracle and the fluid bound.
 - ``settings``: ``default`` with one thing changed at a time;
 - ``seeds``: the same generator with seeds 1 to 4 (``bbbsim trace generate
   --kind K --seed N --weeks 5``);
+- ``exam-steering``: ``forecast`` on exam seeds 1 to 8 (5 to 8 held out) with and
+  without ``forecast.steer_from``;
 - ``exam-window``: the exam's planned window one node smaller and larger;
 - ``rollout``: ``--rollout-at``: the launch template changes at a given second,
   and each run's ``rollout_s`` (until no host launched before is left);
@@ -57,6 +59,9 @@ from bbbsim.trace import SHIPPED_WEEKS, Trace, shipped_trace
 from bbbsim.trace_generate import Kind, generate
 
 TRACES: tuple[Kind, ...] = ("university-week", "exam-flash", "company-week")
+EXAM_SEEDS = tuple(range(1, 9))
+"""The exam's seeds for ``exam-steering``: 1-4 as everywhere, 5-8 held out (never used to
+choose ``forecast.steer_from``)."""
 PRESETS: tuple[Preset, ...] = ("seed", "default", "forecast")
 SEEDS = (1, 2, 3, 4)
 WINDOWS = (8, 9, 10)
@@ -101,23 +106,26 @@ GOALS = (
     f"`default`: instance-hours ≤ 1.5 {MUL} the oracle's",
 )
 FORECAST_SETTINGS = (
-    "the defaults (`forecast.headroom` 0.05, `quantile` 0.75, `hold` 1800, `margin` 300)",
+    "the defaults (`forecast.headroom` 0.05, `quantile` 0.75, `hold` 1800, `margin` 300, "
+    "`steer_from` 600)",
     "`forecast.headroom` 0.15 (the default preset's)",
     "`forecast.quantile` 0.5 (the median)",
-    "`forecast.hold` 0 (no busy node held for the forecast)",
+    "`forecast.hold` 0 (no busy node held for the forecast; `steer_from` 0 with it)",
     "`forecast.margin` 0 (nodes serve just as the forecast demand arrives)",
     "no correction by today (`forecast.window` 300 s, clipped to 1)",
+    "`forecast.steer_from` 0 (new meetings spread over every node the forecast holds)",
 )
 FORECAST_VARIANTS = {
     FORECAST_SETTINGS[1]: {"forecast_headroom": 0.15},
     FORECAST_SETTINGS[2]: {"forecast_quantile": 0.5},
-    FORECAST_SETTINGS[3]: {"forecast_hold": 0.0},
+    FORECAST_SETTINGS[3]: {"forecast_hold": 0.0, "forecast_steer_from": 0.0},
     FORECAST_SETTINGS[4]: {"forecast_margin": 0.0},
     FORECAST_SETTINGS[5]: {
         "forecast_window": 300.0,
         "forecast_min_correction": 1.0,
         "forecast_max_correction": 1.0,
     },
+    FORECAST_SETTINGS[6]: {"forecast_steer_from": 0.0},
 }
 SETTINGS = (
     "the defaults (`target_cpu` 0.72, `steer_cpu` 0.70)",
@@ -253,6 +261,16 @@ TABLES = {
             Column("`default` cold starts, pool of 5", INT),
         ),
         keys=tuple(TRACE_LABEL[k] for k in TRACES),
+    ),
+    "exam-steering": Table(
+        (
+            Column("exam seed", INT),
+            Column(f"`forecast` {MUL} oracle", TIMES),
+            Column("avoidable overload node-min", INT),
+            Column(f"`forecast.steer_from` 0: {MUL} oracle", TIMES),
+            Column("avoidable overload node-min, `steer_from` 0", INT),
+        ),
+        keys=tuple(str(n) for n in EXAM_SEEDS),
     ),
     "exam-window": Table(
         (
@@ -465,6 +483,7 @@ def main() -> None:
         cells = [ratio_share(goal_figures(r, "forecast")) for r in results]
         print(table.row(f"{nodes} nodes", *cells))
 
+    exam_steering_rows()
     rollout_rows()
     warm_rows()
 
@@ -534,6 +553,28 @@ def _warm_cells(result: BacktestResult, scored: Scored) -> list[str]:
         f"{scored.p95_time_to_capacity_s:,.0f} / {max(lags, default=0.0):,.0f}",
         f"{r.warm_starts:,} / {r.cold_starts:,}",
     ]
+
+
+def exam_steering_rows() -> None:
+    """``exam-steering``: ``forecast`` on the exam's seeds with and without steering new
+    meetings to what the forecast needs later."""
+    table = TABLES["exam-steering"]
+    print("\n" + table.header())
+    fleet = FleetSettings()
+    off = dataclasses.replace(policy_config("forecast", fleet), forecast_steer_from=0.0)
+    for seed in EXAM_SEEDS:
+        trace = trace_of("exam-flash", seed)
+        result = backtest(trace, ("seed", "forecast"), fleet, [("off", off)], planned("exam-flash"))
+        on, without = goal_figures(result, "forecast"), goal_figures(result, "off")
+        print(
+            table.row(
+                str(seed),
+                f"{on.ratio:.2f}x",
+                f"{on.avoidable:,.0f}",
+                f"{without.ratio:.2f}x",
+                f"{without.avoidable:,.0f}",
+            )
+        )
 
 
 def rollout_rows() -> None:

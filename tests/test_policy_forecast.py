@@ -10,11 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bbbcore.config import ConfigError, load_settings
+from bbbscaler.explain import forecast_lines
 from bbbscaler.model import Action, Decision, FleetSnapshot
 from bbbscaler.policy import DemandHistory, Forecast, History, PolicyConfig, decide, forecast_from
-from bbbscaler.policy.forecast import REGISTRATION, STEP, WEEK, quantile
-from bbbscaler.schedule import Window
-from tests.scaler_fleets import T0, serving, snapshot
+from bbbscaler.policy.forecast import STEP, WEEK, quantile
+from bbbscaler.settings import ScalerSettings
+from tests.scaler_fleets import T0, required_settings, serving, snapshot
 from tests.test_policy_properties import ROUNDS, Round, check_terminations, forecast_of
 
 FORECAST = PolicyConfig.preset_values("forecast")
@@ -181,26 +183,6 @@ def test_its_room_reason_names_the_headroom_it_used() -> None:
     assert f"{FORECAST.forecast_headroom} headroom" in d.reason, d.reason
 
 
-def test_it_launches_a_schedule_window_s_nodes_before_scalelite_must_place_on_them() -> None:
-    # A window at 00:10 holds 9. The lower bound launches them boot_time (180 s) ahead, so
-    # they serve at 00:10 but Scalelite only puts meetings on them after its first poll;
-    # the forecast preset launches them REGISTRATION (60 s) earlier than that.
-    window = Window("exam", frozenset(range(7)), 10, 20, "UTC", 9)
-    config = dataclasses.replace(FORECAST, windows=(window,))
-    snap = snapshot(serving("a", cpu=0.1), serving("b", cpu=0.1))
-    opens = T0 + 600
-    early = opens - config.boot_time - REGISTRATION
-    d = decide(snap, History(), ahead(0.2, 0.2, at=early), config, early)
-    assert (d.action, d.desired) == (Action.SCALE_OUT, 9)
-    assert d.numbers["forecast_planned"] == 9
-    assert "launched 60s early" in d.reason
-    # Not before then, and the default preset waits for the lower bound.
-    d = decide(snap, History(), ahead(0.2, 0.2, at=early - 10), config, early - 10)
-    assert d.desired is None
-    default = dataclasses.replace(PolicyConfig.preset_values("default"), windows=(window,))
-    assert decide(snap, History(), None, default, early).desired is None
-
-
 def test_it_holds_a_busy_node_the_forecast_needs_soon_but_drains_an_empty_one() -> None:
     config = dataclasses.replace(FORECAST, scale_in_after=0.0)
     nodes = [serving(f"n-{k}", cpu=0.1, meetings=1) for k in range(4)]
@@ -282,3 +264,39 @@ def test_without_a_usable_forecast_it_is_the_default_preset(data: Round, status:
     default = decide(snap, history, None, dataclasses.replace(config, preset="default"), T0)
     assert dataclasses.replace(fell_back, forecast_status="", forecast_reason="") == default
     assert decide(snap, history, None, config, T0).forecast_status == "off"
+
+
+def test_where_the_forecast_falls_new_meetings_go_only_to_the_nodes_it_needs_later() -> None:
+    # Six busy nodes carry 3 nodes of demand, and the forecast falls to half a node from
+    # 500 s on (an exam's end). New meetings would keep all six busy for their hour: they go
+    # to the two fullest (what the forecast needs from steer_from to the hold, 1, and one
+    # more); the rest are steered away and empty with the exam.
+    cpus = (0.3, 0.4, 0.45, 0.5, 0.65, 0.69)
+    nodes = [serving(f"n-{k}", cpu=c, meetings=k + 1) for k, c in enumerate(cpus)]
+    falls = ahead(3.0, 3.0, *[0.5] * 8)
+    d = decide(snapshot(*nodes), History(), falls, FORECAST, T0)
+    assert d.numbers["steer_keep"] == 2
+    away = {iid for iid, m in d.steer if m == FORECAST.steer_multiplier}
+    assert away | set(d.drain) == {"n-0", "n-1", "n-2", "n-3"}
+    assert not {"n-4", "n-5"} & (away | set(d.drain))
+    assert "new meetings go to 2, the forecast falling" in forecast_lines(d, FORECAST)[0]
+    # Off: new meetings spread over every node the forecast holds for the exam (5).
+    off = dataclasses.replace(FORECAST, forecast_steer_from=0.0)
+    d = decide(snapshot(*nodes), History(), falls, off, T0)
+    assert d.numbers["steer_keep"] == d.numbers["keep_busy"] == 5
+    assert len({iid for iid, m in d.steer if m == FORECAST.steer_multiplier}) <= 1
+    # Where the forecast holds or rises, it changes nothing.
+    flat = ahead(*[3.0] * 10)
+    d = decide(snapshot(*nodes), History(), flat, FORECAST, T0)
+    assert d.numbers["steer_keep"] == d.numbers["keep_busy"]
+    assert "new meetings" not in forecast_lines(d, FORECAST)[0]
+
+
+def test_steer_from_beyond_the_hold_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    required_settings(monkeypatch)
+    monkeypatch.setenv("BBBSCALER_FORECAST__HOLD", "300")
+    with pytest.raises(ConfigError, match=r"forecast.*steer_from must not exceed hold"):
+        load_settings(ScalerSettings)
+    monkeypatch.setenv("BBBSCALER_FORECAST__STEER_FROM", "0")
+    settings = load_settings(ScalerSettings)
+    assert PolicyConfig.from_settings(settings).forecast_steer_from == 0.0

@@ -122,7 +122,7 @@ def upper_bound(group: Group, config: PolicyConfig) -> int:
 
 
 def lower_bound(snap: FleetSnapshot, config: PolicyConfig) -> int:
-    scheduled, _ = scheduled_minimum(config.windows, snap.at, config.boot_time)
+    scheduled, _ = scheduled_minimum(config.windows, snap.at, config.schedule_lead)
     wanted = max(snap.group.min_size, config.min_nodes, scheduled)
     return min(wanted, upper_bound(snap.group, config))
 
@@ -934,7 +934,7 @@ def test_default_trend_suppression_is_only_the_window_s(
     )
     d = decide_with(snap, rising, config, T0)
     flat = decide(snap, History(), None, config, T0)
-    if scheduled_minimum(config.windows, T0, config.boot_time)[1] is not None:
+    if scheduled_minimum(config.windows, T0, config.schedule_lead)[1] is not None:
         assert d.numbers["trend_per_s"] == 0.0
         assert (d.desired, d.drain) == (flat.desired, flat.drain)
     else:

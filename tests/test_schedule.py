@@ -149,6 +149,33 @@ def test_a_window_raises_the_lower_bound_ahead_of_its_start() -> None:
     assert bounds(snapshot(*nodes, at=later), config, later) == (0, 20, None)
 
 
+@pytest.mark.parametrize("preset", ["seed", "default", "forecast"])
+@pytest.mark.parametrize("poll", [20.0, 60.0])
+def test_a_window_s_nodes_are_launched_in_time_for_scalelite_s_first_poll(
+    preset: str, poll: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nodes that serve at 09:00 sharp are not online in Scalelite yet: it brings a server
+    # online at its next poll, so the first rooms would all go to the few nodes already
+    # there. The window's nodes are launched boot_time + scalelite.poll_interval ahead.
+    required_settings(monkeypatch)
+    monkeypatch.setenv("BBBSCALER_POLICY__PRESET", preset)
+    monkeypatch.setenv(
+        "BBBSCALER_POLICY__SCHEDULES",
+        '[{"name": "office", "start": "09:00", "end": "17:00", "min_nodes": 6, "days": ["mon"]}]',
+    )
+    monkeypatch.setenv("BBBSCALER_SCALELITE__POLL_INTERVAL", str(poll))
+    monkeypatch.setenv("BBBSCALER_FORECAST__PROMETHEUS_URL", "http://127.0.0.1:9090")
+    config = PolicyConfig.from_settings(load_settings(ScalerSettings))
+    assert config.schedule_lead == config.boot_time + poll
+    opens = utc(2026, 1, 5, 9, 0)
+    nodes = [serving(f"i-{k}", cpu=0.4) for k in range(3)]
+    early = opens - config.boot_time - poll
+    d = decide(snapshot(*nodes, at=early), History(), None, config, early)
+    assert (d.action, d.desired) == (Action.SCALE_OUT, 6)
+    before = early - 1
+    assert bounds(snapshot(*nodes, at=before), config, before)[0] == 0
+
+
 # --- settings validation -----------------------------------------------------------------
 
 

@@ -112,7 +112,7 @@ def decide(
     )
     steer = decision.steer
     if config.preset != "seed":
-        steer = steering(fleet, need.keep_for_busy, lower, config, decision) or steer
+        steer = steering(fleet, need.keep_for_steering, lower, config, decision) or steer
     status, why = decision.forecast_status, decision.forecast_reason
     if config.preset == "forecast":
         status, why = forecast.noted(forecast_)

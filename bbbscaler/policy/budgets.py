@@ -16,7 +16,7 @@ def bounds(
     """(lower, upper, open schedule window) for serving capacity and desired."""
     group = snapshot.group
     upper = min(group.max_size, config.max_nodes) if config.max_nodes else group.max_size
-    scheduled, window = scheduled_minimum(config.windows, now, config.boot_time)
+    scheduled, window = scheduled_minimum(config.windows, now, config.schedule_lead)
     lower = min(max(group.min_size, config.min_nodes, scheduled), upper)
     return lower, upper, window
 

@@ -33,6 +33,12 @@ class PolicyConfig:
     """Seconds ahead the demand trend is projected."""
     boot_time: float = 180.0
     """Seconds from a cold launch to serving."""
+    registration: float = 60.0
+    """Seconds after a node serves before Scalelite places meetings on it (scalelite.
+    poll_interval): Scalelite brings a server online only at a successful poll
+    (lib/tasks/poll.rake, poll:servers: "Only bring the server online if the number of
+    successful requests is >= the acceptable threshold"), one every POLL_INTERVAL, 60 s
+    unless set (task :poll, ``interval: 60.seconds``)."""
     warm_start_time: float = 45.0
     """Seconds from the start of a warm pool host to serving (while ready ones are left)."""
     boot_grace: float = 900.0
@@ -62,6 +68,9 @@ class PolicyConfig:
     """Seconds beyond boot_time the forecast need is met before it arrives."""
     forecast_hold: float = 1800.0
     """Seconds ahead within which a node the forecast needs is never drained."""
+    forecast_steer_from: float = 600.0
+    """New meetings go to what the forecast needs from this far ahead to the hold, plus
+    one node; 0: off."""
     forecast_window: float = 3600.0
     """Seconds of today the correction compares with their seasonal forecast."""
     forecast_stale_after: float = 900.0
@@ -115,6 +124,7 @@ class PolicyConfig:
             trend_window=p.trend_window,
             lookahead=p.lookahead,
             boot_time=p.boot_time,
+            registration=s.scalelite.poll_interval,
             warm_start_time=p.warm_start_time,
             boot_grace=p.boot_grace,
             stale_after=s.metrics.stale_after,
@@ -131,10 +141,17 @@ class PolicyConfig:
             forecast_quantile=s.forecast.quantile,
             forecast_margin=s.forecast.margin,
             forecast_hold=s.forecast.hold,
+            forecast_steer_from=s.forecast.steer_from,
             forecast_window=s.forecast.window,
             forecast_stale_after=s.forecast.stale_after,
             forecast_headroom=s.forecast.headroom,
         )
+
+    @property
+    def schedule_lead(self) -> float:
+        """Seconds before a window opens that its nodes are launched: they boot, then wait
+        for Scalelite's poll to bring them online, before the first rooms arrive."""
+        return self.boot_time + self.registration
 
     @property
     def horizon(self) -> float:

@@ -43,18 +43,12 @@ from bbbscaler.policy.config import PolicyConfig
 from bbbscaler.policy.fleet import Fleet
 from bbbscaler.policy.history import History
 from bbbscaler.policy.need import Need
-from bbbscaler.schedule import scheduled_minimum
 
 WEEK = 7 * 86_400.0
 STEP = 300.0
 """Seconds between two history values: Prometheus' query_range step, and the backtest's."""
 HORIZON = 3_600.0
 """Seconds ahead a forecast reaches."""
-REGISTRATION = 60.0
-"""Seconds after a node serves before Scalelite places meetings on it: Scalelite brings a
-server online only at a successful poll (lib/tasks/poll.rake, poll:servers: "Only bring the
-server online if the number of successful requests is >= the acceptable threshold"), and
-polls every POLL_INTERVAL, 60 s unless set (task :poll, ``interval: 60.seconds``)."""
 
 Status = Literal["ok", "off", "short", "stale", "unreadable"]
 """``ok``: the forecast is in use; ``off``: the preset uses none; ``short``: too few earlier
@@ -230,13 +224,10 @@ def need(
     With a usable forecast, the growth the room rule provides for is the forecast's own rise
     over the lookahead (not the trend), with ``forecast_headroom``; the fleet grows to what
     the forecast demand needs at ``now + boot_time + forecast_margin`` (so it serves before
-    the demand arrives) and keeps what it needs within ``forecast_hold``. Without one, the
-    default rule as it is: the forecast only ever adds capacity or holds it.
-
-    A schedule window's ``min_nodes`` is launched ``REGISTRATION`` seconds before the lower
-    bound asks for them (``boot_time`` ahead): nodes that only serve at the window's start
-    are not yet online in Scalelite, and the first rooms of a flash crowd all go to the
-    few nodes that are.
+    the demand arrives) and keeps what it needs within ``forecast_hold``; new meetings go
+    to what it needs from ``forecast_steer_from`` to ``forecast_hold`` ahead, and one node
+    more (``steer_keep``). Without one, the default rule as it is: the forecast only ever
+    adds capacity or holds it.
     """
     if forecast is None or not forecast.usable:
         return default.need(fleet, history, config, now, planned)
@@ -250,26 +241,30 @@ def need(
     held = forecast.peak(now, now + config.forecast_hold)
     out_nodes = 0 if planned else _nodes(lead, headroom, config)
     keep_nodes = _nodes(held, headroom, config)
-    planned_nodes = 0
-    if not planned:
-        planned_nodes, _ = scheduled_minimum(config.windows, now, config.boot_time + REGISTRATION)
-    wanted = max(base.wanted, out_nodes, planned_nodes)
+    wanted = max(base.wanted, out_nodes)
     # An empty node drains at once and a new one serves within boot_time: it is kept for
     # what the forecast needs that soon. A node with meetings drains as long as they run:
     # it is kept for what the forecast needs within the hold.
     keep = max(base.keep, _nodes(lead, headroom, config))
     keep_busy = max(keep, keep_nodes)
+    steer_keep = keep_busy
+    if config.forecast_steer_from > 0:
+        # A new meeting holds its node as long as it runs: where the forecast falls, send
+        # new meetings only to what it needs later (and one node for the next wave's
+        # room), so the others empty with the demand instead of a meeting or two each.
+        later = forecast.peak(now + config.forecast_steer_from, now + config.forecast_hold)
+        steer_keep = min(keep_busy, _nodes(later, headroom, config) + 1)
     numbers = base.numbers | {
         "forecast_demand": round(forecast.now(), 4),
         "forecast_lead_demand": round(lead, 4),
         "forecast_nodes": out_nodes,
         "forecast_keep": keep_nodes,
-        "forecast_planned": planned_nodes,
         "forecast_correction": round(forecast.correction, 3),
         "forecast_weeks": forecast.weeks,
         "need": wanted,
         "keep": keep,
         "keep_busy": keep_busy,
+        "steer_keep": steer_keep,
     }
     return Need(
         out=wanted > fleet.capacity,
@@ -281,6 +276,7 @@ def need(
         demand=base.demand,
         idle_only=False,
         keep_busy=keep_busy,
+        steer_keep=steer_keep,
     )
 
 
@@ -299,12 +295,6 @@ def _nodes(demand: float, headroom: float, config: PolicyConfig) -> int:
 def out_reason(config: PolicyConfig, need: Need, held: float) -> str:
     """Why the forecast preset grows."""
     n = need.numbers
-    if n.get("forecast_planned", 0) >= need.wanted > n.get("forecast_nodes", 0):
-        ahead = config.boot_time + REGISTRATION
-        return (
-            f"a schedule window opening within {ahead:.0f}s holds {need.wanted}: launched "
-            f"{REGISTRATION:.0f}s early, for Scalelite's first poll of the new nodes"
-        )
     if "forecast_nodes" in n and n["forecast_nodes"] >= need.wanted:
         ahead = config.boot_time + config.forecast_margin
         return (

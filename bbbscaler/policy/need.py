@@ -27,6 +27,14 @@ class Need:
     """Serving capacity to keep when the drain is of a node with meetings (which lasts as
     long as they do); None: ``keep``. The forecast keeps more for those."""
 
+    steer_keep: int | None = None
+    """Nodes that take new meetings, the rest steered away to empty; None:
+    ``keep_for_busy``. The forecast sends new meetings only where it needs nodes later."""
+
+    @property
+    def keep_for_steering(self) -> int:
+        return self.keep_for_busy if self.steer_keep is None else self.steer_keep
+
     @property
     def keep_for_busy(self) -> int:
         return self.keep if self.keep_busy is None else max(self.keep, self.keep_busy)

@@ -1,7 +1,8 @@
 """windows: the schedule windows in effect that the fleet will miss, and by how much.
 
-A window raises the lower bound ``boot_time`` before it opens, so the nodes launched
-then serve when it starts. It is missed when it became known later than that (a
+A window raises the lower bound ``schedule_lead`` (boot_time, then Scalelite's poll)
+before it opens, so the nodes launched then serve, and are online in Scalelite, when it
+starts. It is missed (they do not serve by its start) when it became known later than that (a
 schedule changed at 07:58 for 08:00), when launches boot slower than ``boot_time``,
 or when the upper bound (MaxSize, policy.max_nodes) holds fewer nodes than it asks
 for. Pure: it reads the round's snapshot and decision and says what will happen,
