@@ -64,13 +64,13 @@ against ``place_meeting`` and every poll against ``server_load`` (slow; tests).
 
 from __future__ import annotations
 
-import bisect
 import functools
 import heapq
 import math
 import random
 from collections import deque
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from bbbcore.scalelite import (
     LoadRule,
@@ -326,8 +326,11 @@ def _launch_of(template: int) -> Launch:
     return Launch("lt-backtest", str(template))
 
 
-def _ready_at(node: _SimNode) -> float:
-    return node.ready
+_Event = tuple[float, int, Any, int]
+"""(time, kind, meeting or node id, join group): one heap orders every event by time, then
+by kind in the order below (as when each kind had its own queue, the first kind's soonest
+event went first), then by meeting (a node's id for a boot: its launch order)."""
+_END, _AGE, _JOIN, _PROCESSED, _BOOT, _WARMED, _POLL, _START = range(8)
 
 
 class FleetSim:
@@ -352,22 +355,16 @@ class FleetSim:
         self.nodes: dict[str, _SimNode] = {}
         self.waiting: dict[str, _SimNode] = {}
         """Terminated instances the lifecycle hook holds while recordings are processed."""
-        self.booting: list[_SimNode] = []
-        """Soonest ready first (a warm start overtakes a cold boot launched before it)."""
         self.available: dict[str, tuple[float, str]] = {}
         """(load, id) of every server Scalelite may place on."""
         n = len(prepared.start)
         self.where: list[_SimNode | None] = [None] * n
         self.aged = [False] * n
         self.joined = [0] * n
-        self.ends: list[tuple[float, int]] = []
-        self.aging: deque[tuple[float, int]] = deque()
-        self.join_events: list[tuple[float, int, int]] = []
-        """(time, meeting, group) of joins still to come."""
-        self.processed: list[tuple[float, str]] = []
-        """(time, node id) at which a node's recording queue may be empty."""
-        self.next_start = 0
-        self.next_poll = 0.0
+        self.events: list[_Event] = []
+        """Every event still to come, one heap: (time, kind, then what orders and names it)."""
+        self.booting: dict[str, _SimNode] = {}
+        """Launches not serving yet, by id (a terminated one's boot event finds none)."""
         self.launched = 0
         self.desired = 0
         self.history = History()
@@ -375,7 +372,20 @@ class FleetSim:
         """The policy's facts of the nodes of the round before: views repeat here."""
         self.group: Group | None = None
         self.views: tuple[Node, ...] | None = None
+        """The last snapshot's nodes; None once one changed."""
+        self.shown: list[Node] = []
+        """The nodes of the last snapshot, place by place."""
+        self.places: dict[str, int] | None = None
+        """Each instance's place in ``shown``; None once one came or left (all rebuilt)."""
+        self.unseen: list[_SimNode] = []
+        """Instances whose Node changed since the last snapshot (the others' repeat)."""
         self.rng = random.Random(settings.seed)
+        host = settings.host
+        # HostSpec's figures are properties: computed once here, read on every event.
+        self.idle_units, self.full_units = host.idle_units, host.full_units
+        self.over_units = host.limit_units - host.idle_units
+        """Busy micro-cores (the idle base not included) at which a host is overloaded."""
+        self.moderators, self.min_users = settings.moderators, settings.rule.min_user_count
         self.proc_units = round(settings.recordings.cores * MICRO)
         # Results.
         self.now = 0.0
@@ -409,6 +419,9 @@ class FleetSim:
         self.stopped_seconds = 0.0
         self.warm_starts = 0
         self.cold_starts = 0
+        self.events.append((0.0, _POLL, 0, 0))
+        if n:
+            heapq.heappush(self.events, (prepared.start[0], _START, 0, 0))
         # The first nodes serve from the start, registered and polled.
         first = settings.min_nodes if settings.start_nodes is None else settings.start_nodes
         self._set_capacity(0.0, 0)
@@ -440,20 +453,15 @@ class FleetSim:
         count = len(self.nodes) + len(self.waiting)
         self.peak = max(self.peak, count)
         self._step(self.instances_steps, t, count)
-        self.views = None
+        self.views = self.places = None
 
     def _set_capacity(self, t: float, delta: int) -> None:
         self.capacity += delta
         self._step(self.capacity_steps, t, self.capacity)
 
-    def _busy(self, node: _SimNode) -> int:
-        """Busy micro-cores of the node (the idle base not included)."""
-        return node.units + node.processing
-
     def _changed(self, node: _SimNode) -> None:
         """Refresh what depends on the node's state: overload, placement set, its view."""
-        host = self.s.host
-        excess = max(0, host.idle_units + self._busy(node) - host.limit_units)
+        excess = max(0, node.units + node.processing - self.over_units)
         self.excess_units += excess - node.excess
         node.excess = excess
         over = excess > 0
@@ -465,7 +473,9 @@ class FleetSim:
             self.available[node.id] = (node.load, node.id)
         else:
             self.available.pop(node.id, None)
-        node.view = None
+        if node.view is not None:
+            node.view = None
+            self.unseen.append(node)
         self.views = None
 
     # ------------------------------------------------------------------ instances
@@ -481,6 +491,7 @@ class FleetSim:
             # Its place in the pool is refilled at once, by a host that warms up first.
             self.pool_ready -= 1
             self.pool_warming.append(t + self.s.boot_time)
+            heapq.heappush(self.events, (t + self.s.boot_time, _WARMED, 0, 0))
             self.pool_view = None
             self.warm_starts += 1
         elif not up:
@@ -490,7 +501,8 @@ class FleetSim:
             node.online, node.load = True, 0.0
             self._changed(node)
         else:
-            bisect.insort(self.booting, node, key=_ready_at)
+            self.booting[node.id] = node
+            heapq.heappush(self.events, (ready, _BOOT, node.id, 0))
         self._count_instances(t)
         return node
 
@@ -513,7 +525,7 @@ class FleetSim:
         if node.up:
             self._set_capacity(t, -1)
         else:
-            self.booting.remove(node)
+            del self.booting[node.id]
         if node.processed_at > t:
             # bbbnode's lifecycle hook holds the instance until its recordings are done.
             node.state, node.online, node.load = "disabled", False, None
@@ -536,8 +548,8 @@ class FleetSim:
 
     def _weight(self, idx: int) -> int:
         """The meeting's share of Scalelite's load now (poll.rake:48-64)."""
-        attendees = self.joined[idx] + self.s.moderators
-        return attendees if self.aged[idx] else max(attendees, self.s.rule.min_user_count)
+        attendees = self.joined[idx] + self.moderators
+        return attendees if self.aged[idx] else max(attendees, self.min_users)
 
     def _count_join(self, node: _SimNode, joins: int) -> None:
         """``increment_load(1)`` per create or join: ZADD XX INCR, only in ``server_load``."""
@@ -565,20 +577,25 @@ class FleetSim:
         chosen.true_load += self._weight(idx)
         # The create counts once, and so does every join that comes with it.
         self._count_join(chosen, 1 + groups[0])
+        events = self.events
         for g in range(1, len(groups)):
-            heapq.heappush(self.join_events, (p.start[idx] + g * JOIN_STEP, idx, g))
-        heapq.heappush(self.ends, (p.end[idx], idx))
-        self.aging.append((p.ages_at[idx], idx))
+            heapq.heappush(events, (p.start[idx] + g * JOIN_STEP, _JOIN, idx, g))
+        heapq.heappush(events, (p.end[idx], _END, idx, 0))
+        heapq.heappush(events, (p.ages_at[idx], _AGE, idx, 0))
         self._changed(chosen)
 
     def _join(self, idx: int, group: int) -> None:
         node = self.where[idx]
         if node is None:
             return  # refused, or already ended
-        before = self._weight(idx)
         count = self.p.joins[idx][group]
+        before = self.joined[idx] + self.moderators
         self.joined[idx] += count
-        node.true_load += self._weight(idx) - before
+        # _weight after less _weight before: an aged meeting counts its attendees.
+        if self.aged[idx]:
+            node.true_load += count
+        else:
+            node.true_load += max(before + count, self.min_users) - max(before, self.min_users)
         self._count_join(node, count)
 
     def _drop_overload(self, node: _SimNode) -> None:
@@ -603,7 +620,7 @@ class FleetSim:
             if work > 0:
                 node.processed_at = max(node.processed_at, self.now) + work
                 node.processing = self.proc_units
-                heapq.heappush(self.processed, (node.processed_at, node.id))
+                heapq.heappush(self.events, (node.processed_at, _PROCESSED, node.id, 0))
 
     def _end(self, idx: int) -> None:
         node = self.where[idx]
@@ -653,7 +670,7 @@ class FleetSim:
             if busy > quiet:
                 # Only a host above 80 % can fail a poll (bbbsim.scalelite_poller); a draw
                 # only for a chance above 0.
-                demand = (host.idle_units + busy) / host.full_units
+                demand = (self.idle_units + busy) / self.full_units
                 chance = failure_probability(demand, spec)
                 failed = chance > 0.0 and self.rng.random() < chance
             if failed:
@@ -670,6 +687,12 @@ class FleetSim:
                 self._verify_load(node)
             if failed:
                 self._poll_failed(node)
+            elif (
+                node.online
+                and node.state == "enabled"
+                and node.load == node.true_load * node.multiplier
+            ):
+                node.unhealthy = 0  # _poll_answered's case of most polls: nothing else changes
             else:
                 self._poll_answered(node)
         meeting_work = meetings * call
@@ -723,42 +746,39 @@ class FleetSim:
 
     def advance(self, until: float) -> None:
         """Process every event at or before ``until``: ends, aging, joins, recordings done,
-        boots, polls, starts."""
-        p = self.p
-        n = len(p.start)
-        while True:
-            te = self.ends[0][0] if self.ends else _INF
-            ta = self.aging[0][0] if self.aging else _INF
-            tj = self.join_events[0][0] if self.join_events else _INF
-            tr = self.processed[0][0] if self.processed else _INF
-            tb = self.booting[0].ready if self.booting else _INF
-            tw = self.pool_warming[0] if self.pool_warming else _INF
-            ts = p.start[self.next_start] if self.next_start < n else _INF
-            tp = self.next_poll
-            t = min(te, ta, tj, tr, tb, tw, tp, ts)
-            if t > until:
-                break
+        boots, warm-ups, polls, starts."""
+        events = self.events
+        pop = heapq.heappop
+        while events and events[0][0] <= until:
+            t, kind, which, group = pop(events)
+            if kind == _BOOT:
+                node = self.booting.pop(which, None)
+                if node is None:
+                    continue  # terminated while booting: no event any more
+                self._clock(t)
+                self._boot(node)
+                continue
             self._clock(t)
-            if te == t:
-                self._end(heapq.heappop(self.ends)[1])
-            elif ta == t:
-                self._age(self.aging.popleft()[1])
-            elif tj == t:
-                _, idx, group = heapq.heappop(self.join_events)
-                self._join(idx, group)
-            elif tr == t:
-                self._processing_done(t, heapq.heappop(self.processed)[1])
-            elif tb == t:
-                self._boot(self.booting.pop(0))
-            elif tw == t:
+            if kind == _END:
+                self._end(which)
+            elif kind == _AGE:
+                self._age(which)
+            elif kind == _JOIN:
+                self._join(which, group)
+            elif kind == _PROCESSED:
+                self._processing_done(t, which)
+            elif kind == _WARMED:
                 self.pool_warming.popleft()
                 self.pool_ready += 1
                 self.pool_view = None
-            elif tp == t:
-                self.next_poll += self._poll() + self.s.poller.interval
+            elif kind == _POLL:
+                took = self._poll() + self.s.poller.interval
+                heapq.heappush(events, (t + took, _POLL, 0, 0))
             else:
-                self._start(self.next_start)
-                self.next_start += 1
+                self._start(which)
+                after = which + 1
+                if after < len(self.p.start):
+                    heapq.heappush(events, (self.p.start[after], _START, after, 0))
         self._clock(until)
 
     # ------------------------------------------------------------------ the scaler
@@ -782,7 +802,9 @@ class FleetSim:
         # rebuilt a few times a round, and the values are equal either way).
         last = node.shown
         metrics = None if last is None else last.metrics
-        cpu, meetings = self.s.host.cpu(self._busy(node)), len(node.meetings)
+        # HostSpec.cpu, with its figures read once.
+        cpu = min(1.0, (self.idle_units + node.units + node.processing) / self.full_units)
+        meetings = len(node.meetings)
         if metrics is None or (metrics.cpu, metrics.meetings, metrics.participants) != (
             cpu,
             meetings,
@@ -814,12 +836,22 @@ class FleetSim:
     def snapshot(self, t: float) -> FleetSnapshot:
         """The fleet at ``t`` as the scaler's observer would report it."""
         if self.views is None:
-            views = []
-            for node in (*self.nodes.values(), *self.waiting.values()):
-                if node.view is None:
-                    node.view = self._view(node)
-                views.append(node.view)
-            self.views = tuple(views)
+            shown, places = self.shown, self.places
+            if places is None:
+                shown.clear()
+                places = self.places = {}
+                for node in (*self.nodes.values(), *self.waiting.values()):
+                    if node.view is None:
+                        node.view = self._view(node)
+                    places[node.id] = len(shown)
+                    shown.append(node.view)
+            else:
+                for node in self.unseen:
+                    if node.view is None:
+                        node.view = self._view(node)
+                        shown[places[node.id]] = node.view
+            self.unseen.clear()
+            self.views = tuple(shown)
         rollout = self.s.rollout_at
         if rollout is not None and t >= rollout and self.template == 1:
             # A new image: the group launches from version 2 from now on.

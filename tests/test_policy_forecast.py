@@ -4,6 +4,7 @@ forecast preset does with it (pre-warm, hold), by example and as properties."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 from hypothesis import given, settings
@@ -127,6 +128,27 @@ def test_the_forecast_reads_nothing_after_now(
         dataclasses.replace(FORECAST, forecast_min_weeks=1),
     )
     assert again == first
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(0, 50) | st.just(math.nan), max_size=14),
+    st.floats(-2000, 6000),
+    st.floats(-2000, 6000),
+)
+def test_the_peak_is_the_highest_of_the_steps_it_overlaps(
+    demand: list[float], begin: float, end: float
+) -> None:
+    """Forecast.peak answers from the running maximum made with the forecast when the range
+    starts at or before its first step: the same value as the maximum over those steps."""
+    f = Forecast(T0, "ok", "test", T0 - 100.0, STEP, tuple(demand), 1.0, 4)
+    first = max(0, math.floor((T0 + begin - f.start) / STEP))
+    last = min(len(demand) - 1, math.floor((T0 + end - f.start) / STEP))
+    expected = max(f.demand[first : last + 1], default=0.0)
+    got = f.peak(T0 + begin, T0 + end)
+    assert got == expected or (math.isnan(got) and math.isnan(expected))
+    # The running maximum is no part of the value: not compared, not shown.
+    assert "highest" not in repr(f)
 
 
 # --- the forecast preset ---------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -48,6 +49,7 @@ from bbbscaler.policy import (
     decide,
     sort_fleet,
 )
+from bbbscaler.policy.fleet import emptiest_first
 from bbbscaler.schedule import Window, scheduled_minimum
 from tests.scaler_fleets import T0
 
@@ -1452,6 +1454,88 @@ def test_sort_fleet_remembers_nothing_it_should_not(
         config = dataclasses.replace(config, tag="other", stale_after=5.0, boot_grace=30.0)
     again = dataclasses.replace(snap, at=snap.at + later, group=group)
     assert sort_fleet(again, config, memo) == sort_fleet(copy.deepcopy(again), config)
+
+
+MEMO_STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["same", "same", "replace", "replace", "young", "nan", "add", "drop", "launch"]
+        ),
+        st.sampled_from([0.0, 10.0, 10.0, 300.0, 871.0, 4000.0, -20.0, math.nan]),
+        st.integers(0, 30),
+    ),
+    max_size=12,
+)
+"""Rounds after the first: which nodes change (the same tuple again, node objects replaced
+by new ones, one relaunched 30 s ago, one with a NaN CPU, a node added or gone, the
+group's launch template changed), the clock's step (launches are 30, 600 and 5000 s before
+T0: steps cross boot_grace; it goes back too), and which node."""
+
+
+def new_servers(launched: float) -> tuple[Node, ...]:
+    """Nodes filed by their age alone: booting while young, offline or operator-drained
+    once older than boot_grace (an enabled server not polled yet; a disabled one)."""
+    return tuple(
+        Node(
+            f"i-n{state[0]}",
+            "InService",
+            launched_at=launched,
+            server=ServerView("x", state, None, False),
+        )
+        for state in ("enabled", "disabled")
+    )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(snapshots(), snapshots(), configs(), MEMO_STEPS, st.sampled_from([None, 30.0, 600.0]))
+def test_sort_fleet_with_a_memo_is_sort_fleet(
+    snap: FleetSnapshot,
+    other: FleetSnapshot,
+    config: PolicyConfig,
+    steps: list[tuple[str, float, int]],
+    age: float | None,
+) -> None:
+    """Over rounds whose nodes mostly repeat (the backtest's), the memo re-files only the
+    node objects that changed: every round's Fleet, its lists in the snapshot's order, is
+    the one sort_fleet sorts from a fresh copy without a memo."""
+    memo = FleetMemo()
+    if age is not None:
+        snap = dataclasses.replace(snap, nodes=snap.nodes + new_servers(T0 - age))
+    spare = list(other.nodes) or [dataclasses.replace(n) for n in snap.nodes]
+    for op, dt, k in [("same", 0.0, 0), *steps]:
+        nodes = list(snap.nodes)
+        group = snap.group
+        if op == "replace" and nodes:
+            # A new object for a node: its own values again or another node's, same id.
+            new = spare[k % len(spare)] if spare and k % 3 else nodes[k % len(nodes)]
+            nodes[k % len(nodes)] = dataclasses.replace(new, instance_id=f"i-{k % len(nodes):02d}")
+        elif op == "young" and nodes:
+            i = k % len(nodes)
+            nodes[i] = dataclasses.replace(nodes[i], launched_at=snap.at + dt - 30)
+        elif op == "nan" and nodes:
+            i = k % len(nodes)
+            m = nodes[i].metrics
+            if m is not None:
+                nodes[i] = dataclasses.replace(
+                    nodes[i], metrics=dataclasses.replace(m, cpu=math.nan)
+                )
+        elif op == "add" and spare:
+            nodes.insert(k % (len(nodes) + 1), spare[k % len(spare)])
+        elif op == "drop" and nodes:
+            del nodes[k % len(nodes)]
+        elif op == "launch":
+            group = dataclasses.replace(group, launch=[None, CURRENT, Launch("lt-0b", "1")][k % 3])
+        same = len(nodes) == len(snap.nodes) and all(map(operator.is_, nodes, snap.nodes))
+        snap = dataclasses.replace(
+            snap, at=snap.at + dt, group=group, nodes=snap.nodes if same else tuple(nodes)
+        )
+        fleet = sort_fleet(snap, config, memo)
+        plain = sort_fleet(copy.deepcopy(snap), config)
+        assert fleet == plain, (op, dt, k)
+        # The memo's order of the enabled nodes by load is what sorting them gives.
+        some = frozenset(n.instance_id for n in plain.enabled[::2])
+        for leave_out in (frozenset(), some):
+            assert emptiest_first(fleet, leave_out) == emptiest_first(plain, leave_out), (op, k)
 
 
 @FAST

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bbbscaler.model import FleetSnapshot, Node
 from bbbscaler.policy.config import PolicyConfig
-from bbbscaler.policy.fleet import Fleet, load_key
+from bbbscaler.policy.fleet import Fleet, emptiest_first
 from bbbscaler.policy.history import History
 from bbbscaler.policy.need import Need
 from bbbscaler.schedule import scheduled_minimum
@@ -50,7 +50,11 @@ def choose_drains(
     drifted = {n.instance_id for n in fleet.drifted}
     owed = sum(n.instance_id in drifted for n in fleet.serving) if config.drift_budget else 0
     current = max(0, surplus - owed)
-    candidates = sorted(fleet.enabled, key=lambda n: (n.instance_id not in drifted, load_key(n)))
+    candidates = emptiest_first(fleet)
+    if drifted:
+        candidates = [n for n in candidates if n.instance_id in drifted] + [
+            n for n in candidates if n.instance_id not in drifted
+        ]
     if need.idle_only:
         candidates = [n for n in candidates if n.instance_id in idle_ids]
     if seed:

@@ -7,7 +7,13 @@ launches from now).
 
 from __future__ import annotations
 
+import functools
+import math
+from bisect import bisect_left, insort
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from itertools import compress, count
+from operator import is_not, itemgetter
 
 from bbbscaler.model import FleetSnapshot, Group, Launch, Node
 from bbbscaler.policy.config import PolicyConfig
@@ -43,6 +49,11 @@ class Fleet:
     unregistered node is not ours to judge."""
     idle: frozenset[str] = frozenset()
     """Instance ids of members whose fresh data says no meeting and no participant."""
+    ordered: tuple[tuple[Node, ...], tuple[Node, ...]] | None = field(
+        default=None, compare=False, repr=False
+    )
+    """(``enabled``, the same nodes by ``load_key``) when a FleetMemo keeps that order from
+    round to round; None: sorted when asked (``emptiest_first``)."""
 
     @property
     def capacity(self) -> int:
@@ -84,31 +95,6 @@ _Facts = tuple[int, bool, bool, bool, bool]
 """(role, blind, drifted, enabled, idle)."""
 
 
-_Seen = dict[int, tuple[Node, bool, _Facts]]
-
-
-@dataclass(slots=True)
-class FleetMemo:
-    """The last round's facts of each node, for a caller whose snapshots repeat an
-    unchanged node's object from round to round (the backtest's simulator): its rounds
-    then derive the facts of the few nodes that changed only, and decide's result is the
-    same as without it. The live observer builds every node anew (its data's age moves
-    every round), so the live scaler passes none: there a memo would only cost.
-
-    Keyed by ``id(node)``, with the node itself (so the id is not reused while it is
-    here) and whether it was young."""
-
-    basis: _Basis | None = None
-    last: _Seen = field(default_factory=dict)
-
-    def recall(self, basis: _Basis) -> _Seen:
-        """The last round's facts if they were derived on ``basis``, else none."""
-        if basis != self.basis:
-            self.basis = basis
-            self.last = {}
-        return self.last
-
-
 def _facts(n: Node, young: bool, group: Group, rollout: bool, config: PolicyConfig) -> _Facts:
     """What sort_fleet and the rules after it read of one node; ``young``: launched less
     than ``boot_grace`` ago, the only way the time enters."""
@@ -136,11 +122,196 @@ def _facts(n: Node, young: bool, group: Group, rollout: bool, config: PolicyConf
     return (role, blind, drifted, enabled, fresh and n.idle(config.stale_after))
 
 
+_FILED = 12
+"""sort_fleet's lists by index: the roles (``_SKIP`` holds none), then these."""
+_MEMBERS, _BLIND, _DRIFTED, _ENABLED, _IDLE = range(7, _FILED)
+
+
+@functools.cache
+def _lists(facts: _Facts) -> tuple[int, ...]:
+    """The lists a node with ``facts`` is filed in."""
+    role, blind, drifted, enabled, idle = facts
+    if role == _SKIP:
+        return ()
+    flags = ((blind, _BLIND), (drifted, _DRIFTED), (enabled, _ENABLED), (idle, _IDLE))
+    return (_MEMBERS, role, *(k for on, k in flags if on))
+
+
+_NOTHING = Fleet((), (), (), (), (), (), 0)
+_node_of = itemgetter(2)
+
+
+def _unordered(key: _Key) -> bool:
+    """A NaN CPU: its key compares neither below nor above another; ``sorted``'s order then
+    depends on where it started, so no kept order can match it."""
+    return key[2] != key[2]
+
+
+@dataclass(slots=True)
+class FleetMemo:
+    """The last round's snapshot, its nodes' facts and the Fleet sorted from them, for a
+    caller whose snapshots repeat an unchanged node's object from round to round (the
+    backtest's simulator). A round with the same nodes in the same places re-files only
+    the nodes whose object changed (found by identity, in C); any other (a node added or
+    gone, a node turning ``boot_grace`` old, the clock going back, another basis) files
+    them all again, reusing the facts of the node objects it saw. decide's result is the
+    same as without a memo. The live observer builds every node anew (its data's age moves
+    every round), so the live scaler passes none: there a memo would only cost."""
+
+    basis: _Basis | None = None
+    nodes: tuple[Node, ...] = ()
+    """The last round's nodes; ``facts`` and ``young`` are theirs, place by place."""
+    facts: list[_Facts] = field(default_factory=list)
+    young: list[bool] = field(default_factory=list)
+    at: float = math.inf
+    """The last round's clock (none yet: infinity, so the first round files all)."""
+    oldest_young: float = math.inf
+    """The earliest launch among the nodes young in the last round (no bound: infinity).
+    While it is still young, so is every later one, and none older turns young again."""
+    filed: list[dict[int, Node]] = field(default_factory=list)
+    """Each of sort_fleet's lists as the nodes' places in the snapshot, in order."""
+    fleet: Fleet | None = None
+    order: list[tuple[_Key, int, Node]] | None = None
+    """The enabled nodes by (load_key, place): the order ``sorted`` by load_key gives (equal
+    keys in place order). None while a key holds a NaN CPU (no order: sorted each time)."""
+
+    def sort(self, snapshot: FleetSnapshot, config: PolicyConfig) -> Fleet:
+        """sort_fleet's Fleet of ``snapshot``, from the last round's where it can."""
+        group = snapshot.group
+        rollout = group.launch is not None
+        grace = config.boot_grace
+        basis = (config.tag, grace, config.stale_after, group.launch if rollout else None)
+        now = snapshot.at
+        nodes = snapshot.nodes
+        fleet = self.fleet
+        if (
+            fleet is None
+            or basis != self.basis
+            or len(nodes) != len(self.nodes)
+            or not now >= self.at
+            or not now - self.oldest_young < grace
+        ):
+            return self._file_all(snapshot, config, basis)
+        self.at = now
+        changed = list(compress(count(), map(is_not, nodes, self.nodes)))
+        self.nodes = nodes
+        filed = self.filed
+        touched: set[int] = set()
+        moved: set[int] = set()
+        for i in changed:
+            n = nodes[i]
+            launched = n.launched_at
+            young = launched is not None and now - launched < grace
+            if young and launched is not None:
+                self.oldest_young = min(self.oldest_young, launched)
+            facts = _facts(n, young, group, rollout, config)
+            was, now_in = _lists(self.facts[i]), _lists(facts)
+            if self.order is not None and (_ENABLED in was or _ENABLED in now_in):
+                self._reorder(i, _ENABLED in was, n if _ENABLED in now_in else None)
+            self.facts[i], self.young[i] = facts, young
+            for k in was:
+                if k not in now_in:
+                    del filed[k][i]
+                    touched.add(k)
+            for k in now_in:
+                if k not in was:
+                    moved.add(k)  # appended: its place among the others is restored below
+                filed[k][i] = n
+                touched.add(k)
+        for k in moved:
+            filed[k] = dict(sorted(filed[k].items()))
+        return self._fleet(group, touched, fleet)
+
+    def _file_all(self, snapshot: FleetSnapshot, config: PolicyConfig, basis: _Basis) -> Fleet:
+        group = snapshot.group
+        rollout = group.launch is not None
+        grace = config.boot_grace
+        now = snapshot.at
+        last = zip(self.nodes, self.young, self.facts, strict=True)
+        seen = {id(n): (n, y, f) for n, y, f in last} if basis == self.basis else {}
+        facts: list[_Facts] = []
+        youth: list[bool] = []
+        oldest = math.inf
+        filed: list[dict[int, Node]] = [{} for _ in range(_FILED)]
+        for i, n in enumerate(snapshot.nodes):
+            # Launched less than boot_grace ago: the one place the rule and the clock enter.
+            launched = n.launched_at
+            young = launched is not None and now - launched < grace
+            if young and launched is not None:
+                oldest = min(oldest, launched)
+            entry = seen.get(id(n))
+            if entry is None or entry[0] is not n or entry[1] is not young:
+                f = _facts(n, young, group, rollout, config)
+            else:
+                f = entry[2]
+            facts.append(f)
+            youth.append(young)
+            for k in _lists(f):
+                filed[k][i] = n
+        self.basis, self.nodes, self.facts, self.young = basis, snapshot.nodes, facts, youth
+        self.at, self.oldest_young, self.filed = now, oldest, filed
+        order = sorted((load_key(n), i, n) for i, n in filed[_ENABLED].items())
+        self.order = None if any(_unordered(k) for k, _, _ in order) else order
+        return self._fleet(group, set(range(_FILED)), _NOTHING)
+
+    def _reorder(self, place: int, was: bool, node: Node | None) -> None:
+        """The enabled node at ``place`` (``was`` enabled) is now ``node`` (None: not enabled)."""
+        order = self.order
+        assert order is not None
+        if was:
+            old = self.filed[_ENABLED][place]
+            del order[bisect_left(order, (load_key(old), place))]
+        if node is not None:
+            key = load_key(node)
+            if _unordered(key):
+                self.order = None
+                return
+            insort(order, (key, place, node))
+
+    def _fleet(self, group: Group, touched: set[int], last: Fleet) -> Fleet:
+        """The Fleet of the lists filed, the untouched ones as ``last`` holds them."""
+        filed = self.filed
+
+        def listed(k: int, before: tuple[Node, ...]) -> tuple[Node, ...]:
+            return tuple(filed[k].values()) if k in touched else before
+
+        members = listed(_MEMBERS, last.members)
+        idle = (
+            frozenset(n.instance_id for n in filed[_IDLE].values())
+            if _IDLE in touched
+            else last.idle
+        )
+        enabled = listed(_ENABLED, last.enabled)
+        ordered = last.ordered
+        if self.order is None:
+            ordered = None
+        elif ordered is None or _ENABLED in touched:
+            ordered = (enabled, tuple(map(_node_of, self.order)))
+        self.fleet = Fleet(
+            members,
+            listed(_SERVING, last.serving),
+            listed(_BOOTING, last.booting),
+            listed(_DRAINING, last.draining),
+            listed(_CORDONED, last.operator_drained),
+            listed(_BLIND, last.blind),
+            max(0, group.desired - len(members)),
+            listed(_DRIFTED, last.drifted),
+            offline=listed(_OFFLINE, last.offline),
+            foreign=listed(_FOREIGN, last.foreign),
+            enabled=enabled,
+            idle=idle,
+            ordered=ordered,
+        )
+        return self.fleet
+
+
 def sort_fleet(
     snapshot: FleetSnapshot, config: PolicyConfig, memo: FleetMemo | None = None
 ) -> Fleet:
     """Sort the snapshot's nodes into serving, booting, draining, operator-drained and blind.
-    ``memo``: the facts of the round before, when its nodes may repeat (see FleetMemo)."""
+    ``memo``: the round before, when its nodes may repeat (see FleetMemo)."""
+    if memo is not None:
+        return memo.sort(snapshot, config)
     now = snapshot.at
     roles: tuple[list[Node], ...] = ([], [], [], [], [], [], [])
     members: list[Node] = []
@@ -151,22 +322,11 @@ def sort_fleet(
     group = snapshot.group
     rollout = group.launch is not None
     grace = config.boot_grace
-    basis = (config.tag, grace, config.stale_after, group.launch if rollout else None)
-    last: _Seen = {} if memo is None else memo.recall(basis)
-    seen: _Seen = {}
     for n in snapshot.nodes:
         # Launched less than boot_grace ago: the one place the rule and the clock enter.
         launched = n.launched_at
         young = launched is not None and now - launched < grace
-        if memo is None:
-            facts = _facts(n, young, group, rollout, config)
-        else:
-            entry = last.get(id(n))
-            if entry is None or entry[0] is not n or entry[1] is not young:
-                entry = (n, young, _facts(n, young, group, rollout, config))
-            seen[id(n)] = entry
-            facts = entry[2]
-        role, is_blind, is_drifted, is_enabled, is_idle = facts
+        role, is_blind, is_drifted, is_enabled, is_idle = _facts(n, young, group, rollout, config)
         if role == _SKIP:
             continue
         members.append(n)
@@ -179,8 +339,6 @@ def sort_fleet(
             enabled.append(n)
         if is_idle:
             idle.append(n.instance_id)
-    if memo is not None:
-        memo.last = seen  # the nodes gone since are forgotten
     pending = max(0, group.desired - len(members))
     return Fleet(
         tuple(members),
@@ -205,7 +363,19 @@ def other_tag(node: Node, config: PolicyConfig) -> bool:
     return s is not None and s.state != "absent" and (s.tag or None) != config.tag
 
 
-def load_key(node: Node) -> tuple[int, int, float, str]:
+def emptiest_first(fleet: Fleet, leave_out: AbstractSet[str] = frozenset()) -> list[Node]:
+    """The enabled nodes whose ids are not in ``leave_out``, emptiest first (``load_key``;
+    equal keys in the snapshot's order): the memo's order when it keeps one, else sorted."""
+    ordered = fleet.ordered
+    if ordered is not None and ordered[0] is fleet.enabled:
+        return [n for n in ordered[1] if n.instance_id not in leave_out]
+    return sorted((n for n in fleet.enabled if n.instance_id not in leave_out), key=load_key)
+
+
+_Key = tuple[int, int, float, str]
+
+
+def load_key(node: Node) -> _Key:
     """Sort key, emptiest node first (an unseen node last)."""
     m = node.metrics
     if m is None:

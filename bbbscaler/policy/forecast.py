@@ -34,7 +34,8 @@ future: walk-forward by construction.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Literal
 
 from bbbscaler.policy import default
@@ -95,6 +96,13 @@ class Forecast:
     """Today's actual over its seasonal forecast, as applied."""
     weeks: int = 0
     """Earlier weeks the seasonal values came from."""
+    highest: tuple[float, ...] = field(init=False, compare=False, repr=False)
+    """``highest[k]``: the highest of ``demand[0..k]``. A forecast serves every round of its
+    step, each asking for the peak from now on, which starts at its first step: made once."""
+
+    def __post_init__(self) -> None:
+        # accumulate's max keeps the earlier of equal values, as max over the slice does.
+        object.__setattr__(self, "highest", tuple(accumulate(self.demand, max)))
 
     @property
     def usable(self) -> bool:
@@ -104,6 +112,8 @@ class Forecast:
         """The highest forecast demand of the steps that overlap ``[begin, end]``."""
         first = max(0, math.floor((begin - self.start) / self.step))
         last = min(len(self.demand) - 1, math.floor((end - self.start) / self.step))
+        if first == 0 and last >= 0:
+            return self.highest[last]
         return max(self.demand[first : last + 1], default=0.0)
 
     def now(self) -> float:

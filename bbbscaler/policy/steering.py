@@ -10,7 +10,7 @@ import math
 
 from bbbscaler.model import Decision
 from bbbscaler.policy.config import PolicyConfig
-from bbbscaler.policy.fleet import Fleet, load_key
+from bbbscaler.policy.fleet import Fleet, emptiest_first
 
 
 def steering(
@@ -34,9 +34,8 @@ def steering(
     spare = fleet.capacity - len(decision.drain) - max(keep, lower)
     if spare > 0:
         # Idle nodes are left open: an empty node drains, it does not need steering to empty.
-        idle = fleet.idle
-        busy = [n for n in steerable if n.instance_id not in away and n.instance_id not in idle]
-        away.update(n.instance_id for n in sorted(busy, key=load_key)[:spare])
+        busy = emptiest_first(fleet, leaving | away | fleet.idle)
+        away.update(n.instance_id for n in busy[:spare])
     if steerable and len(away) == len(steerable):
         # Nowhere cooler to send them: Scalelite's own least-load rule spreads the wave best.
         # Steering all would also leave a node steered last looking the least loaded of all
