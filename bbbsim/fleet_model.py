@@ -591,7 +591,9 @@ class FleetSim:
         count = self.p.joins[idx][group]
         before = self.joined[idx] + self.moderators
         self.joined[idx] += count
-        # _weight after less _weight before: an aged meeting counts its attendees.
+        # _weight after less _weight before (poll.rake:48-64: a meeting younger than
+        # LOAD_JOIN_BUFFER_TIME counts at least LOAD_MIN_USER_COUNT, an aged one its
+        # attendees).
         if self.aged[idx]:
             node.true_load += count
         else:
@@ -692,7 +694,10 @@ class FleetSim:
                 and node.state == "enabled"
                 and node.load == node.true_load * node.multiplier
             ):
-                node.unhealthy = 0  # _poll_answered's case of most polls: nothing else changes
+                # poll.rake:67-86 for an online enabled server whose polled load is the one
+                # stored: the failure count resets and nothing else changes (_poll_answered's
+                # most common case, without the call).
+                node.unhealthy = 0
             else:
                 self._poll_answered(node)
         meeting_work = meetings * call

@@ -239,13 +239,14 @@ def need(
     base = default.need(fleet, history, config, now, planned, max(0.0, rise), headroom)
     lead = forecast.peak(now, now + config.boot_time + config.forecast_margin)
     held = forecast.peak(now, now + config.forecast_hold)
-    out_nodes = 0 if planned else _nodes(lead, headroom, config)
+    lead_nodes = _nodes(lead, headroom, config)
+    out_nodes = 0 if planned else lead_nodes
     keep_nodes = _nodes(held, headroom, config)
     wanted = max(base.wanted, out_nodes)
     # An empty node drains at once and a new one serves within boot_time: it is kept for
     # what the forecast needs that soon. A node with meetings drains as long as they run:
     # it is kept for what the forecast needs within the hold.
-    keep = max(base.keep, _nodes(lead, headroom, config))
+    keep = max(base.keep, lead_nodes)
     keep_busy = max(keep, keep_nodes)
     steer_keep = keep_busy
     if config.forecast_steer_from > 0:
