@@ -61,7 +61,6 @@ def plan_capacity(
         signals=signals,
         demand=need.demand,
     )
-    blocked = scale_in_blocker(snapshot, fleet)
     if window is not None:
         decision = replace(decision, reason=f"steady (schedule {window!r} holds {lower})")
 
@@ -89,7 +88,9 @@ def plan_capacity(
     # Terminating with decrement may not take desired below the ASG's MinSize.
     terminate = terminate[: max(0, group.desired - group.min_size)]
     due_in = need.inward and held_in >= config.scale_in_after
-    if blocked and (terminate or due_in):
+    # Asked only when a scale-in step would run (it reads every member: most rounds none).
+    blocked = scale_in_blocker(snapshot, fleet) if terminate or due_in else ""
+    if blocked:
         return replace(decision, action=Action.HOLD, reason=f"scale-in held: {blocked}")
     drain: tuple[str, ...] = ()
     held_why = ""
