@@ -280,6 +280,8 @@ class FleetMemo:
     def _fleet(self, group: Group, touched: set[int], last: Fleet) -> Fleet:
         """The Fleet of the lists filed, the untouched ones as ``last`` holds them."""
         filed = self.filed
+        if not touched and last.pending_launches == max(0, group.desired - len(last.members)):
+            return last  # nothing changed (most quiet rounds)
 
         def listed(k: int, before: tuple[Node, ...]) -> tuple[Node, ...]:
             return tuple(filed[k].values()) if k in touched else before
