@@ -197,7 +197,9 @@ class FleetMemo:
         ):
             return self._file_all(snapshot, config, basis)
         self.at = now
-        changed = list(compress(count(), map(is_not, nodes, self.nodes)))
+        changed = (
+            [] if nodes is self.nodes else list(compress(count(), map(is_not, nodes, self.nodes)))
+        )
         self.nodes = nodes
         filed = self.filed
         touched: set[int] = set()
