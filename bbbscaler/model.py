@@ -314,3 +314,33 @@ class Decision:
     """The forecast preset's forecast: ``ok`` (in use), or why the round fell back to the
     reactive rules (``short``, ``stale``, ``unreadable``, ``off``); "" for other presets."""
     forecast_reason: str = ""
+    """Why, in words."""
+
+    def completed(
+        self,
+        steer: tuple[tuple[str, float], ...],
+        numbers: dict[str, float],
+        schedule_misses: tuple[WindowMiss, ...],
+        forecast_status: str,
+        forecast_reason: str,
+    ) -> Decision:
+        """This decision with what decide adds once capacity is planned. ``replace`` would do
+        the same at twice the cost, and it runs every round (a new field goes here too: a test
+        holds every field kept)."""
+        return Decision(
+            self.action,
+            self.reason,
+            self.desired,
+            self.drain,
+            self.undrain,
+            self.terminate,
+            steer,
+            self.drifted,
+            self.replacing,
+            numbers,
+            self.signals,
+            self.demand,
+            schedule_misses,
+            forecast_status,
+            forecast_reason,
+        )

@@ -107,6 +107,8 @@ def _started(window: Window, at: float) -> float:
 
 def in_effect(windows: Iterable[Window], at: float, lead: float) -> tuple[Opening, ...]:
     """The windows that hold capacity at ``at``: open, or opening within ``lead`` seconds."""
+    if not windows:
+        return ()  # the common case, asked twice a round
     return tuple(o for w in windows if (o := opening(w, at, lead)) is not None)
 
 

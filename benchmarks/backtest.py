@@ -12,6 +12,11 @@ presets through the discrete-event fleet with the real ``decide`` every 10 s,
 the oracle, the fluid bound, the lags, the forecast's error), and each part on
 its own. Prints the conditions, then the README's ``speed`` table.
 
+The interpreter's build counts as much as a change to the code: this is pure Python, and
+a CPython built with profile-guided and link-time optimization (Debian's ``python3.11``)
+ran it about a fifth faster here than one built without (a pyenv default). The conditions
+line names the build (version, build date, compiler); run it with each to compare.
+
     .venv/bin/python benchmarks/backtest.py [--scale 7.25] [--repeat 3]
 """
 
@@ -92,19 +97,24 @@ def main() -> None:
     peaks = ", ".join(f"{s.run.name} {s.run.peak_nodes}" for s in (*result.policies, result.oracle))
     print(
         f"{os.cpu_count()} CPUs, load average {load} at the start, Python "
-        f"{platform.python_version()}; trace: university term x{args.scale:g}, {WEEKS} weeks, "
+        f"{platform.python_version()} built {platform.python_build()[1]} with "
+        f"{platform.python_compiler()}; trace: university term x{args.scale:g}, {WEEKS} weeks, "
         f"{len(trace.meetings):,} meetings, the last {prepared.horizon / 86400:.1f} days scored "
         f"({len(split.scored.meetings):,} meetings), {ticks:,} scaler rounds per policy; peak "
         f"nodes: {peaks}; median of {args.repeat}"
     )
     table = TABLES["speed"]
     rows = [table.row(PARTS[0], f"{total:.1f} s", "")]
+    # The presets in turn, repeat by repeat: this machine's speed drifts within minutes, and
+    # a drift then falls on each preset alike instead of on whichever ran last.
+    runs: dict[Preset, list[float]] = {preset: [] for preset in PRESETS}
+    for _ in range(args.repeat):
+        for preset in PRESETS:
+            config = policy_config(preset, settings)
+            seconds, _ = timed(1, lambda: simulate(prepared, config, settings, preset, demand))  # noqa: B023
+            runs[preset].append(seconds)
     for part, preset in zip(PARTS[1:4], PRESETS, strict=True):
-        config = policy_config(preset, settings)
-        seconds, _ = timed(
-            args.repeat,
-            lambda: simulate(prepared, config, settings, preset, demand),  # noqa: B023
-        )
+        seconds = statistics.median(runs[preset])
         rows.append(table.row(part, f"{seconds:.1f} s", f"{seconds / ticks * 1e6:.0f} µs"))
     seconds, _ = timed(args.repeat, lambda: oracle_run(prepared, settings))
     rows.append(table.row(PARTS[4], f"{seconds:.1f} s", ""))
@@ -113,6 +123,8 @@ def main() -> None:
     rows.append(table.row(PARTS[6], f"{seconds_history:.1f} s", ""))
     print(table.header())
     print("\n".join(rows))
+    each = "; ".join(f"{p} " + ", ".join(f"{x:.1f}" for x in runs[p]) for p in PRESETS)
+    print(f"each run, in the order run (s): {each}")
 
 
 if __name__ == "__main__":

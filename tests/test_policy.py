@@ -904,3 +904,15 @@ def test_no_node_in_scalelite_reads_as_a_wrong_template_not_as_drained() -> None
     d = run(snap)
     assert (d.action, d.terminate, d.drain) == (Action.HOLD, (), ())
     assert "server_url_template" in d.reason
+
+
+def test_a_completed_decision_keeps_every_field_it_does_not_set() -> None:
+    # decide's last step copies the plan by hand (Decision.completed): a field added to
+    # Decision and not to it would come back as its default.
+    values = {f.name: object() for f in dataclasses.fields(Decision)}
+    planned = Decision(**values)  # type: ignore[arg-type]
+    added = ("steer", "numbers", "schedule_misses", "forecast_status", "forecast_reason")
+    fresh = {name: object() for name in added}
+    done = planned.completed(**fresh)  # type: ignore[arg-type]
+    for name, value in values.items():
+        assert getattr(done, name) is fresh.get(name, value), name

@@ -1574,3 +1574,47 @@ def test_history_keeps_what_a_full_filter_keeps(
         )
         if math.isnan(step):
             now = T0
+
+
+@FAST
+@given(
+    st.lists(
+        st.tuples(
+            # Runs of rounds: long ones hold a signal past the history's horizon (630 s).
+            st.integers(1, 90),
+            # 30.0 is the gap limit itself: still no gap.
+            st.sampled_from([-700.0, -5.0, 0.0, 10.0, 10.0, 30.0, 31.0, 400.0, math.nan]),
+            st.sets(st.sampled_from([OUT, IN])),
+        ),
+        max_size=8,
+    ),
+    st.booleans(),
+)
+def test_held_for_is_the_walk_back_over_the_samples(
+    runs: list[tuple[int, float, set[str]]], unordered_start: bool
+) -> None:
+    """History.held_for reads the streaks record keeps instead of walking the samples back:
+    with gaps, a signal dropped, a clock that goes back (or a NaN) and another gap limit than
+    the one kept, it says what the walk says."""
+    config = PolicyConfig.preset_values("default")
+    history = History()
+    if unordered_start:
+        history = History((Sample(T0 + 50, frozenset({OUT}), 1.0), Sample(T0, frozenset(), None)))
+    assert config.gap_limit == 30.0
+    now = T0
+    steps = [(step, signals) for count, step, signals in runs for _ in range(count)]
+    for step, signals in steps:
+        now = step if math.isnan(step) else now + step
+        d = Decision(Action.NONE, "steady", signals=frozenset(signals))
+        history = history.record(d, now, config)
+        for signal in (OUT, IN):
+            for at in (now, now + 10.0, now + config.gap_limit + 1.0):
+                for gap in (config.gap_limit, 2 * config.gap_limit):
+                    walk = since = at
+                    for s in reversed(history.samples):
+                        if signal not in s.signals or walk - s.at > gap:
+                            break
+                        since = walk = s.at
+                    assert repr(history.held_for(signal, at, gap)) == repr(at - since)
+        if math.isnan(step):
+            now = T0

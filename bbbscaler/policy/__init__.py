@@ -48,8 +48,6 @@ The safety rules every preset obeys (property-tested in tests/test_policy_proper
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from bbbscaler.model import Decision, FleetSnapshot
 from bbbscaler.policy import default, forecast, seed, warm, windows
 from bbbscaler.policy.budgets import bounds
@@ -116,14 +114,11 @@ def decide(
     status, why = decision.forecast_status, decision.forecast_reason
     if config.preset == "forecast":
         status, why = forecast.noted(forecast_)
-    # What follows only adds to the decision: one replace for all of it (each copies its
-    # 17 fields, a twentieth of a round in the backtest).
-    return replace(
-        decision,
-        steer=steer,
-        forecast_status=status,
-        forecast_reason=why,
-        numbers=warm.account(snapshot, fleet, config, decision),
-        schedule_misses=windows.misses(snapshot, fleet, decision, config, now)
-        or decision.schedule_misses,
+    # What follows only adds to the decision: one copy for all of it.
+    return decision.completed(
+        steer,
+        warm.account(snapshot, fleet, config, decision),
+        windows.misses(snapshot, fleet, decision, config, now) or decision.schedule_misses,
+        status,
+        why,
     )

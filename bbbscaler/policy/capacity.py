@@ -18,6 +18,13 @@ from bbbscaler.policy.fleet import Fleet, load_key
 from bbbscaler.policy.history import IN, OUT, History
 from bbbscaler.policy.need import Need
 
+_SIGNALS = {
+    (out, inward): frozenset(s for s, on in ((OUT, out), (IN, inward)) if on)
+    for out in (False, True)
+    for inward in (False, True)
+}
+"""The signals a round records, by (scale-out condition, scale-in condition): made once."""
+
 
 def plan_capacity(
     snapshot: FleetSnapshot,
@@ -33,7 +40,7 @@ def plan_capacity(
     """Grow, shrink or reconcile the group (every preset)."""
     preset = {"seed": seed, "default": default, "forecast": forecast}[config.preset]
     group = snapshot.group
-    signals = frozenset(s for s, on in ((OUT, need.out), (IN, need.inward)) if on)
+    signals = _SIGNALS[bool(need.out), bool(need.inward)]
     held_out = history.held_for(OUT, now, config.gap_limit) if need.out else 0.0
     held_in = history.held_for(IN, now, config.gap_limit) if need.inward else 0.0
     base = max(group.desired, len(fleet.members))
@@ -61,7 +68,6 @@ def plan_capacity(
         signals=signals,
         demand=need.demand,
     )
-    blocked = scale_in_blocker(snapshot, fleet)
     if window is not None:
         decision = replace(decision, reason=f"steady (schedule {window!r} holds {lower})")
 
@@ -89,7 +95,9 @@ def plan_capacity(
     # Terminating with decrement may not take desired below the ASG's MinSize.
     terminate = terminate[: max(0, group.desired - group.min_size)]
     due_in = need.inward and held_in >= config.scale_in_after
-    if blocked and (terminate or due_in):
+    # Asked only when a scale-in step would run (it reads every member: most rounds none).
+    blocked = scale_in_blocker(snapshot, fleet) if terminate or due_in else ""
+    if blocked:
         return replace(decision, action=Action.HOLD, reason=f"scale-in held: {blocked}")
     drain: tuple[str, ...] = ()
     held_why = ""

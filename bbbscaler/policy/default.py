@@ -35,7 +35,6 @@ def need(
         return Need(False, False, 0, fleet.capacity, numbers, None, idle_only=False)
     demand = cpu.demand
     rate = 0.0
-    then = history.demand_since(now - config.trend_window)
     # A base much shorter than the window (just after a start) turns one meeting into a steep
     # trend; an imputed demand is no base for one either. Inside an open schedule window the
     # rise is the planned event its min_nodes already provides for: extrapolating it would
@@ -44,7 +43,7 @@ def need(
         growth is None
         and not planned
         and not cpu.unseen
-        and then is not None
+        and (then := history.demand_since(now - config.trend_window)) is not None
         and now - then[0] >= config.trend_window / 2
     ):
         rate = max(0.0, (demand - then[1]) / (now - then[0]))

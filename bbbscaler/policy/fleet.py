@@ -138,13 +138,17 @@ def _lists(facts: _Facts) -> tuple[int, ...]:
 
 
 _NOTHING = Fleet((), (), (), (), (), (), 0)
-_node_of = itemgetter(2)
+
+_Entry = tuple[int, int, float, str, int, Node]
+"""An enabled node in the memo's order: its ``load_key``, its place, the node. Flat, not
+(key, place, node): a bisection compares entries, and a flat tuple compares faster."""
+_node_of = itemgetter(5)
 
 
-def _unordered(key: _Key) -> bool:
+def _unordered(entry: _Entry) -> bool:
     """A NaN CPU: its key compares neither below nor above another; ``sorted``'s order then
     depends on where it started, so no kept order can match it."""
-    return key[2] != key[2]
+    return entry[2] != entry[2]
 
 
 @dataclass(slots=True)
@@ -171,7 +175,7 @@ class FleetMemo:
     filed: list[dict[int, Node]] = field(default_factory=list)
     """Each of sort_fleet's lists as the nodes' places in the snapshot, in order."""
     fleet: Fleet | None = None
-    order: list[tuple[_Key, int, Node]] | None = None
+    order: list[_Entry] | None = None
     """The enabled nodes by (load_key, place): the order ``sorted`` by load_key gives (equal
     keys in place order). None while a key holds a NaN CPU (no order: sorted each time)."""
 
@@ -193,7 +197,9 @@ class FleetMemo:
         ):
             return self._file_all(snapshot, config, basis)
         self.at = now
-        changed = list(compress(count(), map(is_not, nodes, self.nodes)))
+        changed = (
+            [] if nodes is self.nodes else list(compress(count(), map(is_not, nodes, self.nodes)))
+        )
         self.nodes = nodes
         filed = self.filed
         touched: set[int] = set()
@@ -250,27 +256,34 @@ class FleetMemo:
                 filed[k][i] = n
         self.basis, self.nodes, self.facts, self.young = basis, snapshot.nodes, facts, youth
         self.at, self.oldest_young, self.filed = now, oldest, filed
-        order = sorted((load_key(n), i, n) for i, n in filed[_ENABLED].items())
-        self.order = None if any(_unordered(k) for k, _, _ in order) else order
+        order = sorted((*load_key(n), i, n) for i, n in filed[_ENABLED].items())
+        self.order = None if any(map(_unordered, order)) else order
         return self._fleet(group, set(range(_FILED)), _NOTHING)
 
     def _reorder(self, place: int, was: bool, node: Node | None) -> None:
         """The enabled node at ``place`` (``was`` enabled) is now ``node`` (None: not enabled)."""
         order = self.order
         assert order is not None
+        key = None if node is None else (*load_key(node), place)
+        if key is not None and key[2] != key[2]:
+            self.order = None  # a NaN CPU (see _unordered)
+            return
         if was:
-            old = self.filed[_ENABLED][place]
-            del order[bisect_left(order, (load_key(old), place))]
-        if node is not None:
-            key = load_key(node)
-            if _unordered(key):
-                self.order = None
+            before = (*load_key(self.filed[_ENABLED][place]), place)
+            at = bisect_left(order, before)
+            if key == before and node is not None:
+                # The same key (only what the order does not read changed): in its place.
+                order[at] = (*before, node)
                 return
-            insort(order, (key, place, node))
+            del order[at]
+        if key is not None and node is not None:
+            insort(order, (*key, node))
 
     def _fleet(self, group: Group, touched: set[int], last: Fleet) -> Fleet:
         """The Fleet of the lists filed, the untouched ones as ``last`` holds them."""
         filed = self.filed
+        if not touched and last.pending_launches == max(0, group.desired - len(last.members)):
+            return last  # nothing changed (most quiet rounds)
 
         def listed(k: int, before: tuple[Node, ...]) -> tuple[Node, ...]:
             return tuple(filed[k].values()) if k in touched else before

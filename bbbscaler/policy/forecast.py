@@ -110,11 +110,13 @@ class Forecast:
 
     def peak(self, begin: float, end: float) -> float:
         """The highest forecast demand of the steps that overlap ``[begin, end]``."""
-        first = max(0, math.floor((begin - self.start) / self.step))
-        last = min(len(self.demand) - 1, math.floor((end - self.start) / self.step))
-        if first == 0 and last >= 0:
+        start, step, demand = self.start, self.step, self.demand
+        last = min(len(demand) - 1, math.floor((end - start) / step))
+        # ``begin`` in the first step (or before it): the running maximum, made once.
+        if (begin - start) / step < 1.0 and last >= 0:
             return self.highest[last]
-        return max(self.demand[first : last + 1], default=0.0)
+        first = max(0, math.floor((begin - start) / step))
+        return max(demand[first : last + 1], default=0.0)
 
     def now(self) -> float:
         """The forecast demand of the current step."""
@@ -235,7 +237,8 @@ def need(
     # rule, which extrapolates nothing there) with the default rule's own headroom; the
     # forecast still holds what it needs.
     headroom = config.headroom if planned else config.forecast_headroom
-    rise = 0.0 if planned else forecast.peak(now, now + config.lookahead) - forecast.now()
+    current = forecast.now()
+    rise = 0.0 if planned else forecast.peak(now, now + config.lookahead) - current
     base = default.need(fleet, history, config, now, planned, max(0.0, rise), headroom)
     lead = forecast.peak(now, now + config.boot_time + config.forecast_margin)
     held = forecast.peak(now, now + config.forecast_hold)
@@ -256,7 +259,7 @@ def need(
         later = forecast.peak(now + config.forecast_steer_from, now + config.forecast_hold)
         steer_keep = min(keep_busy, _nodes(later, headroom, config) + 1)
     numbers = base.numbers | {
-        "forecast_demand": round(forecast.now(), 4),
+        "forecast_demand": round(current, 4),
         "forecast_lead_demand": round(lead, 4),
         "forecast_nodes": out_nodes,
         "forecast_keep": keep_nodes,

@@ -39,6 +39,13 @@ class History:
     otherwise is checked at its first ``record``. A clock that goes back makes a round's
     sample older than the one before: until that one is cut, every ``record`` filters
     the whole history instead."""
+    streaks: tuple[tuple[str, float], ...] = field(default=(), compare=False)
+    """For each signal of the newest sample, when its streak began: the oldest sample of the
+    run that holds it with no gap over ``streak_gap``, cut or not. ``record`` keeps it, so
+    ``held_for`` need not walk the run back every round (at night a scale-in condition holds
+    for the whole history). Only in an ``ordered`` history."""
+    streak_gap: float | None = field(default=None, compare=False)
+    """The gap limit ``streaks`` were kept with (None: none kept)."""
 
     def record(self, decision: Decision, now: float, config: PolicyConfig) -> History:
         """This history, with ``decision`` (made at ``now``) appended and old samples cut."""
@@ -56,21 +63,46 @@ class History:
             and (not kept or kept[-1].at <= now)
         )
         grew = decision.desired is not None or bool(decision.undrain)
+        gap = config.gap_limit
+        streaks: list[tuple[str, float]] = []
+        if ordered:
+            last = kept[-1] if kept else None
+            for signal in decision.signals:
+                began = now
+                if last is not None and signal in last.signals and now - last.at <= gap:
+                    began = self._began(signal, gap, kept)
+                streaks.append((signal, began))
         return History(
             (*kept, Sample(now, decision.signals, decision.demand)),
             now if grew or decision.drain else self.last_change_at,
             now if grew else self.last_growth_at,
             ordered,
+            tuple(streaks),
+            gap if ordered else None,
         )
+
+    def _began(self, signal: str, gap: float, kept: tuple[Sample, ...]) -> float:
+        """When the streak of ``signal`` that the last of ``kept`` (the samples ``record``
+        keeps, in order) ends began."""
+        last = kept[-1]
+        if self.ordered and self.streak_gap == gap and self.samples[-1] is last:
+            for held, began in self.streaks:
+                if held == signal:
+                    return began
+        return _since(kept, signal, last.at, gap)
 
     def held_for(self, signal: str, now: float, gap_limit: float) -> float:
         """Seconds ``signal`` has held up to ``now`` (which counts as holding)."""
-        since = prev = now
-        for s in reversed(self.samples):
-            if signal not in s.signals or prev - s.at > gap_limit:
-                break
-            since = prev = s.at
-        return now - since
+        samples = self.samples
+        if self.ordered and self.streak_gap == gap_limit and samples:
+            newest = samples[-1]
+            if signal not in newest.signals or now - newest.at > gap_limit:
+                return now - now
+            for held, began in self.streaks:
+                if held == signal:
+                    # The run's oldest sample still kept: the walk below would stop there.
+                    return now - max(began, samples[0].at)
+        return now - _since(samples, signal, now, gap_limit)
 
     def demand_since(self, start: float) -> tuple[float, float] | None:
         """(time, demand) of the oldest sample at or after ``start`` with a known demand."""
@@ -85,3 +117,13 @@ class History:
         """Within ``cooldown`` of the last capacity change (or only of the last growth)."""
         last = self.last_growth_at if since_growth else self.last_change_at
         return last is not None and now - last < cooldown
+
+
+def _since(samples: tuple[Sample, ...], signal: str, now: float, gap_limit: float) -> float:
+    """Since when ``signal`` has held up to ``now``, walking ``samples`` back from the newest."""
+    since = prev = now
+    for s in reversed(samples):
+        if signal not in s.signals or prev - s.at > gap_limit:
+            break
+        since = prev = s.at
+    return since

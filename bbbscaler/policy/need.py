@@ -58,18 +58,26 @@ class Cpu:
 
 def serving_cpu(fleet: Fleet, target: float) -> Cpu:
     """The serving nodes' CPU, lowest, sum and room below ``target``."""
-    seen = [n.metrics.cpu for n in fleet.serving if n.metrics is not None]
-    unseen = len(fleet.serving) - len(seen)
+    # One pass (it runs over every serving node every round); the sums add in the nodes'
+    # order either way.
+    seen = 0
+    total = room = 0.0
+    lowest: float | None = None
+    for n in fleet.serving:
+        m = n.metrics
+        if m is None:
+            continue
+        cpu = m.cpu
+        seen += 1
+        total += cpu
+        # The nodes at or above the target add no room (a NaN neither).
+        if cpu < target:
+            room += target - cpu
+        if lowest is None or cpu < lowest:
+            lowest = cpu
+    unseen = len(fleet.serving) - seen
     if not seen:
         return Cpu(None, None if unseen else 0.0, unseen, None if unseen else 0.0)
-    total = sum(seen)
-    # The nodes at or above the target add no room (a NaN neither: max(0.0, nan) is 0.0).
-    room = sum((target - c for c in seen if c < target), 0.0)
     # Not "assume busy": nodes that stay unseen (a metrics outage, a broken exporter on new
     # instances) would then grow the fleet by a fraction every round, up to its max.
-    return Cpu(
-        min(seen),
-        total + unseen * total / len(seen),
-        unseen,
-        room + unseen * room / len(seen),
-    )
+    return Cpu(lowest, total + unseen * total / seen, unseen, room + unseen * room / seen)

@@ -29,8 +29,11 @@ def steering(
     if high <= 1:
         return ()
     leaving = set(decision.drain) | set(decision.terminate)
-    steerable = [n for n in fleet.enabled if n.instance_id not in leaving]
-    away = {n.instance_id for n in steerable if n.metrics and n.metrics.cpu >= config.steer_cpu}
+    steerable = (
+        [n for n in fleet.enabled if n.instance_id not in leaving] if leaving else fleet.enabled
+    )
+    hot = config.steer_cpu
+    away = {n.instance_id for n in steerable if (m := n.metrics) and m.cpu >= hot}
     spare = fleet.capacity - len(decision.drain) - max(keep, lower)
     if spare > 0:
         # Idle nodes are left open: an empty node drains, it does not need steering to empty.
@@ -44,9 +47,12 @@ def steering(
         away.clear()
     changes = []
     for n in steerable:
+        server = n.server
+        if server is None:
+            continue
         want = high if n.instance_id in away else 1.0
         # isclose only when it differs at all: this loop runs over every node every round.
-        current = None if n.server is None else n.server.load_multiplier
-        if current is not None and current != want and not math.isclose(current, want):
+        current = server.load_multiplier
+        if current != want and not math.isclose(current, want):
             changes.append((n.instance_id, want))
     return tuple(changes)

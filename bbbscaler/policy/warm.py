@@ -56,8 +56,16 @@ def account(
     pool = snapshot.pool
     base = max(snapshot.group.desired, len(fleet.members))
     grow = max(0, (decision.desired or base) - base)
-    lags = launch_lags(pool, fleet.pending_launches + max(grow, 1), config)
-    numbers: dict[str, float] = {**decision.numbers, "launch_lag_s": max(lags)}
+    launches = fleet.pending_launches + max(grow, 1)
+    # The longest of launch_lags(pool, launches, config), without the list (every round).
+    ready = 0 if pool is None else len(pool.ready)
+    if launches <= ready:
+        lag = config.warm_start_time
+    elif ready == 0:
+        lag = config.boot_time
+    else:
+        lag = max(config.warm_start_time, config.boot_time)
+    numbers: dict[str, float] = {**decision.numbers, "launch_lag_s": lag}
     if pool is not None:
         numbers |= {
             "warm_ready": len(pool.ready),
