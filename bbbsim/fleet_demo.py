@@ -435,11 +435,13 @@ async def run(duration: float, out: TextIO, workdir: Path, warm_pool: int = 2) -
                     if status and action != "none":
                         summary.decisions[action] = summary.decisions.get(action, 0) + 1
                         last_action = action
+                    # The round's target, or the group's desired once raised: on a loaded
+                    # machine this loop can miss the round that set it (the next one reports
+                    # none), and the latency is then read one poll late, not lost.
                     if (
                         summary.scale_out_latency_s is None
                         and ramp_at is not None
-                        and target is not None
-                        and int(target) > first_desired
+                        and desired > first_desired
                     ):
                         summary.scale_out_latency_s = round(now - ramp_at, 1)
                     if summary.time_to_serving_s is None and ramp_at is not None:
