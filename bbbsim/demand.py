@@ -30,6 +30,12 @@ Steps = tuple[tuple[float, int], ...]
 """A step function: (time, value from then on), times ascending."""
 
 
+def utilisation(units: int, full_units: int) -> float:
+    """CPU utilisation 0..1 of a host using ``units`` (idle base included) of ``full_units``:
+    ``HostSpec.cpu``, for a caller that has read the host's figures once."""
+    return min(1.0, units / full_units)
+
+
 @dataclass(frozen=True, slots=True)
 class HostSpec:
     """One BBB host: cores, the CPU model's costs, and where overload starts."""
@@ -54,7 +60,7 @@ class HostSpec:
 
     def cpu(self, units: int) -> float:
         """Utilisation 0..1 of a host whose meetings cost ``units``."""
-        return min(1.0, (self.idle_units + units) / self.full_units)
+        return utilisation(self.idle_units + units, self.full_units)
 
     def overloaded(self, units: int) -> bool:
         return self.idle_units + units > self.limit_units

@@ -102,7 +102,7 @@ from bbbscaler.policy import (
     decide,
     forecast_from,
 )
-from bbbsim.demand import MICRO, HostSpec, Steps, meeting_units
+from bbbsim.demand import MICRO, HostSpec, Steps, meeting_units, utilisation
 from bbbsim.recording_processing import RecordingSpec
 from bbbsim.scalelite_poller import PollerSpec, failure_probability, round_duration
 from bbbsim.trace import Trace
@@ -591,9 +591,9 @@ class FleetSim:
         count = self.p.joins[idx][group]
         before = self.joined[idx] + self.moderators
         self.joined[idx] += count
-        # _weight after less _weight before (poll.rake:48-64: a meeting younger than
-        # LOAD_JOIN_BUFFER_TIME counts at least LOAD_MIN_USER_COUNT, an aged one its
-        # attendees).
+        # _weight after less _weight before, written out: joins are half the simulator's
+        # events (poll.rake:48-64: a meeting younger than LOAD_JOIN_BUFFER_TIME counts at
+        # least LOAD_MIN_USER_COUNT, an aged one its attendees).
         if self.aged[idx]:
             node.true_load += count
         else:
@@ -808,7 +808,7 @@ class FleetSim:
         last = node.shown
         metrics = None if last is None else last.metrics
         # HostSpec.cpu, with its figures read once.
-        cpu = min(1.0, (self.idle_units + node.units + node.processing) / self.full_units)
+        cpu = utilisation(self.idle_units + node.units + node.processing, self.full_units)
         meetings = len(node.meetings)
         if metrics is None or (metrics.cpu, metrics.meetings, metrics.participants) != (
             cpu,
@@ -824,7 +824,8 @@ class FleetSim:
             server.load_multiplier,
         ) != (node.state, node.load, node.online, node.multiplier):
             server = ServerView(node.id, node.state, node.load, node.online, node.multiplier)
-        # bbbnode keeps protection on while a meeting runs or a recording is pending.
+        # bbbnode keeps protection on while a meeting runs or a recording is pending
+        # (bbbnode/protector.py, SnapshotView.idle: no meeting and no recording pending).
         protected = bool(node.meetings) or node.processing > 0
         if (
             last is not None
@@ -834,7 +835,8 @@ class FleetSim:
             and last.draining_since == since
             and last.launch is launch
         ):
-            # Nothing the scaler sees changed: the same object, which the FleetMemo skips.
+            # Nothing the scaler sees changed (a node's launch time and warm start never
+            # do): the same object, which the FleetMemo skips.
             return last
         # Positional, in field order (no private address, healthy): a third cheaper than by
         # keyword, and a few nodes a round are shown anew.

@@ -26,11 +26,16 @@ from bbbscaler.policy.config import PolicyConfig
 from bbbscaler.policy.fleet import Fleet
 
 
-def launch_lags(pool: WarmPool | None, launches: int, config: PolicyConfig) -> list[float]:
-    """Seconds until each of ``launches`` new members serves: warm starts while ready pool
-    hosts are left, cold boots after."""
+def launch_lag(pool: WarmPool | None, k: int, config: PolicyConfig) -> float:
+    """Seconds until the ``k``-th (from 0) new member of a round serves: a warm start while
+    ready pool hosts are left, a cold boot after."""
     ready = 0 if pool is None else len(pool.ready)
-    return [config.warm_start_time if k < ready else config.boot_time for k in range(launches)]
+    return config.warm_start_time if k < ready else config.boot_time
+
+
+def launch_lags(pool: WarmPool | None, launches: int, config: PolicyConfig) -> list[float]:
+    """Seconds until each of ``launches`` new members serves (``launch_lag`` of each)."""
+    return [launch_lag(pool, k, config) for k in range(launches)]
 
 
 def lagged(snapshot: FleetSnapshot, config: PolicyConfig) -> PolicyConfig:
@@ -57,14 +62,9 @@ def account(
     base = max(snapshot.group.desired, len(fleet.members))
     grow = max(0, (decision.desired or base) - base)
     launches = fleet.pending_launches + max(grow, 1)
-    # The longest of launch_lags(pool, launches, config), without the list (every round).
-    ready = 0 if pool is None else len(pool.ready)
-    if launches <= ready:
-        lag = config.warm_start_time
-    elif ready == 0:
-        lag = config.boot_time
-    else:
-        lag = max(config.warm_start_time, config.boot_time)
+    # The longest of launch_lags: the lags run warm, then cold, so it is the first's or the
+    # last's (no list every round).
+    lag = max(launch_lag(pool, 0, config), launch_lag(pool, launches - 1, config))
     numbers: dict[str, float] = {**decision.numbers, "launch_lag_s": lag}
     if pool is not None:
         numbers |= {
