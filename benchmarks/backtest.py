@@ -14,7 +14,7 @@ its own. Prints the conditions, then the README's ``speed`` table.
 
 The interpreter's build counts as much as a change to the code: this is pure Python, and
 a CPython built with profile-guided and link-time optimization (Debian's ``python3.11``)
-ran it about a fifth faster here than one built without (a pyenv default). The conditions
+ran it a sixth to a fifth faster here than one built without (a pyenv default). The conditions
 line names the build (version, build date, compiler); run it with each to compare.
 
     .venv/bin/python benchmarks/backtest.py [--scale 7.25] [--repeat 3]
