@@ -25,8 +25,8 @@ _COMMANDS = (
     ("update", "update the stack through a change set and wait for it"),
     (
         "delete",
-        "refuse while the fleet runs meetings; else empty the buckets the stack made and "
-        "its synced files, then delete it",
+        "refuse while the fleet runs meetings; else empty the buckets the delete removes "
+        "(a retained one is kept) and its synced files, then delete it",
     ),
     ("status", "show the stack's state and outputs"),
 )

@@ -23,6 +23,7 @@ from bbbctl import fleet, iam_check, platform, sync
 from bbbctl.progress import Progress
 from bbbctl.settings import CtlSettings, require_bucket
 from bbbctl.stack import (
+    DELETE,
     GROUP_TYPE,
     ChangeSet,
     Outcome,
@@ -318,7 +319,8 @@ async def status(ctx: Context) -> int:
 
 
 async def delete(ctx: Context, yes: bool, force: bool = False) -> int:
-    """``bbbctl stack delete``: empty what the stack made and the synced prefix, then delete.
+    """``bbbctl stack delete``: empty the buckets the delete removes and the synced prefix,
+    then delete (a bucket the stack retains is kept whole).
 
     Refused while the fleet's hosts run meetings, or cannot be read, unless ``force``;
     checked before asking, and again after the answer.
@@ -345,7 +347,13 @@ async def delete(ctx: Context, yes: bool, force: bool = False) -> int:
             print("not deleted", file=ctx.err)
             return 1
         if state is not None:
-            for bucket in await cloud.stacks.resources(state.stack_id, "AWS::S3::Bucket"):
+            # Only a bucket CloudFormation deletes must be empty first; one it keeps (Loki's
+            # logs, Retain) is left whole, as the template promises.
+            buckets = await cloud.stacks.deletion_policies(state.stack_id, "AWS::S3::Bucket")
+            for bucket, policy in buckets:
+                if policy != DELETE:
+                    print(f"kept      s3://{bucket} (DeletionPolicy {policy})", file=ctx.out)
+                    continue
                 count = await sync.empty_bucket(cloud.s3, bucket)
                 print(f"emptied   s3://{bucket} ({count} objects)", file=ctx.out)
         if settings.bucket.name:

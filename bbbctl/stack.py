@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+import yaml
 from botocore.exceptions import ClientError
 
 from bbbcore import aws, logs
@@ -41,6 +42,9 @@ _SUCCESS: Mapping[str, str] = {
 _CANCELLED = ("Resource creation cancelled", "Resource update cancelled")
 GROUP_TYPE = "AWS::AutoScaling::AutoScalingGroup"
 STACK_TYPE = "AWS::CloudFormation::Stack"
+MAX_NESTING = 3
+"""Nested stack levels followed below the root."""
+DELETE, SNAPSHOT, UNKNOWN = "Delete", "Snapshot", "unknown"
 # Resources whose replacement or removal loses meetings or data.
 _PRECIOUS = {
     GROUP_TYPE: "terminates every BBB host, ending their meetings",
@@ -246,6 +250,64 @@ def fleet_changes(changes: Sequence[Change]) -> tuple[list[Change], list[Change]
     return groups, nested
 
 
+class _TemplateLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short tags (``!Ref``, ``!Sub``, ...), read as opaque."""
+
+
+def _opaque(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> _Intrinsic:
+    return _Intrinsic(suffix)
+
+
+@dataclass(frozen=True, slots=True)
+class _Intrinsic:
+    """A short-tag function CloudFormation evaluates; its value is unknown here."""
+
+    tag: str
+
+
+_TemplateLoader.add_multi_constructor("!", _opaque)
+
+
+def _snapshot_by_default(resource: dict[Any, Any]) -> bool:
+    kind = resource.get("Type")
+    if kind == "AWS::RDS::DBCluster":
+        return True
+    properties = resource.get("Properties")
+    in_cluster = isinstance(properties, dict) and "DBClusterIdentifier" in properties
+    return kind == "AWS::RDS::DBInstance" and not in_cluster
+
+
+def template_deletion_policies(body: object) -> dict[str, str]:
+    """Logical id -> the DeletionPolicy CloudFormation applies on a stack delete, from a
+    GetTemplate body (YAML text, or JSON that botocore already decoded).
+
+    Unset is ``Delete``, except ``Snapshot`` for an RDS cluster and an RDS instance outside
+    a cluster (the CloudFormation Template Reference, "DeletionPolicy attribute":
+    docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/
+    aws-attribute-deletionpolicy.html); a value that is not a plain string (an ``!If``)
+    is ``unknown``. A body that cannot be read gives no entry: every resource's policy is
+    then unknown to the caller.
+    """
+    template: object = body
+    if isinstance(body, str):
+        try:
+            template = yaml.load(body, Loader=_TemplateLoader)  # noqa: S506 - safe loader
+        except yaml.YAMLError:
+            return {}
+    resources = template.get("Resources") if isinstance(template, dict) else None
+    if not isinstance(resources, dict):
+        return {}
+    policies: dict[str, str] = {}
+    for logical, resource in resources.items():
+        if not isinstance(resource, dict):
+            continue
+        policy = resource.get("DeletionPolicy")
+        if policy is None:
+            policy = SNAPSHOT if _snapshot_by_default(resource) else DELETE
+        policies[str(logical)] = policy if isinstance(policy, str) else UNKNOWN
+    return policies
+
+
 def parse_parameters(text: str, source: str) -> dict[str, str]:
     """Parameters from ``{"Parameters": {...}}`` or the AWS CLI's ``[{"ParameterKey": ...}]``."""
     try:
@@ -431,7 +493,7 @@ class Stacks:
                 change = parse_change(raw, path)
                 changes.append(change)
                 nested = raw.get("ChangeSetId")
-                if nested and change.resource_type == STACK_TYPE and depth < 3:
+                if nested and change.resource_type == STACK_TYPE and depth < MAX_NESTING:
                     changes += await self._changes(
                         nested, path=change.logical_id + "/", depth=depth + 1
                     )
@@ -529,7 +591,7 @@ class Stacks:
     async def cause(self, events: Sequence[StackEvent], status: str, depth: int = 0) -> str:
         """The failing resource and reason, followed into nested stacks (three levels)."""
         event = root_cause(events)
-        if event is not None and is_nested_stack(event) and depth < 3:
+        if event is not None and is_nested_stack(event) and depth < MAX_NESTING:
             since = events[0].timestamp if events else event.timestamp
             nested = [
                 e for e in await self.new_events(event.physical_id, set()) if e.timestamp >= since
@@ -541,17 +603,49 @@ class Stacks:
 
     async def resources(self, stack: str, resource_type: str, depth: int = 0) -> list[str]:
         """Physical ids of the stack's resources of a type, nested stacks included."""
-        found: list[str] = []
+        own, nested = await self._listed(stack, resource_type)
+        found = [physical for physical, _ in own]
+        if depth < MAX_NESTING:
+            for physical, _ in nested:
+                found.extend(await self.resources(physical, resource_type, depth + 1))
+        return found
+
+    async def deletion_policies(
+        self, stack: str, resource_type: str, depth: int = 0
+    ) -> list[tuple[str, str]]:
+        """(physical id, DeletionPolicy) of the stack's resources of a type, nested stacks
+        included, as their templates state it; a resource in a nested stack that is not
+        deleted with its parent has that stack's policy (it outlives the delete too)."""
+        own, nested = await self._listed(stack, resource_type)
+        if depth >= MAX_NESTING:
+            nested = []
+        if not own and not nested:
+            return []
+        answer = await self._cfn.get_template(StackName=stack)
+        policies = template_deletion_policies(answer.get("TemplateBody"))
+        found = [(physical, policies.get(logical, UNKNOWN)) for physical, logical in own]
+        for physical, logical in nested:
+            inner = await self.deletion_policies(physical, resource_type, depth + 1)
+            parent = policies.get(logical, UNKNOWN)
+            found.extend(inner if parent == DELETE else [(p, parent) for p, _ in inner])
+        return found
+
+    async def _listed(
+        self, stack: str, resource_type: str
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """(physical, logical) ids of the stack's own resources of a type, and of its nested
+        stacks."""
+        own: list[tuple[str, str]] = []
+        nested: list[tuple[str, str]] = []
         paginator = self._cfn.get_paginator("list_stack_resources")
         async for page in paginator.paginate(StackName=stack):
             for res in page.get("StackResourceSummaries", []):
                 physical = res.get("PhysicalResourceId", "")
-                if res.get("ResourceType") == resource_type and physical:
-                    found.append(physical)
-                elif (
-                    res.get("ResourceType") == "AWS::CloudFormation::Stack"
-                    and physical
-                    and depth < 3
-                ):
-                    found.extend(await self.resources(physical, resource_type, depth + 1))
-        return found
+                if not physical:
+                    continue
+                entry = (physical, res.get("LogicalResourceId", ""))
+                if res.get("ResourceType") == resource_type:
+                    own.append(entry)
+                elif res.get("ResourceType") == STACK_TYPE:
+                    nested.append(entry)
+        return own, nested

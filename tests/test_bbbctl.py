@@ -28,6 +28,7 @@ from bbbctl.stack import (
     parse_parameters,
     render_changes,
     root_cause,
+    template_deletion_policies,
     unseen,
     warnings,
 )
@@ -213,6 +214,42 @@ def test_parse_parameters_both_shapes() -> None:
         parse_parameters("{", "f")
     with pytest.raises(ParameterError, match="parameter A: value"):
         parse_parameters('{"Parameters": {"A": {"x": 1}}}', "f")
+
+
+def test_deletion_policies_as_cloudformation_applies_them() -> None:
+    yaml_body = """\
+AWSTemplateFormatVersion: "2010-09-09"
+Conditions:
+  Prod: !Equals [!Ref Env, prod]
+Resources:
+  Logs: {Type: AWS::S3::Bucket, DeletionPolicy: Retain}
+  Scratch:
+    Type: AWS::S3::Bucket
+    Properties: {BucketName: !Sub "${AWS::StackName}-scratch"}
+  Maybe: {Type: AWS::S3::Bucket, DeletionPolicy: !If [Prod, Retain, Delete]}
+  Cluster: {Type: AWS::RDS::DBCluster}
+  Member:
+    Type: AWS::RDS::DBInstance
+    Properties: {DBClusterIdentifier: !Ref Cluster}
+  Alone: {Type: AWS::RDS::DBInstance}
+"""
+    assert template_deletion_policies(yaml_body) == {
+        "Logs": "Retain",
+        "Scratch": "Delete",
+        "Maybe": "unknown",  # evaluated by CloudFormation only
+        "Cluster": "Snapshot",
+        "Member": "Delete",
+        "Alone": "Snapshot",
+    }
+    # botocore hands a JSON template over already decoded.
+    decoded = {
+        "Resources": {"B": {"Type": "AWS::S3::Bucket", "DeletionPolicy": "RetainExceptOnCreate"}}
+    }
+    assert template_deletion_policies(decoded) == {"B": "RetainExceptOnCreate"}
+    # Nothing readable: no entry, so the caller knows no resource's policy.
+    unreadable: object
+    for unreadable in ("Resources: [", "just text", None, {"Resources": []}):
+        assert template_deletion_policies(unreadable) == {}
 
 
 def test_parameter_list() -> None:

@@ -17,6 +17,7 @@ import pytest_asyncio
 from pydantic import SecretStr
 
 from bbbctl import commands
+from bbbctl.progress import Progress
 from bbbctl.settings import (
     BucketSettings,
     CtlSettings,
@@ -25,6 +26,7 @@ from bbbctl.settings import (
     SyncSettings,
     WaitSettings,
 )
+from bbbctl.stack import Stacks
 from bbbsim.moto_server import DEFAULT_REGION
 from bbbsim.node_process import free_port
 from bbbsim.scalelite_emulator import ScaleliteEmulator
@@ -46,6 +48,10 @@ Resources:
     Properties: {TopicName: !Ref TopicName}
   Data:
     Type: AWS::S3::Bucket
+  Logs:
+    Type: AWS::S3::Bucket
+    DeletionPolicy: Retain
+    UpdateReplacePolicy: Retain
   Child:
     Type: AWS::CloudFormation::Stack
     Properties:
@@ -57,6 +63,7 @@ CHILD = """\
 AWSTemplateFormatVersion: "2010-09-09"
 Resources:
   Queue: {Type: AWS::SQS::Queue}
+  Spool: {Type: AWS::S3::Bucket}
 """
 
 
@@ -153,7 +160,7 @@ async def test_create_status_update_delete(tool: Tool) -> None:
     assert await commands.deploy(tool.context(), "create", yes=True) == 0
     out, err = tool.out.getvalue(), tool.err.getvalue()
     assert [line.split()[:2] for line in out.splitlines() if line.startswith("Add")] == [
-        ["Add", "Topic"], ["Add", "Data"], ["Add", "Child"],
+        ["Add", "Topic"], ["Add", "Data"], ["Add", "Logs"], ["Add", "Child"],
     ]  # fmt: skip
     assert "CREATE_COMPLETE" in err  # the event display
     assert "status  CREATE_COMPLETE" in out
@@ -175,10 +182,16 @@ async def test_create_status_update_delete(tool: Tool) -> None:
 
     async with tool.session.client("cloudformation") as cfn:
         listed = await cfn.list_stack_resources(StackName="bbbfleet")
-    resources = listed["StackResourceSummaries"]
-    data = next(r["PhysicalResourceId"] for r in resources if r["LogicalResourceId"] == "Data")
+        resources = listed["StackResourceSummaries"]
+        child = next(
+            r["PhysicalResourceId"] for r in resources if r["LogicalResourceId"] == "Child"
+        )
+        nested = (await cfn.list_stack_resources(StackName=child))["StackResourceSummaries"]
+    ids = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in [*resources, *nested]}
+    data, logs, spool = ids["Data"], ids["Logs"], ids["Spool"]
     async with tool.session.client("s3") as s3:
-        await s3.put_object(Bucket=data, Key="x", Body=b"1")
+        for bucket in (data, logs, spool):
+            await s3.put_object(Bucket=bucket, Key="x", Body=b"1")
 
     tool.answers.append(False)
     assert await commands.delete(tool.context(), yes=False) == 1
@@ -187,6 +200,12 @@ async def test_create_status_update_delete(tool: Tool) -> None:
     assert await commands.delete(tool.context(), yes=True) == 0
     out = tool.out.getvalue()
     assert f"emptied   s3://{data} (1 objects)" in out
+    assert f"emptied   s3://{spool} (1 objects)" in out  # in the nested stack
+    # The retained bucket outlives the stack with everything in it.
+    assert f"kept      s3://{logs} (DeletionPolicy Retain)" in out
+    async with tool.session.client("s3") as s3:
+        kept = await s3.list_objects_v2(Bucket=logs)
+    assert [o.get("Key") for o in kept.get("Contents", [])] == ["x"]
     assert "emptied   s3://deploy-bucket/bbbfleet/ (4 objects)" in out
     assert "stack bbbfleet deleted" in out
     assert await keys(tool) == {}
@@ -206,6 +225,36 @@ async def test_unknown_parameter_is_named(tool: Tool) -> None:
     (tool.root / "params.json").write_text('{"Parameters": {"TopicName": "a", "TopicNmae": "b"}}')
     with pytest.raises(commands.ParameterError, match="not parameters of the template: TopicNmae"):
         await commands.deploy(tool.context(), "create", yes=True)
+
+
+async def test_a_bucket_in_a_retained_nested_stack_is_kept_with_it(tool: Tool) -> None:
+    inner = "Resources:\n  Spool: {Type: AWS::S3::Bucket}\n"
+    outer = f"""\
+Resources:
+  Kept:
+    Type: AWS::CloudFormation::Stack
+    DeletionPolicy: Retain
+    UpdateReplacePolicy: Retain
+    Properties: {{TemplateURL: "https://{BUCKET}.s3.amazonaws.com/inner.yaml"}}
+  Gone:
+    Type: AWS::CloudFormation::Stack
+    Properties: {{TemplateURL: "https://{BUCKET}.s3.amazonaws.com/inner.yaml"}}
+"""
+    async with tool.session.client("s3") as s3:
+        await s3.put_object(Bucket=BUCKET, Key="inner.yaml", Body=inner.encode())
+    async with tool.session.client("cloudformation") as cfn:
+        await cfn.create_stack(StackName="outer", TemplateBody=outer)
+        listed = (await cfn.list_stack_resources(StackName="outer"))["StackResourceSummaries"]
+        ids = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in listed}
+        spools = {
+            name: (await cfn.list_stack_resources(StackName=ids[name]))["StackResourceSummaries"][
+                0
+            ]["PhysicalResourceId"]
+            for name in ("Kept", "Gone")
+        }
+        stacks = Stacks(cfn, Progress(io.StringIO()), 0.01, 60, no_sleep)
+        found = await stacks.deletion_policies("outer", "AWS::S3::Bucket")
+    assert sorted(found) == sorted([(spools["Kept"], "Retain"), (spools["Gone"], "Delete")])
 
 
 async def test_validate_calls_validate_template(tool: Tool) -> None:
