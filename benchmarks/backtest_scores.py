@@ -17,7 +17,8 @@ oracle and the fluid bound.
 - ``recordings``: both traces without recordings, with them, and with heavier processing;
 - ``settings``: ``default`` with one thing changed at a time;
 - ``seeds``: the same generator with seeds 1 to 4 (``bbbsim trace generate
-  --kind K --seed N --weeks 5``);
+  --kind K --seed N --weeks 5``), with each run's overload depth in core-minutes
+  beside the node-minutes the goal counts;
 - ``exam-steering``: ``forecast`` on exam seeds 1 to 8 (5 to 8 held out) with and
   without ``forecast.steer_from``;
 - ``exam-window``: the exam's planned window one node smaller and larger;
@@ -72,6 +73,8 @@ TIMES = rf"{DECIMAL}x"
 PCT = rf"(?:{DECIMAL}|inf) %"
 RATIO_SHARE = rf"{DECIMAL} {MUL} / {PCT}"
 OF_SEED = rf"{INT} of {INT} = {PCT}"
+CORE = rf"{INT}\.\d"
+PRESETS_SHOWN: tuple[Preset, ...] = ("forecast", "default", "seed")
 
 SCORES = Table(
     (
@@ -224,6 +227,11 @@ TABLES = {
                 numeric=False,
             ),
             Column(f"`seed` {MUL} oracle", TIMES),
+            Column(
+                "overload core-min: `forecast` / `default` / seed / oracle",
+                rf"{CORE} / {CORE} / {CORE} / {CORE}",
+                numeric=False,
+            ),
         ),
         keys=tuple(kind for kind in TRACES for _ in SEEDS),
     ),
@@ -288,6 +296,11 @@ def pct(share: float) -> str:
 
 def of_seed(g: GoalFigures) -> str:
     return f"{g.avoidable:,.0f} of {g.seed_avoidable:,.0f} = {pct(g.share)}"
+
+
+def core_minutes(run: FleetRun) -> str:
+    """How deep a run's overload went: its CPU demand above the line, in core-minutes."""
+    return f"{run.overload_core_minutes:,.1f}"
 
 
 def ratio_share(g: GoalFigures) -> str:
@@ -472,6 +485,10 @@ def main() -> None:
                     of_seed(g),
                     ended,
                     f"{s.ratio:.2f}x",
+                    " / ".join(
+                        core_minutes(run)
+                        for run in (*(_run(result, n) for n in PRESETS_SHOWN), result.oracle.run)
+                    ),
                 )
             )
 
