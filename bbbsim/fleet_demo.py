@@ -5,8 +5,9 @@ poller; pebble (the ACME test CA, Debian) with its DNS fed from moto's Route53
 zone; for every instance the ASG launches an emulated BBB host and a real
 ``bbbnode`` process (bbbsim.fleet) that installs the fleet certificate from
 Secrets Manager; a real ``bbbscaler`` process sizing the group and issuing
-that one ``*.{domain}`` certificate; and a time-compressed day of classes. Meetings are placed by
-Scalelite's own rule (least load among enabled servers). The demo never ends
+that one ``*.{domain}`` certificate; and a time-compressed day of classes. Meetings are
+created through Scalelite's API, as a front end creates them, so Scalelite places them
+(least load among enabled servers) and forwards the create to the host. The demo never ends
 a meeting itself before its time: a meeting whose host disappears counts as
 ended by the platform, and the run fails.
 """
@@ -27,12 +28,13 @@ from typing import Any, TextIO
 
 import aiohttp
 
+from bbbcore.bbb_api import BbbClient, api_base
 from bbbcore.fleet_certificate import decode
-from bbbcore.scalelite import place_meeting
+from bbbcore.meetings import BbbApiError, parse_response
 from bbbcore.secret_versions import VersionedSecret
 from bbbnode.certificate import CertFiles
 from bbbsim.demo import SummaryContract
-from bbbsim.fleet import EmulatedFleet, FleetConfig
+from bbbsim.fleet import EmulatedFleet, FleetConfig, Instance
 from bbbsim.lifecycle_layer import WARMED_STEADY, LifecycleLayer
 from bbbsim.lifecycle_layer import serve as serve_layer
 from bbbsim.moto_server import FleetSpec, MotoServer, aws_session, create_fleet
@@ -99,6 +101,8 @@ class DemoSummary(SummaryContract):
     """The fleet run's outcome: the contract keys plus what the fleet did."""
 
     final_nodes: int = 0
+    meetings_not_created: int = 0
+    """Creates Scalelite refused or could not forward to a host (each a line in the log)."""
     time_to_serving_s: float | None = None
     """Seconds from the ramp's first meeting (``scale_out_latency_s``'s start) until the
     first node the scale-out added serves: enabled and online in Scalelite."""
@@ -133,6 +137,7 @@ def summary_table(s: DemoSummary) -> str:
         ("meetings started", str(s.meetings_started)),
         ("meetings ended normally", str(s.meetings_ended_normally)),
         ("meetings ended by the platform", str(s.meetings_ended_by_platform)),
+        ("meetings not created", str(s.meetings_not_created)),
         ("scale-out decision latency", latency),
         ("time to a serving node", _serving(s)),
         (
@@ -172,6 +177,8 @@ class World:
     scaler_env: dict[str, str]
     asg: str
     workdir: Path
+    scalelite_url: str
+    """Scalelite's front door (the BBB API a front end such as Greenlight calls)."""
     scaler: asyncio.subprocess.Process | None = None
     """Started by world() only with TLS on (it issues the certificate the nodes wait for)."""
     pebble: Pebble | None = None
@@ -244,7 +251,7 @@ async def world(
             scaler_env = fleet.scaler_env(
                 BBBSCALER_HTTP__LISTEN=f"127.0.0.1:{free_port()}", **SCALER_PACE
             )
-            w = World(layer, fleet, router, scalelite, scaler_env, ids.asg_name, workdir)
+            w = World(layer, fleet, router, scalelite, scaler_env, ids.asg_name, workdir, sl_url)
             await _first_node_registered(w)
             await _pool_warmed(w, warm_pool)
             yield w
@@ -292,8 +299,8 @@ async def world(
             env=scaler_env, stdout=asyncio.subprocess.DEVNULL, stderr=log,
         )  # fmt: skip
         w = World(
-            layer, fleet, router, scalelite, scaler_env, ids.asg_name, workdir, scaler, pebble,
-            VersionedSecret(secrets, cert_arn),
+            layer, fleet, router, scalelite, scaler_env, ids.asg_name, workdir, sl_url, scaler,
+            pebble, VersionedSecret(secrets, cert_arn),
         )  # fmt: skip
         await _first_node_registered(w)
         await _pool_warmed(w, warm_pool)
@@ -361,6 +368,22 @@ async def _status(session: aiohttp.ClientSession, listen: str) -> dict[str, Any]
     return None
 
 
+async def _create(front: BbbClient, w: World, meeting_id: str) -> tuple[Instance | None, str]:
+    """Create a meeting as a front end does, through Scalelite (its placement, its load
+    count, its forward to the BBB host); the host it landed on, or None and why."""
+    try:
+        parse_response(
+            await front.call("create", [("meetingID", meeting_id), ("name", meeting_id)])
+        )
+    except BbbApiError as exc:
+        return None, str(exc) or type(exc).__name__
+    host = next(
+        (i for i in w.fleet.instances.values() if i.host.bbb.meeting(meeting_id) is not None),
+        None,
+    )
+    return host, "" if host is not None else "created on no host of the group"
+
+
 def _public_ip(w: World, instance_id: str) -> str:
     return next(
         (i.public_ip or "?" for i in w.layer.instances() if i.instance_id == instance_id), "?"
@@ -385,6 +408,7 @@ async def run(duration: float, out: TextIO, workdir: Path, warm_pool: int = 2) -
         last_action = "-"
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+                front = BbbClient(session, api_base(w.scalelite_url + "/bigbluebutton"), LB_SECRET)
                 while (now := time.monotonic() - started) < duration:
                     notes: list[str] = []
                     for event in w.layer.events():
@@ -406,16 +430,15 @@ async def run(duration: float, out: TextIO, workdir: Path, warm_pool: int = 2) -
                             del running[name]
                     while pending and pending[0].start * duration <= now:
                         meeting = pending.pop(0)
-                        server_id = place_meeting(w.scalelite.snapshot())
-                        if server_id is None:
-                            notes.append(f"no server for {meeting.name}")
-                            continue
-                        host_id = w.router.instance_of(w.scalelite.server(server_id).url)
-                        inst = w.fleet.instances.get(host_id) if host_id else None
+                        inst, why = await _create(front, w, meeting.name)
                         if inst is None:
+                            summary.meetings_not_created += 1
+                            notes.append(f"!! {meeting.name} not created: {why}")
                             continue
+                        # The users join the BBB host Scalelite chose (their joins are not
+                        # counted in its load until the next poll, 0.5 s here).
                         voice = meeting.participants // 4
-                        inst.host.bbb.add_meeting(
+                        inst.host.bbb.set_participants(
                             meeting.name, meeting.participants, voice=voice,
                             cameras=meeting.cameras, listeners=meeting.participants - voice,
                         )  # fmt: skip
@@ -520,8 +543,8 @@ def plot(summary: DemoSummary, path: Path) -> None:
 
 def main(duration: float, summary_json: Path | None, plot_png: Path | None,
          out: TextIO = sys.stdout, warm_pool: int = 2) -> int:  # fmt: skip
-    """Entry of ``bbbsim demo``; exit 0 only if no meeting was ended, the fleet moved and
-    one certificate served every node."""
+    """Entry of ``bbbsim demo``; exit 0 only if every meeting was created and none ended,
+    the fleet moved and one certificate served every node."""
     if not available():
         sys.stderr.write("bbbsim demo: pebble is not installed (apt-get install pebble)\n")
         return 2
@@ -538,6 +561,7 @@ def main(duration: float, summary_json: Path | None, plot_png: Path | None,
     out.write(f"timeline: {png}\n")
     ok = (
         summary.meetings_ended_by_platform == 0
+        and summary.meetings_not_created == 0
         and summary.meetings_started > 0
         and summary.max_nodes > summary.min_nodes
         and summary.bbbscaler_exit_code == 0

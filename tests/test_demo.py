@@ -27,6 +27,7 @@ def test_fleet_demo_short_run(tmp_path: Path) -> None:
     doc = json.loads(summary.read_text())
     assert doc["meetings_started"] > 0
     assert doc["meetings_ended_by_platform"] == 0
+    assert doc["meetings_not_created"] == 0  # every create went through Scalelite to a host
     assert doc["meetings_ended_normally"] == doc["meetings_started"]
     assert doc["max_nodes"] > doc["min_nodes"], "the fleet never grew"
     assert doc["final_nodes"] < doc["max_nodes"], "the fleet never shrank"
