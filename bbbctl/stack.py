@@ -45,12 +45,26 @@ STACK_TYPE = "AWS::CloudFormation::Stack"
 MAX_NESTING = 3
 """Nested stack levels followed below the root."""
 DELETE, SNAPSHOT, UNKNOWN = "Delete", "Snapshot", "unknown"
-# Resources whose replacement or removal loses meetings or data.
-_PRECIOUS = {
+# Resources whose replacement or removal loses meetings or data, or stops the platform
+# (every type the templates keep with Retain or Snapshot is here: tests/test_cfn_stateful.py).
+PRECIOUS = {
     GROUP_TYPE: "terminates every BBB host, ending their meetings",
     "AWS::EFS::FileSystem": "loses the recordings on it",
     "AWS::RDS::DBCluster": "loses Scalelite's and Greenlight's database",
     "AWS::SecretsManager::Secret": "changes a secret every host and Scalelite use",
+    "AWS::ElastiCache::ReplicationGroup": (
+        "empties Scalelite's server list and meeting map: running meetings can no longer "
+        "be joined through Scalelite (a final snapshot is kept)"
+    ),
+    "AWS::S3::Bucket": "leaves the objects in it where nothing reads them (Loki's logs)",
+    "AWS::KMS::Key": (
+        "changes the key the cluster's Secrets are encrypted with, which EKS cannot change: "
+        "the cluster is replaced too"
+    ),
+    "AWS::EKS::Cluster": (
+        "stops Scalelite and bbbscaler until the platform is installed again: no meeting "
+        "can be created or joined, and the fleet does not scale"
+    ),
 }
 
 
@@ -230,7 +244,7 @@ def warnings(changes: Sequence[Change]) -> list[str]:
     """Plain words for changes that lose meetings or data."""
     out = []
     for change in changes:
-        harm = _PRECIOUS.get(change.resource_type)
+        harm = PRECIOUS.get(change.resource_type)
         if harm is None:
             continue
         if destroys(change):

@@ -192,6 +192,8 @@ def test_changes_table_and_warnings() -> None:
         Change("Add", "Topic", "AWS::SNS::Topic"),
         Change("Remove", "FileSystem", "AWS::EFS::FileSystem"),
         Change("Modify", "LaunchTemplate", "AWS::EC2::LaunchTemplate", "False"),
+        Change("Modify", "Cache", "AWS::ElastiCache::ReplicationGroup", "Conditional"),
+        Change("Modify", "Database", "AWS::RDS::DBCluster", "False"),
     ]
     table = render_changes(changes).splitlines()
     assert table[0].split() == ["ACTION", "RESOURCE", "TYPE", "REPLACE", "SCOPE"]
@@ -202,6 +204,8 @@ def test_changes_table_and_warnings() -> None:
     assert warnings(changes) == [
         "replacing Fleet terminates every BBB host, ending their meetings",
         "removing FileSystem loses the recordings on it",
+        "replacing Cache empties Scalelite's server list and meeting map: running meetings "
+        "can no longer be joined through Scalelite (a final snapshot is kept)",
     ]
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from bbbctl.iam_check import load_template
+from bbbctl.stack import PRECIOUS
 from bbbdeploy.paths import CFN_DIR
 
 STATEFUL_TYPES = frozenset(
@@ -67,6 +68,17 @@ def test_what_cannot_be_rebuilt_is_kept() -> None:
     for name, policy in kept.items():
         assert resources[name]["DeletionPolicy"] == policy, name
         assert resources[name]["UpdateReplacePolicy"] == policy, name
+
+
+def test_bbbctl_warns_before_it_replaces_or_removes_what_the_templates_keep() -> None:
+    kept = {
+        resource["Type"]
+        for resource in _all_resources().values()
+        if {resource.get("DeletionPolicy"), resource.get("UpdateReplacePolicy")}
+        & {"Retain", "Snapshot"}
+    }
+    assert kept, "the templates keep nothing?"
+    assert kept <= PRECIOUS.keys(), f"no warning for {sorted(kept - PRECIOUS.keys())}"
 
 
 def test_valkey_has_auth_from_secrets_manager_and_keeps_snapshots() -> None:
