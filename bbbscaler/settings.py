@@ -166,6 +166,13 @@ class PolicySettings(Section):
     poll of a new node)."""
     steer_cpu: float = Field(default=0.70, gt=0, le=1)
     """default: node CPU from which Scalelite is steered away from the node."""
+    steer_warm_cpu: float = Field(default=0.60, gt=0, le=1)
+    """default: node CPU from which the warmest nodes are steered too, while fewer than
+    steer_warm_share of the serving nodes are: a burst of creates between two rounds
+    cannot carry one of them from here past 80 %."""
+    steer_warm_share: float = Field(default=0.34, ge=0, le=1)
+    """default: share of the serving nodes (at least one) steer_warm_cpu may steer, hot
+    ones included; the rest stay open so Scalelite spreads the wave (0 turns it off)."""
     steer_multiplier: float = Field(default=100.0, ge=1)
     """default: Scalelite load_multiplier of a steered node (1 turns steering off and leaves
     every load_multiplier alone)."""

@@ -20,7 +20,7 @@ oracle and the fluid bound.
   --kind K --seed N --weeks 5``), with each run's overload depth in core-minutes
   beside the node-minutes the goal counts;
 - ``exam-steering``: ``forecast`` on exam seeds 1 to 8 (5 to 8 held out) with and
-  without ``forecast.steer_from``;
+  without ``forecast.steer_from``, and without early steering (``steer_warm_share`` 0);
 - ``exam-window``: the exam's planned window one node smaller and larger;
 - ``rollout``: ``--rollout-at``: the launch template changes at a given second,
   and each run's ``rollout_s`` (until no host launched before is left);
@@ -117,6 +117,7 @@ FORECAST_SETTINGS = (
     "`forecast.margin` 0 (nodes serve just as the forecast demand arrives)",
     "no correction by today (`forecast.window` 300 s, clipped to 1)",
     "`forecast.steer_from` 0 (new meetings spread over every node the forecast holds)",
+    "no early steering (`steer_warm_share` 0: only a node past `steer_cpu` 0.70 is steered)",
 )
 FORECAST_VARIANTS = {
     FORECAST_SETTINGS[1]: {"forecast_headroom": 0.15},
@@ -129,12 +130,15 @@ FORECAST_VARIANTS = {
         "forecast_max_correction": 1.0,
     },
     FORECAST_SETTINGS[6]: {"forecast_steer_from": 0.0},
+    FORECAST_SETTINGS[7]: {"steer_warm_share": 0.0},
 }
 SETTINGS = (
-    "the defaults (`target_cpu` 0.72, `steer_cpu` 0.70)",
+    "the defaults (`target_cpu` 0.72, `steer_cpu` 0.70, `steer_warm_cpu` 0.60 for up to "
+    "a third of the nodes)",
     "no steering (`steer_multiplier` 1)",
     "the previous `target_cpu` 0.70 and `steer_cpu` 0.50",
     "`lookahead` 180 (the boot time)",
+    "no early steering (`steer_warm_share` 0)",
     "Scalelite polled every 60 s, its own default (`--poll-interval 60`, the seed's run too)",
     "no planned window (`--schedules none`, the seed's run too)",
 )
@@ -142,6 +146,7 @@ VARIANTS = {
     SETTINGS[1]: {"steer_multiplier": 1.0},
     SETTINGS[2]: {"target_cpu": 0.70, "steer_cpu": 0.50},
     SETTINGS[3]: {"lookahead": 180.0},
+    SETTINGS[4]: {"steer_warm_share": 0.0},
 }
 STOCK = PollerSpec(threads=5, wait_timeout=10.0, response_timeout=10.0, unhealthy_threshold=2)
 """Scalelite's own defaults (config/application.rb:60-72, 126-129 at v1.8.5)."""
@@ -277,6 +282,8 @@ TABLES = {
             Column("avoidable overload node-min", INT),
             Column(f"`forecast.steer_from` 0: {MUL} oracle", TIMES),
             Column("avoidable overload node-min, `steer_from` 0", INT),
+            Column(f"`steer_warm_share` 0: {MUL} oracle", TIMES),
+            Column("avoidable overload node-min, `steer_warm_share` 0", INT),
         ),
         keys=tuple(str(n) for n in EXAM_SEEDS),
     ),
@@ -461,9 +468,9 @@ def main() -> None:
         print(table.row(name, *cells))
     slow = FleetSettings(poller=PollerSpec(interval=60.0))
     cells = [ratio_share(goal_figures(run(k, settings=slow), "default")) for k in week_and_exam]
-    print(table.row(SETTINGS[4], *cells))
+    print(table.row(SETTINGS[5], *cells))
     unplanned = run("exam-flash", windows=())
-    print(table.row(SETTINGS[5], "", ratio_share(goal_figures(unplanned, "default"))))
+    print(table.row(SETTINGS[6], "", ratio_share(goal_figures(unplanned, "default"))))
 
     table = TABLES["seeds"]
     print("\n" + table.header())
@@ -578,11 +585,15 @@ def exam_steering_rows() -> None:
     table = TABLES["exam-steering"]
     print("\n" + table.header())
     fleet = FleetSettings()
-    off = dataclasses.replace(policy_config("forecast", fleet), forecast_steer_from=0.0)
+    base = policy_config("forecast", fleet)
+    off = dataclasses.replace(base, forecast_steer_from=0.0)
+    late = dataclasses.replace(base, steer_warm_share=0.0)
     for seed in EXAM_SEEDS:
         trace = trace_of("exam-flash", seed)
-        result = backtest(trace, ("seed", "forecast"), fleet, [("off", off)], planned("exam-flash"))
+        variants = [("off", off), ("late", late)]
+        result = backtest(trace, ("seed", "forecast"), fleet, variants, planned("exam-flash"))
         on, without = goal_figures(result, "forecast"), goal_figures(result, "off")
+        hot_only = goal_figures(result, "late")
         print(
             table.row(
                 str(seed),
@@ -590,6 +601,8 @@ def exam_steering_rows() -> None:
                 f"{on.avoidable:,.0f}",
                 f"{without.ratio:.2f}x",
                 f"{without.avoidable:,.0f}",
+                f"{hot_only.ratio:.2f}x",
+                f"{hot_only.avoidable:,.0f}",
             )
         )
 

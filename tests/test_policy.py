@@ -862,17 +862,21 @@ def test_settings_reach_the_config(scaler_env: pytest.MonkeyPatch) -> None:
         POLICY__SCHEDULES='[{"name": "exam", "start": "07:00", "end": "12:00", "min_nodes": 4}]',
         POLICY__LOOKAHEAD="240",
         POLICY__STEER_CPU="0.6",
+        POLICY__STEER_WARM_CPU="0.5",
+        POLICY__STEER_WARM_SHARE="0",
         POLICY__STEER_MULTIPLIER="1",
     )
     assert (c.stale_after, c.gap_limit, c.min_nodes, c.max_nodes) == (45.0, 15.0, 2, 9)
     assert [w.name for w in c.windows] == ["exam"]
     assert (c.lookahead, c.steer_cpu, c.steer_multiplier) == (240.0, 0.6, 1.0)
+    assert (c.steer_warm_cpu, c.steer_warm_share) == (0.5, 0.0)
 
 
 def test_default_policy_values(scaler_env: pytest.MonkeyPatch) -> None:
     c = config_from_env(scaler_env)
     assert (c.target_cpu, c.headroom, c.lookahead) == (0.72, 0.15, 300.0)
     assert (c.steer_cpu, c.steer_multiplier) == (0.70, 100.0)
+    assert (c.steer_warm_cpu, c.steer_warm_share) == (0.60, 0.34)
     assert c == dataclasses.replace(PRESET, gap_limit=c.gap_limit)
 
 

@@ -347,8 +347,9 @@ def check_operator_drains(snap: FleetSnapshot, config: PolicyConfig, d: Decision
 def check_steer(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
     """Steering (default, steer_multiplier > 1): only serving members with an enabled server
     and fresh data, not drained or terminated this round; each value 1 or steer_multiplier,
-    never the node's current one. After it, a node at steer_cpu or above is steered, and of
-    the others the emptiest busy ones up to the spare capacity; every other one is at 1.
+    never the node's current one. After it, a node at steer_cpu or above is steered, so are
+    the warmest past steer_warm_cpu while fewer than steer_warm_share of the nodes are, and
+    of the others the emptiest busy ones up to the spare capacity; every other one is at 1.
     But never all of them: then every one is at 1 (Scalelite multiplies a stored load only
     at its next poll, so the node steered last would take every meeting until then)."""
     high = config.steer_multiplier
@@ -383,6 +384,21 @@ def check_steer(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
         for n in steerable
         if n.metrics is not None and n.metrics.cpu >= config.steer_cpu
     }
+    # Then the warmest past steer_warm_cpu, while fewer than steer_warm_share of the
+    # steerable (at least one) are steered.
+    if config.steer_warm_share > 0:
+        cap = max(1, math.floor(config.steer_warm_share * len(steerable)))
+        band = sorted(
+            (
+                (n.metrics.cpu, n.instance_id)
+                for n in steerable
+                if n.instance_id not in hot
+                and n.metrics is not None
+                and n.metrics.cpu >= config.steer_warm_cpu
+            ),
+            reverse=True,
+        )
+        hot |= {iid for _, iid in band[: max(0, cap - len(hot))]}
     if steerable and all(math.isclose(v, high) for v in after.values()):
         raise AssertionError("every serving node steered away")
     if steerable and all(math.isclose(v, 1.0) for v in after.values()) and hot:
@@ -569,6 +585,8 @@ def configs(draw: st.DrawFn, presets: st.SearchStrategy[Preset] = PRESETS) -> Po
         max_draining=base.max_draining if preset == "seed" else draw(st.integers(1, 3)),
         windows=windows,
         steer_cpu=draw(st.sampled_from([base.steer_cpu, base.steer_cpu, 0.05, 0.9])),
+        steer_warm_cpu=draw(st.sampled_from([base.steer_warm_cpu] * 2 + [0.02, 0.95])),
+        steer_warm_share=draw(st.sampled_from([base.steer_warm_share] * 2 + [0.0, 1.0])),
         steer_multiplier=draw(st.sampled_from([base.steer_multiplier] * 3 + [10.0, 1.0])),
         drift_budget=draw(st.sampled_from([base.drift_budget] * 3 + [0.0, 0.5])),
         tag=draw(FLEET_TAGS),

@@ -62,6 +62,50 @@ def test_a_hot_node_is_steered() -> None:
     assert run(snapshot(*nodes)).steer == ()
 
 
+# Every node kept (nothing spare), so only CPU steers: ceil((5.49 + 0.6) / 0.72) = 9.
+WARM = dataclasses.replace(PRESET, headroom=0.6)
+
+
+def nine(hot: int = 1) -> list[Node]:
+    """Nine nodes in a flash crowd: ``hot`` past steer_cpu (0.70), four in the warm band
+    (0.60-0.70), the rest cooler."""
+    warm = [serving(f"w-{k}", cpu=0.65 - k / 100, meetings=3) for k in range(4)]
+    cool = [serving(f"c-{k}", cpu=0.55, meetings=3) for k in range(4 - hot + 1)]
+    return [*(serving(f"h-{k}", cpu=0.75, meetings=4) for k in range(hot)), *warm, *cool]
+
+
+def test_the_warmest_nodes_are_steered_until_a_third_are() -> None:
+    # From 60 % two or three rooms created within one round carry a node past 80 %: the
+    # warmest are steered too, until 0.34 of the nine (three) are, hot ones counted first.
+    assert (PRESET.steer_warm_cpu, PRESET.steer_warm_share) == (0.60, 0.34)
+    d = run(snapshot(*nine()), config=WARM)
+    assert d.numbers["keep"] == 9
+    assert steered(d) == {"h-0": HIGH, "w-0": HIGH, "w-1": HIGH}
+    assert steered(run(snapshot(*nine(hot=2)), config=WARM)) == {
+        "h-0": HIGH, "h-1": HIGH, "w-0": HIGH,
+    }  # fmt: skip
+    # Hot ones are steered whatever their number; then no warm one is.
+    assert set(steered(run(snapshot(*nine(hot=4)), config=WARM))) == {f"h-{k}" for k in range(4)}
+    # A share of 0 leaves steer_cpu alone; a share of 1 steers the whole band.
+    off = dataclasses.replace(WARM, steer_warm_share=0.0)
+    assert steered(run(snapshot(*nine()), config=off)) == {"h-0": HIGH}
+    every = dataclasses.replace(WARM, steer_warm_share=1.0)
+    assert set(steered(run(snapshot(*nine()), config=every))) == {
+        "h-0",
+        *(f"w-{k}" for k in range(4)),
+    }
+    # A warm node steered before and now outside the share is opened again.
+    nodes = nine()
+    nodes[4] = serving("w-3", cpu=0.62, meetings=3, multiplier=HIGH)
+    assert steered(run(snapshot(*nodes), config=WARM))["w-3"] == 1.0
+
+
+def test_at_least_one_warm_node_is_steered_in_a_small_fleet() -> None:
+    # 0.34 of two nodes is none: at least one is, and the other stays open.
+    nodes = [serving("warm", cpu=0.65, meetings=3), serving("cool", cpu=0.3, meetings=2)]
+    assert steered(run(snapshot(*nodes), config=WARM)) == {"warm": HIGH}
+
+
 def test_a_steered_node_is_not_sent_again() -> None:
     nodes = full()
     nodes[0] = serving("hot", cpu=0.6, meetings=4, multiplier=HIGH)

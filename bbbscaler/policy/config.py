@@ -47,6 +47,11 @@ class PolicyConfig:
     windows: tuple[Window, ...] = ()
     steer_cpu: float = 0.70
     """Node CPU from which new meetings are steered away from the node."""
+    steer_warm_cpu: float = 0.60
+    """Node CPU from which the warmest nodes are steered too, up to ``steer_warm_share``."""
+    steer_warm_share: float = 0.34
+    """Share of the steerable nodes (at least one) steered by CPU, hot ones included, when
+    warm ones are; 0: only ``steer_cpu`` steers."""
     steer_multiplier: float = 100.0
     """The load_multiplier of a steered node; 1 turns steering off."""
     gap_limit: float = 30.0
@@ -131,6 +136,8 @@ class PolicyConfig:
             max_draining=p.max_draining if p.preset != "seed" else 1,
             windows=tuple(Window.from_settings(w) for w in p.schedules),
             steer_cpu=p.steer_cpu,
+            steer_warm_cpu=p.steer_warm_cpu,
+            steer_warm_share=p.steer_warm_share,
             steer_multiplier=p.steer_multiplier,
             gap_limit=3 * s.loop.interval,
             drift_budget=p.drift_budget,

@@ -21,9 +21,12 @@ def steering(
     Scalelite sends a meeting to the least load and only learns what it sent at its next poll,
     so between polls one node can take a whole wave. A node past ``steer_cpu`` gets
     ``steer_multiplier``: its next create, and every poll after, make it look full, yet
-    Scalelite still uses it when every node is steered. The nodes beyond what the load needs
-    (``keep``), the emptiest busy ones first, are steered too: with no new meetings they
-    empty, and an empty node drains at once. The rest get 1.
+    Scalelite still uses it when every node is steered. So do the warmest past
+    ``steer_warm_cpu``, while fewer than ``steer_warm_share`` of the nodes are steered: in a
+    flash crowd a node takes several rooms within one round, and from 60 % two or three
+    carry it past 80 %; the rest stay open, so Scalelite spreads the wave over them. The
+    nodes beyond what the load needs (``keep``), the emptiest busy ones first, are steered
+    too: with no new meetings they empty, and an empty node drains at once. The rest get 1.
     """
     high = config.steer_multiplier
     if high <= 1:
@@ -32,8 +35,26 @@ def steering(
     steerable = (
         [n for n in fleet.enabled if n.instance_id not in leaving] if leaving else fleet.enabled
     )
-    hot = config.steer_cpu
-    away = {n.instance_id for n in steerable if (m := n.metrics) and m.cpu >= hot}
+    hot, floor = config.steer_cpu, config.steer_warm_cpu
+    away: set[str] = set()
+    warm: list[tuple[float, str]] = []
+    # One pass: this runs over every node every round (a loop costs less here than a
+    # comprehension for each set: most nodes of a busy fleet sit between the two).
+    for n in steerable:
+        if (m := n.metrics) is None:
+            continue
+        cpu = m.cpu
+        if cpu >= hot:
+            away.add(n.instance_id)
+        elif cpu >= floor:
+            warm.append((cpu, n.instance_id))
+    if warm and config.steer_warm_share > 0:
+        # The warmest, while fewer than steer_warm_share of the nodes (at least one) are
+        # steered, the hot ones counted first.
+        room = max(1, math.floor(config.steer_warm_share * len(steerable))) - len(away)
+        if room > 0:
+            warm.sort()
+            away.update(iid for _, iid in warm[-room:])
     spare = fleet.capacity - len(decision.drain) - max(keep, lower)
     if spare > 0:
         # Idle nodes are left open: an empty node drains, it does not need steering to empty.
