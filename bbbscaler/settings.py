@@ -171,8 +171,9 @@ class PolicySettings(Section):
     steer_warm_share of the serving nodes are: a burst of creates between two rounds
     cannot carry one of them from here past 80 %."""
     steer_warm_share: float = Field(default=0.34, ge=0, le=1)
-    """default: share of the serving nodes (at least one) steer_warm_cpu may steer, hot
-    ones included; the rest stay open so Scalelite spreads the wave (0 turns it off)."""
+    """default: share of the serving nodes (at least one) steer_warm_cpu may steer, hot ones
+    and those being emptied included; the rest stay open so Scalelite spreads the wave (0
+    turns it off)."""
     steer_multiplier: float = Field(default=100.0, ge=1)
     """default: Scalelite load_multiplier of a steered node (1 turns steering off and leaves
     every load_multiplier alone)."""

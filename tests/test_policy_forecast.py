@@ -280,11 +280,17 @@ def test_where_the_forecast_falls_new_meetings_go_only_to_the_nodes_it_needs_lat
     assert away | set(d.drain) == {"n-0", "n-1", "n-2", "n-3"}
     assert not {"n-4", "n-5"} & (away | set(d.drain))
     assert "new meetings go to 2, the forecast falling" in forecast_lines(d, FORECAST)[0]
-    # Off: new meetings spread over every node the forecast holds for the exam (5).
+    # Early steering leaves the nodes kept open alone: n-4 and n-5 are warm (past 60 %),
+    # but the four being emptied already make a third of the six.
+    # Off: new meetings spread over every node the forecast holds for the exam (5); of those
+    # early steering takes the warmest (n-5, 69 %), the emptiest one being emptied.
     off = dataclasses.replace(FORECAST, forecast_steer_from=0.0)
     d = decide(snapshot(*nodes), History(), falls, off, T0)
     assert d.numbers["steer_keep"] == d.numbers["keep_busy"] == 5
-    assert len({iid for iid, m in d.steer if m == FORECAST.steer_multiplier}) <= 1
+    assert {iid for iid, m in d.steer if m == FORECAST.steer_multiplier} == {"n-0", "n-5"}
+    late = dataclasses.replace(off, steer_warm_share=0.0)
+    d = decide(snapshot(*nodes), History(), falls, late, T0)
+    assert {iid for iid, m in d.steer if m == FORECAST.steer_multiplier} == {"n-0"}
     # Where the forecast holds or rises, it changes nothing.
     flat = ahead(*[3.0] * 10)
     d = decide(snapshot(*nodes), History(), flat, FORECAST, T0)

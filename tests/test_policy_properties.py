@@ -347,9 +347,10 @@ def check_operator_drains(snap: FleetSnapshot, config: PolicyConfig, d: Decision
 def check_steer(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
     """Steering (default, steer_multiplier > 1): only serving members with an enabled server
     and fresh data, not drained or terminated this round; each value 1 or steer_multiplier,
-    never the node's current one. After it, a node at steer_cpu or above is steered, so are
-    the warmest past steer_warm_cpu while fewer than steer_warm_share of the nodes are, and
-    of the others the emptiest busy ones up to the spare capacity; every other one is at 1.
+    never the node's current one. After it, a node at steer_cpu or above is steered, and of
+    the others the emptiest busy ones up to the spare capacity, then the warmest past
+    steer_warm_cpu while fewer than steer_warm_share of the nodes are; every other one is
+    at 1.
     But never all of them: then every one is at 1 (Scalelite multiplies a stored load only
     at its next poll, so the node steered last would take every meeting until then)."""
     high = config.steer_multiplier
@@ -384,21 +385,6 @@ def check_steer(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
         for n in steerable
         if n.metrics is not None and n.metrics.cpu >= config.steer_cpu
     }
-    # Then the warmest past steer_warm_cpu, while fewer than steer_warm_share of the
-    # steerable (at least one) are steered.
-    if config.steer_warm_share > 0:
-        cap = max(1, math.floor(config.steer_warm_share * len(steerable)))
-        band = sorted(
-            (
-                (n.metrics.cpu, n.instance_id)
-                for n in steerable
-                if n.instance_id not in hot
-                and n.metrics is not None
-                and n.metrics.cpu >= config.steer_warm_cpu
-            ),
-            reverse=True,
-        )
-        hot |= {iid for _, iid in band[: max(0, cap - len(hot))]}
     if steerable and all(math.isclose(v, high) for v in after.values()):
         raise AssertionError("every serving node steered away")
     if steerable and all(math.isclose(v, 1.0) for v in after.values()) and hot:
@@ -416,6 +402,21 @@ def check_steer(snap: FleetSnapshot, config: PolicyConfig, d: Decision) -> None:
     spare = capacity - len(d.drain) - max(keep, lower_bound(snap, config))
     busy = sorted((n for n in rest if not idle(n, config)), key=load_key)
     chosen = {n.instance_id for n in busy[: max(0, spare)]}
+    # Then the warmest past steer_warm_cpu, while fewer than steer_warm_share of the
+    # steerable (at least one) are steered, the hot and the spare ones counted first.
+    if config.steer_warm_share > 0:
+        cap = max(1, math.floor(config.steer_warm_share * len(steerable)))
+        band = sorted(
+            (
+                (n.metrics.cpu, n.instance_id)
+                for n in rest
+                if n.instance_id not in chosen
+                and n.metrics is not None
+                and n.metrics.cpu >= config.steer_warm_cpu
+            ),
+            reverse=True,
+        )
+        chosen |= {iid for _, iid in band[: max(0, cap - len(hot | chosen))]}
     if steerable and len(hot | chosen) == len(steerable):
         chosen = set()  # all would have been steered: none is (checked above when hot)
         assert all(math.isclose(v, 1.0) for v in after.values())

@@ -21,12 +21,12 @@ def steering(
     Scalelite sends a meeting to the least load and only learns what it sent at its next poll,
     so between polls one node can take a whole wave. A node past ``steer_cpu`` gets
     ``steer_multiplier``: its next create, and every poll after, make it look full, yet
-    Scalelite still uses it when every node is steered. So do the warmest past
-    ``steer_warm_cpu``, while fewer than ``steer_warm_share`` of the nodes are steered: in a
-    flash crowd a node takes several rooms within one round, and from 60 % two or three
-    carry it past 80 %; the rest stay open, so Scalelite spreads the wave over them. The
-    nodes beyond what the load needs (``keep``), the emptiest busy ones first, are steered
-    too: with no new meetings they empty, and an empty node drains at once. The rest get 1.
+    Scalelite still uses it when every node is steered. The nodes beyond what the load
+    needs (``keep``), the emptiest busy ones first, are steered too: with no new meetings
+    they empty, and an empty node drains at once. Then the warmest past ``steer_warm_cpu``,
+    while fewer than ``steer_warm_share`` of the nodes are steered: in a flash crowd a node
+    takes several rooms within one round, and from 60 % two or three carry it past 80 %;
+    the rest stay open, so Scalelite spreads the wave over them. The rest get 1.
     """
     high = config.steer_multiplier
     if high <= 1:
@@ -48,18 +48,19 @@ def steering(
             away.add(n.instance_id)
         elif cpu >= floor:
             warm.append((cpu, n.instance_id))
-    if warm and config.steer_warm_share > 0:
-        # The warmest, while fewer than steer_warm_share of the nodes (at least one) are
-        # steered, the hot ones counted first.
-        room = max(1, math.floor(config.steer_warm_share * len(steerable))) - len(away)
-        if room > 0:
-            warm.sort()
-            away.update(iid for _, iid in warm[-room:])
     spare = fleet.capacity - len(decision.drain) - max(keep, lower)
     if spare > 0:
         # Idle nodes are left open: an empty node drains, it does not need steering to empty.
         busy = emptiest_first(fleet, leaving | away | fleet.idle)
         away.update(n.instance_id for n in busy[:spare])
+    if warm and config.steer_warm_share > 0:
+        # The warmest, while fewer than steer_warm_share of the nodes (at least one) are
+        # steered, hot ones and those being emptied counted first: the nodes kept open for
+        # new meetings are the fullest, and they must stay open.
+        room = max(1, math.floor(config.steer_warm_share * len(steerable))) - len(away)
+        if room > 0:
+            warm = sorted(entry for entry in warm if entry[1] not in away)
+            away.update(iid for _, iid in warm[-room:])
     if steerable and len(away) == len(steerable):
         # Nowhere cooler to send them: Scalelite's own least-load rule spreads the wave best.
         # Steering all would also leave a node steered last looking the least loaded of all
