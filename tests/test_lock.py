@@ -4,11 +4,10 @@ import re
 import tomllib
 from pathlib import Path
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _name(spec: str) -> str:
-    return re.split(r"[\[=<>~! ]", spec, maxsplit=1)[0].lower().replace("_", "-")
 
 
 def test_pins_match_lock() -> None:
@@ -20,11 +19,12 @@ def test_pins_match_lock() -> None:
     for line in (ROOT / "requirements.lock").read_text().splitlines():
         if line and not line.startswith("#"):
             name, _, version = line.partition("==")
-            lock[name.lower().replace("_", "-")] = version
+            lock[canonicalize_name(name)] = version
     for spec in specs:
         assert "==" in spec, f"not pinned: {spec}"
         version = spec.split("==", 1)[1]
-        assert lock.get(_name(spec)) == version, f"{spec} vs lock {lock.get(_name(spec))}"
+        name = canonicalize_name(Requirement(spec).name)
+        assert lock.get(name) == version, f"{spec} vs lock {lock.get(name)}"
 
 
 def test_boto_stack_is_aioboto3s() -> None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata as md
-import re
 import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -28,14 +28,10 @@ DEV_ONLY_LAZY = {("bbbctl", "cfnlint")}
 venv (``bbbctl stack validate`` lints with cfn-lint)."""
 
 
-def _name(requirement: str) -> str:
-    return re.split(r"[\s\[=<>~!;(]", requirement, maxsplit=1)[0].lower().replace("_", "-")
-
-
 def _closure(specs: list[str]) -> set[str]:
     """The distributions ``pip install`` brings for ``specs`` on this interpreter."""
     seen: set[str] = set()
-    todo = [_name(s) for s in specs]
+    todo = [canonicalize_name(Requirement(s).name) for s in specs]
     while todo:
         name = todo.pop()
         if name in seen:
@@ -44,7 +40,7 @@ def _closure(specs: list[str]) -> set[str]:
         for text in md.requires(name) or []:
             req = Requirement(text)
             if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(_name(req.name))
+                todo.append(canonicalize_name(req.name))
     return seen
 
 
@@ -90,7 +86,7 @@ def test_every_import_of_a_shipped_package_is_a_declared_dependency() -> None:
                     continue
                 if lazy and (package, module) in DEV_ONLY_LAZY:
                     continue
-                dists = {_name(d) for d in distributions.get(module, [module])}
+                dists = {canonicalize_name(d) for d in distributions.get(module, [module])}
                 if not dists & closure:
                     missing.append(
                         f"{path.relative_to(ROOT)}: {module} ({', '.join(sorted(dists))})"
