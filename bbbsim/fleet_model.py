@@ -825,7 +825,9 @@ class FleetSim:
         ) != (node.state, node.load, node.online, node.multiplier):
             server = ServerView(node.id, node.state, node.load, node.online, node.multiplier)
         # bbbnode keeps protection on while a meeting runs or a recording is pending
-        # (bbbnode/protector.py, SnapshotView.idle: no meeting and no recording pending).
+        # (bbbnode/protector.py, SnapshotView.idle: no meeting and no recording pending),
+        # with SetInstanceProtection (EC2 Auto Scaling User Guide, "Use instance scale-in
+        # protection to control instance termination"); the scaler reads it as ProtectedFromScaleIn.
         protected = bool(node.meetings) or node.processing > 0
         if (
             last is not None

@@ -50,8 +50,8 @@ class PolicyConfig:
     steer_warm_cpu: float = 0.60
     """Node CPU from which the warmest nodes are steered too, up to ``steer_warm_share``."""
     steer_warm_share: float = 0.34
-    """Share of the steerable nodes (at least one) steered by CPU, hot ones included, when
-    warm ones are; 0: only ``steer_cpu`` steers."""
+    """Share of the steerable nodes (at least one) ``steer_warm_cpu`` may bring the steered
+    ones to, hot ones and those being emptied counted first; 0: only ``steer_cpu`` steers."""
     steer_multiplier: float = 100.0
     """The load_multiplier of a steered node; 1 turns steering off."""
     gap_limit: float = 30.0
