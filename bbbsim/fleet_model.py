@@ -47,11 +47,13 @@ What it models, and how (Scalelite's facts: blindsidenetworks/scalelite at v1.8.
   carried out as bbbscaler's actuator does (re-enable, set desired, tag and
   cordon, terminate with decrement). A draining node keeps its meetings until
   they end. A terminated node ends whatever it still hosts: those meetings are
-  counted as ended by the platform (the safety rules say never), and so are a
-  lowered desired capacity's victims (the newest instances, as a stand-in for
-  the ASG's choice). A terminated node with recordings still to process stays
-  (Terminating:Wait, bbbnode's lifecycle hook) until they are done, costing
-  instance-hours: ``recording_wait_instance_hours``.
+  counted as ended by the platform (the safety rules say never). A lowered desired
+  capacity takes victims as the ASG does: by its default termination policy, never
+  an instance bbbnode protects (one with meetings or recordings), so a fully
+  protected group waits above desired until one loses its protection. A terminated
+  node with recordings still to process stays (Terminating:Wait, bbbnode's
+  lifecycle hook) until they are done, costing instance-hours:
+  ``recording_wait_instance_hours``.
 - **A rollout** (``rollout_at``): from then on the group launches from a new
   launch template version, so every instance launched before is drifted and the
   policy replaces it; ``rollout_s`` is how long until the last of them left the
@@ -105,6 +107,7 @@ from bbbscaler.policy import (
 from bbbsim.demand import MICRO, HostSpec, Steps, meeting_units, utilisation
 from bbbsim.recording_processing import RecordingSpec
 from bbbsim.scalelite_poller import PollerSpec, failure_probability, round_duration
+from bbbsim.termination_policy import Candidate, choose_victims
 from bbbsim.trace import Trace
 
 MONDAY = 1_767_571_200.0
@@ -255,6 +258,13 @@ class FleetRun:
         return sum(self.recording_waits) / 3600
 
 
+def _protected(node: _SimNode) -> bool:
+    """Scale-in protection as bbbnode keeps it: on while a meeting runs or a recording is
+    pending (bbbnode/protector.py, SnapshotView.idle). A booting instance has none: AWS
+    starts protection at InService, and bbbnode is not running yet."""
+    return bool(node.meetings) or node.processing > 0
+
+
 class _SimNode:
     """One instance's mutable state inside a run (never leaves the simulation)."""
 
@@ -380,6 +390,8 @@ class FleetSim:
         self.unseen: list[_SimNode] = []
         """Instances whose Node changed since the last snapshot (the others' repeat)."""
         self.rng = random.Random(settings.seed)
+        self.victim_rng = random.Random(settings.seed)
+        """The termination policy's last tie-break; apart from the polls' draws."""
         host = settings.host
         # HostSpec's figures are properties: computed once here, read on every event.
         self.idle_units, self.full_units = host.idle_units, host.full_units
@@ -536,6 +548,21 @@ class FleetSim:
         node.view = None
         self._count_instances(t)
         self._check_rollout(t)
+
+    def _scale_in(self, t: float) -> None:
+        """Terminate instances while the group holds more than its desired capacity, as the
+        ASG does after desired is lowered: by its default termination policy (one zone
+        here), never a protected instance (bbbsim/termination_policy.py). With every
+        instance protected, desired stays lowered until one loses its protection; ``round``
+        calls this again each tick."""
+        excess = len(self.nodes) - self.desired
+        if excess <= 0:
+            return
+        candidates = [
+            Candidate(n.id, "a", _protected(n), n.launched, n.template) for n in self.nodes.values()
+        ]
+        for iid in choose_victims(candidates, excess, t, self.victim_rng):
+            self._terminate(self.nodes[iid], t)
 
     def _check_rollout(self, t: float) -> None:
         """Note when the last instance launched before the rollout has left the group."""
@@ -828,7 +855,7 @@ class FleetSim:
         # (bbbnode/protector.py, SnapshotView.idle: no meeting and no recording pending),
         # with SetInstanceProtection (EC2 Auto Scaling User Guide, "Use instance scale-in
         # protection to control instance termination"); the scaler reads it as ProtectedFromScaleIn.
-        protected = bool(node.meetings) or node.processing > 0
+        protected = _protected(node)
         if (
             last is not None
             and last.metrics is metrics
@@ -923,6 +950,8 @@ class FleetSim:
 
     def round(self, t: float) -> Decision:
         """One scaler round at ``t``: observe, the real decide and History.record, act."""
+        if len(self.nodes) > self.desired:
+            self._scale_in(t)  # a lowered desired still waiting for an unprotected instance
         now = self.s.epoch + t
         snapshot, forecast = self.snapshot(t), self.forecast(now)
         decision = decide(snapshot, self.history, forecast, self.config, now, self.memo)
@@ -943,9 +972,7 @@ class FleetSim:
             self.desired = d.desired
             while len(self.nodes) < self.desired:
                 self._launch(t)
-            while len(self.nodes) > self.desired:
-                # A lowered desired lets the ASG pick a victim: the newest, here.
-                self._terminate(list(self.nodes.values())[-1], t)
+            self._scale_in(t)
         for iid in d.drain:
             node = self.nodes[iid]
             node.draining_since = t

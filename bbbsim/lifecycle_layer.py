@@ -59,7 +59,6 @@ import re
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -76,6 +75,7 @@ from botocore.parsers import ResponseParserError
 from multidict import CIMultiDict
 
 from bbbcore import logs
+from bbbsim.termination_policy import Candidate, choose_victims
 
 if TYPE_CHECKING:
     from types_aiobotocore_autoscaling.client import AutoScalingClient
@@ -146,44 +146,6 @@ def _validation(message: str) -> AwsError:
 
 
 # ------------------------------------------------------------- decisions (pure)
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """An in-service instance as the termination policy sees it."""
-
-    instance_id: str
-    availability_zone: str
-    protected: bool
-    launched_at: float
-
-
-def choose_victims(
-    instances: Sequence[Candidate], count: int, now: float, rng: random.Random
-) -> tuple[str, ...]:
-    """Pick up to ``count`` instances to scale in, as AWS's default termination policy.
-
-    Zone balance first (the zone with most instances that has an unprotected one),
-    then the instance closest to its next instance hour, then a random one. The
-    "oldest launch template" step is left out: moto reports the group's current
-    template for every instance, so there is nothing to tell apart.
-    """
-    pool = list(instances)
-    chosen: list[str] = []
-    for _ in range(count):
-        unprotected = [c for c in pool if not c.protected]
-        if not unprotected:
-            break
-        per_zone = Counter(c.availability_zone for c in pool)
-        top = max(per_zone[c.availability_zone] for c in unprotected)
-        in_zone = [c for c in unprotected if per_zone[c.availability_zone] == top]
-        hour_position = {c.instance_id: (now - c.launched_at) % 3600.0 for c in in_zone}
-        closest = max(hour_position.values())
-        ties = sorted(c.instance_id for c in in_zone if hour_position[c.instance_id] == closest)
-        pick = rng.choice(ties)
-        chosen.append(pick)
-        pool = [c for c in pool if c.instance_id != pick]
-    return tuple(chosen)
 
 
 def desired_capacity_error(desired: int, min_size: int, max_size: int) -> str | None:
@@ -2413,7 +2375,11 @@ def _launch_order(info: InstanceInfo) -> tuple[float, str]:
 
 
 def _candidate(info: InstanceInfo) -> Candidate:
-    return Candidate(info.instance_id, info.availability_zone, info.protected, info.launched_at)
+    # The version the layer recorded at the launch: moto itself reports the group's current one.
+    version = int(info.launch_version) if info.launch_version.isdigit() else 0
+    return Candidate(
+        info.instance_id, info.availability_zone, info.protected, info.launched_at, version
+    )
 
 
 def _placeholder(instance_id: str, group: str, scope: Scope, now: float) -> InstanceInfo:

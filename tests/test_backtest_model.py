@@ -183,11 +183,45 @@ def test_terminating_a_busy_node_counts_its_meetings_as_ended_by_the_platform() 
     run = s.result("x")
     assert run.meetings_ended_by_platform == 2
     assert run.capacity[-1] == (10.0, 1)
-    # A lowered desired lets the ASG pick a victim, with the same count.
-    s = sim(TraceMeeting(0, 900, 5), TraceMeeting(1, 900, 5), settings=two)
+
+
+def test_a_lowered_desired_terminates_only_unprotected_instances() -> None:
+    # bbbnode protects a node while it hosts a meeting: the ASG picks the idle one.
+    two = FleetSettings(min_nodes=2, verify=True)
+    s = sim(TraceMeeting(0, 900, 5), settings=two)
     s.advance(10)
-    s.apply(Decision(Action.SCALE_OUT, "test", desired=1), 10)
-    assert s.result("x").meetings_ended_by_platform == 1
+    busy, idle = (n.instance_id for n in s.snapshot(10).nodes)
+    assert nodes(s.snapshot(10))[busy].protected
+    assert not nodes(s.snapshot(10))[idle].protected
+    s.apply(Decision(Action.NONE, "an operator lowers desired", desired=1), 10)
+    assert [n.instance_id for n in s.snapshot(10).nodes] == [busy]
+    assert s.result("x").meetings_ended_by_platform == 0
+    # Every node protected: desired is lowered, and the group waits for one to lose its
+    # protection; then it terminates that one, and no meeting ends.
+    s = sim(TraceMeeting(0, 900, 5), TraceMeeting(1, 300, 5), settings=two)
+    s.advance(10)
+    first, second = (n.instance_id for n in s.snapshot(10).nodes)
+    s.apply(Decision(Action.NONE, "an operator lowers desired", desired=1), 10)
+    assert len(s.snapshot(10).nodes) == 2
+    s.advance(400)  # the meeting on the second node ended at 301
+    s.round(400)  # the group's reconciliation; the policy may launch a node after it
+    left = [n.instance_id for n in s.snapshot(400).nodes]
+    assert first in left
+    assert second not in left
+    assert s.result("x").meetings_ended_by_platform == 0
+
+
+def test_among_unprotected_instances_the_closest_to_the_billing_hour_goes() -> None:
+    # The default termination policy: oldest launch template, then the closest to the next
+    # billing hour. At 1,000 s the node launched at 0 is 1,000 s into its hour, the one
+    # launched at 10 s 990 s: the first goes.
+    s = sim(TraceMeeting(5000, 60, 5))
+    s.advance(10)
+    s.apply(Decision(Action.SCALE_OUT, "test", desired=2), 10)
+    s.advance(1000)
+    _first, second = (n.instance_id for n in s.snapshot(1000).nodes)
+    s.apply(Decision(Action.NONE, "an operator lowers desired", desired=1), 1000)
+    assert [n.instance_id for n in s.snapshot(1000).nodes] == [second]
 
 
 def test_no_server_to_take_a_meeting_refuses_it() -> None:
@@ -399,3 +433,15 @@ def test_without_a_pool_nothing_changes() -> None:
     ]
     assert runs[0] == runs[1]
     assert runs[0].stopped_instance_hours == 0.0
+
+
+def test_the_oldest_launch_template_goes_before_the_billing_hour_counts() -> None:
+    # At 3,605 s the node launched at 10 s (after the rollout) is 3,595 s into its hour and
+    # the first one only 5 s, yet the first goes: it runs the older launch template.
+    s = sim(TraceMeeting(9000, 60, 5), settings=replace(SETTINGS, rollout_at=5.0))
+    s.snapshot(10)  # the group launches from the new version from here on
+    s.apply(Decision(Action.SCALE_OUT, "test", desired=2), 10)
+    s.advance(3605)
+    _old, new = (n.instance_id for n in s.snapshot(3605).nodes)
+    s.apply(Decision(Action.NONE, "an operator lowers desired", desired=1), 3605)
+    assert [n.instance_id for n in s.snapshot(3605).nodes] == [new]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -13,13 +14,11 @@ from botocore.exceptions import ClientError
 from botocore.retries.standard import ExponentialBackoff
 
 from bbbsim.lifecycle_layer import (
-    Candidate,
     FaultKind,
     FleetEvent,
     HookConfig,
     LifecycleLayer,
     Scope,
-    choose_victims,
     complete_hook,
     desired_capacity_error,
     expire_hooks,
@@ -29,6 +28,7 @@ from bbbsim.lifecycle_layer import (
     start_termination,
 )
 from bbbsim.moto_server import FleetIds, FleetSpec, HookSpec, MotoServer
+from bbbsim.termination_policy import Candidate, choose_victims
 from tests.aws_fixtures import NO_RETRY, FakeClock
 
 if TYPE_CHECKING:
@@ -511,6 +511,11 @@ def test_choose_victims_balances_zones_and_skips_protected() -> None:
     assert choose_victims(pool, 2, now, rng)[0] == "i-a2"
     assert set(choose_victims(pool, 10, now, rng)) == {"i-a1", "i-a2", "i-b1"}
     assert choose_victims([c for c in pool if c.protected], 1, now, rng) == ()
+    # In the zone, the oldest launch template goes before the billing hour counts.
+    newer = [
+        c if c.instance_id != "i-a2" else dataclasses.replace(c, launch_version=2) for c in pool
+    ]
+    assert choose_victims(newer, 1, now, rng) == ("i-a1",)
 
 
 def test_capacity_rules() -> None:
