@@ -671,8 +671,16 @@ def busy_rounds(draw: st.DrawFn) -> Round:
 def steering_rounds(draw: st.DrawFn) -> Round:
     """Rounds where steering has work: mostly Scalelite-enabled nodes with fresh data, hot,
     busy and idle ones, some steered before; now and then stale data, a drain tag, a due
-    scale-in, a lower bound, a window."""
+    scale-in, a lower bound, a window. Besides them, up to eight plainly steerable nodes
+    about steer_warm_cpu and steer_cpu, so that the warm share's cap has work (the drawn
+    nodes alone are seldom steerable: drained, foreign, booting or offline)."""
+    presets: st.SearchStrategy[Preset] = st.sampled_from(["default", "default", "seed"])
     count = draw(st.integers(1, 9))
+    config = dataclasses.replace(
+        draw(configs(presets)),
+        scale_in_after=draw(st.sampled_from([0.0, 0.0, 600.0])),
+        min_nodes=draw(st.sampled_from([0, 0, 2, count])),
+    )
     # Half the rounds see every node (scale-in, terminations and all), half miss some data.
     seen = draw(st.booleans())
     modes = ["clean", "clean", "quiet", "quiet", "busy"] + ([] if seen else ["messy"])
@@ -686,16 +694,26 @@ def steering_rounds(draw: st.DrawFn) -> Round:
         if not seen and n.metrics is not None and not draw(st.integers(0, 5)):
             n = dataclasses.replace(n, metrics=dataclasses.replace(n.metrics, age=61.0))
         nodes.append(n)
+    for k in range(draw(st.integers(0, 8))):
+        iid = f"w-{k:02d}"
+        cpu = draw(st.floats(0.5, 0.8))
+        metrics = NodeMetrics(cpu, draw(st.integers(1, 4)), draw(st.integers(2, 30)), 0.0)
+        server = ServerView(iid, "enabled", draw(LOADS), True, draw(MULTIPLIERS), config.tag)
+        nodes.append(
+            Node(
+                iid,
+                "InService",
+                protected=True,
+                launched_at=T0 - 5000,
+                metrics=metrics,
+                server=server,
+            )
+        )
+    nodes = draw(st.permutations(nodes))
     members = sum(member(n) for n in nodes)
     desired = max(0, members + draw(st.sampled_from([0, 0, 0, -1, 1, 2])))
     group = Group(
         "bbb", desired, draw(st.sampled_from([0, 0, 1])), members + 3, launch=draw(GROUP_LAUNCHES)
-    )
-    presets: st.SearchStrategy[Preset] = st.sampled_from(["default", "default", "seed"])
-    config = dataclasses.replace(
-        draw(configs(presets)),
-        scale_in_after=draw(st.sampled_from([0.0, 0.0, 600.0])),
-        min_nodes=draw(st.sampled_from([0, 0, 2, count])),
     )
     ok = seen or draw(st.booleans())
     return FleetSnapshot(T0, group, tuple(nodes), scalelite_ok=ok), draw(histories()), config
