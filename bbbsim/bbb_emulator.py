@@ -8,7 +8,10 @@ change its state synchronously (meetings, participants, faults) while aiohttp
 serves it. Counts in the XML are derived from the attendee list the way
 bbb-web derives them from its users, including the unkind part: a user who
 left stays in the attendee list and in ``moderatorCount`` until bbb-web forgets
-him, while ``participantCount`` counts only users online.
+him, while ``participantCount`` counts only users online. Meetings end by
+themselves as akka-apps ends them: nobody joined within 5 minutes, the last
+user left a minute ago, or over their ``duration`` (``expires_at_ms``), checked on
+the meeting's 10 s audit tick.
 """
 
 from __future__ import annotations
@@ -44,6 +47,16 @@ _XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]*$")
 _DIAL_NUMBER = "613-555-1234"
 _NO_MEETINGS = "no meetings were found on this server"
 USERS_TIMEOUT_S = 60.0
+EXPIRE_IF_NO_USER_JOINED_S = 300.0
+"""bbb-web's ``meetingExpireIfNoUserJoinedInMinutes`` (5 in bigbluebutton-web/grails-app/
+conf/bigbluebutton.properties): a meeting nobody joined ends this long after its create."""
+EXPIRE_WHEN_LAST_USER_LEFT_S = 60.0
+"""bbb-web's ``meetingExpireWhenLastUserLeftInMinutes`` (1 in the same file): a meeting ends
+this long after its last user left (0: at once)."""
+AUDIT_FIRST_S, AUDIT_EVERY_S = 5.0, 10.0
+"""akka-apps checks a meeting's expiry on its audit tick, not continuously: first 5 s after
+the meeting starts, then every 10 s (MeetingActorAudit.scala: ``schedule(5 seconds,
+MonitorFrequency)``, ``MonitorFrequency = 10 seconds``)."""
 """bbb-web's ``usersTimeout`` (60000 ms in bigbluebutton.properties): how long a user who
 left stays in its memory, hence in getMeetings' attendees, for a possible rejoin."""
 
@@ -124,6 +137,10 @@ class MeetingState:
     sequence: int = 0
     free_join: bool = False
     breakout_room_ids: tuple[str, ...] = ()
+    last_user_left_ms: int | None = None
+    """When the last online user left (None while someone is online, or nobody ever joined)."""
+    expire_no_user_ms: int = int(EXPIRE_IF_NO_USER_JOINED_S * 1000)
+    expire_last_left_ms: int = int(EXPIRE_WHEN_LAST_USER_LEFT_S * 1000)
 
     @property
     def is_breakout(self) -> bool:
@@ -178,6 +195,60 @@ class JoinRecord:
     full_name: str
     role: str
     time_ms: int
+
+
+def expires_at_ms(m: MeetingState) -> int | None:
+    """When akka-apps ends ``m`` by its expiry rules, on the meeting's audit tick; None: not
+    while nothing changes.
+
+    The rules are MeetingExpiryTracker.hasMeetingExpired (akka-bbb-apps/src/main/scala/org/
+    bigbluebutton/core/domain/MeetingTrackers.scala): nobody joined within
+    ``meetingExpireIfNoUserJoinedInMinutes`` of the start (not a breakout room), over its
+    ``duration``, or the last user left ``meetingExpireWhenLastUserLeftInMinutes`` ago (not
+    a breakout room; 0 ends it at once). Each compares strictly (``now - since > limit``).
+    """
+    if m.forcibly_ended:
+        return None
+    created = m.create_time_ms
+    # (time, whether the tick may fall on it): the strict rules need a tick after it.
+    deadlines: list[tuple[int, bool]] = []
+    if not m.is_breakout:
+        if not m.has_user_joined:
+            deadlines.append((created + m.expire_no_user_ms, False))
+        elif m.last_user_left_ms is not None:
+            limit = m.expire_last_left_ms
+            deadlines.append((m.last_user_left_ms + limit, limit == 0))
+    if m.duration > 0:
+        deadlines.append((created + m.duration * 60_000, False))
+    if not deadlines:
+        return None
+    first, step = created + int(AUDIT_FIRST_S * 1000), int(AUDIT_EVERY_S * 1000)
+
+    def tick(deadline: int, on: bool) -> int:
+        ahead = deadline - first
+        k = -(-ahead // step) if on else ahead // step + 1
+        return first + max(0, k) * step
+
+    return min(tick(d, on) for d, on in deadlines)
+
+
+def _attended(
+    meeting: MeetingState, attendees: tuple[AttendeeState, ...], now_ms: int
+) -> MeetingState:
+    """``meeting`` with these attendees: joined once anyone was, and when its last online
+    user left (setUserHasJoined clears it, setLastUserLeftOn sets it: MeetingTrackers.scala)."""
+    online = any(a.online for a in attendees)
+    joined = meeting.has_user_joined or bool(attendees)
+    left = None
+    if joined and not online:
+        left = meeting.last_user_left_ms if meeting.last_user_left_ms is not None else now_ms
+    return replace(
+        meeting,
+        attendees=attendees,
+        has_user_joined=joined,
+        running=joined and not meeting.forcibly_ended,
+        last_user_left_ms=left,
+    )
 
 
 def make_attendees(
@@ -396,6 +467,11 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() == "true"
 
 
+def _minutes(value: str | None) -> int | None:
+    """A create parameter in minutes; None when absent (the property's value applies)."""
+    return None if value is None or value == "" else _int_param(value)
+
+
 def _int_param(value: str | None) -> int:
     try:
         return max(0, int(value or "0"))
@@ -421,6 +497,8 @@ class EmulatedBbb:
         keep_ended: bool = False,
         bbb_version: str = "3.0.0",
         users_timeout: float = USERS_TIMEOUT_S,
+        expire_if_no_user_joined: float = EXPIRE_IF_NO_USER_JOINED_S,
+        expire_when_last_user_left: float = EXPIRE_WHEN_LAST_USER_LEFT_S,
     ) -> None:
         self._secret = secret
         self.supported_checksum_algorithms = supported_checksum_algorithms
@@ -431,6 +509,9 @@ class EmulatedBbb:
         self.keep_ended = keep_ended
         self.bbb_version = bbb_version
         self.users_timeout = users_timeout
+        self.expire_if_no_user_joined = expire_if_no_user_joined
+        """Seconds; bbb-web's property, which a create's own parameter overrides."""
+        self.expire_when_last_user_left = expire_when_last_user_left
         self._meetings: dict[str, MeetingState] = {}
         self._fault = Fault()
         self._counts: Counter[str] = Counter()
@@ -467,6 +548,15 @@ class EmulatedBbb:
             if len(kept) != len(meeting.attendees):
                 self._meetings[meeting_id] = replace(meeting, attendees=kept)
 
+    def _expire_meetings(self) -> None:
+        """End the meetings akka-apps would have ended by now (``expires_at_ms``)."""
+        now = self._now_ms()
+        for meeting_id, meeting in list(self._meetings.items()):
+            at = expires_at_ms(meeting)
+            if at is not None and at <= now and meeting_id in self._meetings:
+                log.info("bbb_meeting_expired", meeting_id=meeting_id)
+                self.end_meeting(meeting_id)
+
     def _new_meeting(
         self,
         meeting_id: str,
@@ -478,6 +568,8 @@ class EmulatedBbb:
         record: bool = False,
         max_users: int = 0,
         duration: int = 0,
+        expire_no_user_min: int | None = None,
+        expire_last_left_min: int | None = None,
     ) -> MeetingState:
         if not meeting_id:
             raise ValueError("meeting_id must not be empty")
@@ -500,6 +592,16 @@ class EmulatedBbb:
             max_users=max_users,
             duration=duration,
             metadata=MappingProxyType(meta),
+            expire_no_user_ms=int(
+                1000 * self.expire_if_no_user_joined
+                if expire_no_user_min is None
+                else 60_000 * expire_no_user_min
+            ),
+            expire_last_left_ms=int(
+                1000 * self.expire_when_last_user_left
+                if expire_last_left_min is None
+                else 60_000 * expire_last_left_min
+            ),
         )
 
     def add_meeting(
@@ -597,13 +699,7 @@ class EmulatedBbb:
             cameras=cameras,
             dial_in=dial_in,
         )
-        joined = meeting.has_user_joined or bool(attendees)
-        updated = replace(
-            meeting,
-            attendees=attendees,
-            has_user_joined=joined,
-            running=joined and not meeting.forcibly_ended,
-        )
+        updated = _attended(meeting, attendees, self._now_ms())
         self._meetings[meeting_id] = updated
         return updated
 
@@ -633,7 +729,7 @@ class EmulatedBbb:
             else a
             for a in meeting.attendees
         )
-        updated = replace(meeting, attendees=attendees)
+        updated = _attended(meeting, attendees, now)
         self._meetings[meeting_id] = updated
         log.info("bbb_users_left", meeting_id=meeting_id, users=len(wanted))
         return updated
@@ -695,11 +791,13 @@ class EmulatedBbb:
 
     def meeting(self, meeting_id: str) -> MeetingState | None:
         """The meeting with this external id, if any."""
+        self._expire_meetings()
         self._forget_left_users()
         return self._meetings.get(meeting_id)
 
     def meetings(self) -> tuple[MeetingState, ...]:
         """All meetings, breakout rooms included, in creation order."""
+        self._expire_meetings()
         self._forget_left_users()
         return tuple(self._meetings.values())
 
@@ -860,6 +958,7 @@ class EmulatedBbb:
         allowed = checksum.bbb_web_allows(self.supported_checksum_algorithms)
         if not checksum.verify(call, signed, self._secret, sent, allowed):
             return _ok(render_failed("checksumError", "Checksums do not match"))
+        self._expire_meetings()
         self._forget_left_users()
         params = dict(parse_qsl(signed, keep_blank_values=True))
         if call == "getMeetings":
@@ -907,6 +1006,11 @@ class EmulatedBbb:
                     record=_truthy(params.get("record")),
                     max_users=_int_param(params.get("maxParticipants")),
                     duration=_int_param(params.get("duration")),
+                    # create's own values, as the API documents them, win over the properties.
+                    expire_no_user_min=_minutes(params.get("meetingExpireIfNoUserJoinedInMinutes")),
+                    expire_last_left_min=_minutes(
+                        params.get("meetingExpireWhenLastUserLeftInMinutes")
+                    ),
                 )
             except ValueError as exc:
                 return _ok(render_failed("invalidParameter", str(exc)))
@@ -970,11 +1074,8 @@ class EmulatedBbb:
             is_presenter=not meeting.attendees,
             has_joined_voice=True,
         )
-        self._meetings[meeting.meeting_id] = replace(
-            meeting,
-            attendees=(*meeting.attendees, attendee),
-            has_user_joined=True,
-            running=True,
+        self._meetings[meeting.meeting_id] = _attended(
+            meeting, (*meeting.attendees, attendee), self._now_ms()
         )
         self.joins.append(JoinRecord(meeting.meeting_id, user_id, full_name, role, self._now_ms()))
         log.info("bbb_user_joined", meeting_id=meeting.meeting_id, role=role)

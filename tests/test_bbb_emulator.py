@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
@@ -19,6 +19,7 @@ from bbbsim.bbb_emulator import (
     EmulatedBbb,
     FaultMode,
     client_url,
+    expires_at_ms,
     make_attendees,
     serve,
     strip_checksum,
@@ -496,3 +497,82 @@ async def test_requests_are_counted_per_call(served: Served) -> None:
     assert served.bbb.request_count() == 4
     served.bbb.reset_counts()
     assert served.bbb.request_count() == 0
+
+
+# --- meeting expiry (akka-apps MeetingTrackers.scala, on MeetingActorAudit's 10 s tick) -----
+
+START = 1_715_261_728.0
+"""A whole second: the audit ticks fall on exact milliseconds from the create."""
+
+
+def test_a_meeting_nobody_joins_ends_at_the_audit_tick_after_five_minutes() -> None:
+    # meetingExpireIfNoUserJoinedInMinutes=5: ``now - start > 300 s`` first holds on the
+    # tick at 305 s (ticks at 5 s, then every 10 s).
+    clock = [START]
+    bbb = EmulatedBbb(SECRET, clock=lambda: clock[0])
+    bbb.add_meeting("empty")
+    clock[0] = START + 304.9
+    assert bbb.meeting("empty") is not None
+    clock[0] = START + 305.0
+    assert bbb.meeting("empty") is None
+    assert bbb.meetings() == ()
+
+
+def test_a_meeting_ends_a_minute_after_its_last_user_left_unless_one_comes_back() -> None:
+    clock = [START]
+    bbb = EmulatedBbb(SECRET, clock=lambda: clock[0])
+    bbb.add_meeting("class", 2)
+    clock[0] = START + 600  # long past five minutes: someone joined
+    users = [a.user_id for a in bbb.meetings()[0].attendees]
+    bbb.leave("class", *users)
+    # Left at 600 s: ``now - left > 60 s`` first holds on the tick at 665 s.
+    clock[0] = START + 664.9
+    assert bbb.meeting("class") is not None
+    clock[0] = START + 665.0
+    assert bbb.meeting("class") is None
+    # A user back within the minute keeps it (setUserHasJoined clears lastUserLeftOn).
+    bbb.add_meeting("again", 1)
+    bbb.leave("again", bbb.meetings()[0].attendees[0].user_id)
+    clock[0] = START + 700
+    bbb.set_participants("again", 1)
+    clock[0] = START + 900
+    assert bbb.meeting("again") is not None
+    # Everyone gone at 900 s; created at 665 s, its ticks fall on 670 s + 10 s steps: the
+    # first after 960 s is 970 s.
+    bbb.set_participants("again", 0)
+    clock[0] = START + 969.9
+    assert bbb.meeting("again") is not None
+    clock[0] = START + 970.0
+    assert bbb.meeting("again") is None
+
+
+def test_breakout_rooms_do_not_expire_for_want_of_users() -> None:
+    clock = [START]
+    bbb = EmulatedBbb(SECRET, clock=lambda: clock[0])
+    bbb.add_meeting("class", 3)
+    bbb.add_breakout("class")
+    clock[0] = START + 3600
+    assert [m.meeting_id for m in bbb.meetings()] == ["class", "class-breakout-1"]
+
+
+def test_duration_and_the_creates_own_expiry_win() -> None:
+    clock = [START]
+    bbb = EmulatedBbb(SECRET, clock=lambda: clock[0], expire_if_no_user_joined=3600.0)
+    bbb.add_meeting("long", 1)
+    clock[0] = START + 1800
+    assert bbb.meeting("long") is not None
+    assert expires_at_ms(replace(bbb.meetings()[0], duration=10)) == int((START + 605) * 1000)
+
+
+async def test_create_takes_its_own_expiry_parameters() -> None:
+    clock = [START]
+    async for s in _serve(EmulatedBbb(SECRET, clock=lambda: clock[0])):
+        query = "meetingID=quick&meetingExpireIfNoUserJoinedInMinutes=1"
+        status, _ = await s.get(
+            f"create?{query}&checksum={_hand_checksum('sha1', 'create', query)}"
+        )
+        assert status == 200
+        clock[0] = START + 64.9
+        assert [m.meeting_id for m in await s.client().get_meetings()] == ["quick"]
+        clock[0] = START + 65.0
+        assert await s.client().get_meetings() == ()
