@@ -10,8 +10,9 @@ bbb-web derives them from its users, including the unkind part: a user who
 left stays in the attendee list and in ``moderatorCount`` until bbb-web forgets
 him, while ``participantCount`` counts only users online. Meetings end by
 themselves as akka-apps ends them: nobody joined within 5 minutes, the last
-user left a minute ago, or over their ``duration`` (``expires_at_ms``), checked on
-the meeting's 10 s audit tick.
+user left a minute ago (counted from when akka-apps removes him, after a grace for
+a reconnect), or over their ``duration`` (``expires_at_ms``), checked on the
+meeting's 10 s audit tick.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ conf/bigbluebutton.properties): a meeting nobody joined ends this long after its
 EXPIRE_WHEN_LAST_USER_LEFT_S = 60.0
 """bbb-web's ``meetingExpireWhenLastUserLeftInMinutes`` (1 in the same file): a meeting ends
 this long after its last user left (0: at once)."""
+USER_LEFT_GRACE_S = 10.0
+"""How long akka-apps keeps a user who left, for a reconnect, before removing him from the
+meeting (``leftOn > 10000`` in Users2x.findAllExpiredUserLeftFlags; another version of the
+file has 1000)."""
 AUDIT_FIRST_S, AUDIT_EVERY_S = 5.0, 10.0
 """akka-apps checks a meeting's expiry on its audit tick, not continuously: first 5 s after
 the meeting starts, then every 10 s (MeetingActorAudit.scala: ``schedule(5 seconds,
@@ -206,30 +211,36 @@ def expires_at_ms(m: MeetingState) -> int | None:
     ``meetingExpireIfNoUserJoinedInMinutes`` of the start (not a breakout room), over its
     ``duration``, or the last user left ``meetingExpireWhenLastUserLeftInMinutes`` ago (not
     a breakout room; 0 ends it at once). Each compares strictly (``now - since > limit``).
+    "Left" starts late: a user who leaves is flagged and kept for a reconnect, removed on
+    the first tick more than ``USER_LEFT_GRACE_S`` later (at once with a limit of 0), and
+    the tick that removes the last one sets lastUserLeftOn (MeetingActor.scala,
+    removeUsersWithExpiredUserLeftFlag; Users2x.findAllExpiredUserLeftFlags).
     """
     if m.forcibly_ended:
         return None
     created = m.create_time_ms
-    # (time, whether the tick may fall on it): the strict rules need a tick after it.
-    deadlines: list[tuple[int, bool]] = []
-    if not m.is_breakout:
-        if not m.has_user_joined:
-            deadlines.append((created + m.expire_no_user_ms, False))
-        elif m.last_user_left_ms is not None:
-            limit = m.expire_last_left_ms
-            deadlines.append((m.last_user_left_ms + limit, limit == 0))
-    if m.duration > 0:
-        deadlines.append((created + m.duration * 60_000, False))
-    if not deadlines:
-        return None
     first, step = created + int(AUDIT_FIRST_S * 1000), int(AUDIT_EVERY_S * 1000)
 
     def tick(deadline: int, on: bool) -> int:
+        """The first audit tick after ``deadline`` (``on``: or at it)."""
         ahead = deadline - first
         k = -(-ahead // step) if on else ahead // step + 1
         return first + max(0, k) * step
 
-    return min(tick(d, on) for d, on in deadlines)
+    ends: list[int] = []
+    if not m.is_breakout:
+        if not m.has_user_joined:
+            ends.append(tick(created + m.expire_no_user_ms, False))
+        elif m.last_user_left_ms is not None:
+            limit = m.expire_last_left_ms
+            if limit == 0:
+                ends.append(tick(m.last_user_left_ms, True))
+            else:
+                removed = tick(m.last_user_left_ms + int(USER_LEFT_GRACE_S * 1000), False)
+                ends.append(tick(removed + limit, False))
+    if m.duration > 0:
+        ends.append(tick(created + m.duration * 60_000, False))
+    return min(ends, default=None)
 
 
 def _attended(

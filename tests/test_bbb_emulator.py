@@ -525,10 +525,11 @@ def test_a_meeting_ends_a_minute_after_its_last_user_left_unless_one_comes_back(
     clock[0] = START + 600  # long past five minutes: someone joined
     users = [a.user_id for a in bbb.meetings()[0].attendees]
     bbb.leave("class", *users)
-    # Left at 600 s: ``now - left > 60 s`` first holds on the tick at 665 s.
-    clock[0] = START + 664.9
+    # Left at 600 s: akka-apps keeps them 10 s for a reconnect and removes them on the tick
+    # at 615 s, which sets lastUserLeftOn; ``now - 615 s > 60 s`` first holds at 685 s.
+    clock[0] = START + 684.9
     assert bbb.meeting("class") is not None
-    clock[0] = START + 665.0
+    clock[0] = START + 685.0
     assert bbb.meeting("class") is None
     # A user back within the minute keeps it (setUserHasJoined clears lastUserLeftOn).
     bbb.add_meeting("again", 1)
@@ -537,13 +538,21 @@ def test_a_meeting_ends_a_minute_after_its_last_user_left_unless_one_comes_back(
     bbb.set_participants("again", 1)
     clock[0] = START + 900
     assert bbb.meeting("again") is not None
-    # Everyone gone at 900 s; created at 665 s, its ticks fall on 670 s + 10 s steps: the
-    # first after 960 s is 970 s.
+    # Everyone gone at 900 s; created at 685 s, its ticks fall on 690 s + 10 s steps:
+    # removed at 920 s, ended at 990 s.
     bbb.set_participants("again", 0)
-    clock[0] = START + 969.9
+    clock[0] = START + 989.9
     assert bbb.meeting("again") is not None
-    clock[0] = START + 970.0
+    clock[0] = START + 990.0
     assert bbb.meeting("again") is None
+    # With a limit of 0 it ends on the first tick after the last user left.
+    zero = EmulatedBbb(SECRET, clock=lambda: clock[0], expire_when_last_user_left=0.0)
+    zero.add_meeting("now", 1)  # created at 990 s: ticks at 995 s + 10 s steps
+    zero.set_participants("now", 0)
+    clock[0] = START + 994.9
+    assert zero.meeting("now") is not None
+    clock[0] = START + 995.0
+    assert zero.meeting("now") is None
 
 
 def test_breakout_rooms_do_not_expire_for_want_of_users() -> None:
