@@ -247,7 +247,9 @@ def _attended(
     meeting: MeetingState, attendees: tuple[AttendeeState, ...], now_ms: int
 ) -> MeetingState:
     """``meeting`` with these attendees: joined once anyone was, and when its last online
-    user left (setUserHasJoined clears it, setLastUserLeftOn sets it: MeetingTrackers.scala)."""
+    user left (setUserHasJoined clears it, setLastUserLeftOn sets it: MeetingTrackers.scala).
+    A dial-in caller counts: akka-apps adds him to Users2x as a "dial-in-user"
+    (UserJoinedVoiceConfEvtMsgHdlr.scala, registerUserInUsers2x)."""
     online = any(a.online for a in attendees)
     joined = meeting.has_user_joined or bool(attendees)
     left = None

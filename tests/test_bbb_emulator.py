@@ -585,3 +585,12 @@ async def test_create_takes_its_own_expiry_parameters() -> None:
         assert [m.meeting_id for m in await s.client().get_meetings()] == ["quick"]
         clock[0] = START + 65.0
         assert await s.client().get_meetings() == ()
+
+
+def test_a_dial_in_caller_alone_keeps_the_meeting() -> None:
+    # akka-apps adds a dial-in caller to Users2x (registerUserInUsers2x): he counts as a user.
+    clock = [START]
+    bbb = EmulatedBbb(SECRET, clock=lambda: clock[0])
+    bbb.add_meeting("phone", 1, voice=1, dial_in=1)
+    clock[0] = START + 3600
+    assert bbb.meeting("phone") is not None
