@@ -7,6 +7,7 @@ Results go to ``out`` (stdout), the progress display and problems to ``err``
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
@@ -132,6 +133,10 @@ async def validate(ctx: Context, local: bool) -> int:
     if not files:
         print(f"no templates in {ctx.settings.stack.template_dir}", file=ctx.err)
         return 1
+    if importlib.util.find_spec("cfnlint") is None:
+        # An extra, not a dependency: only this command needs it.
+        print("bbbctl stack validate needs cfn-lint: pip install 'bbbfleet[deploy]'", file=ctx.err)
+        return 2
     errors = await asyncio.to_thread(_lint, files, ctx.settings.aws.region, ctx.out)
     findings = iam_check.check_files(files)
     for finding in findings:

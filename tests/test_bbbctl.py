@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -359,6 +360,23 @@ def test_validate_local_passes_on_the_shipped_templates(
     monkeypatch.setenv("BBBCTL_SYNC__ROOT", str(Path(__file__).resolve().parent.parent))
     assert cli.main(["stack", "validate", "--local"]) == 0
     assert "(cfn-lint, IAM check): 0 errors" in capsys.readouterr().out
+
+
+def test_validate_without_cfn_lint_says_so_and_exits_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # cfn-lint is the deploy extra, not a dependency: a plain install lacks it.
+    monkeypatch.setenv("BBBCTL_SYNC__ROOT", str(Path(__file__).resolve().parent.parent))
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "cfnlint" else find_spec(name, *a),
+    )
+    assert cli.main(["stack", "validate", "--local"]) == 2
+    captured = capsys.readouterr()
+    assert "needs cfn-lint: pip install 'bbbfleet[deploy]'" in captured.err
+    assert "errors" not in captured.out
 
 
 # --- the fleet check before delete and update ------------------------------------------

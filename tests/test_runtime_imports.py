@@ -23,9 +23,9 @@ PACKAGES: list[str] = PROJECT["tool"]["setuptools"]["packages"]
 FIRST_PARTY = {p.split(".")[0] for p in PACKAGES}
 EXTRA_OF_PACKAGE = {"bbbsim": "sim"}
 """Packages that need an extra (the simulator needs moto and matplotlib)."""
-DEV_ONLY_LAZY = {("bbbctl", "cfnlint")}
-"""Imports made inside a function for a command documented to run from the repository's
-venv (``bbbctl stack validate`` lints with cfn-lint)."""
+EXTRA_OF_LAZY_IMPORT = {("bbbctl", "cfnlint"): "deploy"}
+"""Imports made inside a function for one command, from an extra that command asks for when
+it is missing (``bbbctl stack validate`` lints with cfn-lint: ``bbbfleet[deploy]``)."""
 
 
 def _closure(specs: list[str]) -> set[str]:
@@ -69,8 +69,9 @@ def _imports(tree: ast.Module) -> Iterator[tuple[str, bool]]:
 def test_every_import_of_a_shipped_package_is_a_declared_dependency() -> None:
     runtime = PROJECT["project"]["dependencies"]
     extras = PROJECT["project"]["optional-dependencies"]
+    needed = {*EXTRA_OF_PACKAGE.values(), *EXTRA_OF_LAZY_IMPORT.values()}
     allowed = {"": _closure(runtime)} | {
-        extra: _closure([*runtime, *extras[extra]]) for extra in EXTRA_OF_PACKAGE.values()
+        extra: _closure([*runtime, *extras[extra]]) for extra in needed
     }
     distributions = md.packages_distributions()
     missing: list[str] = []
@@ -84,10 +85,9 @@ def test_every_import_of_a_shipped_package_is_a_declared_dependency() -> None:
                     or module == "__future__"
                 ):
                     continue
-                if lazy and (package, module) in DEV_ONLY_LAZY:
-                    continue
+                extra = EXTRA_OF_LAZY_IMPORT.get((package, module)) if lazy else None
                 dists = {canonicalize_name(d) for d in distributions.get(module, [module])}
-                if not dists & closure:
+                if not dists & (closure if extra is None else allowed[extra]):
                     missing.append(
                         f"{path.relative_to(ROOT)}: {module} ({', '.join(sorted(dists))})"
                     )
