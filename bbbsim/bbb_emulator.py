@@ -48,9 +48,12 @@ _XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]*$")
 _DIAL_NUMBER = "613-555-1234"
 _NO_MEETINGS = "no meetings were found on this server"
 USERS_TIMEOUT_S = 60.0
+"""bbb-web's ``usersTimeout`` (60000 ms in bigbluebutton.properties): how long a user who
+left stays in its memory, hence in getMeetings' attendees, for a possible rejoin."""
 EXPIRE_IF_NO_USER_JOINED_S = 300.0
 """bbb-web's ``meetingExpireIfNoUserJoinedInMinutes`` (5 in bigbluebutton-web/grails-app/
-conf/bigbluebutton.properties): a meeting nobody joined ends this long after its create."""
+conf/bigbluebutton.properties at 0001331): a meeting nobody joined ends this long after its
+create."""
 EXPIRE_WHEN_LAST_USER_LEFT_S = 60.0
 """bbb-web's ``meetingExpireWhenLastUserLeftInMinutes`` (1 in the same file): a meeting ends
 this long after its last user left (0: at once)."""
@@ -60,10 +63,9 @@ meeting (``leftOn > 10000`` in Users2x.findAllExpiredUserLeftFlags; another vers
 file has 1000)."""
 AUDIT_FIRST_S, AUDIT_EVERY_S = 5.0, 10.0
 """akka-apps checks a meeting's expiry on its audit tick, not continuously: first 5 s after
-the meeting starts, then every 10 s (MeetingActorAudit.scala: ``schedule(5 seconds,
-MonitorFrequency)``, ``MonitorFrequency = 10 seconds``)."""
-"""bbb-web's ``usersTimeout`` (60000 ms in bigbluebutton.properties): how long a user who
-left stays in its memory, hence in getMeetings' attendees, for a possible rejoin."""
+the meeting starts, then every 10 s (akka-bbb-apps/.../running/MeetingActorAudit.scala lines
+47-49 at 11a7340: ``MonitorFrequency = 10 seconds``, ``schedule(5 seconds, MonitorFrequency,
+...)``)."""
 
 
 class FaultMode(enum.StrEnum):
@@ -207,7 +209,7 @@ def expires_at_ms(m: MeetingState) -> int | None:
     while nothing changes.
 
     The rules are MeetingExpiryTracker.hasMeetingExpired (akka-bbb-apps/src/main/scala/org/
-    bigbluebutton/core/domain/MeetingTrackers.scala): nobody joined within
+    bigbluebutton/core/domain/MeetingTrackers.scala at 5143a61, lines 43-78): nobody joined within
     ``meetingExpireIfNoUserJoinedInMinutes`` of the start (not a breakout room), over its
     ``duration``, or the last user left ``meetingExpireWhenLastUserLeftInMinutes`` ago (not
     a breakout room; 0 ends it at once). Each compares strictly (``now - since > limit``).
@@ -247,7 +249,8 @@ def _attended(
     meeting: MeetingState, attendees: tuple[AttendeeState, ...], now_ms: int
 ) -> MeetingState:
     """``meeting`` with these attendees: joined once anyone was, and when its last online
-    user left (setUserHasJoined clears it, setLastUserLeftOn sets it: MeetingTrackers.scala).
+    user left (setUserHasJoined clears it, setLastUserLeftOn sets it: MeetingTrackers.scala
+    lines 19-29 at 5143a61).
     A dial-in caller counts: akka-apps adds him to Users2x as a "dial-in-user"
     (UserJoinedVoiceConfEvtMsgHdlr.scala, registerUserInUsers2x)."""
     online = any(a.online for a in attendees)

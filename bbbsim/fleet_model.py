@@ -259,9 +259,11 @@ class FleetRun:
 
 
 def _protected(node: _SimNode) -> bool:
-    """Scale-in protection as bbbnode keeps it: on while a meeting runs or a recording is
-    pending (bbbnode/protector.py, SnapshotView.idle). A booting instance has none: AWS
-    starts protection at InService, and bbbnode is not running yet."""
+    """Scale-in protection as bbbnode keeps it, with SetInstanceProtection: on while a
+    meeting runs or a recording is pending (bbbnode/protector.py, SnapshotView.idle). A
+    booting instance has none: bbbnode is not running yet, and "instance scale-in protection
+    starts when the instance state is InService" (EC2 Auto Scaling User Guide, "Use instance
+    scale-in protection to control instance termination")."""
     return bool(node.meetings) or node.processing > 0
 
 
@@ -851,10 +853,7 @@ class FleetSim:
             server.load_multiplier,
         ) != (node.state, node.load, node.online, node.multiplier):
             server = ServerView(node.id, node.state, node.load, node.online, node.multiplier)
-        # bbbnode keeps protection on while a meeting runs or a recording is pending
-        # (bbbnode/protector.py, SnapshotView.idle: no meeting and no recording pending),
-        # with SetInstanceProtection (EC2 Auto Scaling User Guide, "Use instance scale-in
-        # protection to control instance termination"); the scaler reads it as ProtectedFromScaleIn.
+        # The scaler reads it as ProtectedFromScaleIn.
         protected = _protected(node)
         if (
             last is not None
