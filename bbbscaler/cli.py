@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bbbcore import __version__, logs
+from bbbcore import __version__, logs, native
 from bbbcore.config import settings_for_command
 from bbbscaler.settings import ScalerSettings
 
@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bbbscaler`` console script."""
     args = _parser().parse_args(argv)
+    if native.refuse_stale("bbbscaler"):
+        return 2
     settings = settings_for_command(
         ScalerSettings, args.command, getattr(args, "config", None), "bbbscaler", _check
     )

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bbbcore import __version__, logs
+from bbbcore import __version__, logs, native
 from bbbsim import backtest_cli
 
 SIM_EXTRA = "bbbfleet[sim]"
@@ -79,6 +79,8 @@ def missing_module(names: Sequence[str]) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bbbsim`` console script."""
     args = _parser().parse_args(argv)
+    if native.refuse_stale("bbbsim"):
+        return 2
     # Checked before anything starts: a two-minute demo must not end in an ImportError.
     missing = missing_module(needs(args))
     if missing is not None:

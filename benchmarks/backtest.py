@@ -12,12 +12,15 @@ presets through the discrete-event fleet with the real ``decide`` every 10 s,
 the oracle, the fluid bound, the lags, the forecast's error), and each part on
 its own. Prints the conditions, then the README's ``speed`` table.
 
-The interpreter's build counts as much as a change to the code: this is pure Python, and
-a CPython built with profile-guided and link-time optimization (Debian's ``python3.11``)
-ran it a sixth to a fifth faster here than one built without (a pyenv default). The conditions
-line names the build (version, build date, compiler); run it with each to compare.
+The build counts as much as a change to the code. The README's commands compile the hot
+path (the policy, the fleet model) with mypyc (bbbcore/native.py), about twice as fast;
+``--interpreted`` runs the same sources interpreted, as a wheel or the container image does.
+And a CPython built with profile-guided and link-time optimization (Debian's
+``python3.11``) ran the interpreted code a sixth to a fifth faster here than one built
+without (a pyenv default). The conditions line names both (version, build date, compiler,
+compiled or interpreted).
 
-    .venv/bin/python benchmarks/backtest.py [--scale 7.25] [--repeat 3]
+    .venv/bin/python benchmarks/backtest.py [--scale 7.25] [--repeat 3] [--interpreted]
 """
 
 from __future__ import annotations
@@ -29,17 +32,14 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from readme_table import TEXT, Column, Table, unit
 
-from bbbscaler.policy import Preset
-from bbbsim.backtest import backtest
-from bbbsim.demand_history import last_week, trace_demand
-from bbbsim.fleet_model import FleetSettings, policy_config, prepare, simulate
-from bbbsim.oracle import oracle_run
-from bbbsim.trace import Trace
-from bbbsim.trace_generate import university_week
+from bbbcore import native
+
+if TYPE_CHECKING:
+    from bbbscaler.policy import Preset
 
 WEEKS = 5
 
@@ -82,7 +82,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=7.25)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--interpreted",
+        action="store_true",
+        help="run the sources even where compiled modules sit beside them",
+    )
     args = parser.parse_args()
+    if args.interpreted:
+        native.interpreted()
+    build = "interpreted" if args.interpreted else native.check().state
+    # Imported after the choice of build: interpreted() must come before the first import.
+    from bbbsim.backtest import backtest
+    from bbbsim.demand_history import last_week, trace_demand
+    from bbbsim.fleet_model import FleetSettings, policy_config, prepare, simulate
+    from bbbsim.oracle import oracle_run
+    from bbbsim.trace import Trace
+    from bbbsim.trace_generate import university_week
+
     trace = Trace("university-week", tuple(university_week(1, args.scale, WEEKS)))
     fleet = FleetSettings()
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -98,7 +114,8 @@ def main() -> None:
     print(
         f"{os.cpu_count()} CPUs, load average {load} at the start, Python "
         f"{platform.python_version()} built {platform.python_build()[1]} with "
-        f"{platform.python_compiler()}; trace: university term x{args.scale:g}, {WEEKS} weeks, "
+        f"{platform.python_compiler()}, the hot path {build} (bbbcore/native.py); "
+        f"trace: university term x{args.scale:g}, {WEEKS} weeks, "
         f"{len(trace.meetings):,} meetings, the last {prepared.horizon / 86400:.1f} days scored "
         f"({len(split.scored.meetings):,} meetings), {ticks:,} scaler rounds per policy; peak "
         f"nodes: {peaks}; median of {args.repeat}"

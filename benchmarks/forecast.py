@@ -26,6 +26,14 @@ from pathlib import Path
 
 import aiohttp
 from readme_table import TEXT, Column, Table
+
+from bbbcore import native
+
+if __name__ == "__main__":
+    # The live scaler's figures: its policy interpreted, as the container image runs it
+    # (a checkout's compiled modules are the backtest's; bbbcore/native.py).
+    native.interpreted()
+
 from scaler import synthetic
 
 from bbbscaler.history_source import PrometheusHistory

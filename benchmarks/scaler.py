@@ -38,11 +38,14 @@ import aiohttp
 from aiohttp import web
 from readme_table import TEXT, Column, Table
 
-from bbbcore import logs
+from bbbcore import logs, native
 
 if __name__ == "__main__":
     # Warnings only, on stderr: the table is stdout.
     logs.configure("warning")
+    # The live scaler's figures: its policy interpreted, as the container image runs it
+    # (a checkout's compiled modules are the backtest's; bbbcore/native.py).
+    native.interpreted()
 
 from bbbscaler.actuate import Actuator
 from bbbscaler.controller import Controller

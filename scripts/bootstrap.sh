@@ -35,14 +35,30 @@ pip_quiet() {
 }
 
 stamp="$VENV/.bbbfleet-lock"
-want=$(cat "$ROOT/requirements.lock" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)
+want=$( (cat "$ROOT/requirements.lock" "$ROOT/pyproject.toml"; echo editable_mode=compat) | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "bootstrap: installing the locked Python set into .venv" >&2
     pip_quiet install -r "$ROOT/requirements.lock"
-    pip_quiet install --no-deps -e "$ROOT"
+    # compat: ROOT itself on sys.path, where the compiled modules' shared library sits
+    # (bbbcore/native.py).
+    pip_quiet install --no-deps -e "$ROOT" --config-settings editable_mode=compat
     echo "$want" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
+
+# mypyc compiles the backtest's hot path in place (bbbcore/native.py), for its speed:
+# a minute, and only when those sources changed. BBBFLEET_COMPILE=0 skips it.
+if [ "${BBBFLEET_COMPILE:-1}" != 0 ] && ! python -c 'from bbbcore import native; import sys; sys.exit(native.state().state != "compiled")'; then
+    command -v gcc >/dev/null 2>&1 || apt_install gcc libc6-dev
+    python -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
+        || apt_install python3.11-dev
+    echo "bootstrap: compiling the backtest's hot path with mypyc (about a minute)" >&2
+    python "$ROOT/scripts/compile.py" >"$VENV/compile.log" 2>&1 || {
+        tail -n 40 "$VENV/compile.log" >&2
+        echo "bootstrap: compiling failed (log: $VENV/compile.log; BBBFLEET_COMPILE=0 skips it)" >&2
+        exit 1
+    }
+fi
 
 checkov_venv() {
     # checkov in a venv of its own (.venv-checkov) from checkov/requirements.txt: it pins

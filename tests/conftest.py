@@ -1,10 +1,16 @@
 """Shared test set-up: the AWS-on-loopback fixtures (moto_server + lifecycle layer)."""
 
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
 import structlog
+
+from bbbcore import native
+
+if os.environ.get("BBBFLEET_INTERPRETED") == "1":
+    native.interpreted()  # before any test module imports the policy
 
 pytest_plugins = ["tests.aws_fixtures", "tests.pebble_fixtures", "tests.fleet_world"]
 
@@ -20,3 +26,11 @@ def restore_logging() -> Iterator[None]:
     structlog.configure(**saved)
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Compiled modules older than their sources would test the old code: stop at once."""
+    try:
+        native.check()
+    except native.StaleError as e:
+        pytest.exit(str(e), returncode=2)

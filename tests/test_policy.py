@@ -16,6 +16,7 @@ from bbbscaler.model import (
     NodeMetrics,
     ServerState,
     ServerView,
+    WindowMiss,
 )
 from bbbscaler.policy import IN, OUT, History, PolicyConfig, Sample, decide, drained
 from bbbscaler.schedule import Window
@@ -912,11 +913,37 @@ def test_no_node_in_scalelite_reads_as_a_wrong_template_not_as_drained() -> None
 
 def test_a_completed_decision_keeps_every_field_it_does_not_set() -> None:
     # decide's last step copies the plan by hand (Decision.completed): a field added to
-    # Decision and not to it would come back as its default.
-    values = {f.name: object() for f in dataclasses.fields(Decision)}
-    planned = Decision(**values)  # type: ignore[arg-type]
-    added = ("steer", "numbers", "schedule_misses", "forecast_status", "forecast_reason")
-    fresh = {name: object() for name in added}
-    done = planned.completed(**fresh)  # type: ignore[arg-type]
+    # Decision and not to it would come back as its default. Values of each field's own type
+    # (the compiled model checks them), none a default, the completed ones all new.
+    def miss(name: str) -> WindowMiss:
+        return WindowMiss(name, 1.0, 2, 3.0, 4)
+
+    values: dict[str, Any] = {
+        "action": Action.DRAIN,
+        "reason": "planned",
+        "desired": 7,
+        "drain": ("i-d",),
+        "undrain": ("i-u",),
+        "terminate": ("i-t",),
+        "steer": (("i-s", 0.5),),
+        "drifted": ("i-x",),
+        "replacing": ("i-r",),
+        "numbers": {"planned": 1.0},
+        "signals": frozenset({"sig"}),
+        "demand": 2.5,
+        "schedule_misses": (miss("planned"),),
+        "forecast_status": "short",
+        "forecast_reason": "planned",
+    }
+    assert set(values) == {f.name for f in dataclasses.fields(Decision)}, "a new field: add it"
+    planned = Decision(**values)
+    fresh: dict[str, Any] = {
+        "steer": (("i-s", 2.0),),
+        "numbers": {"completed": 2.0},
+        "schedule_misses": (miss("completed"),),
+        "forecast_status": "ok",
+        "forecast_reason": "completed",
+    }
+    done = planned.completed(**fresh)
     for name, value in values.items():
-        assert getattr(done, name) is fresh.get(name, value), name
+        assert getattr(done, name) == fresh.get(name, value), name

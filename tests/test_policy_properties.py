@@ -12,7 +12,6 @@ preset over generated CPU histories.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import operator
@@ -824,10 +823,11 @@ def test_an_unseen_operator_drain_blocks_a_due_scale_in(
 @FAST
 @given(ROUNDS)
 def test_decide_is_deterministic_and_pure(data: Round) -> None:
-    before = copy.deepcopy(data)
+    # repr, not a deep copy: the compiled model's frozen classes refuse deepcopy's setattr.
+    before = repr(data)
     first = decided(data)
     assert decided(data) == first
-    assert data == before
+    assert repr(data) == before
 
 
 @FAST
@@ -1490,7 +1490,12 @@ def test_sort_fleet_remembers_nothing_it_should_not(
     if tag:
         config = dataclasses.replace(config, tag="other", stale_after=5.0, boot_grace=30.0)
     again = dataclasses.replace(snap, at=snap.at + later, group=group)
-    assert sort_fleet(again, config, memo) == sort_fleet(copy.deepcopy(again), config)
+    assert sort_fleet(again, config, memo) == sort_fleet(rebuilt(again), config)
+
+
+def rebuilt(snap: FleetSnapshot) -> FleetSnapshot:
+    """``snap`` with every node a new object: none a memo has seen."""
+    return dataclasses.replace(snap, nodes=tuple(dataclasses.replace(n) for n in snap.nodes))
 
 
 MEMO_STEPS = st.lists(
@@ -1567,7 +1572,7 @@ def test_sort_fleet_with_a_memo_is_sort_fleet(
             snap, at=snap.at + dt, group=group, nodes=snap.nodes if same else tuple(nodes)
         )
         fleet = sort_fleet(snap, config, memo)
-        plain = sort_fleet(copy.deepcopy(snap), config)
+        plain = sort_fleet(rebuilt(snap), config)
         assert fleet == plain, (op, dt, k)
         # The memo's order of the enabled nodes by load is what sorting them gives.
         some = frozenset(n.instance_id for n in plain.enabled[::2])
