@@ -149,3 +149,47 @@ def test_a_command_refuses_stale_modules(
     assert main(args) == 2  # before it reads a setting or starts anything
     err = capsys.readouterr().err
     assert err.startswith(f"{prog}: compiled modules do not match their sources")
+
+
+def morning_results() -> str:
+    """A Tuesday morning of the university term under each preset, with the forecast's
+    history: the results' reprs, hashed. Imports the simulator here, so a caller can choose
+    the build first."""
+    import hashlib
+    from dataclasses import replace
+
+    from bbbsim.demand_history import last_week, trace_demand
+    from bbbsim.fleet_model import FleetSettings, policy_config, prepare, simulate
+    from bbbsim.trace import Trace
+    from bbbsim.trace_generate import university_week
+
+    trace = Trace("university-week", tuple(university_week(1, 2.0, 2)))
+    fleet = FleetSettings()
+    split = last_week(trace)
+    tuesday = 86_400.0
+    morning = tuple(
+        m for m in split.scored.meetings if tuesday + 7 * 3600 <= m.start_s < tuesday + 11 * 3600
+    )
+    demand = trace_demand(prepare(trace, fleet), fleet)
+    settings = replace(fleet, epoch=fleet.epoch + split.offset)
+    prepared = prepare(Trace("morning", morning), settings)
+    h = hashlib.sha256()
+    for preset in ("seed", "default", "forecast"):
+        run = simulate(prepared, policy_config(preset, settings), settings, preset, demand)
+        h.update(repr(run).encode())
+    return h.hexdigest()
+
+
+def test_compiled_and_interpreted_give_the_same_results() -> None:
+    """The backtest's results do not depend on the build: this process runs what bootstrap
+    built (compiled, in the main leg), a child the sources."""
+    if (importlib.import_module("bbbsim.fleet_model").__file__ or "").endswith(".py"):
+        pytest.skip("this process runs the sources too: nothing to compare")
+    code = (
+        "from bbbcore import native; native.interpreted(); "
+        "from tests.test_native import morning_results; print(morning_results())"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=native.ROOT
+    )
+    assert child.stdout.strip() == morning_results()
