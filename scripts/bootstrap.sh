@@ -47,8 +47,12 @@ fi
 export PATH="$VENV/bin:$PATH"
 
 # mypyc compiles the backtest's hot path in place (bbbcore/native.py), for its speed:
-# a minute, and only when those sources changed. BBBFLEET_COMPILE=0 skips it.
-if [ "${BBBFLEET_COMPILE:-1}" != 0 ] && ! python -c 'from bbbcore import native; import sys; sys.exit(native.state().state != "compiled")'; then
+# a minute, and only when those sources changed. BBBFLEET_COMPILE=0 skips it and removes
+# an earlier build, so that everything runs interpreted (a stale one would be refused).
+native_state=$(python -c 'from bbbcore import native; print(native.state().state)')
+if [ "${BBBFLEET_COMPILE:-1}" = 0 ]; then
+    [ "$native_state" = interpreted ] || python "$ROOT/scripts/compile.py" --clean
+elif [ "$native_state" != compiled ]; then
     command -v gcc >/dev/null 2>&1 || apt_install gcc libc6-dev
     python -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
         || apt_install python3.11-dev
